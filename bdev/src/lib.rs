@@ -1,0 +1,2 @@
+//! The block layer (reactors, bdevs, multipath). See the crate README.
+#![deny(missing_docs)]

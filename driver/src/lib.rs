@@ -1,0 +1,31 @@
+//! A polled userspace NVMe driver for PCIe controllers reached through VFIO.
+//!
+//! The hardware model: an NVMe controller exposes registers in BAR0 (capabilities,
+//! configuration, status, and one pair of doorbells per queue). The host places
+//! queues in its own memory: 64-byte commands in submission queues (SQs), 16-byte
+//! completions in completion queues (CQs). The host writes a command into an SQ slot
+//! and the new tail into the SQ's doorbell; the device fetches the command by DMA,
+//! moves data to or from host buffers described by PRP entries, then writes a
+//! completion into the CQ with a phase bit that flips each time the CQ wraps. The host
+//! polls the phase bit, consumes completions, and writes the new head into the CQ's
+//! doorbell. No interrupts are used: each queue pair is owned and polled by one thread.
+//!
+//! Under VFIO the device sees I/O virtual addresses (IOVAs) that the IOMMU
+//! translates, so every buffer the device touches comes from a [`dma::DmaPool`]
+//! mapped into the device's IOMMU domain.
+//!
+//! Modules: [`regs`] and [`spec`] are the specification as data; [`mmio`] and
+//! [`dma`] the memory the device shares; [`bus`] what a transport provides,
+//! implemented by [`vfio`] and by the software controller in [`softctrl`];
+//! [`ctrlr`] the controller state machine and admin queue; [`qpair`] the I/O queue
+//! pairs of the data path.
+#![deny(missing_docs)]
+
+pub mod bus;
+pub mod dma;
+pub mod error;
+pub mod mmio;
+pub mod regs;
+pub mod spec;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! End-to-end test harness: boots a QEMU topology and runs commands in the guest.
