@@ -27,5 +27,15 @@ pub mod error;
 pub mod mmio;
 pub mod regs;
 pub mod spec;
+pub mod vfio;
 
 pub use error::{Error, Result};
+pub mod clock;
+pub mod ctrlr;
+pub mod prp;
+pub mod qpair;
+
+pub use ctrlr::{Controller, ControllerOptions, CtrlState, Namespace};
+pub use dma::{DmaBuf, DmaPool, DmaSlice, Iova};
+pub use qpair::{IoCompletion, IoOp, IoQpair, IoRequest, QpairOptions, QpairStats};
+pub use spec::Status;

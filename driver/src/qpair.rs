@@ -1,0 +1,908 @@
+//! I/O queue pairs: the data path.
+//!
+//! One [`IoQpair`] is one I/O submission queue and its completion queue, owned and
+//! polled by one thread (`Send`, not `Sync`, `&mut self` everywhere). Nothing here
+//! allocates, locks, sleeps or makes a system call per I/O: trackers, parents of split
+//! requests, the pending ring and the PRP list pages are sized when the queue pair is
+//! created.
+//!
+//! - Command identifiers index trackers. When none is free, or the controller is
+//!   being reset, a request waits on the bounded pending ring and is issued, in order,
+//!   as completions free identifiers; when the ring is full, `submit` hands the request
+//!   back with [`Error::Busy`].
+//! - Requests larger than the controller's maximum data transfer size (MDTS) are split
+//!   into several commands and complete once, as one request.
+//! - The SQ tail doorbell is written once per batch ([`IoQpair::flush`], or at the
+//!   start of each poll), the CQ head doorbell once per poll that consumed entries.
+//! - Every completion's identifier, SQ head and SQ identifier is checked; a bad one
+//!   fails the controller rather than corrupting state.
+//! - The controller signals resets and failure through one atomic control word that
+//!   each poll reads once (see [`QpairShared`]).
+
+use crate::clock;
+use crate::ctrlr::CtrlInner;
+use crate::dma::{DmaBuf, DmaSlice, Iova};
+use crate::error::{Error, Result};
+use crate::mmio::Doorbell;
+use crate::prp::{self, PAGE_SIZE};
+use crate::spec::{io_opc, Cqe, Sqe, Status, CQE_SIZE, SQE_SIZE};
+use std::collections::VecDeque;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The operation of an I/O request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoOp {
+    /// Read `nlb` blocks at `slba` into the buffer.
+    Read,
+    /// Write `nlb` blocks at `slba` from the buffer.
+    Write,
+    /// Flush the volatile write cache (no range, no buffer).
+    Flush,
+    /// Write zeroes to `nlb` blocks at `slba` (no buffer).
+    WriteZeroes,
+    /// Deallocate (unmap) `nlb` blocks at `slba` with Dataset Management (no buffer).
+    Deallocate,
+}
+
+/// An I/O request. `ctx` is the caller's: it comes back with the completion.
+#[derive(Clone, Copy, Debug)]
+pub struct IoRequest {
+    /// Operation.
+    pub op: IoOp,
+    /// Namespace.
+    pub nsid: u32,
+    /// Starting block.
+    pub slba: u64,
+    /// Number of blocks (a count, at least 1 except for flush).
+    pub nlb: u32,
+    /// Data buffer for read and write; ignored otherwise.
+    pub buf: DmaSlice,
+    /// Caller's context.
+    pub ctx: u64,
+}
+
+impl IoRequest {
+    /// A read of `nlb` blocks at `slba` into `buf`.
+    pub fn read(nsid: u32, slba: u64, nlb: u32, buf: DmaSlice, ctx: u64) -> Self {
+        IoRequest {
+            op: IoOp::Read,
+            nsid,
+            slba,
+            nlb,
+            buf,
+            ctx,
+        }
+    }
+    /// A write of `nlb` blocks at `slba` from `buf`.
+    pub fn write(nsid: u32, slba: u64, nlb: u32, buf: DmaSlice, ctx: u64) -> Self {
+        IoRequest {
+            op: IoOp::Write,
+            nsid,
+            slba,
+            nlb,
+            buf,
+            ctx,
+        }
+    }
+    /// A flush of namespace `nsid`.
+    pub fn flush(nsid: u32, ctx: u64) -> Self {
+        IoRequest {
+            op: IoOp::Flush,
+            nsid,
+            slba: 0,
+            nlb: 0,
+            buf: DmaSlice::default(),
+            ctx,
+        }
+    }
+    /// A write zeroes or deallocate of `nlb` blocks at `slba`.
+    pub fn no_data(op: IoOp, nsid: u32, slba: u64, nlb: u32, ctx: u64) -> Self {
+        IoRequest {
+            op,
+            nsid,
+            slba,
+            nlb,
+            buf: DmaSlice::default(),
+            ctx,
+        }
+    }
+}
+
+/// A finished request: the caller's context and the NVMe status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoCompletion {
+    /// The request's `ctx`.
+    pub ctx: u64,
+    /// Its status (of the first failed command, for split requests).
+    pub status: Status,
+}
+
+/// Counters that explain performance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QpairStats {
+    /// Requests accepted by `submit`.
+    pub submitted: u64,
+    /// Requests completed (delivered to the caller).
+    pub completed: u64,
+    /// NVMe commands issued (more than requests when requests are split).
+    pub commands: u64,
+    /// Calls to `poll`.
+    pub polls: u64,
+    /// Polls that found no completion.
+    pub idle_polls: u64,
+    /// SQ tail doorbell writes.
+    pub sq_doorbell_writes: u64,
+    /// CQ head doorbell writes.
+    pub cq_doorbell_writes: u64,
+    /// Requests that went through the pending ring.
+    pub pended: u64,
+    /// Most requests ever waiting on the pending ring at once.
+    pub pending_high_water: u64,
+    /// Requests refused because the pending ring was full.
+    pub busy: u64,
+    /// Commands that passed their deadline.
+    pub timeouts: u64,
+    /// Commands aborted by controller resets.
+    pub reset_aborts: u64,
+}
+
+/// Control word phases (low two bits of [`QpairShared::control`]).
+pub(crate) const CTL_LIVE: u64 = 0;
+pub(crate) const CTL_RESET: u64 = 1;
+pub(crate) const CTL_FAILED: u64 = 2;
+
+/// The part of a queue pair the controller (admin side) shares with its owner.
+///
+/// `control` is `(epoch << 2) | phase`, written only by the controller:
+/// - `RESET` at epoch e: the controller is disabled (the device no longer touches
+///   the queues); the owner completes every command in flight with "aborted: SQ
+///   deletion", rewinds its rings, holds new requests on the pending ring, and stores
+///   e into `ack`.
+/// - `LIVE` at epoch e: the queues exist on the device again; requests flow.
+/// - `FAILED`: the controller is gone; everything completes with a path error.
+#[derive(Debug)]
+pub(crate) struct QpairShared {
+    pub qid: u16,
+    pub entries: u16,
+    pub sq_iova: Iova,
+    pub cq_iova: Iova,
+    pub control: AtomicU64,
+    pub ack: AtomicU64,
+}
+
+const NO_PARENT: u16 = u16::MAX;
+
+#[derive(Clone, Copy, Debug)]
+struct Tracker {
+    active: bool,
+    abort_sent: bool,
+    parent: u16,
+    ctx: u64,
+    deadline: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Parent {
+    req: IoRequest,
+    /// Blocks issued so far.
+    issued: u32,
+    /// Commands in flight.
+    inflight: u32,
+    status: Status,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct NsInfo {
+    nsid: u32,
+    nsze: u64,
+    block_shift: u32,
+    /// Largest read/write command, in blocks.
+    max_rw_blocks: u32,
+}
+
+/// Options for a new queue pair.
+#[derive(Clone, Copy, Debug)]
+pub struct QpairOptions {
+    /// Entries in the SQ and CQ (capped by CAP.MQES). Commands in flight are one fewer.
+    pub entries: u16,
+    /// Requests that may wait on the pending ring.
+    pub pending_max: usize,
+    /// Per-command deadline; an expired command is aborted, then the controller reset.
+    pub timeout_ms: u64,
+}
+
+impl Default for QpairOptions {
+    fn default() -> Self {
+        QpairOptions {
+            entries: 256,
+            pending_max: 4096,
+            timeout_ms: 30_000,
+        }
+    }
+}
+
+/// An I/O queue pair, owned by one thread.
+pub struct IoQpair {
+    ctrl: Arc<CtrlInner>,
+    shared: Arc<QpairShared>,
+    sq_mem: DmaBuf,
+    cq_mem: DmaBuf,
+    prp_mem: DmaBuf,
+    sq_db: Doorbell,
+    cq_db: Doorbell,
+    entries: u16,
+    sq_tail: u16,
+    sq_dirty: bool,
+    cq_head: u16,
+    phase: bool,
+    trackers: Box<[Tracker]>,
+    free_cids: Vec<u16>,
+    parents: Box<[Parent]>,
+    free_parents: Vec<u16>,
+    /// A split request still being issued; it goes before the pending ring.
+    partial: Option<u16>,
+    pending: VecDeque<IoRequest>,
+    pending_max: usize,
+    ns: Box<[NsInfo]>,
+    control_seen: u64,
+    held: bool,
+    failed: bool,
+    timeout_ticks: u64,
+    next_timeout_scan: u64,
+    stats: QpairStats,
+}
+
+impl std::fmt::Debug for IoQpair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoQpair")
+            .field("device", &self.ctrl.name)
+            .field("qid", &self.shared.qid)
+            .field("entries", &self.entries)
+            .field("outstanding", &self.outstanding())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// Maximum blocks in one read, write or write zeroes command (CDW12 NLB is 16 bits).
+const MAX_NLB: u32 = 1 << 16;
+/// How often (in polls) trackers are checked for deadlines.
+const TIMEOUT_SCAN_POLLS: u64 = 1024;
+
+impl IoQpair {
+    /// Builds the host side of a queue pair. The controller creates the device side.
+    pub(crate) fn new(
+        ctrl: Arc<CtrlInner>,
+        shared: Arc<QpairShared>,
+        sq_mem: DmaBuf,
+        cq_mem: DmaBuf,
+        opts: &QpairOptions,
+    ) -> Result<Self> {
+        let entries = shared.entries;
+        let ntrackers = entries as usize - 1;
+        let prp_mem = ctrl.pool.alloc(ntrackers * PAGE_SIZE as usize)?;
+        let bar = ctrl.bus.bar0();
+        let dstrd = ctrl.cap.dstrd();
+        let doorbell = |off| {
+            bar.doorbell(off).ok_or_else(|| Error::ControllerFailed {
+                device: ctrl.name.clone(),
+                reason: format!(
+                    "doorbell offset {off:#x} is outside BAR0 ({} bytes)",
+                    bar.len()
+                ),
+            })
+        };
+        let sq_db = doorbell(crate::regs::sq_tail_doorbell(shared.qid, dstrd))?;
+        let cq_db = doorbell(crate::regs::cq_head_doorbell(shared.qid, dstrd))?;
+        let max_xfer = ctrl.max_xfer_bytes as u64;
+        let ns = ctrl
+            .namespaces
+            .iter()
+            .map(|n| {
+                let block_shift = n.block_size.trailing_zeros();
+                NsInfo {
+                    nsid: n.nsid,
+                    nsze: n.nsze,
+                    block_shift,
+                    max_rw_blocks: ((max_xfer >> block_shift) as u32).clamp(1, MAX_NLB),
+                }
+            })
+            .collect();
+        let empty_req = IoRequest::flush(0, 0);
+        let control_seen = shared.control.load(Ordering::Acquire);
+        Ok(IoQpair {
+            sq_db,
+            cq_db,
+            entries,
+            sq_tail: 0,
+            sq_dirty: false,
+            cq_head: 0,
+            phase: true,
+            trackers: vec![
+                Tracker {
+                    active: false,
+                    abort_sent: false,
+                    parent: NO_PARENT,
+                    ctx: 0,
+                    deadline: 0,
+                };
+                ntrackers
+            ]
+            .into_boxed_slice(),
+            free_cids: (0..ntrackers as u16).rev().collect(),
+            parents: vec![
+                Parent {
+                    req: empty_req,
+                    issued: 0,
+                    inflight: 0,
+                    status: Status::SUCCESS,
+                };
+                ntrackers + 1
+            ]
+            .into_boxed_slice(),
+            free_parents: (0..=ntrackers as u16).rev().collect(),
+            partial: None,
+            pending: VecDeque::with_capacity(opts.pending_max),
+            pending_max: opts.pending_max,
+            ns,
+            held: control_seen & 3 != CTL_LIVE,
+            failed: control_seen & 3 == CTL_FAILED,
+            control_seen,
+            timeout_ticks: clock::ms_to_ticks(opts.timeout_ms.max(1)),
+            next_timeout_scan: TIMEOUT_SCAN_POLLS,
+            stats: QpairStats::default(),
+            ctrl,
+            shared,
+            sq_mem,
+            cq_mem,
+            prp_mem,
+        })
+    }
+
+    /// Queue identifier.
+    pub fn qid(&self) -> u16 {
+        self.shared.qid
+    }
+
+    /// Commands this queue pair can have in flight.
+    pub fn depth_max(&self) -> usize {
+        self.trackers.len()
+    }
+
+    /// Requests accepted and not yet completed (in flight or pending).
+    pub fn outstanding(&self) -> usize {
+        (self.stats.submitted - self.stats.completed) as usize
+    }
+
+    /// Requests waiting on the pending ring.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> QpairStats {
+        self.stats
+    }
+
+    /// The controller's name (PCI address).
+    pub fn device(&self) -> &str {
+        &self.ctrl.name
+    }
+
+    /// True once the controller failed: submits are refused, nothing is in flight.
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    fn ns_info(&self, nsid: u32) -> Option<NsInfo> {
+        self.ns.iter().copied().find(|n| n.nsid == nsid)
+    }
+
+    fn validate(&self, req: &IoRequest) -> Result<NsInfo> {
+        let Some(ns) = self.ns_info(req.nsid) else {
+            return Err(Error::NoSuchNamespace {
+                device: self.ctrl.name.clone(),
+                nsid: req.nsid,
+                available: self.ns.iter().map(|n| n.nsid).collect(),
+            });
+        };
+        if req.op == IoOp::Flush {
+            return Ok(ns);
+        }
+        if req.nlb == 0
+            || req
+                .slba
+                .checked_add(req.nlb as u64)
+                .is_none_or(|e| e > ns.nsze)
+        {
+            return Err(Error::LbaOutOfRange {
+                nsid: req.nsid,
+                slba: req.slba,
+                nlb: req.nlb,
+                nsze: ns.nsze,
+            });
+        }
+        if matches!(req.op, IoOp::Read | IoOp::Write) {
+            let need = (req.nlb as u64) << ns.block_shift;
+            if (req.buf.len as u64) < need {
+                return Err(Error::BadBuffer(format!(
+                    "{} blocks of {} bytes need {need} bytes, the buffer has {}",
+                    req.nlb,
+                    1u32 << ns.block_shift,
+                    req.buf.len
+                )));
+            }
+            if req.buf.iova.0 & 3 != 0 {
+                return Err(Error::BadBuffer(format!(
+                    "buffer address {:#x} is not 4-byte aligned (NVMe PRP rule); use an offset that is a multiple of 4",
+                    req.buf.iova.0
+                )));
+            }
+        }
+        Ok(ns)
+    }
+
+    /// Submits a request. It is in the submission queue (the doorbell follows at the
+    /// next [`flush`](Self::flush) or poll), or waiting on the pending ring; or it is
+    /// handed back with the reason: bad arguments, [`Error::Busy`] when the pending
+    /// ring is full, [`Error::ControllerFailed`] when the controller is gone.
+    #[inline]
+    pub fn submit(&mut self, req: IoRequest) -> std::result::Result<(), (Error, IoRequest)> {
+        if self.failed {
+            return Err((self.failed_error(), req));
+        }
+        let ns = match self.validate(&req) {
+            Ok(ns) => ns,
+            Err(e) => return Err((e, req)),
+        };
+        if self.held
+            || self.partial.is_some()
+            || !self.pending.is_empty()
+            || self.free_cids.is_empty()
+        {
+            if self.pending.len() >= self.pending_max {
+                self.stats.busy += 1;
+                return Err((Error::Busy(self.pending_max), req));
+            }
+            self.pending.push_back(req);
+            self.stats.submitted += 1;
+            self.stats.pended += 1;
+            let depth = self.pending.len() as u64;
+            if depth > self.stats.pending_high_water {
+                self.stats.pending_high_water = depth;
+            }
+            return Ok(());
+        }
+        self.stats.submitted += 1;
+        self.start(req, ns);
+        Ok(())
+    }
+
+    fn failed_error(&self) -> Error {
+        Error::ControllerFailed {
+            device: self.ctrl.name.clone(),
+            reason: self.ctrl.failure_reason(),
+        }
+    }
+
+    fn max_blocks(op: IoOp, ns: &NsInfo) -> u32 {
+        match op {
+            IoOp::Read | IoOp::Write => ns.max_rw_blocks,
+            IoOp::WriteZeroes => MAX_NLB,
+            IoOp::Deallocate => u32::MAX,
+            IoOp::Flush => u32::MAX,
+        }
+    }
+
+    /// Issues a request that may need several commands. Needs at least one free cid.
+    fn start(&mut self, req: IoRequest, ns: NsInfo) {
+        if req.nlb <= Self::max_blocks(req.op, &ns) {
+            let cid = self.free_cids.pop().expect("caller checked a cid is free");
+            self.issue(
+                cid,
+                &req,
+                req.slba,
+                req.nlb,
+                req.buf.iova.0,
+                NO_PARENT,
+                ns.block_shift,
+            );
+            return;
+        }
+        let p = self.free_parents.pop().expect("parents outnumber trackers");
+        self.parents[p as usize] = Parent {
+            req,
+            issued: 0,
+            inflight: 0,
+            status: Status::SUCCESS,
+        };
+        self.continue_parent(p, ns);
+    }
+
+    /// Issues more commands of a split request while cids are free.
+    fn continue_parent(&mut self, p: u16, ns: NsInfo) {
+        let max = Self::max_blocks(self.parents[p as usize].req.op, &ns);
+        loop {
+            let par = self.parents[p as usize];
+            if par.issued >= par.req.nlb {
+                self.partial = None;
+                return;
+            }
+            let Some(cid) = self.free_cids.pop() else {
+                self.partial = Some(p);
+                return;
+            };
+            let nlb = max.min(par.req.nlb - par.issued);
+            let iova = par.req.buf.iova.0 + ((par.issued as u64) << ns.block_shift);
+            self.issue(
+                cid,
+                &par.req,
+                par.req.slba + par.issued as u64,
+                nlb,
+                iova,
+                p,
+                ns.block_shift,
+            );
+            let par = &mut self.parents[p as usize];
+            par.issued += nlb;
+            par.inflight += 1;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn issue(
+        &mut self,
+        cid: u16,
+        req: &IoRequest,
+        slba: u64,
+        nlb: u32,
+        iova: u64,
+        parent: u16,
+        block_shift: u32,
+    ) {
+        let list_off = cid as usize * PAGE_SIZE as usize;
+        let list_ptr = self.prp_mem.as_ptr().wrapping_add(list_off).cast::<u64>();
+        let list_iova = self.prp_mem.iova().0 + list_off as u64;
+        let mut sqe = match req.op {
+            IoOp::Read | IoOp::Write => {
+                let opc = if req.op == IoOp::Read {
+                    io_opc::READ
+                } else {
+                    io_opc::WRITE
+                };
+                let mut sqe = Sqe::rw(opc, req.nsid, slba, nlb);
+                // SAFETY: the list page belongs to this cid, which is free, so the
+                // device is not reading it; the length was checked against MDTS and
+                // MAX_PRP_PAGES when the request was split, and alignment in validate.
+                let prps = unsafe { prp::build(iova, nlb << block_shift, list_ptr, list_iova) };
+                match prps {
+                    Ok(p) => {
+                        sqe.prp1 = p.prp1;
+                        sqe.prp2 = p.prp2;
+                    }
+                    Err(_) => {
+                        // Unreachable by construction; complete the request with an
+                        // error rather than sending a malformed command.
+                        sqe.prp1 = 0;
+                    }
+                }
+                sqe
+            }
+            IoOp::WriteZeroes => Sqe::rw(io_opc::WRITE_ZEROES, req.nsid, slba, nlb),
+            IoOp::Flush => {
+                let mut sqe = Sqe::new(io_opc::FLUSH);
+                sqe.nsid = req.nsid;
+                sqe
+            }
+            IoOp::Deallocate => {
+                // One range (section 7.x of the NVM command set, Dataset Management):
+                // context attributes, length in blocks, starting LBA.
+                // SAFETY: the list page is this free cid's and 16 bytes fit in it.
+                unsafe {
+                    list_ptr.cast::<u32>().write_volatile(0);
+                    list_ptr.cast::<u32>().add(1).write_volatile(nlb);
+                    list_ptr.add(1).write_volatile(slba);
+                }
+                let mut sqe = Sqe::new(io_opc::DATASET_MANAGEMENT);
+                sqe.nsid = req.nsid;
+                sqe.prp1 = list_iova;
+                sqe.cdw10 = 0; // one range, zero based
+                sqe.cdw11 = 1 << 2; // AD: deallocate
+                sqe
+            }
+        };
+        sqe.set_cid(cid);
+        let t = &mut self.trackers[cid as usize];
+        t.active = true;
+        t.abort_sent = false;
+        t.parent = parent;
+        t.ctx = req.ctx;
+        t.deadline = clock::ticks().wrapping_add(self.timeout_ticks);
+        let slot = self
+            .sq_mem
+            .as_ptr()
+            .wrapping_add(self.sq_tail as usize * SQE_SIZE)
+            .cast::<Sqe>();
+        // SAFETY: `sq_tail < entries` and the SQ buffer holds `entries` 64-byte slots;
+        // the slot is free because at most entries - 1 commands are in flight.
+        unsafe { slot.write_volatile(sqe) };
+        self.sq_tail += 1;
+        if self.sq_tail == self.entries {
+            self.sq_tail = 0;
+        }
+        self.sq_dirty = true;
+        self.stats.commands += 1;
+    }
+
+    /// Writes the SQ tail doorbell if commands were queued since the last write.
+    #[inline]
+    pub fn flush(&mut self) {
+        if self.sq_dirty && !self.held && !self.failed {
+            // The entries must be visible to the device before the doorbell.
+            fence(Ordering::Release);
+            self.sq_db.write(self.sq_tail as u32);
+            self.sq_dirty = false;
+            self.stats.sq_doorbell_writes += 1;
+        }
+    }
+
+    /// Polls for up to `max` completions, delivering each finished request to `cb`
+    /// exactly once. Also rings the SQ doorbell for queued commands, issues pending
+    /// requests as identifiers free up, reacts to controller resets and failure, and
+    /// checks deadlines. Returns the number of requests delivered.
+    #[inline]
+    pub fn poll(&mut self, max: usize, cb: &mut impl FnMut(IoCompletion)) -> usize {
+        self.stats.polls += 1;
+        let ctl = self.shared.control.load(Ordering::Acquire);
+        let mut delivered = 0;
+        if ctl != self.control_seen {
+            delivered += self.handle_control(ctl, cb);
+        }
+        if self.failed {
+            return delivered;
+        }
+        self.flush();
+        let mut consumed = 0;
+        while consumed < max {
+            let entry = self
+                .cq_mem
+                .as_ptr()
+                .wrapping_add(self.cq_head as usize * CQE_SIZE);
+            // SAFETY: `cq_head < entries` and the CQ buffer holds `entries` entries;
+            // the status word is the last 2 bytes of the 16-byte entry.
+            let status = unsafe { entry.add(14).cast::<u16>().read_volatile() };
+            if (status & 1 == 1) != self.phase {
+                break;
+            }
+            // Read the rest of the entry only after seeing its phase tag.
+            fence(Ordering::Acquire);
+            // SAFETY: as above; the whole entry is in bounds.
+            let cqe = unsafe { entry.cast::<Cqe>().read_volatile() };
+            let cid = cqe.cid as usize;
+            if cid >= self.trackers.len()
+                || !self.trackers[cid].active
+                || cqe.sq_head >= self.entries
+                || cqe.sq_id != self.shared.qid
+            {
+                let reason = format!(
+                    "queue {}: invalid completion (cid {}, sq_head {}, sq_id {}) with {} trackers and {} entries",
+                    self.shared.qid,
+                    cqe.cid,
+                    cqe.sq_head,
+                    cqe.sq_id,
+                    self.trackers.len(),
+                    self.entries
+                );
+                self.ctrl.request_failure(reason);
+                break;
+            }
+            self.cq_head += 1;
+            if self.cq_head == self.entries {
+                self.cq_head = 0;
+                self.phase = !self.phase;
+            }
+            consumed += 1;
+            delivered += self.complete_tracker(cqe.cid, cqe.status(), cb);
+        }
+        if consumed > 0 {
+            self.cq_db.write(self.cq_head as u32);
+            self.stats.cq_doorbell_writes += 1;
+            self.drain_pending();
+            self.flush();
+        } else {
+            self.stats.idle_polls += 1;
+        }
+        if self.stats.polls >= self.next_timeout_scan {
+            self.next_timeout_scan = self.stats.polls + TIMEOUT_SCAN_POLLS;
+            self.scan_timeouts();
+        }
+        delivered
+    }
+
+    #[inline]
+    fn complete_tracker(
+        &mut self,
+        cid: u16,
+        status: Status,
+        cb: &mut impl FnMut(IoCompletion),
+    ) -> usize {
+        let t = &mut self.trackers[cid as usize];
+        t.active = false;
+        let (parent, ctx) = (t.parent, t.ctx);
+        self.free_cids.push(cid);
+        if parent == NO_PARENT {
+            self.stats.completed += 1;
+            cb(IoCompletion { ctx, status });
+            return 1;
+        }
+        let p = &mut self.parents[parent as usize];
+        p.inflight -= 1;
+        if !status.is_success() && p.status.is_success() {
+            p.status = status;
+        }
+        if p.inflight == 0 && p.issued >= p.req.nlb {
+            let done = IoCompletion {
+                ctx: p.req.ctx,
+                status: p.status,
+            };
+            self.free_parents.push(parent);
+            self.stats.completed += 1;
+            cb(done);
+            return 1;
+        }
+        0
+    }
+
+    /// Issues waiting requests, oldest first, while identifiers are free.
+    fn drain_pending(&mut self) {
+        if self.held || self.failed {
+            return;
+        }
+        if let Some(p) = self.partial {
+            let nsid = self.parents[p as usize].req.nsid;
+            let Some(ns) = self.ns_info(nsid) else { return };
+            self.continue_parent(p, ns);
+            if self.partial.is_some() {
+                return;
+            }
+        }
+        while !self.free_cids.is_empty() && self.partial.is_none() {
+            let Some(req) = self.pending.pop_front() else {
+                break;
+            };
+            // Validated on submit; the namespace table does not change.
+            let Some(ns) = self.ns_info(req.nsid) else {
+                continue;
+            };
+            self.start(req, ns);
+        }
+    }
+
+    fn scan_timeouts(&mut self) {
+        let now = clock::ticks();
+        for cid in 0..self.trackers.len() {
+            let t = &mut self.trackers[cid];
+            if !t.active || (now.wrapping_sub(t.deadline) as i64) < 0 {
+                continue;
+            }
+            if !t.abort_sent {
+                // First expiry: ask the controller's admin side to abort it, and give
+                // the abort one more timeout period.
+                t.abort_sent = true;
+                t.deadline = now.wrapping_add(self.timeout_ticks);
+                self.stats.timeouts += 1;
+                self.ctrl.request_abort(self.shared.qid, cid as u16);
+            } else {
+                // The abort did not bring it back either: reset the controller.
+                self.ctrl.request_reset();
+            }
+        }
+    }
+
+    /// Completes everything in flight (and, when failing, everything pending) with
+    /// `status`. Returns the number delivered.
+    fn abort_all(
+        &mut self,
+        status: Status,
+        include_pending: bool,
+        cb: &mut impl FnMut(IoCompletion),
+    ) -> usize {
+        let mut n = 0;
+        for cid in 0..self.trackers.len() {
+            if self.trackers[cid].active {
+                self.stats.reset_aborts += 1;
+                n += self.complete_tracker(cid as u16, status, cb);
+            }
+        }
+        // Split requests with nothing left in flight but blocks not yet issued.
+        if let Some(p) = self.partial.take() {
+            let par = self.parents[p as usize];
+            if par.inflight == 0 {
+                self.free_parents.push(p);
+                self.stats.completed += 1;
+                let st = if par.status.is_success() {
+                    status
+                } else {
+                    par.status
+                };
+                cb(IoCompletion {
+                    ctx: par.req.ctx,
+                    status: st,
+                });
+                n += 1;
+            }
+        }
+        if include_pending {
+            while let Some(req) = self.pending.pop_front() {
+                self.stats.completed += 1;
+                cb(IoCompletion {
+                    ctx: req.ctx,
+                    status,
+                });
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn rewind_rings(&mut self) {
+        // SAFETY: the controller is disabled (RESET phase), so the device no longer
+        // writes the CQ; the buffer is `cq_mem.len()` bytes of our memory.
+        unsafe { std::ptr::write_bytes(self.cq_mem.as_ptr(), 0, self.cq_mem.len()) };
+        self.sq_tail = 0;
+        self.cq_head = 0;
+        self.phase = true;
+        self.sq_dirty = false;
+    }
+
+    #[cold]
+    fn handle_control(&mut self, ctl: u64, cb: &mut impl FnMut(IoCompletion)) -> usize {
+        self.control_seen = ctl;
+        let epoch = ctl >> 2;
+        match ctl & 3 {
+            CTL_RESET => {
+                // The device is disabled: nothing in flight will complete. Each request
+                // completes once, with a status that says it may be retried.
+                let n = self.abort_all(Status::ABORTED_SQ_DELETION, false, cb);
+                self.rewind_rings();
+                self.held = true;
+                self.shared.ack.store(epoch, Ordering::Release);
+                n
+            }
+            CTL_LIVE => {
+                self.held = false;
+                self.drain_pending();
+                self.flush();
+                0
+            }
+            _ => {
+                let n = self.abort_all(Status::ABORTED_BY_HOST, true, cb);
+                self.failed = true;
+                self.held = true;
+                self.shared.ack.store(epoch, Ordering::Release);
+                n
+            }
+        }
+    }
+}
+
+impl Drop for IoQpair {
+    fn drop(&mut self) {
+        self.ctrl.destroy_qpair(&self.shared);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_constructors() {
+        let r = IoRequest::flush(3, 9);
+        assert_eq!((r.op, r.nsid, r.ctx), (IoOp::Flush, 3, 9));
+        let r = IoRequest::no_data(IoOp::Deallocate, 1, 10, 20, 0);
+        assert_eq!((r.slba, r.nlb), (10, 20));
+    }
+}
