@@ -492,14 +492,13 @@ impl CtrlInner {
     }
 
     pub(crate) fn destroy_qpair(&self, shared: &Arc<QpairShared>) {
-        let mut g = lock(&self.qpairs);
-        g.retain(|q| !Arc::ptr_eq(q, shared));
-        drop(g);
-        if self.state() == CtrlState::Live {
-            let mut aq = lock(&self.admin);
-            if self.state() == CtrlState::Live {
-                let _ = self.delete_io_queues(&mut aq, shared.qid);
-            }
+        // Take the admin lock first: a reset in progress must not recreate the
+        // queues of a queue pair whose memory is about to be freed.
+        let mut aq = lock(&self.admin);
+        lock(&self.qpairs).retain(|q| !Arc::ptr_eq(q, shared));
+        let ctl = shared.control.load(Ordering::Acquire);
+        if self.state() == CtrlState::Live && ctl & 3 == CTL_LIVE {
+            let _ = self.delete_io_queues(&mut aq, shared.qid);
         }
     }
 
@@ -1046,6 +1045,18 @@ impl Controller {
         drop(_aq);
         inner.fail("controller shut down".into());
         Ok(())
+    }
+}
+
+impl Drop for CtrlInner {
+    fn drop(&mut self) {
+        // The last queue pair is gone; stop the device before its queues' memory is
+        // unmapped, so it cannot DMA into memory that is being reused.
+        if self.state() != CtrlState::Failed && !self.csts().is_all_ones() {
+            let cc = Cc(self.regs().read32(regs::CC));
+            self.regs().write32(regs::CC, cc.with_en(false).0);
+            let _ = self.wait_rdy(false, "CSTS.RDY to clear on release");
+        }
     }
 }
 

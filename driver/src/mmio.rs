@@ -44,7 +44,7 @@ impl Mmio {
     }
 
     fn in_bounds(&self, off: usize, size: usize) -> bool {
-        off % size == 0 && off.checked_add(size).is_some_and(|e| e <= self.len)
+        off.is_multiple_of(size) && off.checked_add(size).is_some_and(|e| e <= self.len)
     }
 
     /// Reads a 32-bit register; an offset outside the window reads all ones, as a
