@@ -26,6 +26,7 @@ pub mod dma;
 pub mod error;
 pub mod mmio;
 pub mod regs;
+pub mod softctrl;
 pub mod spec;
 pub mod vfio;
 
