@@ -1,1 +1,397 @@
 //! End-to-end test harness: boots a QEMU topology and runs commands in the guest.
+//!
+//! Every guest is one run of `qemu/run` (see `qemu/README.md`): a Debian kernel with a
+//! busybox initramfs, QEMU's emulated NVMe controllers bound to vfio-pci (or to the
+//! kernel's nvme driver, or unbound), the project's `nvme-*` binaries from
+//! `<repo>/target/release` under `/usr/local/bin`, one command run with `sh -c`, and
+//! its exit status, stdout and stderr brought back as a [`GuestOutput`].
+//!
+//! Guests run one at a time: the machine has two cores and one TCG guest fills both.
+//! Within a test process a mutex orders the test threads; across processes `qemu/run`
+//! itself holds an exclusive `flock` on `/tmp/nvme-qemu-guest.lock` (or
+//! `$NVME_QEMU_LOCK`) while its guest runs, and its deadline starts only once it holds it.
+//!
+//! ```no_run
+//! use e2e::{Guest, Topology};
+//! let out = Guest::new(Topology::Mpath).run("ls -1 /dev/vfio");
+//! out.assert_success();
+//! assert_eq!(out.stdout.lines().filter(|l| l.parse::<u32>().is_ok()).count(), 2);
+//! ```
+#![deny(missing_docs)]
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Orders the guests of one test process (threads); `qemu/run` orders processes.
+static GUEST_LOCK: Mutex<()> = Mutex::new(());
+
+/// The repository root (the parent of this crate's directory).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate sits one level below the repository root")
+        .to_path_buf()
+}
+
+/// Where the project's release binaries are built (`<repo>/target/release`, or
+/// `$CARGO_TARGET_DIR/release`).
+pub fn release_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir).join("release"),
+        None => repo_root().join("target").join("release"),
+    }
+}
+
+/// The path of one release binary, e.g. `release_bin("nvme-perf")`.
+pub fn release_bin(name: &str) -> PathBuf {
+    release_dir().join(name)
+}
+
+/// The line a guest command prints to have the runner send `json` over QMP,
+/// e.g. `qmp_line(r#"{"execute":"device_del","arguments":{"id":"c1"}}"#)`.
+pub fn qmp_line(json: &str) -> String {
+    format!("@@QMP {json}@@")
+}
+
+/// A shell command that asks the host to hot-unplug controller `id` (`c0`, `c1`).
+/// The controller leaves the guest about 5 s later (PCIe attention-button delay).
+pub fn device_del_cmd(id: &str) -> String {
+    let json = format!(r#"{{"execute":"device_del","arguments":{{"id":"{id}"}}}}"#);
+    format!("echo '{}'", qmp_line(&json))
+}
+
+/// QEMU topologies (see `qemu/README.md`). Each controller sits on its own
+/// hot-pluggable root port: `c0` at `0000:01:00.0`, `c1` at `0000:02:00.0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// One controller (`c0`, serial `single0`) with one namespace.
+    Single,
+    /// Two independent controllers (`c0`, `c1`), each with its own namespace and disk.
+    Multi,
+    /// One NVMe subsystem, two controllers (`c0`, `c1`) sharing namespace 1.
+    Mpath,
+}
+
+impl Topology {
+    /// The name `qemu/run --topology` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Topology::Single => "single",
+            Topology::Multi => "multi",
+            Topology::Mpath => "mpath",
+        }
+    }
+
+    /// Number of NVMe controllers the guest sees.
+    pub fn controllers(self) -> usize {
+        match self {
+            Topology::Single => 1,
+            Topology::Multi | Topology::Mpath => 2,
+        }
+    }
+}
+
+/// Which driver the guest binds the NVMe controllers to before the command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bind {
+    /// vfio-pci (the default): the controllers are ours to drive from userspace.
+    Vfio,
+    /// The kernel's nvme driver (baselines): waits until `/dev/nvme*n1` exist.
+    Nvme,
+    /// Left unbound (the VFIO modules are loaded).
+    None,
+}
+
+impl Bind {
+    fn name(self) -> &'static str {
+        match self {
+            Bind::Vfio => "vfio",
+            Bind::Nvme => "nvme",
+            Bind::None => "none",
+        }
+    }
+}
+
+/// The namespaces' backing store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// A raw disk file (data persists across runs with [`Guest::keep_disks`]).
+    Raw,
+    /// QEMU's `null-co` driver: no host I/O cost, for benchmarks; reads return garbage.
+    Null,
+}
+
+impl Backing {
+    fn name(self) -> &'static str {
+        match self {
+            Backing::Raw => "raw",
+            Backing::Null => "null",
+        }
+    }
+}
+
+/// What a guest command left behind.
+#[derive(Debug, Clone)]
+pub struct GuestOutput {
+    /// The command's exit status in the guest, or the runner's own code:
+    /// 124 the guest timed out, 125 the guest or host set-up failed, 2 bad usage,
+    /// -1 the runner was killed by a signal.
+    pub status: i32,
+    /// The command's standard output (the guest console, kernel noise suppressed).
+    pub stdout: String,
+    /// The command's standard error, followed by the runner's messages
+    /// (lines starting `nvme-qemu:`, e.g. the boot time).
+    pub stderr: String,
+}
+
+impl GuestOutput {
+    /// True when the command exited with status 0.
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+
+    /// Panics, showing both streams, unless the command exited with status 0.
+    pub fn assert_success(&self) -> &Self {
+        assert!(self.success(), "guest command failed:\n{self}");
+        self
+    }
+
+    /// The seconds from QEMU start to the command, as the runner reported them.
+    pub fn boot_seconds(&self) -> Option<f64> {
+        self.stderr.lines().find_map(|l| {
+            l.strip_prefix("nvme-qemu: boot to first command: ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+    }
+}
+
+impl fmt::Display for GuestOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "status: {}", self.status)?;
+        writeln!(f, "--- stdout ---\n{}", self.stdout)?;
+        write!(f, "--- stderr ---\n{}", self.stderr)
+    }
+}
+
+/// A guest to boot: topology, binding, backing store, extra programs, deadline.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    topology: String,
+    bind: Bind,
+    backing: Backing,
+    disk_size: Option<String>,
+    includes: Vec<PathBuf>,
+    timeout: Duration,
+    env: Vec<(String, String)>,
+    keep_disks: Option<PathBuf>,
+    qmp_at: Vec<(f64, String)>,
+    bin_dir: PathBuf,
+    extra_args: Vec<String>,
+}
+
+impl Guest {
+    /// A guest of `topology`, controllers bound to vfio-pci, raw disks, 300 s deadline.
+    pub fn new(topology: Topology) -> Self {
+        Self::with_topology_name(topology.name())
+    }
+
+    /// Like [`Guest::new`] with the topology given by name, as `qemu/run` takes it
+    /// (lets a test check what an unknown name does).
+    pub fn with_topology_name(name: &str) -> Self {
+        Guest {
+            topology: name.to_string(),
+            bind: Bind::Vfio,
+            backing: Backing::Raw,
+            disk_size: None,
+            includes: Vec::new(),
+            timeout: Duration::from_secs(300),
+            env: Vec::new(),
+            keep_disks: None,
+            qmp_at: Vec::new(),
+            bin_dir: release_dir(),
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// The driver the controllers are bound to before the command runs.
+    pub fn bind(mut self, bind: Bind) -> Self {
+        self.bind = bind;
+        self
+    }
+
+    /// The namespaces' backing store.
+    pub fn backing(mut self, backing: Backing) -> Self {
+        self.backing = backing;
+        self
+    }
+
+    /// Disk size, e.g. `"256M"` (raw default 256M, null default 1G).
+    pub fn disk_size(mut self, size: &str) -> Self {
+        self.disk_size = Some(size.to_string());
+        self
+    }
+
+    /// Carry one more program (a path, or a name looked up in `PATH` such as `fio`)
+    /// with its shared libraries; it lands in the guest's `/usr/local/bin`.
+    pub fn include(mut self, program: impl Into<PathBuf>) -> Self {
+        self.includes.push(program.into());
+        self
+    }
+
+    /// The deadline for the whole guest, boot included (not the wait for other guests).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Set an environment variable for the guest command.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Keep the raw disk files in `dir` and reuse them: data survives between runs.
+    pub fn keep_disks(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.keep_disks = Some(dir.into());
+        self
+    }
+
+    /// Have the host send a QMP command `seconds` after the guest command started.
+    /// (A guest command can also print [`qmp_line`] to send one at a moment it picks.)
+    pub fn qmp_at(mut self, seconds: f64, json: &str) -> Self {
+        self.qmp_at.push((seconds, json.to_string()));
+        self
+    }
+
+    /// Where to take the `nvme-*` binaries from (default [`release_dir`]).
+    pub fn bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bin_dir = dir.into();
+        self
+    }
+
+    /// Pass more options to `qemu/run` as they are (e.g. `["--smp", "1"]`).
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.extra_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// The `qemu/run` command line that runs `argv` in this guest.
+    pub fn command(&self, argv: &[&str]) -> Command {
+        let mut cmd = Command::new(repo_root().join("qemu").join("run"));
+        cmd.arg("--topology")
+            .arg(&self.topology)
+            .arg("--bind")
+            .arg(self.bind.name())
+            .arg("--backing")
+            .arg(self.backing.name())
+            .arg("--timeout")
+            .arg(self.timeout.as_secs_f64().to_string());
+        if let Some(size) = &self.disk_size {
+            cmd.arg("--disk-size").arg(size);
+        }
+        if self.bin_dir.is_dir() {
+            cmd.arg("--bin-dir").arg(&self.bin_dir);
+        }
+        for program in &self.includes {
+            cmd.arg("--include").arg(program);
+        }
+        for (key, value) in &self.env {
+            cmd.arg("--env").arg(format!("{key}={value}"));
+        }
+        if let Some(dir) = &self.keep_disks {
+            cmd.arg("--keep-disks").arg(dir);
+        }
+        for (seconds, json) in &self.qmp_at {
+            cmd.arg("--qmp-at").arg(format!("{seconds}:{json}"));
+        }
+        cmd.args(&self.extra_args).arg("--").args(argv);
+        cmd
+    }
+
+    /// Boot the guest, run the shell command `script` with `sh -c`, power off.
+    pub fn run(&self, script: &str) -> GuestOutput {
+        self.run_argv(&["sh", "-c", script])
+    }
+
+    /// Boot the guest, run `argv` (a program and its arguments), power off.
+    pub fn run_argv(&self, argv: &[&str]) -> GuestOutput {
+        let mut cmd = self.command(argv);
+        let _serial = GUEST_LOCK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let out = match cmd.output() {
+            Ok(out) => out,
+            Err(e) => panic!("cannot start {:?}: {e}", cmd.get_program()),
+        };
+        GuestOutput {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_carries_every_option() {
+        let guest = Guest::new(Topology::Mpath)
+            .bind(Bind::Nvme)
+            .backing(Backing::Null)
+            .disk_size("1G")
+            .include("fio")
+            .env("A", "b c")
+            .timeout(Duration::from_secs(60))
+            .qmp_at(2.5, "{}");
+        let cmd = guest.command(&["true"]);
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let joined = args.join(" ");
+        for want in [
+            "--topology mpath",
+            "--bind nvme",
+            "--backing null",
+            "--disk-size 1G",
+            "--include fio",
+            "--env A=b c",
+            "--timeout 60",
+            "--qmp-at 2.5:{}",
+        ] {
+            assert!(joined.contains(want), "{want:?} missing from {joined:?}");
+        }
+        assert!(joined.ends_with("-- true"), "{joined}");
+        assert!(cmd.get_program().to_string_lossy().ends_with("qemu/run"));
+    }
+
+    #[test]
+    fn boot_seconds_are_parsed_from_the_runner_line() {
+        let out = GuestOutput {
+            status: 0,
+            stdout: String::new(),
+            stderr: "x\nnvme-qemu: boot to first command: 5.6 s (tcg)\n".to_string(),
+        };
+        assert_eq!(out.boot_seconds(), Some(5.6));
+    }
+
+    #[test]
+    fn device_del_cmd_prints_the_qmp_marker() {
+        assert_eq!(
+            device_del_cmd("c1"),
+            r#"echo '@@QMP {"execute":"device_del","arguments":{"id":"c1"}}@@'"#
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! The test bed itself: every topology boots, commands' status and output come
+//! back, the controllers sit bound to vfio-pci in their own IOMMU groups, the kernel
+//! driver baseline reads and writes `/dev/nvme0n1`, data survives between runs,
+//! a guest can have a controller hot-unplugged, and a hung guest is killed.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use e2e::{device_del_cmd, Backing, Bind, Guest, Topology};
+
+/// Lists, per NVMe controller (class 0x010802): BDF, driver, IOMMU group.
+const LIST_CONTROLLERS: &str = r#"
+for d in /sys/bus/pci/devices/*; do
+    [ "$(cat $d/class)" = 0x010802 ] || continue
+    drv=$(readlink $d/driver); grp=$(readlink $d/iommu_group)
+    echo "ctrl ${d##*/} ${drv##*/} ${grp##*/}"
+done"#;
+
+struct Ctrl {
+    bdf: String,
+    driver: String,
+    group: String,
+}
+
+fn controllers(stdout: &str) -> Vec<Ctrl> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("ctrl ")?.split_whitespace();
+            Some(Ctrl {
+                bdf: w.next()?.to_string(),
+                driver: w.next().unwrap_or("").to_string(),
+                group: w.next().unwrap_or("").to_string(),
+            })
+        })
+        .collect()
+}
+
+fn numeric_lines(stdout: &str) -> BTreeSet<u32> {
+    stdout
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Boots `topology` bound to vfio-pci and checks the controllers and /dev/vfio.
+fn boots_bound_to_vfio(topology: Topology) {
+    let out = Guest::new(topology).run(&format!(
+        "echo hello from the guest; {LIST_CONTROLLERS}; echo vfio:; ls -1 /dev/vfio"
+    ));
+    out.assert_success();
+    assert!(out.stdout.contains("hello from the guest"), "{out}");
+    let ctrls = controllers(&out.stdout);
+    assert_eq!(ctrls.len(), topology.controllers(), "{out}");
+    for c in &ctrls {
+        assert_eq!(c.driver, "vfio-pci", "{} not on vfio-pci:\n{out}", c.bdf);
+    }
+    let groups: BTreeSet<&str> = ctrls.iter().map(|c| c.group.as_str()).collect();
+    assert_eq!(
+        groups.len(),
+        ctrls.len(),
+        "controllers share an IOMMU group:\n{out}"
+    );
+    let vfio = out.stdout.split("vfio:").nth(1).unwrap_or("");
+    let nodes = numeric_lines(vfio);
+    assert_eq!(
+        nodes.len(),
+        topology.controllers(),
+        "/dev/vfio groups:\n{out}"
+    );
+    for c in &ctrls {
+        assert!(
+            nodes.contains(&c.group.parse().unwrap_or(u32::MAX)),
+            "{out}"
+        );
+    }
+    let boot = out
+        .boot_seconds()
+        .expect("the runner reports the boot time");
+    eprintln!("{}: boot to first command {boot:.1} s", topology.name());
+}
+
+#[test]
+fn single_boots_with_its_controller_on_vfio() {
+    boots_bound_to_vfio(Topology::Single);
+}
+
+#[test]
+fn multi_boots_with_two_controllers_on_vfio() {
+    boots_bound_to_vfio(Topology::Multi);
+}
+
+#[test]
+fn mpath_boots_with_two_vfio_groups() {
+    boots_bound_to_vfio(Topology::Mpath);
+}
+
+#[test]
+fn exit_status_and_stderr_come_back() {
+    let out = Guest::new(Topology::Single)
+        .backing(Backing::Null)
+        .env("GREETING", "two words")
+        .run("echo \"out $GREETING\"; echo err-line >&2; exit 7");
+    assert_eq!(out.status, 7, "{out}");
+    assert!(out.stdout.contains("out two words"), "{out}");
+    assert!(
+        !out.stdout.contains("err-line"),
+        "stderr leaked into stdout:\n{out}"
+    );
+    assert!(out.stderr.contains("err-line"), "{out}");
+}
+
+#[test]
+fn kernel_driver_baseline_reads_back_what_it_wrote() {
+    let out = Guest::new(Topology::Single).bind(Bind::Nvme).run(
+        "set -e
+         dd if=/dev/urandom of=/tmp/pattern bs=4096 count=256 2>/dev/null
+         dd if=/tmp/pattern of=/dev/nvme0n1 bs=4096 conv=fsync 2>/dev/null
+         echo 3 > /proc/sys/vm/drop_caches
+         dd if=/dev/nvme0n1 of=/tmp/back bs=4096 count=256 2>/dev/null
+         md5sum /tmp/pattern /tmp/back
+         cmp /tmp/pattern /tmp/back
+         echo identical",
+    );
+    out.assert_success();
+    assert!(out.stdout.contains("identical"), "{out}");
+    let sums: BTreeSet<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains("/tmp/"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(sums.len(), 1, "{out}");
+}
+
+#[test]
+fn kept_disks_carry_data_between_runs() {
+    let dir = std::env::temp_dir().join(format!("e2e-keep-disks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let guest = Guest::new(Topology::Single)
+        .bind(Bind::Nvme)
+        .keep_disks(&dir);
+    guest
+        .run("echo marker-4711 | dd of=/dev/nvme0n1 conv=fsync 2>/dev/null")
+        .assert_success();
+    let out = guest.run("dd if=/dev/nvme0n1 bs=512 count=1 2>/dev/null | head -n 1");
+    let _ = std::fs::remove_dir_all(&dir);
+    out.assert_success();
+    assert!(out.stdout.contains("marker-4711"), "{out}");
+}
+
+#[test]
+fn guest_can_hot_unplug_a_controller_over_qmp() {
+    let out = Guest::new(Topology::Mpath).run(&format!(
+        "{LIST_CONTROLLERS}; {}; sleep 9; echo after:; {LIST_CONTROLLERS}",
+        device_del_cmd("c1")
+    ));
+    out.assert_success();
+    let (before, after) = out.stdout.split_once("after:").expect("marker");
+    assert_eq!(controllers(before).len(), 2, "{out}");
+    let left = controllers(after);
+    assert_eq!(left.len(), 1, "c1 still there:\n{out}");
+    assert_eq!(left[0].bdf, "0000:01:00.0", "{out}");
+    assert!(out.stderr.contains("device_del"), "{out}");
+}
+
+#[test]
+fn hung_guest_is_killed_at_the_deadline() {
+    let started = Instant::now();
+    let out = Guest::new(Topology::Single)
+        .backing(Backing::Null)
+        .timeout(Duration::from_secs(30))
+        .run("echo about to hang; sleep 1000");
+    assert_eq!(out.status, 124, "{out}");
+    assert!(out.stdout.contains("about to hang"), "{out}");
+    assert!(out.stderr.contains("did not finish within 30 s"), "{out}");
+    // The wait for other guests' lock is not part of the deadline; ours is 30 s.
+    assert!(started.elapsed() < Duration::from_secs(600), "{out}");
+}
+
+#[test]
+fn unknown_topology_is_refused_clearly() {
+    let out = Guest::with_topology_name("triple").run("true");
+    assert_eq!(out.status, 2, "{out}");
+    assert!(out.stderr.contains("unknown topology 'triple'"), "{out}");
+    assert!(out.stderr.contains("single, multi, mpath"), "{out}");
+}
+
+#[test]
+fn missing_include_is_refused_clearly() {
+    let out = Guest::new(Topology::Single)
+        .include("/nonexistent/nvme-nothing")
+        .run("true");
+    assert_eq!(out.status, 2, "{out}");
+    assert!(out.stderr.contains("/nonexistent/nvme-nothing"), "{out}");
+}
