@@ -6,8 +6,8 @@ use nvme_driver::bus::Bus;
 use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
 use nvme_driver::spec::{sc, sct, Status};
 use nvme_driver::{
-    Controller, ControllerOptions, CtrlState, DmaBuf, Error, IoCompletion, IoOp, IoQpair, IoRequest,
-    QpairOptions,
+    Controller, ControllerOptions, CtrlState, DmaBuf, Error, IoCompletion, IoOp, IoQpair,
+    IoRequest, QpairOptions,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +18,8 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 fn soft(cfg: SoftConfig) -> (Arc<SoftController>, Controller) {
     let dev = SoftController::start(cfg);
-    let ctrl = Controller::init(dev.clone() as Arc<dyn Bus>, ControllerOptions::default()).expect("controller comes up");
+    let ctrl = Controller::init(dev.clone() as Arc<dyn Bus>, ControllerOptions::default())
+        .expect("controller comes up");
     (dev, ctrl)
 }
 
@@ -31,7 +32,11 @@ fn wait_all(qp: &mut IoQpair, want: usize, done: &mut Vec<IoCompletion>) {
     let start = Instant::now();
     while done.len() < want {
         qp.poll(64, &mut |c| done.push(c));
-        assert!(start.elapsed() < DEADLINE, "only {} of {want} completions within {DEADLINE:?}", done.len());
+        assert!(
+            start.elapsed() < DEADLINE,
+            "only {} of {want} completions within {DEADLINE:?}",
+            done.len()
+        );
     }
 }
 
@@ -64,7 +69,10 @@ fn identify_and_namespaces() {
     assert_eq!(ctrl.max_transfer_bytes(), 128 << 10);
     assert!(ctrl.io_queues() >= 1);
     let err = ctrl.namespace(7).unwrap_err().to_string();
-    assert!(err.contains("namespace 7 does not exist") && err.contains("[1]"), "{err}");
+    assert!(
+        err.contains("namespace 7 does not exist") && err.contains("[1]"),
+        "{err}"
+    );
     let smart = ctrl.smart_log().unwrap();
     assert!(smart.temperature_k > 0);
 }
@@ -79,7 +87,17 @@ fn write_read_back_every_size_and_offset() {
     let mut done = Vec::new();
     // Sizes from one block to several MiB (split by MDTS = 128 KiB), at buffer
     // offsets that put the data across PRP list pages.
-    let sizes = [512usize, 4096, 8192, 12288, 65536, 131072, 131584, 1 << 20, 3 << 20];
+    let sizes = [
+        512usize,
+        4096,
+        8192,
+        12288,
+        65536,
+        131072,
+        131584,
+        1 << 20,
+        3 << 20,
+    ];
     let offsets = [0usize, 512, 3584, 4092];
     let mut ctx = 0;
     for &size in &sizes {
@@ -90,21 +108,45 @@ fn write_read_back_every_size_and_offset() {
             let nlb = (size / 512) as u32;
             let slba = (ctx * 97) % (1 << 14);
             done.clear();
-            qp.submit(IoRequest::write(1, slba, nlb, wbuf.slice(off, size).unwrap(), ctx)).unwrap();
+            qp.submit(IoRequest::write(
+                1,
+                slba,
+                nlb,
+                wbuf.slice(off, size).unwrap(),
+                ctx,
+            ))
+            .unwrap();
             wait_all(&mut qp, 1, &mut done);
-            assert!(done[0].status.is_success(), "write {size}@{off}: {}", done[0].status);
+            assert!(
+                done[0].status.is_success(),
+                "write {size}@{off}: {}",
+                done[0].status
+            );
             done.clear();
-            qp.submit(IoRequest::read(1, slba, nlb, rbuf.slice(off, size).unwrap(), ctx + 1000)).unwrap();
+            qp.submit(IoRequest::read(
+                1,
+                slba,
+                nlb,
+                rbuf.slice(off, size).unwrap(),
+                ctx + 1000,
+            ))
+            .unwrap();
             wait_all(&mut qp, 1, &mut done);
             assert!(done[0].status.is_success());
             assert_eq!(done[0].ctx, ctx + 1000);
-            assert!(contents(&wbuf)[off..] == contents(&rbuf)[off..], "data differs for {size} bytes at offset {off}");
+            assert!(
+                contents(&wbuf)[off..] == contents(&rbuf)[off..],
+                "data differs for {size} bytes at offset {off}"
+            );
             ctx += 1;
         }
     }
     let st = qp.stats();
     assert_eq!(st.submitted, st.completed);
-    assert!(st.commands > st.submitted, "large requests were split: {st:?}");
+    assert!(
+        st.commands > st.submitted,
+        "large requests were split: {st:?}"
+    );
 }
 
 #[test]
@@ -117,14 +159,18 @@ fn flush_write_zeroes_deallocate() {
     let mut buf = ctrl.alloc_buffer(8 * 4096).unwrap();
     buf.fill(0xab);
     let mut done = Vec::new();
-    qp.submit(IoRequest::write(1, 100, 8, buf.whole(), 1)).unwrap();
+    qp.submit(IoRequest::write(1, 100, 8, buf.whole(), 1))
+        .unwrap();
     qp.submit(IoRequest::flush(1, 2)).unwrap();
     wait_all(&mut qp, 2, &mut done);
-    qp.submit(IoRequest::no_data(IoOp::WriteZeroes, 1, 100, 2, 3)).unwrap();
-    qp.submit(IoRequest::no_data(IoOp::Deallocate, 1, 106, 2, 4)).unwrap();
+    qp.submit(IoRequest::no_data(IoOp::WriteZeroes, 1, 100, 2, 3))
+        .unwrap();
+    qp.submit(IoRequest::no_data(IoOp::Deallocate, 1, 106, 2, 4))
+        .unwrap();
     wait_all(&mut qp, 4, &mut done);
     assert!(done.iter().all(|c| c.status.is_success()), "{done:?}");
-    qp.submit(IoRequest::read(1, 100, 8, buf.whole(), 5)).unwrap();
+    qp.submit(IoRequest::read(1, 100, 8, buf.whole(), 5))
+        .unwrap();
     wait_all(&mut qp, 5, &mut done);
     let data = contents(&buf);
     assert!(data[..2 * 4096].iter().all(|&b| b == 0));
@@ -155,14 +201,21 @@ fn tag_exhaustion_uses_the_pending_ring_in_order() {
         b.fill(i as u8);
     }
     for (i, b) in bufs.iter().enumerate() {
-        qp.submit(IoRequest::write(1, i as u64, 1, b.whole(), i as u64)).unwrap();
+        qp.submit(IoRequest::write(1, i as u64, 1, b.whole(), i as u64))
+            .unwrap();
     }
     assert_eq!(qp.pending_len(), 64);
     // The ring is full now: the next request is handed back, not dropped.
     let extra = ctrl.alloc_buffer(512).unwrap();
-    let (err, back) = qp.submit(IoRequest::write(1, 0, 1, extra.whole(), 999)).unwrap_err();
+    let (err, back) = qp
+        .submit(IoRequest::write(1, 0, 1, extra.whole(), 999))
+        .unwrap_err();
     assert!(matches!(err, Error::Busy(64)), "{err}");
-    assert!(err.to_string().contains("poll for completions and resubmit"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("poll for completions and resubmit"),
+        "{err}"
+    );
     assert_eq!(back.ctx, 999);
     let mut done = Vec::new();
     wait_all(&mut qp, n, &mut done);
@@ -183,12 +236,16 @@ fn tag_exhaustion_uses_the_pending_ring_in_order() {
         qp.poll(64, &mut |c| panic!("unexpected completion {c:?}"));
     }
     let rbuf = ctrl.alloc_buffer(n * 512).unwrap();
-    qp.submit(IoRequest::read(1, 0, n as u32, rbuf.whole(), 0)).unwrap();
+    qp.submit(IoRequest::read(1, 0, n as u32, rbuf.whole(), 0))
+        .unwrap();
     done.clear();
     wait_all(&mut qp, 1, &mut done);
     let data = contents(&rbuf);
     for i in 0..n {
-        assert!(data[i * 512..(i + 1) * 512].iter().all(|&b| b == i as u8), "block {i}");
+        assert!(
+            data[i * 512..(i + 1) * 512].iter().all(|&b| b == i as u8),
+            "block {i}"
+        );
     }
 }
 
@@ -200,13 +257,29 @@ fn bad_input_is_refused_with_clear_errors() {
     });
     let mut qp = ctrl.create_io_qpair(QpairOptions::default()).unwrap();
     let buf = ctrl.alloc_buffer(8192).unwrap();
-    let e = qp.submit(IoRequest::read(2, 0, 1, buf.whole(), 0)).unwrap_err().0.to_string();
+    let e = qp
+        .submit(IoRequest::read(2, 0, 1, buf.whole(), 0))
+        .unwrap_err()
+        .0
+        .to_string();
     assert!(e.contains("namespace 2 does not exist"), "{e}");
-    let e = qp.submit(IoRequest::read(1, 999, 2, buf.whole(), 0)).unwrap_err().0.to_string();
+    let e = qp
+        .submit(IoRequest::read(1, 999, 2, buf.whole(), 0))
+        .unwrap_err()
+        .0
+        .to_string();
     assert!(e.contains("past its end (1000 blocks)"), "{e}");
-    let e = qp.submit(IoRequest::read(1, 0, 32, buf.whole(), 0)).unwrap_err().0.to_string();
+    let e = qp
+        .submit(IoRequest::read(1, 0, 32, buf.whole(), 0))
+        .unwrap_err()
+        .0
+        .to_string();
     assert!(e.contains("need 16384 bytes"), "{e}");
-    let e = qp.submit(IoRequest::read(1, 0, 1, buf.slice(2, 1024).unwrap(), 0)).unwrap_err().0.to_string();
+    let e = qp
+        .submit(IoRequest::read(1, 0, 1, buf.slice(2, 1024).unwrap(), 0))
+        .unwrap_err()
+        .0
+        .to_string();
     assert!(e.contains("not 4-byte aligned"), "{e}");
     let e = ctrl
         .create_io_qpair(QpairOptions {
@@ -256,7 +329,8 @@ fn reset_during_traffic_completes_everything_exactly_once() {
                 if !inflight[i] && !stopping {
                     gen[i] = gen[i].wrapping_add(1);
                     bufs[i].fill(gen[i]);
-                    qp.submit(IoRequest::write(1, i as u64, 1, bufs[i].whole(), i as u64)).unwrap();
+                    qp.submit(IoRequest::write(1, i as u64, 1, bufs[i].whole(), i as u64))
+                        .unwrap();
                     inflight[i] = true;
                 }
             }
@@ -268,7 +342,8 @@ fn reset_during_traffic_completes_everything_exactly_once() {
                 completions[i] += 1;
                 if c.status == Status::ABORTED_SQ_DELETION {
                     aborted += 1;
-                    qp.submit(IoRequest::write(1, i as u64, 1, bufs[i].whole(), i as u64)).unwrap();
+                    qp.submit(IoRequest::write(1, i as u64, 1, bufs[i].whole(), i as u64))
+                        .unwrap();
                 } else {
                     assert!(c.status.is_success(), "{}", c.status);
                     inflight[i] = false;
@@ -280,12 +355,16 @@ fn reset_during_traffic_completes_everything_exactly_once() {
             assert!(start.elapsed() < DEADLINE, "traffic did not drain");
         }
         let rbuf = c2.alloc_buffer(n * 512).unwrap();
-        qp.submit(IoRequest::read(1, 0, n as u32, rbuf.whole(), 0)).unwrap();
+        qp.submit(IoRequest::read(1, 0, n as u32, rbuf.whole(), 0))
+            .unwrap();
         done.clear();
         wait_all(&mut qp, 1, &mut done);
         let data = contents(&rbuf);
         for i in 0..n {
-            assert!(data[i * 512..(i + 1) * 512].iter().all(|&b| b == gen[i]), "block {i} lost its last write");
+            assert!(
+                data[i * 512..(i + 1) * 512].iter().all(|&b| b == gen[i]),
+                "block {i} lost its last write"
+            );
         }
         (completions.iter().sum::<u64>(), aborted, qp.stats())
     });
@@ -329,7 +408,9 @@ fn removal_fails_everything_exactly_once() {
         seen[c.ctx as usize] += 1;
     }
     assert!(seen.iter().all(|&n| n == 1));
-    let (e, _) = qp.submit(IoRequest::read(1, 0, 1, buf.whole(), 0)).unwrap_err();
+    let (e, _) = qp
+        .submit(IoRequest::read(1, 0, 1, buf.whole(), 0))
+        .unwrap_err();
     assert!(e.to_string().contains("removed"), "{e}");
     for _ in 0..100 {
         assert_eq!(qp.poll(64, &mut |c| panic!("late completion {c:?}")), 0);
@@ -355,7 +436,11 @@ fn bogus_completion_fails_the_controller() {
         ctrl.process_admin();
         assert!(start.elapsed() < DEADLINE);
     }
-    assert!(ctrl.failure().unwrap().contains("invalid completion"), "{:?}", ctrl.failure());
+    assert!(
+        ctrl.failure().unwrap().contains("invalid completion"),
+        "{:?}",
+        ctrl.failure()
+    );
     wait_all(&mut qp, 10, &mut done);
     let mut ctxs: Vec<u64> = done.iter().map(|c| c.ctx).collect();
     ctxs.sort();
@@ -376,17 +461,22 @@ fn timed_out_command_is_aborted() {
         .unwrap();
     let buf = ctrl.alloc_buffer(512).unwrap();
     dev.faults().drop_io_completions(1);
-    qp.submit(IoRequest::read(1, 0, 1, buf.whole(), 42)).unwrap();
+    qp.submit(IoRequest::read(1, 0, 1, buf.whole(), 42))
+        .unwrap();
     let mut done = Vec::new();
     let start = Instant::now();
     while done.is_empty() {
         qp.poll(64, &mut |c| done.push(c));
         ctrl.process_admin();
-        assert!(start.elapsed() < DEADLINE, "the held command never came back");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the held command never came back"
+        );
     }
     assert_eq!(done[0].ctx, 42);
     assert!(
-        done[0].status == Status::new(sct::GENERIC, sc::ABORT_REQUESTED, false) || done[0].status == Status::ABORTED_SQ_DELETION,
+        done[0].status == Status::new(sct::GENERIC, sc::ABORT_REQUESTED, false)
+            || done[0].status == Status::ABORTED_SQ_DELETION,
         "{}",
         done[0].status
     );
@@ -430,7 +520,11 @@ fn fatal_status_resets_the_controller() {
     let (n, statuses) = worker.join().unwrap();
     assert!(n > 0);
     assert!(statuses.len() as u64 >= n - 1);
-    eprintln!("after fatal status: state {:?}, resets {}", ctrl.state(), ctrl.reset_count());
+    eprintln!(
+        "after fatal status: state {:?}, resets {}",
+        ctrl.state(),
+        ctrl.reset_count()
+    );
 }
 
 /// Requests that wait for a tag are issued in submission order: 40 writes of
@@ -452,12 +546,17 @@ fn pending_ring_preserves_submission_order() {
     let mut bufs: Vec<DmaBuf> = (0..40).map(|_| ctrl.alloc_buffer(512).unwrap()).collect();
     for (i, b) in bufs.iter_mut().enumerate() {
         b.fill(i as u8 + 1);
-        qp.submit(IoRequest::write(1, 7, 1, b.whole(), i as u64)).unwrap();
+        qp.submit(IoRequest::write(1, 7, 1, b.whole(), i as u64))
+            .unwrap();
     }
     let mut done = Vec::new();
     wait_all(&mut qp, 40, &mut done);
     let mut back = vec![0u8; 512];
     dev.namespaces()[0].read_bytes(7 * 512, &mut back).unwrap();
-    assert!(back.iter().all(|&b| b == 40), "block 7 holds {} instead of the last write", back[0]);
+    assert!(
+        back.iter().all(|&b| b == 40),
+        "block 7 holds {} instead of the last write",
+        back[0]
+    );
     assert_eq!(qp.stats().pending_high_water, 36);
 }
