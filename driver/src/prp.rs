@@ -75,6 +75,21 @@ pub unsafe fn build(iova: u64, len: u32, list: *mut u64, list_iova: u64) -> Resu
             list_len: 0,
         }),
         n if n <= MAX_PRP_PAGES => {
+            // SAFETY: forwarded from the caller.
+            Ok(unsafe { build_list(iova, n, list, list_iova) })
+        }
+        _ => Err(PrpError::TooLong),
+    }
+}
+
+/// Writes the PRP list for a transfer of `n` (3 to `MAX_PRP_PAGES`) pages.
+///
+/// # Safety
+/// As for [`build`].
+#[inline(never)]
+unsafe fn build_list(iova: u64, n: u64, list: *mut u64, list_iova: u64) -> Prps {
+    {
+        {
             let first_page = iova & !(PAGE_SIZE - 1);
             let entries = (n - 1) as usize;
             for i in 0..entries {
@@ -85,13 +100,12 @@ pub unsafe fn build(iova: u64, len: u32, list: *mut u64, list_iova: u64) -> Resu
                         .write_volatile(first_page + (i as u64 + 1) * PAGE_SIZE)
                 };
             }
-            Ok(Prps {
+            Prps {
                 prp1: iova,
                 prp2: list_iova,
                 list_len: entries,
-            })
+            }
         }
-        _ => Err(PrpError::TooLong),
     }
 }
 

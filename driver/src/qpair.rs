@@ -395,52 +395,72 @@ impl IoQpair {
         self.failed
     }
 
+    #[inline]
     fn ns_info(&self, nsid: u32) -> Option<NsInfo> {
-        self.ns.iter().copied().find(|n| n.nsid == nsid)
+        // Almost always one namespace: check the first before searching.
+        match self.ns.first() {
+            Some(n) if n.nsid == nsid => Some(*n),
+            _ => self.ns.iter().copied().find(|n| n.nsid == nsid),
+        }
     }
 
-    fn validate(&self, req: &IoRequest) -> Result<NsInfo> {
+    /// The checks every request passes, branch-light; the reasons are worked out
+    /// by `invalid` only when one fails.
+    #[inline]
+    fn valid(req: &IoRequest, ns: &NsInfo) -> bool {
+        match req.op {
+            IoOp::Flush => true,
+            IoOp::Read | IoOp::Write => {
+                let end = req.slba.wrapping_add(req.nlb as u64);
+                req.nlb != 0
+                    && end >= req.slba
+                    && end <= ns.nsze
+                    && (req.buf.len as u64) >= (req.nlb as u64) << ns.block_shift
+                    && req.buf.iova.0 & 3 == 0
+            }
+            _ => {
+                let end = req.slba.wrapping_add(req.nlb as u64);
+                req.nlb != 0 && end >= req.slba && end <= ns.nsze
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn invalid(&self, req: &IoRequest) -> Error {
         let Some(ns) = self.ns_info(req.nsid) else {
-            return Err(Error::NoSuchNamespace {
+            return Error::NoSuchNamespace {
                 device: self.ctrl.name.clone(),
                 nsid: req.nsid,
                 available: self.ns.iter().map(|n| n.nsid).collect(),
-            });
+            };
         };
-        if req.op == IoOp::Flush {
-            return Ok(ns);
-        }
         if req.nlb == 0
             || req
                 .slba
                 .checked_add(req.nlb as u64)
                 .is_none_or(|e| e > ns.nsze)
         {
-            return Err(Error::LbaOutOfRange {
+            return Error::LbaOutOfRange {
                 nsid: req.nsid,
                 slba: req.slba,
                 nlb: req.nlb,
                 nsze: ns.nsze,
-            });
+            };
         }
-        if matches!(req.op, IoOp::Read | IoOp::Write) {
-            let need = (req.nlb as u64) << ns.block_shift;
-            if (req.buf.len as u64) < need {
-                return Err(Error::BadBuffer(format!(
-                    "{} blocks of {} bytes need {need} bytes, the buffer has {}",
-                    req.nlb,
-                    1u32 << ns.block_shift,
-                    req.buf.len
-                )));
-            }
-            if req.buf.iova.0 & 3 != 0 {
-                return Err(Error::BadBuffer(format!(
-                    "buffer address {:#x} is not 4-byte aligned (NVMe PRP rule); use an offset that is a multiple of 4",
-                    req.buf.iova.0
-                )));
-            }
+        let need = (req.nlb as u64) << ns.block_shift;
+        if (req.buf.len as u64) < need {
+            return Error::BadBuffer(format!(
+                "{} blocks of {} bytes need {need} bytes, the buffer has {}",
+                req.nlb,
+                1u32 << ns.block_shift,
+                req.buf.len
+            ));
         }
-        Ok(ns)
+        Error::BadBuffer(format!(
+            "buffer address {:#x} is not 4-byte aligned (NVMe PRP rule); use an offset that is a multiple of 4",
+            req.buf.iova.0
+        ))
     }
 
     /// Submits a request. It is in the submission queue (the doorbell follows at the
@@ -452,9 +472,9 @@ impl IoQpair {
         if self.failed {
             return Err((self.failed_error(), req));
         }
-        let ns = match self.validate(&req) {
-            Ok(ns) => ns,
-            Err(e) => return Err((e, req)),
+        let ns = match self.ns_info(req.nsid) {
+            Some(ns) if Self::valid(&req, &ns) => ns,
+            _ => return Err((self.invalid(&req), req)),
         };
         if self.held
             || self.partial.is_some()
@@ -496,6 +516,7 @@ impl IoQpair {
     }
 
     /// Issues a request that may need several commands. Needs at least one free cid.
+    #[inline(always)]
     fn start(&mut self, req: IoRequest, ns: NsInfo) {
         if req.nlb <= Self::max_blocks(req.op, &ns) {
             let cid = self.free_cids.pop().expect("caller checked a cid is free");
@@ -521,6 +542,7 @@ impl IoQpair {
     }
 
     /// Issues more commands of a split request while cids are free.
+    #[inline(never)]
     fn continue_parent(&mut self, p: u16, ns: NsInfo) {
         let max = Self::max_blocks(self.parents[p as usize].req.op, &ns);
         loop {
@@ -551,7 +573,7 @@ impl IoQpair {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     fn issue(
         &mut self,
         cid: u16,
@@ -626,8 +648,16 @@ impl IoQpair {
             .wrapping_add(self.sq_tail as usize * SQE_SIZE)
             .cast::<Sqe>();
         // SAFETY: `sq_tail < entries` and the SQ buffer holds `entries` 64-byte slots;
-        // the slot is free because at most entries - 1 commands are in flight.
-        unsafe { slot.write_volatile(sqe) };
+        // the slot is free because at most entries - 1 commands are in flight. An Sqe
+        // is 64 bytes of plain integers, so it may be viewed as eight u64 words, and
+        // the slot is 64-byte aligned (the queue is page aligned).
+        unsafe {
+            let words = (&sqe as *const Sqe).cast::<[u64; 8]>().read();
+            let dst = slot.cast::<u64>();
+            for (i, w) in words.iter().enumerate() {
+                dst.add(i).write_volatile(*w);
+            }
+        }
         self.sq_tail += 1;
         if self.sq_tail == self.entries {
             self.sq_tail = 0;
@@ -709,7 +739,9 @@ impl IoQpair {
         if consumed > 0 {
             self.cq_db.write(self.cq_head as u32);
             self.stats.cq_doorbell_writes += 1;
-            self.drain_pending();
+            if self.partial.is_some() || !self.pending.is_empty() {
+                self.drain_pending();
+            }
             self.flush();
         } else {
             self.stats.idle_polls += 1;
@@ -756,6 +788,7 @@ impl IoQpair {
     }
 
     /// Issues waiting requests, oldest first, while identifiers are free.
+    #[inline(never)]
     fn drain_pending(&mut self) {
         if self.held || self.failed {
             return;

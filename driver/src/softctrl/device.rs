@@ -13,7 +13,7 @@ use crate::spec::{
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{fence, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Memory page size (CC.MPS 0; CAP.MPSMAX is 0 so no other is accepted).
@@ -166,6 +166,27 @@ pub(super) struct Device {
     smart: Smart,
 }
 
+/// The device thread's loop: scan, and when idle for a while, sleep briefly. In
+/// manual mode it stands aside and the test calls `step`.
+pub(super) fn run(dev: &Mutex<Device>, sh: &Shared) {
+    let sleep = Duration::from_micros(sh.config.idle_sleep_us);
+    let mut last_work = Instant::now();
+    while !sh.stop.load(Ordering::Acquire) {
+        if sh.manual.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_micros(200));
+            continue;
+        }
+        let worked = dev.lock().unwrap_or_else(|e| e.into_inner()).step();
+        if worked {
+            last_work = Instant::now();
+        } else if last_work.elapsed() < SPIN {
+            std::hint::spin_loop();
+        } else {
+            std::thread::sleep(sleep);
+        }
+    }
+}
+
 impl Device {
     pub(super) fn new(sh: Arc<Shared>) -> Self {
         let nq = sh.config.max_io_queues as usize + 1;
@@ -195,20 +216,10 @@ impl Device {
         d
     }
 
-    /// The device thread's loop: scan, and when idle for a while, sleep briefly.
-    pub(super) fn run(&mut self) {
-        let sleep = Duration::from_micros(self.sh.config.idle_sleep_us);
-        let mut last_work = Instant::now();
-        while !self.sh.stop.load(Ordering::Acquire) {
-            self.sh.counters.scans.fetch_add(1, Ordering::Relaxed);
-            if self.scan() {
-                last_work = Instant::now();
-            } else if last_work.elapsed() < SPIN {
-                std::hint::spin_loop();
-            } else {
-                std::thread::sleep(sleep);
-            }
-        }
+    /// One scan, for manual mode.
+    pub(super) fn step(&mut self) -> bool {
+        self.sh.counters.scans.fetch_add(1, Ordering::Relaxed);
+        self.scan()
     }
 
     fn init_regs(&mut self) {

@@ -265,12 +265,15 @@ struct Shared {
     counters: Counters,
     stop: AtomicBool,
     released: AtomicBool,
+    /// The device thread stands aside; the test drives the device with `step`.
+    manual: AtomicBool,
 }
 
 /// A running software NVMe controller. Dropping the last reference stops its
 /// device thread.
 pub struct SoftController {
     shared: Arc<Shared>,
+    device: Arc<Mutex<device::Device>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -313,12 +316,14 @@ impl SoftController {
             counters: Counters::new(),
             stop: AtomicBool::new(false),
             released: AtomicBool::new(false),
+            manual: AtomicBool::new(false),
             config,
         });
-        let mut dev = device::Device::new(shared.clone());
+        let device = Arc::new(Mutex::new(device::Device::new(shared.clone())));
+        let (dev, sh) = (device.clone(), shared.clone());
         let thread = std::thread::Builder::new()
             .name(format!("{name}-dev"))
-            .spawn(move || dev.run())
+            .spawn(move || device::run(&dev, &sh))
             .map_err(|source| Error::Io {
                 device: name,
                 what: "spawning the device thread".into(),
@@ -326,6 +331,7 @@ impl SoftController {
             })?;
         Ok(Arc::new(SoftController {
             shared,
+            device,
             thread: Mutex::new(Some(thread)),
         }))
     }
@@ -360,6 +366,20 @@ impl SoftController {
     /// for [`Faults::set_ana_state`].
     pub fn set_ana_state(&self, grpid: u32, state: crate::spec::AnaState) -> Result<()> {
         self.shared.faults.set_ana_state(grpid, state)
+    }
+
+    /// Manual mode: the device thread stops scanning (after its current scan) and the
+    /// caller drives the device with [`step`](Self::step), on its own thread. This
+    /// makes the device's work deterministic and separable from the host's, which is
+    /// what instruction-count benchmarks need.
+    pub fn set_manual(&self, manual: bool) {
+        self.shared.manual.store(manual, Ordering::Release);
+    }
+
+    /// One scan of registers and queues on the caller's thread: fetches and executes
+    /// every command rung in, posts completions. Returns true if anything happened.
+    pub fn step(&self) -> bool {
+        self.device.lock().unwrap_or_else(|e| e.into_inner()).step()
     }
 
     /// Stops the device thread (idempotent). Registers keep their last values and

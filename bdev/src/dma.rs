@@ -1,0 +1,195 @@
+//! I/O buffers that every path can reach.
+//!
+//! Each controller has its own DMA address space (a VFIO container per device, or the
+//! software controller's own translation table), and the driver's per-controller pools
+//! all start at the same IOVA. A multipath I/O may go down any path, so its buffer
+//! must be mapped, at one IOVA, into every path's address space. [`IoBufPool`] does
+//! that: one DMA pool whose mapper fans each mapping out to every attached
+//! controller, replaying existing mappings into a controller attached later. The
+//! fan-out maps at the pool's IOVA plus [`IOVA_WINDOW`], a window well above what the
+//! controllers' own pools use, so the two never overlap; [`IoBuf`] hands out slices
+//! in that window.
+
+use crate::sync::lock_std as lock;
+use nvme_driver::dma::DmaMapper;
+use nvme_driver::{DmaBuf, DmaPool, DmaSlice, Iova};
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+
+/// Offset of the shared I/O buffer window from the driver's pool IOVAs: 128 GiB,
+/// inside a 39-bit IOMMU address width, far above per-controller pools (which grow
+/// from 4 GiB by 2 MiB chunks).
+pub const IOVA_WINDOW: u64 = 1 << 37;
+
+#[derive(Default)]
+struct FanInner {
+    mappers: Vec<(u64, Arc<dyn DmaMapper>)>,
+    /// (host address, length, pool IOVA) of each live mapping.
+    maps: Vec<(usize, usize, u64)>,
+}
+
+/// Maps into every attached address space at `iova + IOVA_WINDOW`.
+#[derive(Default)]
+pub(crate) struct FanoutMapper {
+    inner: Mutex<FanInner>,
+}
+
+impl fmt::Debug for FanoutMapper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = lock(&self.inner);
+        f.debug_struct("FanoutMapper")
+            .field("spaces", &g.mappers.len())
+            .field("mappings", &g.maps.len())
+            .finish()
+    }
+}
+
+impl FanoutMapper {
+    /// Adds an address space (keyed by `id`) and maps every live buffer into it.
+    pub(crate) fn attach(&self, id: u64, m: Arc<dyn DmaMapper>) -> crate::Result<()> {
+        let mut g = lock(&self.inner);
+        for (i, &(host, len, iova)) in g.maps.iter().enumerate() {
+            let Some(p) = NonNull::new(host as *mut u8) else {
+                continue;
+            };
+            // SAFETY: `host..host+len` is pool memory mapped through `map` below, whose
+            // contract keeps it valid until `unmap` for this IOVA, which unmaps it from
+            // every attached space including this one (or `detach` does).
+            if let Err(e) = unsafe { m.map(p, len, Iova(iova + IOVA_WINDOW)) } {
+                for &(_, l, io) in &g.maps[..i] {
+                    let _ = m.unmap(Iova(io + IOVA_WINDOW), l);
+                }
+                return Err(e.into());
+            }
+        }
+        g.mappers.push((id, m));
+        Ok(())
+    }
+
+    /// Removes an address space, unmapping every buffer from it.
+    pub(crate) fn detach(&self, id: u64) {
+        let mut g = lock(&self.inner);
+        if let Some(pos) = g.mappers.iter().position(|(i, _)| *i == id) {
+            let (_, m) = g.mappers.remove(pos);
+            for &(_, len, iova) in &g.maps {
+                // The device may be gone already; nothing to do about a failed unmap.
+                let _ = m.unmap(Iova(iova + IOVA_WINDOW), len);
+            }
+        }
+    }
+}
+
+impl DmaMapper for FanoutMapper {
+    unsafe fn map(&self, vaddr: NonNull<u8>, len: usize, iova: Iova) -> nvme_driver::Result<()> {
+        let mut g = lock(&self.inner);
+        for (k, (_, m)) in g.mappers.iter().enumerate() {
+            // SAFETY: forwarded from our caller, who keeps the memory valid until
+            // `unmap`, which we forward to every space.
+            if let Err(e) = unsafe { m.map(vaddr, len, Iova(iova.0 + IOVA_WINDOW)) } {
+                for (_, done) in &g.mappers[..k] {
+                    let _ = done.unmap(Iova(iova.0 + IOVA_WINDOW), len);
+                }
+                return Err(e);
+            }
+        }
+        g.maps.push((vaddr.as_ptr() as usize, len, iova.0));
+        Ok(())
+    }
+
+    fn unmap(&self, iova: Iova, len: usize) -> nvme_driver::Result<()> {
+        let mut g = lock(&self.inner);
+        for (_, m) in &g.mappers {
+            let _ = m.unmap(Iova(iova.0 + IOVA_WINDOW), len);
+        }
+        g.maps.retain(|&(_, l, io)| !(io == iova.0 && l == len));
+        Ok(())
+    }
+}
+
+/// The pool of I/O buffers shared by every controller of a [`BlockLayer`](crate::BlockLayer).
+#[derive(Clone, Debug)]
+pub struct IoBufPool {
+    pool: DmaPool,
+    pub(crate) fanout: Arc<FanoutMapper>,
+}
+
+impl IoBufPool {
+    pub(crate) fn new() -> Self {
+        let fanout = Arc::new(FanoutMapper::default());
+        IoBufPool {
+            pool: DmaPool::new("bdev-io", fanout.clone()),
+            fanout,
+        }
+    }
+
+    /// A zeroed buffer of at least `len` bytes, reachable by every attached controller
+    /// (now and attached later). Set-up time only: the pool takes a lock.
+    pub fn alloc(&self, len: usize) -> crate::Result<IoBuf> {
+        Ok(IoBuf {
+            buf: self.pool.alloc(len)?,
+        })
+    }
+}
+
+/// A DMA buffer for bdev I/O. Take [`DmaSlice`]s for requests from it with
+/// [`slice`](IoBuf::slice) or [`whole`](IoBuf::whole) (not from a driver `DmaBuf`:
+/// those are only reachable by their own controller).
+pub struct IoBuf {
+    buf: DmaBuf,
+}
+
+impl fmt::Debug for IoBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IoBuf")
+            .field(
+                "iova",
+                &format_args!("{:#x}", self.buf.iova().0 + IOVA_WINDOW),
+            )
+            .field("len", &self.buf.len())
+            .finish()
+    }
+}
+
+impl IoBuf {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+    /// Never true.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+    /// `len` bytes at `off`, for a request.
+    pub fn slice(&self, off: usize, len: usize) -> crate::Result<DmaSlice> {
+        let s = self.buf.slice(off, len)?;
+        Ok(DmaSlice {
+            iova: Iova(s.iova.0 + IOVA_WINDOW),
+            len: s.len,
+        })
+    }
+    /// The whole buffer, for a request.
+    pub fn whole(&self) -> DmaSlice {
+        let s = self.buf.whole();
+        DmaSlice {
+            iova: Iova(s.iova.0 + IOVA_WINDOW),
+            len: s.len,
+        }
+    }
+    /// Copies `src` in at `off`. Not while an I/O uses the range.
+    pub fn write_at(&mut self, off: usize, src: &[u8]) -> crate::Result<()> {
+        Ok(self.buf.write_at(off, src)?)
+    }
+    /// Copies out from `off` into `dst`.
+    pub fn read_at(&self, off: usize, dst: &mut [u8]) -> crate::Result<()> {
+        Ok(self.buf.read_at(off, dst)?)
+    }
+    /// Fills with `byte`.
+    pub fn fill(&mut self, byte: u8) {
+        self.buf.fill(byte)
+    }
+    /// Host address of the first byte.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.buf.as_ptr()
+    }
+}

@@ -1,0 +1,161 @@
+//! What travels through a bdev channel: requests, completions, and the queue a
+//! channel drives for each path (an NVMe I/O queue pair, or a model of one in tests).
+
+use nvme_driver::{DmaSlice, IoCompletion, IoOp, IoQpair, IoRequest, Status};
+
+/// One block I/O. `ctx` is the caller's: it comes back with the completion, so no
+/// per-I/O closure or box is needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BdevIo {
+    /// Operation.
+    pub op: IoOp,
+    /// First block.
+    pub slba: u64,
+    /// Blocks (0 for flush).
+    pub nlb: u32,
+    /// Data buffer (read and write): a slice of an [`IoBuf`](crate::IoBuf).
+    pub buf: DmaSlice,
+    /// Caller's context.
+    pub ctx: u64,
+}
+
+impl BdevIo {
+    /// Read `nlb` blocks at `slba` into `buf`.
+    pub fn read(slba: u64, nlb: u32, buf: DmaSlice, ctx: u64) -> Self {
+        BdevIo {
+            op: IoOp::Read,
+            slba,
+            nlb,
+            buf,
+            ctx,
+        }
+    }
+    /// Write `nlb` blocks at `slba` from `buf`.
+    pub fn write(slba: u64, nlb: u32, buf: DmaSlice, ctx: u64) -> Self {
+        BdevIo {
+            op: IoOp::Write,
+            slba,
+            nlb,
+            buf,
+            ctx,
+        }
+    }
+    /// Flush the volatile write cache.
+    pub fn flush(ctx: u64) -> Self {
+        BdevIo {
+            op: IoOp::Flush,
+            slba: 0,
+            nlb: 0,
+            buf: DmaSlice::default(),
+            ctx,
+        }
+    }
+    /// Write zeroes to `nlb` blocks at `slba`.
+    pub fn write_zeroes(slba: u64, nlb: u32, ctx: u64) -> Self {
+        BdevIo {
+            op: IoOp::WriteZeroes,
+            slba,
+            nlb,
+            buf: DmaSlice::default(),
+            ctx,
+        }
+    }
+    /// Unmap (deallocate) `nlb` blocks at `slba`.
+    pub fn unmap(slba: u64, nlb: u32, ctx: u64) -> Self {
+        BdevIo {
+            op: IoOp::Deallocate,
+            slba,
+            nlb,
+            buf: DmaSlice::default(),
+            ctx,
+        }
+    }
+
+    /// The NVMe request for namespace `nsid`, carrying `ctx` instead of the caller's.
+    #[inline]
+    pub(crate) fn to_request(self, nsid: u32, ctx: u64) -> IoRequest {
+        IoRequest {
+            op: self.op,
+            nsid,
+            slba: self.slba,
+            nlb: self.nlb,
+            buf: self.buf,
+            ctx,
+        }
+    }
+
+    /// Checks the request against a bdev of `nblocks` blocks of `1 << block_shift` bytes.
+    pub(crate) fn validate(&self, nblocks: u64, block_shift: u32) -> crate::Result<()> {
+        if self.op == IoOp::Flush {
+            return Ok(());
+        }
+        if self.nlb == 0
+            || self
+                .slba
+                .checked_add(self.nlb as u64)
+                .is_none_or(|e| e > nblocks)
+        {
+            return Err(crate::Error::InvalidIo(format!(
+                "blocks {}+{} are outside the bdev's {nblocks} blocks",
+                self.slba, self.nlb
+            )));
+        }
+        if matches!(self.op, IoOp::Read | IoOp::Write)
+            && (self.buf.len as u64) < (self.nlb as u64) << block_shift
+        {
+            return Err(crate::Error::InvalidIo(format!(
+                "{} blocks of {} bytes do not fit a {}-byte buffer",
+                self.nlb,
+                1u64 << block_shift,
+                self.buf.len
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A finished I/O: the caller's context and the final NVMe status (after failover
+/// and retries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BdevCompletion {
+    /// The I/O's `ctx`.
+    pub ctx: u64,
+    /// Final status.
+    pub status: Status,
+}
+
+/// The queue a channel drives on one path: what the multipath channel needs from an
+/// NVMe I/O queue pair. Implemented by [`IoQpair`]; tests implement it with models.
+pub trait PathQueue: Send {
+    /// Submits without blocking, or hands the request back (see [`IoQpair::submit`]).
+    fn submit(&mut self, req: IoRequest) -> Result<(), (nvme_driver::Error, IoRequest)>;
+    /// Delivers up to `max` completions, each request exactly once.
+    fn poll(&mut self, max: usize, cb: &mut impl FnMut(IoCompletion)) -> usize;
+    /// Rings the doorbell for queued commands.
+    fn flush(&mut self);
+    /// Requests accepted and not completed.
+    fn outstanding(&self) -> usize;
+    /// True once the controller behind it failed for good.
+    fn is_failed(&self) -> bool;
+}
+
+impl PathQueue for IoQpair {
+    #[inline]
+    fn submit(&mut self, req: IoRequest) -> Result<(), (nvme_driver::Error, IoRequest)> {
+        IoQpair::submit(self, req)
+    }
+    #[inline]
+    fn poll(&mut self, max: usize, cb: &mut impl FnMut(IoCompletion)) -> usize {
+        IoQpair::poll(self, max, cb)
+    }
+    #[inline]
+    fn flush(&mut self) {
+        IoQpair::flush(self)
+    }
+    fn outstanding(&self) -> usize {
+        IoQpair::outstanding(self)
+    }
+    fn is_failed(&self) -> bool {
+        IoQpair::is_failed(self)
+    }
+}

@@ -1,0 +1,686 @@
+//! The block layer over the driver: controllers, their threads, and the bdevs they
+//! provide.
+//!
+//! [`BlockLayer::attach`] brings up a controller and gives it a controller thread
+//! (never a reactor: resets block for their duration) that calls `process_admin`
+//! every `admin_poll_us`, follows ANA changes (events, and channels' reports of ANA
+//! error statuses), performs requested resets (path out of the set first, reset,
+//! path back), and reconnects a lost controller every `reconnect_delay_ms` until
+//! `ctrl_loss_timeout_ms`, after which its paths are removed. Each namespace becomes
+//! a namespace bdev `"<controller>n<nsid>"` and a path of the multipath bdev
+//! `"<subnqn>:n<nsid>"`, shared with every controller that reaches the same namespace
+//! (same subsystem NQN and NGUID, EUI-64 or UUID).
+
+use crate::dma::IoBufPool;
+use crate::io::{BdevCompletion, BdevIo};
+use crate::mpath::{BdevInfo, MpathChannel, MpathOptions, Multipath, PathShared, PathState};
+use crate::qsbr::Qsbr;
+use crate::sync::lock_std as lock;
+use crate::{Error, IoBuf, Result};
+use nvme_driver::bus::Bus;
+use nvme_driver::spec::AnaState;
+use nvme_driver::{Controller, ControllerOptions, CtrlState, IoQpair, Namespace, QpairOptions};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Produces the bus of a controller, at attach time and on every reconnect attempt
+/// (for VFIO: open the PCI device again; for the software controller: hand back the
+/// same one).
+pub type Connector = Arc<dyn Fn() -> nvme_driver::Result<Arc<dyn Bus>> + Send + Sync>;
+
+/// Options of a [`BlockLayer`].
+#[derive(Clone, Debug)]
+pub struct LayerOptions {
+    /// Multipath behaviour of every multipath bdev.
+    pub mpath: MpathOptions,
+    /// Queue pairs created for channels.
+    pub qpair: QpairOptions,
+    /// Controller bring-up options.
+    pub ctrl: ControllerOptions,
+    /// How often controller threads do housekeeping.
+    pub admin_poll_us: u64,
+    /// QSBR reader slots (reactors plus channels).
+    pub readers: usize,
+}
+
+impl Default for LayerOptions {
+    fn default() -> Self {
+        LayerOptions {
+            mpath: MpathOptions::default(),
+            qpair: QpairOptions::default(),
+            ctrl: ControllerOptions::default(),
+            admin_poll_us: 1000,
+            readers: crate::qsbr::MAX_READERS,
+        }
+    }
+}
+
+/// A path this controller provides: the bdev, the path, the NSID.
+type CtrlPath = (Arc<Multipath<IoQpair>>, Arc<PathShared>, u32);
+
+struct CtrlSlot {
+    name: String,
+    connector: Connector,
+    ctrl: Mutex<Option<Controller>>,
+    /// Fan-out mapper key of the current instance.
+    space: AtomicU64,
+    reset_requested: AtomicBool,
+    stop: AtomicBool,
+    resets: AtomicU64,
+    reconnects: AtomicU64,
+    paths: Mutex<Vec<CtrlPath>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Inner {
+    opts: LayerOptions,
+    qsbr: Arc<Qsbr>,
+    bufs: IoBufPool,
+    bdevs: Mutex<Vec<Bdev>>,
+    ctrls: Mutex<Vec<Arc<CtrlSlot>>>,
+}
+
+/// The block layer: controllers, bdevs, I/O buffers.
+pub struct BlockLayer {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for BlockLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockLayer")
+            .field("bdevs", &self.bdev_names())
+            .finish()
+    }
+}
+
+/// A bdev for one namespace of one controller (no failover).
+pub struct NsBdev {
+    info: BdevInfo,
+    nsid: u32,
+    slot: Arc<CtrlSlot>,
+    qpair: QpairOptions,
+}
+
+impl fmt::Debug for NsBdev {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NsBdev").field("info", &self.info).finish()
+    }
+}
+
+/// A block device, opened by name.
+#[derive(Clone, Debug)]
+pub enum Bdev {
+    /// One namespace through one controller.
+    Nvme(Arc<NsBdev>),
+    /// One namespace through every controller that reaches it.
+    Mpath(Arc<Multipath<IoQpair>>),
+}
+
+impl Bdev {
+    /// Geometry and identifiers.
+    pub fn info(&self) -> &BdevInfo {
+        match self {
+            Bdev::Nvme(b) => &b.info,
+            Bdev::Mpath(m) => m.info(),
+        }
+    }
+    /// Name.
+    pub fn name(&self) -> &str {
+        &self.info().name
+    }
+    /// Block size in bytes.
+    pub fn block_size(&self) -> u32 {
+        self.info().block_size
+    }
+    /// Number of blocks.
+    pub fn num_blocks(&self) -> u64 {
+        self.info().num_blocks
+    }
+    /// Opens a channel for one core. Set-up work (creates queue pairs, may wait for
+    /// a controller's admin queue): call it off the reactors, then move the channel
+    /// to its core.
+    pub fn channel(&self) -> Result<Channel> {
+        match self {
+            Bdev::Nvme(b) => {
+                let ctrl = lock(&b.slot.ctrl).clone().ok_or_else(|| {
+                    Error::Stopped(format!(
+                        "{}: controller {} is not connected",
+                        b.info.name, b.slot.name
+                    ))
+                })?;
+                Ok(Channel::Nvme(NsChannel {
+                    qpair: ctrl.create_io_qpair(b.qpair)?,
+                    nsid: b.nsid,
+                    num_blocks: b.info.num_blocks,
+                    block_shift: b.info.block_size.trailing_zeros(),
+                }))
+            }
+            Bdev::Mpath(m) => {
+                // Queue pairs come from the controller currently behind each path.
+                let layer_paths = m.clone();
+                let ch = layer_paths.channel(&mut |p: &PathShared| queue_for(p))?;
+                Ok(Channel::Mpath(ch))
+            }
+        }
+    }
+    /// The multipath core, if this is a multipath bdev.
+    pub fn multipath(&self) -> Option<&Arc<Multipath<IoQpair>>> {
+        match self {
+            Bdev::Mpath(m) => Some(m),
+            Bdev::Nvme(_) => None,
+        }
+    }
+}
+
+/// Where a path's queue pairs come from: registered per path instance.
+struct QueueSource {
+    id: u64,
+    ctrl: Controller,
+    opts: QpairOptions,
+}
+
+/// Path instance and address-space identifiers, unique in the process (paths of
+/// several layers share the queue-source registry below).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+static SOURCES: Mutex<Vec<QueueSource>> = Mutex::new(Vec::new());
+
+fn queue_for(p: &PathShared) -> Result<IoQpair> {
+    let (ctrl, opts) = {
+        let g = SOURCES.lock().unwrap_or_else(|e| e.into_inner());
+        let s = g.iter().find(|s| s.id == p.id).ok_or_else(|| {
+            Error::Stopped(format!("path {} ({}) has no controller", p.id, p.name))
+        })?;
+        (s.ctrl.clone(), s.opts)
+    };
+    Ok(ctrl.create_io_qpair(opts)?)
+}
+
+fn register_source(id: u64, ctrl: &Controller, opts: QpairOptions) {
+    SOURCES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(QueueSource {
+            id,
+            ctrl: ctrl.clone(),
+            opts,
+        });
+}
+
+fn unregister_source(id: u64) {
+    SOURCES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|s| s.id != id);
+}
+
+/// A channel of a namespace bdev: the queue pair itself.
+#[derive(Debug)]
+pub struct NsChannel {
+    qpair: IoQpair,
+    nsid: u32,
+    num_blocks: u64,
+    block_shift: u32,
+}
+
+/// A per-core channel to a bdev. Submit never waits; poll delivers each I/O's
+/// completion exactly once.
+#[derive(Debug)]
+pub enum Channel {
+    /// Namespace bdev channel.
+    Nvme(NsChannel),
+    /// Multipath bdev channel.
+    Mpath(MpathChannel<IoQpair>),
+}
+
+impl Channel {
+    /// Submits an I/O, or hands it back with the reason. Never waits.
+    #[inline]
+    pub fn submit(&mut self, io: BdevIo) -> std::result::Result<(), (Error, BdevIo)> {
+        match self {
+            Channel::Mpath(c) => c.submit(io),
+            Channel::Nvme(c) => {
+                if let Err(e) = io.validate(c.num_blocks, c.block_shift) {
+                    return Err((e, io));
+                }
+                c.qpair
+                    .submit(io.to_request(c.nsid, io.ctx))
+                    .map_err(|(e, _)| (e.into(), io))
+            }
+        }
+    }
+    /// Polls for completions, delivering each to `cb`; returns how many.
+    #[inline]
+    pub fn poll(&mut self, cb: &mut impl FnMut(BdevCompletion)) -> usize {
+        match self {
+            Channel::Mpath(c) => c.poll(cb),
+            Channel::Nvme(c) => c.qpair.poll(256, &mut |x| {
+                cb(BdevCompletion {
+                    ctx: x.ctx,
+                    status: x.status,
+                })
+            }),
+        }
+    }
+    /// I/Os submitted and not yet delivered.
+    pub fn outstanding(&self) -> usize {
+        match self {
+            Channel::Mpath(c) => c.outstanding(),
+            Channel::Nvme(c) => c.qpair.outstanding(),
+        }
+    }
+    /// Stop mode (see [`MpathChannel::shutdown`]); poll until `outstanding() == 0`.
+    pub fn shutdown(&mut self) {
+        if let Channel::Mpath(c) = self {
+            c.shutdown();
+        }
+    }
+}
+
+fn ns_info(ctrl: &Controller, ns: &Namespace, name: String) -> BdevInfo {
+    BdevInfo {
+        name,
+        block_size: ns.block_size,
+        num_blocks: ns.nsze,
+        subnqn: ctrl.identify().subnqn.clone(),
+        nguid: ns.nguid(),
+        eui64: ns.eui64(),
+        uuid: ns.ids.uuid.filter(|u| u.iter().any(|&b| b != 0)),
+    }
+}
+
+fn ana_of(ctrl: &Controller, nsid: u32) -> AnaState {
+    if !ctrl.identify().ana_supported() {
+        return AnaState::Optimized;
+    }
+    let grp = ctrl.namespace(nsid).map(|n| n.id.anagrpid).unwrap_or(0);
+    ctrl.ana_log()
+        .and_then(|log| {
+            log.groups
+                .iter()
+                .find(|g| g.grpid == grp || g.nsids.contains(&nsid))
+                .map(|g| g.state)
+        })
+        .unwrap_or(AnaState::Optimized)
+}
+
+fn path_state(ctrl: &Controller, nsid: u32) -> PathState {
+    PathState {
+        connected: ctrl.state() == CtrlState::Live,
+        ana: ana_of(ctrl, nsid),
+    }
+}
+
+impl BlockLayer {
+    /// A block layer with no controllers yet. Validates the options.
+    pub fn new(opts: LayerOptions) -> Result<Self> {
+        opts.mpath.validate()?;
+        if opts.admin_poll_us == 0 {
+            return Err(Error::InvalidOption(
+                "admin_poll_us must be positive".into(),
+            ));
+        }
+        Ok(BlockLayer {
+            inner: Arc::new(Inner {
+                qsbr: Qsbr::new(opts.readers),
+                opts,
+                bufs: IoBufPool::new(),
+                bdevs: Mutex::new(Vec::new()),
+                ctrls: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The QSBR domain (give it to [`Reactors::start`](crate::Reactors::start)).
+    pub fn qsbr(&self) -> &Arc<Qsbr> {
+        &self.inner.qsbr
+    }
+
+    /// A buffer every attached controller can reach.
+    pub fn alloc_buffer(&self, len: usize) -> Result<IoBuf> {
+        self.inner.bufs.alloc(len)
+    }
+
+    /// Names of every bdev.
+    pub fn bdev_names(&self) -> Vec<String> {
+        lock(&self.inner.bdevs)
+            .iter()
+            .map(|b| b.name().to_string())
+            .collect()
+    }
+
+    /// Opens a bdev by name.
+    pub fn open(&self, name: &str) -> Result<Bdev> {
+        let g = lock(&self.inner.bdevs);
+        g.iter()
+            .find(|b| b.name() == name)
+            .cloned()
+            .ok_or_else(|| Error::NoSuchBdev {
+                name: name.to_string(),
+                known: g.iter().map(|b| b.name().to_string()).collect(),
+            })
+    }
+
+    /// Attaches a software or already-open controller: shorthand for [`attach`](Self::attach)
+    /// with a connector that hands back `bus`.
+    pub fn attach_bus(&self, name: &str, bus: Arc<dyn Bus>) -> Result<Vec<String>> {
+        self.attach(name, Arc::new(move || Ok(bus.clone())))
+    }
+
+    /// Brings up a controller, creates its bdevs (or joins existing multipath bdevs as
+    /// a new path) and starts its controller thread. Returns the bdev names involved.
+    pub fn attach(&self, name: &str, connector: Connector) -> Result<Vec<String>> {
+        if lock(&self.inner.ctrls).iter().any(|c| c.name == name) {
+            return Err(Error::PathMismatch(format!(
+                "a controller named {name} is already attached"
+            )));
+        }
+        let bus = connector()?;
+        let ctrl = Controller::init(bus.clone(), self.inner.opts.ctrl.clone())?;
+        let space = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        self.inner.bufs.fanout.attach(space, bus.mapper())?;
+        let slot = Arc::new(CtrlSlot {
+            name: name.to_string(),
+            connector,
+            ctrl: Mutex::new(Some(ctrl.clone())),
+            space: AtomicU64::new(space),
+            reset_requested: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            resets: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            paths: Mutex::new(Vec::new()),
+            thread: Mutex::new(None),
+        });
+        let mut names = Vec::new();
+        for ns in ctrl.namespaces() {
+            let nsb = NsBdev {
+                info: ns_info(&ctrl, ns, format!("{name}n{}", ns.nsid)),
+                nsid: ns.nsid,
+                slot: slot.clone(),
+                qpair: self.inner.opts.qpair,
+            };
+            names.push(nsb.info.name.clone());
+            let mp = self.multipath_for(&ctrl, ns)?;
+            names.push(mp.info().name.clone());
+            self.add_path(&slot, &mp, &ctrl, ns.nsid)?;
+            lock(&self.inner.bdevs).push(Bdev::Nvme(Arc::new(nsb)));
+        }
+        let inner = self.inner.clone();
+        let s = slot.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("{name}-ctrl"))
+            .spawn(move || controller_thread(inner, s))
+            .map_err(|source| Error::Io {
+                what: format!("spawning the controller thread of {name}"),
+                source,
+            })?;
+        *lock(&slot.thread) = Some(t);
+        lock(&self.inner.ctrls).push(slot);
+        Ok(names)
+    }
+
+    fn multipath_for(&self, ctrl: &Controller, ns: &Namespace) -> Result<Arc<Multipath<IoQpair>>> {
+        let subnqn = &ctrl.identify().subnqn;
+        let probe = ns_info(ctrl, ns, String::new());
+        let mut g = lock(&self.inner.bdevs);
+        for b in g.iter() {
+            if let Bdev::Mpath(m) = b {
+                if m.info().same_namespace(&probe) {
+                    if m.info().block_size != probe.block_size
+                        || m.info().num_blocks != probe.num_blocks
+                    {
+                        return Err(Error::PathMismatch(format!(
+                            "{}: namespace {} has {} blocks of {} bytes through {}, {} of {} elsewhere",
+                            m.info().name, ns.nsid, probe.num_blocks, probe.block_size, ctrl.name(),
+                            m.info().num_blocks, m.info().block_size
+                        )));
+                    }
+                    return Ok(m.clone());
+                }
+            }
+        }
+        let has_id = probe.nguid.is_some() || probe.eui64.is_some() || probe.uuid.is_some();
+        let name = if has_id {
+            format!("{subnqn}:n{}", ns.nsid)
+        } else {
+            format!("{}n{}:mp", ctrl.name(), ns.nsid)
+        };
+        let mp = Multipath::new(
+            BdevInfo { name, ..probe },
+            self.inner.opts.mpath,
+            ctrl.identify().anatt,
+            self.inner.qsbr.clone(),
+        )?;
+        g.push(Bdev::Mpath(mp.clone()));
+        Ok(mp)
+    }
+
+    fn add_path(
+        &self,
+        slot: &Arc<CtrlSlot>,
+        mp: &Arc<Multipath<IoQpair>>,
+        ctrl: &Controller,
+        nsid: u32,
+    ) -> Result<()> {
+        add_path(&self.inner, slot, mp, ctrl, nsid)
+    }
+
+    /// Asks the controller thread of `name` to reset its controller: its paths leave
+    /// the path sets, the controller resets, the paths come back. Returns at once.
+    pub fn request_reset(&self, name: &str) -> Result<()> {
+        let g = lock(&self.inner.ctrls);
+        let s = g
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| Error::NoSuchBdev {
+                name: name.to_string(),
+                known: g.iter().map(|c| c.name.clone()).collect(),
+            })?;
+        s.reset_requested.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Resets done by controller threads at request, and reconnects, of `name`.
+    pub fn controller_counts(&self, name: &str) -> Option<(u64, u64)> {
+        lock(&self.inner.ctrls)
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| {
+                (
+                    c.resets.load(Ordering::Relaxed),
+                    c.reconnects.load(Ordering::Relaxed),
+                )
+            })
+    }
+
+    /// True while a requested reset of `name` has not started yet.
+    pub fn reset_pending(&self, name: &str) -> bool {
+        lock(&self.inner.ctrls)
+            .iter()
+            .any(|c| c.name == name && c.reset_requested.load(Ordering::Acquire))
+    }
+
+    /// Detaches controller `name`: its paths leave their multipath bdevs (channels
+    /// finish their I/O on them first) and its thread stops.
+    pub fn detach(&self, name: &str) -> Result<()> {
+        let slot = {
+            let mut g = lock(&self.inner.ctrls);
+            let pos = g
+                .iter()
+                .position(|c| c.name == name)
+                .ok_or_else(|| Error::NoSuchBdev {
+                    name: name.to_string(),
+                    known: g.iter().map(|c| c.name.clone()).collect(),
+                })?;
+            g.remove(pos)
+        };
+        stop_slot(&self.inner, &slot);
+        Ok(())
+    }
+
+    /// Stops every controller thread and removes every path. Channels should be
+    /// drained and dropped first.
+    pub fn shutdown(&self) {
+        let all = std::mem::take(&mut *lock(&self.inner.ctrls));
+        for s in all {
+            stop_slot(&self.inner, &s);
+        }
+        for b in lock(&self.inner.bdevs).iter() {
+            if let Bdev::Mpath(m) = b {
+                m.tick();
+            }
+        }
+    }
+}
+
+impl Drop for BlockLayer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn add_path(
+    inner: &Inner,
+    slot: &Arc<CtrlSlot>,
+    mp: &Arc<Multipath<IoQpair>>,
+    ctrl: &Controller,
+    nsid: u32,
+) -> Result<()> {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let shared = Arc::new(PathShared {
+        id,
+        name: slot.name.clone(),
+        nsid,
+        ana_stale: AtomicBool::new(false),
+        failovers: AtomicU64::new(0),
+    });
+    register_source(id, ctrl, inner.opts.qpair);
+    let opts = inner.opts.qpair;
+    let res = mp.add_path(shared.clone(), path_state(ctrl, nsid), &mut || {
+        Ok(ctrl.create_io_qpair(opts)?)
+    });
+    if let Err(e) = res {
+        unregister_source(id);
+        return Err(e);
+    }
+    lock(&slot.paths).push((mp.clone(), shared, nsid));
+    Ok(())
+}
+
+fn remove_paths(slot: &CtrlSlot) {
+    for (mp, p, _) in lock(&slot.paths).drain(..) {
+        mp.remove_path(p.id);
+        unregister_source(p.id);
+    }
+}
+
+fn stop_slot(inner: &Inner, slot: &Arc<CtrlSlot>) {
+    slot.stop.store(true, Ordering::Release);
+    if let Some(t) = lock(&slot.thread).take() {
+        let _ = t.join();
+    }
+    remove_paths(slot);
+    inner.bufs.fanout.detach(slot.space.load(Ordering::Relaxed));
+    lock(&inner.bdevs).retain(|b| !matches!(b, Bdev::Nvme(n) if Arc::ptr_eq(&n.slot, slot)));
+}
+
+fn set_connected(slot: &CtrlSlot, connected: bool, ctrl: Option<&Controller>) {
+    for (mp, p, nsid) in lock(&slot.paths).iter() {
+        let ana = ctrl.map_or(AnaState::Inaccessible, |c| ana_of(c, *nsid));
+        mp.set_path_state(p.id, PathState { connected, ana });
+    }
+}
+
+fn controller_thread(inner: Arc<Inner>, slot: Arc<CtrlSlot>) {
+    let opts = inner.opts.mpath;
+    let poll = Duration::from_micros(inner.opts.admin_poll_us);
+    let reconnect_delay = Duration::from_millis(opts.reconnect_delay_ms);
+    let mut lost_since: Option<Instant> = None;
+    let mut next_attempt = Instant::now();
+    while !slot.stop.load(Ordering::Acquire) {
+        let current = lock(&slot.ctrl).clone();
+        match (current, lost_since) {
+            (Some(ctrl), None) => {
+                if slot.reset_requested.swap(false, Ordering::AcqRel) {
+                    // Out of the path set first: no new I/O goes this way while the
+                    // reset runs; what is in flight comes back as path errors.
+                    set_connected(&slot, false, Some(&ctrl));
+                    if ctrl.reset().is_ok() {
+                        slot.resets.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let st = ctrl.process_admin();
+                if st == CtrlState::Failed {
+                    set_connected(&slot, false, None);
+                    lost_since = Some(Instant::now());
+                    next_attempt = Instant::now() + reconnect_delay;
+                    if opts.ctrl_loss_timeout_ms == 0 {
+                        remove_paths(&slot);
+                        *lock(&slot.ctrl) = None;
+                    }
+                } else {
+                    let _ = ctrl.take_events();
+                    let stale = lock(&slot.paths)
+                        .iter()
+                        .any(|(_, p, _)| p.ana_stale.swap(false, Ordering::AcqRel));
+                    if stale && ctrl.identify().ana_supported() {
+                        let _ = ctrl.refresh_ana();
+                    }
+                    let connected = ctrl.state() == CtrlState::Live;
+                    for (mp, p, nsid) in lock(&slot.paths).iter() {
+                        mp.set_path_state(
+                            p.id,
+                            PathState {
+                                connected,
+                                ana: ana_of(&ctrl, *nsid),
+                            },
+                        );
+                    }
+                }
+            }
+            (Some(_), Some(since)) | (None, Some(since)) => {
+                let loss = opts.ctrl_loss_timeout_ms;
+                if loss == 0 || (loss > 0 && since.elapsed() > Duration::from_millis(loss as u64)) {
+                    remove_paths(&slot);
+                    *lock(&slot.ctrl) = None;
+                    lost_since = None;
+                } else if Instant::now() >= next_attempt {
+                    next_attempt = Instant::now() + reconnect_delay;
+                    if reconnect(&inner, &slot).is_ok() {
+                        lost_since = None;
+                        slot.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        let mps: Vec<_> = lock(&slot.paths)
+            .iter()
+            .map(|(m, _, _)| m.clone())
+            .collect();
+        for m in mps {
+            m.tick();
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+fn reconnect(inner: &Inner, slot: &Arc<CtrlSlot>) -> Result<()> {
+    let bus = (slot.connector)()?;
+    let ctrl = Controller::init(bus.clone(), inner.opts.ctrl.clone())?;
+    let space = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    inner.bufs.fanout.attach(space, bus.mapper())?;
+    let old_space = slot.space.swap(space, Ordering::AcqRel);
+    inner.bufs.fanout.detach(old_space);
+    let old: Vec<_> = lock(&slot.paths).drain(..).collect();
+    *lock(&slot.ctrl) = Some(ctrl.clone());
+    for (mp, p, nsid) in old {
+        mp.remove_path(p.id);
+        unregister_source(p.id);
+        add_path(inner, slot, &mp, &ctrl, nsid)?;
+    }
+    Ok(())
+}

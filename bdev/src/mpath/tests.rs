@@ -1,0 +1,392 @@
+//! Failover logic against model path queues.
+
+use super::*;
+use crate::io::{BdevCompletion, BdevIo};
+use nvme_driver::spec::{sc, sct};
+use nvme_driver::{DmaSlice, IoCompletion, IoRequest, Iova, Status};
+use std::collections::VecDeque;
+
+/// A model queue: requests wait until the test completes them with a status.
+pub(crate) struct ModelQueue {
+    pub(crate) inflight: Arc<Mutex<VecDeque<IoRequest>>>,
+    pub(crate) script: Arc<Mutex<VecDeque<Status>>>,
+    pub(crate) cap: usize,
+    pub(crate) failed: Arc<AtomicBool>,
+}
+
+impl ModelQueue {
+    fn new(cap: usize) -> Self {
+        ModelQueue {
+            inflight: Arc::default(),
+            script: Arc::default(),
+            cap,
+            failed: Arc::default(),
+        }
+    }
+}
+
+impl PathQueue for ModelQueue {
+    fn submit(
+        &mut self,
+        req: IoRequest,
+    ) -> std::result::Result<(), (nvme_driver::Error, IoRequest)> {
+        let mut g = lock(&self.inflight);
+        if self.failed.load(Ordering::Acquire) {
+            return Err((
+                nvme_driver::Error::ControllerFailed {
+                    device: "m".into(),
+                    reason: "x".into(),
+                },
+                req,
+            ));
+        }
+        if g.len() >= self.cap {
+            return Err((nvme_driver::Error::Busy(self.cap), req));
+        }
+        g.push_back(req);
+        Ok(())
+    }
+    fn poll(&mut self, max: usize, cb: &mut impl FnMut(IoCompletion)) -> usize {
+        let mut n = 0;
+        while n < max {
+            let st = {
+                let mut s = lock(&self.script);
+                if lock(&self.inflight).is_empty() {
+                    break;
+                }
+                match s.pop_front() {
+                    Some(st) => st,
+                    None => break,
+                }
+            };
+            let Some(r) = lock(&self.inflight).pop_front() else {
+                break;
+            };
+            cb(IoCompletion {
+                ctx: r.ctx,
+                status: st,
+            });
+            n += 1;
+        }
+        n
+    }
+    fn flush(&mut self) {}
+    fn outstanding(&self) -> usize {
+        lock(&self.inflight).len()
+    }
+    fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+}
+
+struct Handles {
+    inflight: Arc<Mutex<VecDeque<IoRequest>>>,
+    script: Arc<Mutex<VecDeque<Status>>>,
+}
+
+fn info() -> BdevInfo {
+    BdevInfo {
+        name: "m".into(),
+        block_size: 512,
+        num_blocks: 1000,
+        subnqn: "nqn".into(),
+        nguid: Some([1; 16]),
+        eui64: None,
+        uuid: None,
+    }
+}
+
+fn live(ana: AnaState) -> PathState {
+    PathState {
+        connected: true,
+        ana,
+    }
+}
+
+fn path(id: u64) -> Arc<PathShared> {
+    Arc::new(PathShared {
+        id,
+        name: format!("p{id}"),
+        nsid: 1,
+        ana_stale: AtomicBool::new(false),
+        failovers: AtomicU64::new(0),
+    })
+}
+
+/// A bdev with `states.len()` paths and one channel; returns the handles of each path's queue.
+fn setup(
+    opts: MpathOptions,
+    states: &[PathState],
+) -> (
+    Arc<Multipath<ModelQueue>>,
+    MpathChannel<ModelQueue>,
+    Vec<Handles>,
+) {
+    let mp = Multipath::new(info(), opts, 0, Qsbr::new(8)).unwrap();
+    let mut ch = mp.channel(&mut |_| unreachable!()).unwrap();
+    let mut hs = Vec::new();
+    for (i, st) in states.iter().enumerate() {
+        let q = ModelQueue::new(8);
+        hs.push(Handles {
+            inflight: q.inflight.clone(),
+            script: q.script.clone(),
+        });
+        let mut q = Some(q);
+        mp.add_path(path(i as u64 + 1), *st, &mut || Ok(q.take().unwrap()))
+            .unwrap();
+    }
+    ch.poll(&mut |_| {});
+    (mp, ch, hs)
+}
+
+fn buf() -> DmaSlice {
+    DmaSlice {
+        iova: Iova(0x1000),
+        len: 4096,
+    }
+}
+
+fn complete(h: &Handles, st: Status) {
+    lock(&h.script).push_back(st);
+}
+
+fn poll_all(ch: &mut MpathChannel<ModelQueue>) -> Vec<BdevCompletion> {
+    let mut out = Vec::new();
+    ch.poll(&mut |c| out.push(c));
+    out
+}
+
+#[test]
+fn active_passive_prefers_optimized_and_fails_over_on_path_error() {
+    let (mp, mut ch, hs) = setup(
+        MpathOptions::default(),
+        &[live(AnaState::NonOptimized), live(AnaState::Optimized)],
+    );
+    ch.submit(BdevIo::read(0, 8, buf(), 7)).unwrap();
+    assert_eq!(lock(&hs[1].inflight).len(), 1, "optimized path chosen");
+    // Reset abort on path 2: goes to path 1 in the same poll.
+    complete(&hs[1], Status::ABORTED_SQ_DELETION);
+    assert!(poll_all(&mut ch).is_empty());
+    assert_eq!(lock(&hs[0].inflight).len(), 1);
+    complete(&hs[0], Status::SUCCESS);
+    let done = poll_all(&mut ch);
+    assert_eq!(
+        done,
+        vec![BdevCompletion {
+            ctx: 7,
+            status: Status::SUCCESS
+        }]
+    );
+    assert_eq!(ch.stats().failovers, 1);
+    assert_eq!(mp.paths()[1].failovers, 1);
+    assert_eq!(ch.outstanding(), 0);
+}
+
+#[test]
+fn ana_error_flags_the_path_for_a_log_reread() {
+    let (mp, mut ch, hs) = setup(
+        MpathOptions::default(),
+        &[live(AnaState::Optimized), live(AnaState::Optimized)],
+    );
+    ch.submit(BdevIo::write(0, 8, buf(), 1)).unwrap();
+    complete(&hs[0], Status::new(sct::PATH, sc::ANA_INACCESSIBLE, false));
+    poll_all(&mut ch);
+    assert!(mp.writer.lock().unwrap().paths[0]
+        .shared
+        .ana_stale
+        .load(Ordering::Acquire));
+    assert_eq!(lock(&hs[1].inflight).len(), 1, "retried on the other path");
+}
+
+#[test]
+fn retryable_errors_honour_count_and_dnr_completes() {
+    let opts = MpathOptions {
+        retry_count: 2,
+        retry_delay_unit_ms: 0,
+        ..MpathOptions::default()
+    };
+    let (_mp, mut ch, hs) = setup(opts, &[live(AnaState::Optimized)]);
+    let internal = Status::new(sct::GENERIC, sc::INTERNAL_ERROR, false);
+    ch.submit(BdevIo::read(0, 1, buf(), 1)).unwrap();
+    for _ in 0..2 {
+        complete(&hs[0], internal);
+        assert!(poll_all(&mut ch).is_empty());
+    }
+    complete(&hs[0], internal);
+    assert_eq!(
+        poll_all(&mut ch),
+        vec![BdevCompletion {
+            ctx: 1,
+            status: internal
+        }]
+    );
+    assert_eq!(ch.stats().retries, 2);
+    let dnr = Status::new(sct::GENERIC, sc::INTERNAL_ERROR, true);
+    ch.submit(BdevIo::read(0, 1, buf(), 2)).unwrap();
+    complete(&hs[0], dnr);
+    assert_eq!(
+        poll_all(&mut ch),
+        vec![BdevCompletion {
+            ctx: 2,
+            status: dnr
+        }]
+    );
+}
+
+#[test]
+fn no_usable_path_waits_then_fast_fails() {
+    let opts = MpathOptions {
+        fast_io_fail_timeout_ms: 30,
+        reconnect_delay_ms: 10,
+        ctrl_loss_timeout_ms: 100,
+        ..MpathOptions::default()
+    };
+    let (mp, mut ch, hs) = setup(opts, &[live(AnaState::Inaccessible)]);
+    ch.submit(BdevIo::read(0, 1, buf(), 1)).unwrap();
+    ch.submit(BdevIo::read(1, 1, buf(), 2)).unwrap();
+    assert!(poll_all(&mut ch).is_empty());
+    // The path comes back: waiting I/O goes out.
+    mp.set_path_state(1, live(AnaState::Optimized));
+    assert!(poll_all(&mut ch).is_empty());
+    assert_eq!(lock(&hs[0].inflight).len(), 2);
+    complete(&hs[0], Status::SUCCESS);
+    complete(&hs[0], Status::SUCCESS);
+    assert_eq!(poll_all(&mut ch).len(), 2);
+    // It goes away: I/O waits, then fails after the timeout.
+    mp.set_path_state(
+        1,
+        PathState {
+            connected: false,
+            ana: AnaState::Optimized,
+        },
+    );
+    ch.submit(BdevIo::read(0, 1, buf(), 3)).unwrap();
+    let t0 = std::time::Instant::now();
+    let mut done = Vec::new();
+    while done.is_empty() {
+        done = poll_all(&mut ch);
+        assert!(t0.elapsed() < std::time::Duration::from_secs(2));
+    }
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(25));
+    assert_eq!(done[0].ctx, 3);
+    assert!(done[0].status.is_path_error());
+    assert_eq!(ch.stats().fast_failed, 1);
+}
+
+#[test]
+fn tag_exhaustion_queues_and_busy_hands_back() {
+    let opts = MpathOptions {
+        channel_depth: 12,
+        ..MpathOptions::default()
+    };
+    let (_mp, mut ch, hs) = setup(opts, &[live(AnaState::Optimized)]);
+    for i in 0..12 {
+        ch.submit(BdevIo::read(i, 1, buf(), i)).unwrap();
+    }
+    assert_eq!(
+        lock(&hs[0].inflight).len(),
+        8,
+        "queue full, 4 on the retry ring"
+    );
+    let (e, io) = ch.submit(BdevIo::read(0, 1, buf(), 99)).unwrap_err();
+    assert!(matches!(e, Error::Busy(12)) && io.ctx == 99);
+    let mut got = Vec::new();
+    while got.len() < 12 {
+        for _ in 0..lock(&hs[0].inflight).len() {
+            complete(&hs[0], Status::SUCCESS);
+        }
+        got.extend(poll_all(&mut ch));
+    }
+    got.sort_by_key(|c| c.ctx);
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, c)| c.ctx == i as u64 && c.status.is_success()));
+}
+
+#[test]
+fn round_robin_and_least_queue_depth_spread() {
+    for policy in [Policy::RoundRobin, Policy::LeastQueueDepth] {
+        let opts = MpathOptions {
+            policy,
+            ..MpathOptions::default()
+        };
+        let (_mp, mut ch, hs) = setup(
+            opts,
+            &[
+                live(AnaState::Optimized),
+                live(AnaState::Optimized),
+                live(AnaState::NonOptimized),
+            ],
+        );
+        for i in 0..6 {
+            ch.submit(BdevIo::read(i, 1, buf(), i)).unwrap();
+        }
+        assert_eq!(lock(&hs[0].inflight).len(), 3, "{policy:?}");
+        assert_eq!(lock(&hs[1].inflight).len(), 3, "{policy:?}");
+        assert_eq!(
+            lock(&hs[2].inflight).len(),
+            0,
+            "{policy:?}: non-optimized only as fallback"
+        );
+    }
+}
+
+#[test]
+fn removed_path_drains_then_is_given_back() {
+    let (mp, mut ch, hs) = setup(
+        MpathOptions::default(),
+        &[live(AnaState::Optimized), live(AnaState::Optimized)],
+    );
+    ch.submit(BdevIo::read(0, 1, buf(), 1)).unwrap();
+    assert!(mp.remove_path(1));
+    ch.submit(BdevIo::read(0, 1, buf(), 2)).unwrap();
+    assert_eq!(
+        lock(&hs[1].inflight).len(),
+        1,
+        "new I/O avoids the removed path"
+    );
+    poll_all(&mut ch);
+    assert_eq!(ch.path_stats().len(), 2, "still draining");
+    complete(&hs[0], Status::SUCCESS);
+    complete(&hs[1], Status::SUCCESS);
+    assert_eq!(poll_all(&mut ch).len(), 2);
+    assert_eq!(ch.path_stats().len(), 1);
+    mp.tick();
+    assert!(lock(&mp.graveyard).is_empty());
+    assert!(mp.cell.domain().pending() <= 1);
+}
+
+#[test]
+fn shutdown_fails_waiting_io_once() {
+    let (_mp, mut ch, hs) = setup(MpathOptions::default(), &[live(AnaState::Inaccessible)]);
+    ch.submit(BdevIo::read(0, 1, buf(), 1)).unwrap();
+    ch.shutdown();
+    let done = poll_all(&mut ch);
+    assert_eq!(done.len(), 1);
+    assert!(!done[0].status.is_success());
+    assert!(poll_all(&mut ch).is_empty());
+    assert_eq!(ch.outstanding(), 0);
+    assert!(lock(&hs[0].inflight).is_empty());
+    assert!(ch.submit(BdevIo::read(0, 1, buf(), 2)).is_err());
+}
+
+#[test]
+fn bad_requests_are_handed_back() {
+    let (_mp, mut ch, _hs) = setup(MpathOptions::default(), &[live(AnaState::Optimized)]);
+    assert!(matches!(
+        ch.submit(BdevIo::read(999, 2, buf(), 1)),
+        Err((Error::InvalidIo(_), _))
+    ));
+    let small = DmaSlice {
+        iova: Iova(0x1000),
+        len: 100,
+    };
+    assert!(matches!(
+        ch.submit(BdevIo::read(0, 1, small, 1)),
+        Err((Error::InvalidIo(_), _))
+    ));
+    assert!(ch.submit(BdevIo::flush(5)).is_ok());
+    assert!(ch.submit(BdevIo::unmap(0, 10, 6)).is_ok());
+    assert!(ch.submit(BdevIo::write_zeroes(0, 10, 7)).is_ok());
+}

@@ -1,0 +1,215 @@
+//! Failover under randomized schedules (`shuttle`): two reactor threads, each with a
+//! multipath channel over two model paths, and a controller thread that resets path A
+//! (its in-flight I/O comes back "aborted: SQ deletion") and flips path B between
+//! inaccessible and optimized, publishing path sets as it goes. Every I/O must
+//! complete exactly once and successfully, whatever the interleaving.
+
+use nvme_bdev::mpath::{PathShared, PathState};
+use nvme_bdev::qsbr::Qsbr;
+use nvme_bdev::{BdevCompletion, BdevInfo, BdevIo, MpathOptions, Multipath, PathQueue, Policy};
+use nvme_driver::spec::{sc, sct, AnaState};
+use nvme_driver::{DmaSlice, IoCompletion, IoRequest, Iova, Status};
+use shuttle::sync::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+
+/// What the "device" of one path does with the commands it holds.
+#[derive(Default)]
+struct Device {
+    inflight: VecDeque<IoRequest>,
+    /// Status the next completions carry (success, reset abort, ANA error).
+    abort_with: Option<Status>,
+}
+
+struct ModelPath {
+    dev: Arc<Mutex<Device>>,
+    outstanding: usize,
+}
+
+impl PathQueue for ModelPath {
+    fn submit(&mut self, req: IoRequest) -> Result<(), (nvme_driver::Error, IoRequest)> {
+        let mut d = self.dev.lock().unwrap();
+        if d.inflight.len() >= 3 {
+            return Err((nvme_driver::Error::Busy(3), req));
+        }
+        d.inflight.push_back(req);
+        self.outstanding += 1;
+        Ok(())
+    }
+    fn poll(&mut self, max: usize, cb: &mut impl FnMut(IoCompletion)) -> usize {
+        let mut d = self.dev.lock().unwrap();
+        let mut n = 0;
+        while n < max.min(2) {
+            let Some(r) = d.inflight.pop_front() else {
+                break;
+            };
+            let status = d.abort_with.unwrap_or(Status::SUCCESS);
+            self.outstanding -= 1;
+            cb(IoCompletion { ctx: r.ctx, status });
+            n += 1;
+        }
+        n
+    }
+    fn flush(&mut self) {}
+    fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+    fn is_failed(&self) -> bool {
+        false
+    }
+}
+
+fn path(id: u64) -> Arc<PathShared> {
+    Arc::new(PathShared {
+        id,
+        name: format!("path{id}"),
+        nsid: 1,
+        ana_stale: AtomicBool::new(false),
+        failovers: AtomicU64::new(0),
+    })
+}
+
+const IOS: u64 = 5;
+
+fn scenario(policy: Policy) {
+    let info = BdevInfo {
+        name: "model".into(),
+        block_size: 512,
+        num_blocks: 1 << 20,
+        subnqn: "nqn.model".into(),
+        nguid: Some([7; 16]),
+        eui64: None,
+        uuid: None,
+    };
+    let opts = MpathOptions {
+        policy,
+        fast_io_fail_timeout_ms: 60_000,
+        reconnect_delay_ms: 1000,
+        ctrl_loss_timeout_ms: -1,
+        ..MpathOptions::default()
+    };
+    let mp = Multipath::new(info, opts, 0, Qsbr::new(4)).unwrap();
+    let live = |ana| PathState {
+        connected: true,
+        ana,
+    };
+    // Each reactor gets its own queue per path; the devices are per path per core.
+    let devs: Vec<Vec<Arc<Mutex<Device>>>> = (0..2)
+        .map(|_| {
+            (0..2)
+                .map(|_| Arc::new(Mutex::new(Device::default())))
+                .collect()
+        })
+        .collect();
+    let mut channels = Vec::new();
+    for core_devs in &devs {
+        let mut k = 0;
+        let ch = mp
+            .channel(&mut |_| {
+                k += 1;
+                Ok(ModelPath {
+                    dev: core_devs[k - 1].clone(),
+                    outstanding: 0,
+                })
+            })
+            .unwrap();
+        channels.push(ch);
+    }
+    // Paths are added after the channels exist: queues travel through the mailboxes.
+    for (i, p) in [path(1), path(2)].into_iter().enumerate() {
+        let mut core = 0;
+        mp.add_path(p, live(AnaState::Optimized), &mut || {
+            core += 1;
+            Ok(ModelPath {
+                dev: devs[core - 1][i].clone(),
+                outstanding: 0,
+            })
+        })
+        .unwrap();
+    }
+
+    let reactors: Vec<_> = channels
+        .into_iter()
+        .enumerate()
+        .map(|(core, mut ch)| {
+            shuttle::thread::spawn(move || {
+                let buf = DmaSlice {
+                    iova: Iova(0x10000),
+                    len: 4096,
+                };
+                let mut done = vec![0u32; IOS as usize];
+                for i in 0..IOS {
+                    ch.submit(BdevIo::read(core as u64 * 100 + i, 8, buf, i))
+                        .unwrap();
+                }
+                let mut left = IOS;
+                while left > 0 {
+                    ch.poll(&mut |c: BdevCompletion| {
+                        assert!(c.status.is_success(), "I/O {} failed: {}", c.ctx, c.status);
+                        done[c.ctx as usize] += 1;
+                        left -= 1;
+                    });
+                    shuttle::thread::yield_now();
+                }
+                assert!(done.iter().all(|&n| n == 1), "exactly once: {done:?}");
+                assert_eq!(ch.outstanding(), 0);
+            })
+        })
+        .collect();
+
+    let ctl_mp = mp.clone();
+    let controller = shuttle::thread::spawn(move || {
+        let mp = ctl_mp;
+        for _ in 0..2 {
+            // Reset A: out of the set, in-flight aborted, back in.
+            mp.set_path_state(
+                1,
+                PathState {
+                    connected: false,
+                    ana: AnaState::Optimized,
+                },
+            );
+            for core in &devs {
+                core[0].lock().unwrap().abort_with = Some(Status::ABORTED_SQ_DELETION);
+            }
+            shuttle::thread::yield_now();
+            for core in &devs {
+                core[0].lock().unwrap().abort_with = None;
+            }
+            mp.set_path_state(1, live(AnaState::Optimized));
+            // B goes inaccessible (its I/O fails with an ANA error), then comes back.
+            mp.set_path_state(2, live(AnaState::Inaccessible));
+            for core in &devs {
+                core[1].lock().unwrap().abort_with =
+                    Some(Status::new(sct::PATH, sc::ANA_INACCESSIBLE, false));
+            }
+            shuttle::thread::yield_now();
+            for core in &devs {
+                core[1].lock().unwrap().abort_with = None;
+            }
+            mp.set_path_state(2, live(AnaState::Optimized));
+            mp.tick();
+        }
+    });
+    for r in reactors {
+        r.join().unwrap();
+    }
+    controller.join().unwrap();
+    mp.tick();
+}
+
+#[test]
+fn shuttle_failover_active_passive() {
+    shuttle::check_random(|| scenario(Policy::ActivePassive), 300);
+}
+
+#[test]
+fn shuttle_failover_round_robin() {
+    shuttle::check_random(|| scenario(Policy::RoundRobin), 300);
+}
+
+#[test]
+fn shuttle_failover_least_queue_depth_pct() {
+    shuttle::check_pct(|| scenario(Policy::LeastQueueDepth), 300, 3);
+}

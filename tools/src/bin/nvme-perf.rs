@@ -1,0 +1,104 @@
+//! nvme-perf: spdk_nvme_perf's options and output over the polled userspace driver.
+//! See tools/README.md.
+
+use nvme_tools::attach::{self, OpenError};
+use nvme_tools::perf::{self, opts, report};
+use nvme_tools::{exit_failure, exit_usage, EXIT_FAILURE};
+
+const PROG: &str = "nvme-perf";
+
+fn main() {
+    let cores = nvme_tools::cores::available_cores();
+    let opts = match opts::parse_args(std::env::args().skip(1), &cores) {
+        Ok(opts::Command::Run(o)) => o,
+        Ok(opts::Command::Help) => {
+            println!("{}\n\n{}", opts::USAGE, opts::HELP);
+            return;
+        }
+        Err(e) => exit_usage(PROG, &e),
+    };
+    // With --json, stdout carries only the document; the narration goes to stderr.
+    let json = opts.json;
+    let say = |s: String| {
+        if json {
+            eprintln!("{s}")
+        } else {
+            println!("{s}")
+        }
+    };
+    let wanted = match attach::resolve(&opts.trids, &mut |s| say(s)) {
+        Ok(w) => w,
+        Err(e) => exit_failure(PROG, e),
+    };
+    say("Initializing NVMe Controllers".into());
+    let targets = match attach::open_pcie(&wanted) {
+        Ok(t) => t,
+        Err(OpenError::Usage(e)) => exit_usage(PROG, &e),
+        Err(OpenError::Device(e)) => exit_failure(PROG, e),
+    };
+    let mut plans = Vec::new();
+    for t in &targets {
+        let id = t.ctrl.identify();
+        say(format!(
+            "Attached to NVMe Controller at {} [{:04x}:{:04x}] {} (SN {}, FR {})",
+            t.ctrl.name(),
+            id.vid,
+            id.ssvid,
+            id.mn,
+            id.sn,
+            id.fr
+        ));
+        match perf::check_target(&opts, t) {
+            Ok(p) => plans.push(p),
+            Err(e) => exit_usage(PROG, &e),
+        }
+    }
+    for &core in &opts.cores {
+        for t in &targets {
+            for ns in &t.nsids {
+                say(format!(
+                    "Associating PCIE ({}) NSID {ns} with lcore {core}",
+                    t.ctrl.name()
+                ));
+            }
+        }
+    }
+    let jobs = match perf::build_jobs(&opts, &targets, &plans) {
+        Ok(j) => j,
+        Err(e) => exit_failure(PROG, e),
+    };
+    say("Initialization complete. Launching workers.".into());
+    let mut note = |s: String| eprintln!("{s}");
+    let mut ui = perf::Ui {
+        progress: !json && nvme_tools::stdout_is_tty(),
+        note: &mut note,
+        pin: true,
+    };
+    let rows = perf::run(&opts, &targets, jobs, &mut ui);
+    for t in &targets {
+        if let Some(reason) = t.ctrl.failure() {
+            eprintln!(
+                "{PROG}: {}: controller failed during the run: {reason}",
+                t.ctrl.name()
+            );
+        }
+        let _ = t.ctrl.shutdown();
+    }
+    if json {
+        let doc = report::to_json(&opts, &rows);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("JSON values always serialize")
+        );
+        let p = report::problems(&rows, opts.verify);
+        if !p.is_empty() {
+            eprint!("{p}");
+        }
+    } else {
+        print!("{}", report::text(&opts, &rows));
+    }
+    let t = report::total(&rows);
+    if t.errors > 0 || t.mismatches > 0 {
+        std::process::exit(EXIT_FAILURE);
+    }
+}

@@ -1,0 +1,32 @@
+//! nvme-setup: vfio-pci binding, huge pages and status, like SPDK's setup.sh.
+//! See tools/README.md.
+
+use nvme_tools::setup::{self, Command, Sys};
+use nvme_tools::{exit_failure, exit_usage};
+
+const PROG: &str = "nvme-setup";
+
+fn main() {
+    let cmd = match setup::parse_args(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => exit_usage(PROG, &e),
+    };
+    let sys = Sys::from_env();
+    let result = match cmd {
+        Command::Help => {
+            println!("{}\n\n{}", setup::USAGE, setup::HELP);
+            return;
+        }
+        Command::Status => {
+            print!("{}", sys.status());
+            return;
+        }
+        Command::Bind(b) => sys.bind(&b).map(|l| l.join("\n")),
+        Command::Unbind(b) => sys.unbind(&b).map(|l| l.join("\n")),
+        Command::Hugepages(n) => sys.set_hugepages(n),
+    };
+    match result {
+        Ok(out) => println!("{out}"),
+        Err(e) => exit_failure(PROG, e),
+    }
+}

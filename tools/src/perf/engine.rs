@@ -1,0 +1,499 @@
+//! The poller: one thread per core, pinned, owning its queue pairs outright.
+//!
+//! Everything an I/O needs is made before the clock starts: one DMA buffer per
+//! outstanding I/O, a task slot per buffer (indexed by the request's `ctx`), the
+//! completion list, the latency histogram. The loop then only polls, records a
+//! latency (TSC ticks, no `clock_gettime`), picks the next offset with a xorshift
+//! generator and resubmits: no allocation, no lock, no system call per I/O.
+
+use super::pattern::{self, Mismatch, XorShift};
+use hdrhistogram::Histogram;
+use nvme_driver::clock;
+use nvme_driver::{DmaBuf, IoCompletion, IoQpair, IoRequest, QpairStats};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Barrier;
+
+/// Highest latency the histograms hold, in nanoseconds (longer ones saturate).
+pub const LATENCY_MAX_NS: u64 = 100_000_000_000;
+
+/// One namespace's work on one core, built before the run.
+#[derive(Debug)]
+pub struct NsJob {
+    /// Controller name (PCI address).
+    pub device: String,
+    /// Namespace.
+    pub nsid: u32,
+    /// Block size in bytes.
+    pub block_size: u32,
+    /// Blocks per I/O.
+    pub nlb: u32,
+    /// I/O-sized slots in the namespace: offsets are `0..slots` times `nlb`.
+    pub slots: u64,
+    /// Slots this core writes the verify pattern to before the run.
+    pub fill: std::ops::Range<u64>,
+    /// Queue pairs; task `i` uses queue pair `i % len`.
+    pub qpairs: Vec<IoQpair>,
+    /// One buffer per outstanding I/O.
+    pub bufs: Vec<DmaBuf>,
+}
+
+/// The work of one core.
+#[derive(Debug)]
+pub struct WorkerJob {
+    /// Core to pin to.
+    pub core: usize,
+    /// Namespaces.
+    pub ns: Vec<NsJob>,
+}
+
+/// Run parameters shared by every worker.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Percent of reads.
+    pub read_percent: u8,
+    /// Random offsets.
+    pub random: bool,
+    /// Pattern writes, checked reads.
+    pub verify: bool,
+    /// Seed of the pattern and of the offsets.
+    pub seed: u64,
+    /// Warm-up, in TSC ticks.
+    pub warmup_ticks: u64,
+    /// Measured time, in TSC ticks.
+    pub run_ticks: u64,
+    /// Pin threads (off in unit tests, which may run on any core).
+    pub pin: bool,
+}
+
+/// What the workers share with the main thread: a stop flag, a completion count per
+/// worker for the progress line, and the start barrier after the verify fill.
+#[derive(Debug)]
+pub struct Shared {
+    /// Set to end the run early.
+    pub stop: AtomicBool,
+    /// Completions so far, per worker (relaxed; for the progress line only).
+    pub done: Vec<AtomicU64>,
+    /// Set by each worker when the measured phase starts (after fill and warm-up).
+    pub measuring: Vec<AtomicBool>,
+    /// All workers start timing together, after the verify fill.
+    pub start: Barrier,
+}
+
+impl Shared {
+    /// For `workers` workers.
+    pub fn new(workers: usize) -> Self {
+        Shared {
+            stop: AtomicBool::new(false),
+            done: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            measuring: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            start: Barrier::new(workers),
+        }
+    }
+}
+
+/// The measured results of one namespace on one core.
+#[derive(Debug, Clone)]
+pub struct NsResult {
+    /// Controller name (PCI address).
+    pub device: String,
+    /// Namespace.
+    pub nsid: u32,
+    /// Core.
+    pub core: usize,
+    /// I/Os completed successfully while measuring.
+    pub ios: u64,
+    /// Of which reads.
+    pub reads: u64,
+    /// Bytes per I/O.
+    pub io_size: u64,
+    /// Measured seconds.
+    pub secs: f64,
+    /// Sum of latencies, ns.
+    pub lat_sum_ns: u128,
+    /// Smallest latency, ns (0 if no I/O).
+    pub lat_min_ns: u64,
+    /// Largest latency, ns.
+    pub lat_max_ns: u64,
+    /// Latency distribution, ns.
+    pub hist: Histogram<u64>,
+    /// Failed I/Os (status or submit error), fill and drain included.
+    pub errors: u64,
+    /// The first failure, described.
+    pub first_error: Option<String>,
+    /// Reads whose data did not match the pattern.
+    pub mismatches: u64,
+    /// The first mismatch.
+    pub first_mismatch: Option<Mismatch>,
+    /// Queue pair counters over the measured phase (high-water mark: whole run).
+    pub counters: Vec<QpairStats>,
+}
+
+impl NsResult {
+    /// I/Os per second.
+    pub fn iops(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.ios as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+    /// MiB per second.
+    pub fn mibps(&self) -> f64 {
+        self.iops() * self.io_size as f64 / (1 << 20) as f64
+    }
+    /// Average latency, us.
+    pub fn avg_us(&self) -> f64 {
+        if self.ios == 0 {
+            0.0
+        } else {
+            self.lat_sum_ns as f64 / self.ios as f64 / 1000.0
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Task {
+    start: u64,
+    lba: u64,
+    write: bool,
+    busy: bool,
+}
+
+struct NsState {
+    job: NsJob,
+    tasks: Vec<Task>,
+    comps: Vec<IoCompletion>,
+    busy: usize,
+    seq_next: u64,
+    /// Next fill slot, during the fill phase.
+    fill_next: u64,
+    r: NsResult,
+    snap: Vec<QpairStats>,
+}
+
+/// Completions taken per poll of one queue pair.
+const POLL_BATCH: usize = 64;
+/// How long the drain after the run may take before buffers are leaked rather than
+/// freed under a device that may still write them.
+const DRAIN_TIMEOUT_MS: u64 = 60_000;
+
+/// Converts TSC ticks to ns with one multiply and shift.
+#[derive(Debug, Clone, Copy)]
+struct TickScale(u128);
+
+impl TickScale {
+    fn new() -> Self {
+        TickScale((1_000_000_000u128 << 32) / clock::ticks_per_sec() as u128)
+    }
+    #[inline]
+    fn ns(self, ticks: u64) -> u64 {
+        ((ticks as u128 * self.0) >> 32) as u64
+    }
+}
+
+impl NsState {
+    fn new(job: NsJob, core: usize, io_size: u64) -> Self {
+        let depth = job.bufs.len();
+        let nq = job.qpairs.len();
+        NsState {
+            tasks: vec![Task::default(); depth],
+            comps: Vec::with_capacity(depth.max(POLL_BATCH) + 16),
+            busy: 0,
+            seq_next: 0,
+            fill_next: job.fill.start,
+            r: NsResult {
+                device: job.device.clone(),
+                nsid: job.nsid,
+                core,
+                ios: 0,
+                reads: 0,
+                io_size,
+                secs: 0.0,
+                lat_sum_ns: 0,
+                lat_min_ns: u64::MAX,
+                lat_max_ns: 0,
+                hist: Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3)
+                    .expect("1 ns to 100 s at 3 significant digits is a valid histogram"),
+                errors: 0,
+                first_error: None,
+                mismatches: 0,
+                first_mismatch: None,
+                counters: vec![QpairStats::default(); nq],
+            },
+            snap: vec![QpairStats::default(); nq],
+            job,
+        }
+    }
+
+    fn reset_measurement(&mut self) {
+        self.r.ios = 0;
+        self.r.reads = 0;
+        self.r.lat_sum_ns = 0;
+        self.r.lat_min_ns = u64::MAX;
+        self.r.lat_max_ns = 0;
+        self.r.hist.reset();
+        for (s, q) in self.snap.iter_mut().zip(&self.job.qpairs) {
+            *s = q.stats();
+        }
+    }
+
+    fn fail(&mut self, what: std::fmt::Arguments<'_>) {
+        self.r.errors += 1;
+        if self.r.first_error.is_none() {
+            self.r.first_error = Some(what.to_string());
+        }
+    }
+
+    /// Starts I/O `i`: a fill write when `fill` is set, else the workload's next I/O.
+    /// False if nothing was submitted (fill done, or the submit failed).
+    #[inline]
+    fn submit(&mut self, i: usize, p: &Params, rng: &mut XorShift, fill: bool) -> bool {
+        let (slot, write) = if fill {
+            if self.fill_next >= self.job.fill.end {
+                return false;
+            }
+            self.fill_next += 1;
+            (self.fill_next - 1, true)
+        } else {
+            let write = p.read_percent < 100 && rng.below(100) >= p.read_percent as u64;
+            let slot = if p.random {
+                rng.below(self.job.slots)
+            } else {
+                let s = self.seq_next;
+                self.seq_next = if s + 1 >= self.job.slots { 0 } else { s + 1 };
+                s
+            };
+            (slot, write)
+        };
+        let lba = slot * self.job.nlb as u64;
+        let buf = &mut self.job.bufs[i];
+        if write && p.verify {
+            // SAFETY: task `i` is idle (not busy), so no I/O is in flight on its buffer.
+            let data = unsafe { buf.as_mut_slice() };
+            pattern::fill(data, lba, self.job.block_size as usize, p.seed);
+        }
+        let slice = buf.whole();
+        let req = if write {
+            IoRequest::write(self.job.nsid, lba, self.job.nlb, slice, i as u64)
+        } else {
+            IoRequest::read(self.job.nsid, lba, self.job.nlb, slice, i as u64)
+        };
+        let nq = self.job.qpairs.len();
+        let t = &mut self.tasks[i];
+        t.lba = lba;
+        t.write = write;
+        t.start = clock::ticks();
+        match self.job.qpairs[i % nq].submit(req) {
+            Ok(()) => {
+                t.busy = true;
+                self.busy += 1;
+                true
+            }
+            Err((e, _)) => {
+                let op = if write { "write" } else { "read" };
+                self.fail(format_args!("{op} at LBA {lba}: submit failed: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Polls every queue pair once; handles each completion and, if `resubmit`,
+    /// starts the next I/O in its slot. Returns completions handled.
+    #[inline]
+    fn poll(
+        &mut self,
+        p: &Params,
+        rng: &mut XorShift,
+        scale: TickScale,
+        measuring: bool,
+        resubmit: bool,
+        fill: bool,
+    ) -> u64 {
+        let mut handled = 0;
+        for qi in 0..self.job.qpairs.len() {
+            self.comps.clear();
+            let comps = &mut self.comps;
+            self.job.qpairs[qi].poll(POLL_BATCH, &mut |c| comps.push(c));
+            for k in 0..self.comps.len() {
+                let c = self.comps[k];
+                let now = clock::ticks();
+                let i = c.ctx as usize;
+                let Some(t) = self.tasks.get_mut(i).filter(|t| t.busy) else {
+                    self.fail(format_args!("completion for unknown or idle I/O {i}"));
+                    continue;
+                };
+                t.busy = false;
+                let t = *t;
+                self.busy -= 1;
+                handled += 1;
+                if !c.status.is_success() {
+                    let op = if t.write { "write" } else { "read" };
+                    self.fail(format_args!("{op} at LBA {}: {}", t.lba, c.status));
+                    // The slot retires: a failing device should end the run, not spin.
+                    continue;
+                }
+                if !t.write && p.verify {
+                    // SAFETY: the read completed, so the device no longer writes this
+                    // buffer, and it is not resubmitted until the check is done.
+                    let data = unsafe { self.job.bufs[i].as_slice() };
+                    if let Some(m) =
+                        pattern::check(data, t.lba, self.job.block_size as usize, p.seed)
+                    {
+                        self.r.mismatches += 1;
+                        if self.r.first_mismatch.is_none() {
+                            self.r.first_mismatch = Some(m);
+                        }
+                    }
+                }
+                if measuring {
+                    let ns = scale.ns(now.wrapping_sub(t.start)).max(1);
+                    let r = &mut self.r;
+                    r.ios += 1;
+                    r.reads += u64::from(!t.write);
+                    r.lat_sum_ns += ns as u128;
+                    r.lat_min_ns = r.lat_min_ns.min(ns);
+                    r.lat_max_ns = r.lat_max_ns.max(ns);
+                    r.hist.saturating_record(ns);
+                }
+                if resubmit {
+                    self.submit(i, p, rng, fill);
+                }
+            }
+            self.job.qpairs[qi].flush();
+        }
+        handled
+    }
+}
+
+/// Runs one worker to the end: verify fill (if its job has a fill range), barrier,
+/// warm-up, measured phase, drain. Returns one result per namespace.
+pub fn run_worker(job: WorkerJob, idx: usize, p: &Params, shared: &Shared) -> Vec<NsResult> {
+    if p.pin {
+        core_affinity::set_for_current(core_affinity::CoreId { id: job.core });
+    }
+    let io_size = |j: &NsJob| j.nlb as u64 * j.block_size as u64;
+    let mut states: Vec<NsState> = job
+        .ns
+        .into_iter()
+        .map(|j| {
+            let s = io_size(&j);
+            NsState::new(j, job.core, s)
+        })
+        .collect();
+    let scale = TickScale::new();
+    let mut rng = XorShift::new(p.seed ^ (job.core as u64).wrapping_mul(0x9e37_79b9));
+    let done = &shared.done[idx];
+    let mut total = 0u64;
+
+    // Verify fill: sequential pattern writes over this core's share, all slots busy.
+    let fill_wanted = states.iter().any(|s| !s.job.fill.is_empty());
+    if fill_wanted {
+        for s in states.iter_mut() {
+            for i in 0..s.tasks.len() {
+                if !s.submit(i, p, &mut rng, true) {
+                    break;
+                }
+            }
+        }
+        while states.iter().any(|s| s.busy > 0) && !shared.stop.load(Ordering::Relaxed) {
+            for s in states.iter_mut() {
+                total += s.poll(p, &mut rng, scale, false, true, true);
+            }
+            done.store(total, Ordering::Relaxed);
+        }
+    }
+    shared.start.wait();
+
+    let t0 = clock::ticks();
+    let warm_end = t0 + p.warmup_ticks;
+    let end = warm_end + p.run_ticks;
+    let mut measuring = p.warmup_ticks == 0;
+    let mut measure_start = t0;
+    if measuring {
+        shared.measuring[idx].store(true, Ordering::Relaxed);
+    }
+    for s in states.iter_mut() {
+        s.reset_measurement();
+        for i in 0..s.tasks.len() {
+            s.submit(i, p, &mut rng, false);
+        }
+    }
+    let mut now;
+    loop {
+        now = clock::ticks();
+        if !measuring && now >= warm_end {
+            for s in states.iter_mut() {
+                s.reset_measurement();
+            }
+            measuring = true;
+            measure_start = now;
+            shared.measuring[idx].store(true, Ordering::Relaxed);
+        }
+        if now >= end || shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut busy = 0;
+        for s in states.iter_mut() {
+            total += s.poll(p, &mut rng, scale, measuring, true, false);
+            busy += s.busy;
+        }
+        done.store(total, Ordering::Relaxed);
+        if busy == 0 {
+            // Every slot retired on errors.
+            break;
+        }
+    }
+    let secs = if measuring {
+        scale.ns(now.min(end).saturating_sub(measure_start)) as f64 / 1e9
+    } else {
+        0.0
+    };
+    for s in states.iter_mut() {
+        s.r.secs = secs;
+        for (k, q) in s.job.qpairs.iter().enumerate() {
+            let a = q.stats();
+            let b = s.snap[k];
+            s.r.counters[k] = QpairStats {
+                submitted: a.submitted - b.submitted,
+                completed: a.completed - b.completed,
+                commands: a.commands - b.commands,
+                polls: a.polls - b.polls,
+                idle_polls: a.idle_polls - b.idle_polls,
+                sq_doorbell_writes: a.sq_doorbell_writes - b.sq_doorbell_writes,
+                cq_doorbell_writes: a.cq_doorbell_writes - b.cq_doorbell_writes,
+                pended: a.pended - b.pended,
+                pending_high_water: a.pending_high_water,
+                busy: a.busy - b.busy,
+                timeouts: a.timeouts - b.timeouts,
+                reset_aborts: a.reset_aborts - b.reset_aborts,
+            };
+        }
+    }
+    // Drain: what is in flight completes (the driver's command timeout bounds it);
+    // nothing new starts.
+    let drain_end = clock::ticks() + clock::ms_to_ticks(DRAIN_TIMEOUT_MS);
+    while states.iter().any(|s| s.busy > 0) && clock::ticks() < drain_end {
+        for s in states.iter_mut() {
+            s.poll(p, &mut rng, scale, false, false, false);
+        }
+    }
+    let mut out = Vec::with_capacity(states.len());
+    for mut s in states {
+        if s.busy > 0 {
+            // The device may still write these buffers: never hand them back.
+            let busy = s.busy;
+            s.fail(format_args!(
+                "{busy} I/Os still in flight after {} s of draining",
+                DRAIN_TIMEOUT_MS / 1000
+            ));
+            std::mem::forget(std::mem::take(&mut s.job.bufs));
+            std::mem::forget(std::mem::take(&mut s.job.qpairs));
+        }
+        if s.r.lat_min_ns == u64::MAX {
+            s.r.lat_min_ns = 0;
+        }
+        out.push(s.r);
+        // Queue pairs are dropped here, on their own thread.
+    }
+    out
+}

@@ -1,0 +1,361 @@
+//! nvme-perf: spdk_nvme_perf's measurement over this driver.
+//!
+//! [`opts`] parses the command line, [`plan`] checks it against the controllers
+//! (block size, namespace size, queue sizes, queue counts) and builds each core's
+//! queue pairs and buffers, [`engine`] runs the pollers, [`report`] prints the
+//! table, percentiles, histogram, driver counters or JSON.
+//!
+//! Queue depth: `-q` I/Os per namespace per core, spread over `-P` queue pairs. Each
+//! queue pair's share must fit in its queue (`--io-queue-size` minus one): every
+//! measured I/O is then really at the device, none waits in software. (SPDK lets
+//! deeper queues wait in a software queue; here the driver's pending ring only
+//! carries I/O across resets.) Use `-P` for deeper queues.
+
+pub mod engine;
+pub mod opts;
+pub mod pattern;
+pub mod report;
+
+use crate::attach::Target;
+use crate::{usage, UsageError};
+use engine::{NsJob, NsResult, Params, Shared, WorkerJob};
+use nvme_driver::clock;
+use nvme_driver::QpairOptions;
+use opts::PerfOptions;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Smallest queue size used when `--io-queue-size` is not given.
+pub const DEFAULT_QUEUE_SIZE_MIN: u32 = 256;
+/// Per-command deadline given to the driver: a stuck command is aborted, then the
+/// controller reset, well before the drain gives up.
+const IO_TIMEOUT_MS: u64 = 10_000;
+
+/// The checked plan for one controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtrlPlan {
+    /// Entries per queue pair.
+    pub entries: u32,
+    /// I/Os per queue pair, at most.
+    pub per_qpair: u32,
+}
+
+/// Checks the options against one controller and its selected namespaces.
+pub fn check_target(opts: &PerfOptions, t: &Target) -> Result<CtrlPlan, UsageError> {
+    let name = t.ctrl.name();
+    let mqes = t.ctrl.cap().mqes_entries().min(65536);
+    let per_qpair = opts.queue_depth.div_ceil(opts.qpairs_per_ns);
+    let entries = match opts.io_queue_size {
+        Some(n) if n > mqes => {
+            return Err(usage!(
+                "--io-queue-size {n}: {name} allows at most {mqes} entries per queue (CAP.MQES)"
+            ))
+        }
+        Some(n) => n,
+        None => (per_qpair + 1).max(DEFAULT_QUEUE_SIZE_MIN).min(mqes),
+    };
+    if per_qpair > entries - 1 {
+        return Err(usage!(
+            "-q {}: {per_qpair} I/Os per queue pair do not fit {name}'s queues of {entries} entries ({} usable); lower -q or raise -P",
+            opts.queue_depth,
+            entries - 1
+        ));
+    }
+    let need = opts.cores.len() as u64 * t.nsids.len() as u64 * opts.qpairs_per_ns as u64;
+    let granted = t.ctrl.io_queues() as u64;
+    if need > granted {
+        return Err(usage!(
+            "{} cores x {} namespaces x -P {} need {need} I/O queues but {name} granted {granted}; use fewer cores or queue pairs",
+            opts.cores.len(),
+            t.nsids.len(),
+            opts.qpairs_per_ns
+        ));
+    }
+    for &nsid in &t.nsids {
+        let ns = t.ctrl.namespace(nsid).map_err(|e| usage!("{e}"))?;
+        let bs = ns.block_size as u64;
+        if opts.io_size / bs * bs != opts.io_size {
+            return Err(usage!(
+                "-o {}: not a multiple of the block size {bs} of {name} NSID {nsid}",
+                opts.io_size
+            ));
+        }
+        let bytes = ns.nsze.saturating_mul(bs);
+        if opts.io_size > bytes {
+            return Err(usage!(
+                "-o {}: larger than {name} NSID {nsid} ({bytes} bytes)",
+                opts.io_size
+            ));
+        }
+    }
+    Ok(CtrlPlan { entries, per_qpair })
+}
+
+/// Builds every worker's queue pairs and buffers. Device errors are strings.
+pub fn build_jobs(
+    opts: &PerfOptions,
+    targets: &[Target],
+    plans: &[CtrlPlan],
+) -> Result<Vec<WorkerJob>, String> {
+    let fill = opts.verify && opts.read_percent < 100;
+    let ncores = opts.cores.len() as u64;
+    let mut jobs = Vec::new();
+    for (ci, &core) in opts.cores.iter().enumerate() {
+        let mut ns_jobs = Vec::new();
+        for (t, plan) in targets.iter().zip(plans) {
+            for &nsid in &t.nsids {
+                let ns = t.ctrl.namespace(nsid).map_err(|e| e.to_string())?;
+                let nlb = (opts.io_size / ns.block_size as u64) as u32;
+                let slots = ns.nsze / nlb as u64;
+                let mut qpairs = Vec::new();
+                for _ in 0..opts.qpairs_per_ns {
+                    qpairs.push(
+                        t.ctrl
+                            .create_io_qpair(QpairOptions {
+                                entries: plan.entries as u16,
+                                pending_max: plan.per_qpair as usize,
+                                timeout_ms: IO_TIMEOUT_MS,
+                            })
+                            .map_err(|e| format!("creating a queue pair for core {core}: {e}"))?,
+                    );
+                }
+                let mut bufs = Vec::new();
+                for _ in 0..opts.queue_depth {
+                    let mut b = t.ctrl.alloc_buffer(opts.io_size as usize).map_err(|e| {
+                        format!(
+                            "allocating {} buffers of {} bytes: {e}",
+                            opts.queue_depth, opts.io_size
+                        )
+                    })?;
+                    b.fill(0x5a);
+                    bufs.push(b);
+                }
+                let ci = ci as u64;
+                let fill_range = if fill {
+                    slots * ci / ncores..slots * (ci + 1) / ncores
+                } else {
+                    0..0
+                };
+                ns_jobs.push(NsJob {
+                    device: t.ctrl.name().to_string(),
+                    nsid,
+                    block_size: ns.block_size,
+                    nlb,
+                    slots,
+                    fill: fill_range,
+                    qpairs,
+                    bufs,
+                });
+            }
+        }
+        jobs.push(WorkerJob { core, ns: ns_jobs });
+    }
+    Ok(jobs)
+}
+
+/// How the run talks to the person watching.
+pub struct Ui<'a> {
+    /// Print a progress line each second (stdout is a terminal, not --json).
+    pub progress: bool,
+    /// Notes for stderr (fill started, and so on).
+    pub note: &'a mut dyn FnMut(String),
+    /// Pin worker threads to their cores.
+    pub pin: bool,
+}
+
+impl std::fmt::Debug for Ui<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ui")
+            .field("progress", &self.progress)
+            .finish()
+    }
+}
+
+/// Runs the workers to the end while this thread does the controllers' admin work
+/// every 10 ms and prints progress. Returns one result per namespace and core,
+/// ordered by core, then controller, then namespace.
+pub fn run(
+    opts: &PerfOptions,
+    targets: &[Target],
+    jobs: Vec<WorkerJob>,
+    ui: &mut Ui<'_>,
+) -> Vec<NsResult> {
+    let hz = clock::ticks_per_sec();
+    let params = Params {
+        read_percent: opts.read_percent,
+        random: opts.workload.is_random(),
+        verify: opts.verify,
+        seed: opts.seed,
+        warmup_ticks: opts.warmup_s * hz,
+        run_ticks: opts.time_s * hz,
+        pin: ui.pin,
+    };
+    if opts.verify && opts.read_percent < 100 {
+        (ui.note)(format!(
+            "verify: writing the pattern (seed {}) over every selected namespace before the run",
+            opts.seed
+        ));
+    }
+    let shared = Shared::new(jobs.len());
+    let io_size = opts.io_size as f64;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, job)| {
+                let (params, shared) = (&params, &shared);
+                std::thread::Builder::new()
+                    .name(format!("nvme-perf-{}", job.core))
+                    .spawn_scoped(s, move || engine::run_worker(job, i, params, shared))
+                    .expect("spawning a poller thread")
+            })
+            .collect();
+        let mut last_tick = Instant::now();
+        let mut last_done = 0u64;
+        while handles.iter().any(|h| !h.is_finished()) {
+            for t in targets {
+                t.ctrl.process_admin();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            if ui.progress && last_tick.elapsed() >= Duration::from_secs(1) {
+                let el = last_tick.elapsed().as_secs_f64();
+                last_tick = Instant::now();
+                let done: u64 = shared.done.iter().map(|d| d.load(Ordering::Relaxed)).sum();
+                let iops = (done - last_done) as f64 / el;
+                last_done = done;
+                let phase = if shared.measuring.iter().all(|m| m.load(Ordering::Relaxed)) {
+                    "run"
+                } else {
+                    "warm-up/fill"
+                };
+                print!(
+                    "\r[{phase}] {iops:>12.2} IOPS {:>10.2} MiB/s      ",
+                    iops * io_size / (1 << 20) as f64
+                );
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+            }
+        }
+        if ui.progress {
+            print!("\r{:72}\r", "");
+        }
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a poller thread panicked"))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attach::select;
+    use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
+    use nvme_driver::{Controller, ControllerOptions};
+    use opts::{parse_args, Command};
+    use std::sync::Arc;
+
+    fn opts(line: &str) -> PerfOptions {
+        match parse_args(line.split_whitespace(), &[0, 1, 2, 3]) {
+            Ok(Command::Run(o)) => o,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    /// A small software controller (4 MiB namespace of 512-byte blocks).
+    fn soft(mqes: u16) -> (Arc<SoftController>, Target) {
+        let ns = Arc::new(Namespace::new(1, 8192, 512).unwrap());
+        let sc = SoftController::start(SoftConfig {
+            mqes,
+            namespaces: vec![ns],
+            ..SoftConfig::default()
+        });
+        let ctrl = Controller::init(sc.clone(), ControllerOptions::default()).unwrap();
+        let t = select(ctrl, None).unwrap();
+        (sc, t)
+    }
+
+    fn run_soft(o: &PerfOptions, t: &Target) -> Vec<NsResult> {
+        let plans = vec![check_target(o, t).unwrap()];
+        let jobs = build_jobs(o, std::slice::from_ref(t), &plans).unwrap();
+        let mut notes = Vec::new();
+        let mut note = |s: String| notes.push(s);
+        let mut ui = Ui {
+            progress: false,
+            note: &mut note,
+            pin: false,
+        };
+        run(o, std::slice::from_ref(t), jobs, &mut ui)
+    }
+
+    #[test]
+    fn perf_runs_against_the_software_controller() {
+        let (sc, t) = soft(255);
+        let o = opts("-q 8 -o 4096 -w randrw -M 50 -t 1 -c 0x3 -P 2 -L");
+        let rows = run_soft(&o, &t);
+        assert_eq!(rows.len(), 2, "one row per core");
+        for r in &rows {
+            assert!(r.ios > 100, "{r:?}");
+            assert_eq!(r.errors, 0, "{:?}", r.first_error);
+            assert!(r.reads > 0 && r.reads < r.ios);
+            assert!(r.lat_min_ns <= r.lat_max_ns && r.lat_min_ns > 0);
+            assert_eq!(r.counters.len(), 2);
+            assert_eq!(r.hist.len(), r.ios);
+        }
+        let total = report::total(&rows);
+        assert_eq!(total.ios, rows.iter().map(|r| r.ios).sum::<u64>());
+        let text = report::text(&o, &rows);
+        assert!(text.contains("PCIE (softnvme0) NSID 1 from core  1"));
+        t.ctrl.shutdown().unwrap();
+        sc.stop();
+    }
+
+    #[test]
+    fn verify_passes_then_catches_corruption() {
+        let (sc, t) = soft(63);
+        // A write workload fills the namespace with the pattern, then reads check it.
+        let o = opts("-q 4 -o 2048 -w randrw -M 70 -t 1 --verify --seed 5");
+        let rows = run_soft(&o, &t);
+        assert_eq!(rows[0].errors, 0);
+        assert_eq!(rows[0].mismatches, 0, "{:?}", rows[0].first_mismatch);
+        assert!(rows[0].reads > 0);
+        // A later read-only run with the same seed passes...
+        let o = opts("-q 4 -o 4096 -w read -t 1 --verify --seed 5");
+        assert_eq!(run_soft(&o, &t)[0].mismatches, 0);
+        // ...with another seed it fails at the first block read.
+        let o = opts("-q 1 -o 512 -w read -t 1 --verify --seed 6");
+        let m = run_soft(&o, &t)[0].first_mismatch.unwrap();
+        assert_eq!((m.lba, m.offset, m.expected, m.found), (0, 8, 6, 5));
+        // Corrupting one block behind the driver's back is found, with its LBA.
+        sc.namespaces()[0]
+            .write_bytes(777 * 512 + 100, &[0xff; 4])
+            .unwrap();
+        let o = opts("-q 2 -o 4096 -w read -t 1 --verify --seed 5");
+        let rows = run_soft(&o, &t);
+        let m = rows[0].first_mismatch.unwrap();
+        assert_eq!((m.lba, m.offset), (777, 96));
+        assert!(report::problems(&rows, true).contains("MISMATCH at LBA 777"));
+        t.ctrl.shutdown().unwrap();
+        sc.stop();
+    }
+
+    #[test]
+    fn plans_refuse_what_the_device_cannot_do() {
+        let (sc, t) = soft(63);
+        let e = |line: &str| check_target(&opts(line), &t).unwrap_err().0;
+        assert!(e("-q 1 -o 1000 -w read -t 1").contains("not a multiple of the block size 512"));
+        assert!(e("-q 1 -o 8m -w read -t 1").contains("larger than softnvme0 NSID 1"));
+        assert!(e("-q 1 -o 4k -w read -t 1 --io-queue-size 128").contains("at most 64 entries"));
+        assert!(e("-q 64 -o 4k -w read -t 1").contains("lower -q or raise -P"));
+        assert_eq!(
+            check_target(&opts("-q 64 -o 4k -w read -t 1 -P 2"), &t).unwrap(),
+            CtrlPlan {
+                entries: 64,
+                per_qpair: 32
+            }
+        );
+        assert!(e("-q 1 -o 4k -w read -t 1 -P 200").contains("I/O queues but softnvme0 granted"));
+        t.ctrl.shutdown().unwrap();
+        sc.stop();
+    }
+}

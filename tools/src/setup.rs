@@ -1,0 +1,769 @@
+//! nvme-setup: bind NVMe controllers to vfio-pci and back, reserve huge pages, and
+//! say what state the machine is in, like SPDK's `scripts/setup.sh`.
+//!
+//! Everything goes through [`Sys`], whose root directory is `/` on a real machine and
+//! a fake tree in tests (or `NVME_SETUP_SYSFS_ROOT`): sysfs under `ROOT/sys`, procfs
+//! files under `ROOT/proc`. So the refusals (not root, no IOMMU, a mounted filesystem)
+//! can be tested without hardware.
+
+use crate::trid::parse_bdf;
+use crate::{usage, UsageError};
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// One-line usage.
+pub const USAGE: &str =
+    "usage: nvme-setup status | bind [BDF]... | unbind [BDF]... | hugepages COUNT";
+
+/// The command list, for `--help`.
+pub const HELP: &str = "\
+  status            NVMe controllers with their driver, IOMMU group and whether VFIO can
+                    use it; huge pages free and total
+  bind [BDF]...     bind controllers to vfio-pci (default: every NVMe controller); loads
+                    vfio-pci with modprobe if it is not loaded
+  unbind [BDF]...   give controllers back to the kernel's nvme driver (default: every
+                    controller bound to vfio-pci)
+  hugepages COUNT   reserve COUNT huge pages of the default size
+Environment: NVME_SETUP_SYSFS_ROOT=DIR reads and writes DIR/sys and DIR/proc instead of
+/sys and /proc (for tests).
+";
+
+/// The PCI class of NVMe controllers (mass storage, non-volatile memory, NVMe).
+pub const NVME_CLASS: &str = "0x010802";
+
+/// What nvme-setup was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Show the state.
+    Status,
+    /// Bind these controllers (empty: all) to vfio-pci.
+    Bind(Vec<String>),
+    /// Give these controllers (empty: all on vfio-pci) back to nvme.
+    Unbind(Vec<String>),
+    /// Reserve this many huge pages.
+    Hugepages(u64),
+    /// Print help.
+    Help,
+}
+
+/// Parses nvme-setup's arguments.
+pub fn parse_args<I, S>(args: I) -> Result<Command, UsageError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let args: Vec<String> = args.into_iter().map(Into::into).collect();
+    let Some(cmd) = args.first() else {
+        return Err(usage!("no command; use status, bind, unbind or hugepages"));
+    };
+    let rest = &args[1..];
+    let bdfs = |rest: &[String]| -> Result<Vec<String>, UsageError> {
+        rest.iter()
+            .map(|a| {
+                parse_bdf(a).ok_or_else(|| {
+                    usage!("{cmd} {a}: not a PCI address; give DDDD:BB:DD.F like 0000:01:00.0")
+                })
+            })
+            .collect()
+    };
+    match cmd.as_str() {
+        "-h" | "--help" | "help" => Ok(Command::Help),
+        "status" if rest.is_empty() => Ok(Command::Status),
+        "status" => Err(usage!("status takes no arguments")),
+        "bind" => Ok(Command::Bind(bdfs(rest)?)),
+        "unbind" => Ok(Command::Unbind(bdfs(rest)?)),
+        "hugepages" => match rest {
+            [n] => n
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= 1 << 20)
+                .map(Command::Hugepages)
+                .ok_or_else(|| usage!("hugepages {n}: give a page count, 0 to 1048576")),
+            _ => Err(usage!("hugepages needs one count, e.g. hugepages 512")),
+        },
+        other => Err(usage!(
+            "unknown command '{other}'; use status, bind, unbind or hugepages"
+        )),
+    }
+}
+
+/// Loads a kernel module by name, or says why it could not.
+pub type ModuleLoader = Box<dyn Fn(&str) -> Result<(), String>>;
+
+/// The machine as nvme-setup sees it.
+pub struct Sys {
+    /// `/`, or a fake tree.
+    pub root: PathBuf,
+    /// Whether we may write to sysfs.
+    pub is_root: bool,
+    /// Loads a kernel module; the real one runs `modprobe`.
+    pub modprobe: ModuleLoader,
+}
+
+impl std::fmt::Debug for Sys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sys")
+            .field("root", &self.root)
+            .field("is_root", &self.is_root)
+            .finish()
+    }
+}
+
+fn run_modprobe(module: &str) -> Result<(), String> {
+    match std::process::Command::new("modprobe").arg(module).output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "modprobe {module} failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run modprobe: {e}")),
+    }
+}
+
+/// An NVMe controller on the PCI bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ctrl {
+    /// PCI address.
+    pub bdf: String,
+    /// `vendor:device`, hex.
+    pub id: String,
+    /// Bound driver.
+    pub driver: Option<String>,
+    /// IOMMU group.
+    pub group: Option<u32>,
+    /// Block devices of its namespaces (`nvme0n1`), if the kernel driver has it.
+    pub block_devices: Vec<String>,
+}
+
+fn link_name(p: &Path) -> Option<String> {
+    fs::read_link(p)
+        .ok()
+        .and_then(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()))
+}
+
+fn read_trim(p: &Path) -> Option<String> {
+    fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+}
+
+/// Turns a path device name `nvme0c1n1` into its namespace head `nvme0n1`.
+pub fn head_name(name: &str) -> String {
+    if let Some(c) = name[4..].find('c').map(|i| i + 4) {
+        if let Some(n) = name[c..].find('n').map(|i| i + c) {
+            if name[c + 1..n].chars().all(|ch| ch.is_ascii_digit()) {
+                return format!("{}{}", &name[..c], &name[n..]);
+            }
+        }
+    }
+    name.to_string()
+}
+
+impl Sys {
+    /// The real machine, or the tree named by `NVME_SETUP_SYSFS_ROOT`.
+    pub fn from_env() -> Self {
+        let root = std::env::var_os("NVME_SETUP_SYSFS_ROOT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let is_root = unsafe { libc::geteuid() } == 0;
+        Sys {
+            root,
+            is_root,
+            modprobe: Box::new(run_modprobe),
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn dev(&self, bdf: &str) -> PathBuf {
+        self.path("sys/bus/pci/devices").join(bdf)
+    }
+
+    fn write(&self, p: &Path, s: &str) -> Result<(), String> {
+        fs::write(p, s).map_err(|e| format!("writing '{}' to {}: {e}", s.trim(), p.display()))
+    }
+
+    /// Every NVMe controller, sorted by address.
+    pub fn controllers(&self) -> Vec<Ctrl> {
+        let mut out = Vec::new();
+        let Ok(rd) = fs::read_dir(self.path("sys/bus/pci/devices")) else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let bdf = e.file_name().to_string_lossy().into_owned();
+            let d = e.path();
+            if read_trim(&d.join("class")).as_deref() != Some(NVME_CLASS) {
+                continue;
+            }
+            let hex = |f: &str| {
+                read_trim(&d.join(f))
+                    .map(|s| s.trim_start_matches("0x").to_string())
+                    .unwrap_or_else(|| "?".into())
+            };
+            let mut block_devices = Vec::new();
+            if let Ok(rd) = fs::read_dir(d.join("nvme")) {
+                for c in rd.flatten() {
+                    for n in fs::read_dir(c.path()).into_iter().flatten().flatten() {
+                        let name = n.file_name().to_string_lossy().into_owned();
+                        if name.starts_with("nvme") && name[4..].contains('n') {
+                            let h = head_name(&name);
+                            if !block_devices.contains(&h) {
+                                block_devices.push(h);
+                            }
+                        }
+                    }
+                }
+            }
+            block_devices.sort();
+            out.push(Ctrl {
+                id: format!("{}:{}", hex("vendor"), hex("device")),
+                driver: link_name(&d.join("driver")),
+                group: link_name(&d.join("iommu_group")).and_then(|g| g.parse().ok()),
+                block_devices,
+                bdf,
+            });
+        }
+        out.sort_by(|a, b| a.bdf.cmp(&b.bdf));
+        out
+    }
+
+    /// True if the kernel has an IOMMU (some IOMMU group exists).
+    pub fn has_iommu(&self) -> bool {
+        fs::read_dir(self.path("sys/kernel/iommu_groups"))
+            .map(|mut rd| rd.next().is_some())
+            .unwrap_or(false)
+    }
+
+    /// Whether VFIO can use the device's IOMMU group: every device in it is unbound,
+    /// on vfio-pci, or a PCIe port. `Err` says which device spoils it.
+    pub fn group_viable(&self, c: &Ctrl) -> Result<(), String> {
+        let Some(g) = c.group else {
+            return Err("no IOMMU group".into());
+        };
+        let dir = self
+            .path("sys/kernel/iommu_groups")
+            .join(g.to_string())
+            .join("devices");
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let bdf = e.file_name().to_string_lossy().into_owned();
+            if bdf == c.bdf {
+                continue;
+            }
+            match link_name(&self.dev(&bdf).join("driver")) {
+                None => {}
+                Some(d) if d == "vfio-pci" || d == "pcieport" || d == "pci-stub" => {}
+                Some(d) => return Err(format!("{bdf} in group {g} is bound to {d}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// What is using a controller's namespaces: mounts, swap, holders.
+    pub fn users(&self, c: &Ctrl) -> Vec<String> {
+        let mut out = Vec::new();
+        let mounts = fs::read_to_string(self.path("proc/mounts")).unwrap_or_default();
+        let swaps = fs::read_to_string(self.path("proc/swaps")).unwrap_or_default();
+        for blk in &c.block_devices {
+            let dev = format!("/dev/{blk}");
+            let ours =
+                |d: &str| d == dev || d.strip_prefix(&dev).is_some_and(|r| r.starts_with('p'));
+            for line in mounts.lines() {
+                let mut f = line.split_whitespace();
+                if let (Some(d), Some(mnt)) = (f.next(), f.next()) {
+                    if ours(d) {
+                        out.push(format!("{d} is mounted on {mnt}"));
+                    }
+                }
+            }
+            for line in swaps.lines().skip(1) {
+                if let Some(d) = line.split_whitespace().next() {
+                    if ours(d) {
+                        out.push(format!("{d} is in use as swap"));
+                    }
+                }
+            }
+            let holders = self.path("sys/block").join(blk).join("holders");
+            for h in fs::read_dir(holders).into_iter().flatten().flatten() {
+                out.push(format!(
+                    "{dev} is held by {}",
+                    h.file_name().to_string_lossy()
+                ));
+            }
+        }
+        out
+    }
+
+    /// Huge pages (default size): (free, total, size in kB), from /proc/meminfo.
+    pub fn hugepages(&self) -> (u64, u64, u64) {
+        let info = fs::read_to_string(self.path("proc/meminfo")).unwrap_or_default();
+        let get = |key: &str| {
+            info.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (
+            get("HugePages_Free:"),
+            get("HugePages_Total:"),
+            get("Hugepagesize:"),
+        )
+    }
+
+    /// The status report.
+    pub fn status(&self) -> String {
+        let mut out = String::new();
+        let ctrls = self.controllers();
+        let groups = fs::read_dir(self.path("sys/kernel/iommu_groups"))
+            .map(|rd| rd.count())
+            .unwrap_or(0);
+        if groups > 0 {
+            let _ = writeln!(out, "IOMMU: enabled ({groups} groups)");
+        } else {
+            let _ = writeln!(
+                out,
+                "IOMMU: none (no /sys/kernel/iommu_groups entries): VFIO cannot be used; boot with intel_iommu=on or amd_iommu=on"
+            );
+        }
+        let (free, total, kb) = self.hugepages();
+        let _ = writeln!(out, "Huge pages ({kb} kB): {free} free of {total}");
+        if ctrls.is_empty() {
+            let _ = writeln!(out, "NVMe controllers: none found");
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "{:<14} {:<11} {:<10} {:<6} {:<40} Block devices",
+            "BDF", "Vendor:Dev", "Driver", "Group", "VFIO viable"
+        );
+        for c in &ctrls {
+            let viable = match self.group_viable(c) {
+                Ok(()) => "yes".to_string(),
+                Err(e) => format!("no: {e}"),
+            };
+            let mut blk = c.block_devices.join(",");
+            let users = self.users(c);
+            if !users.is_empty() {
+                blk = format!("{blk} ({})", users.join("; "));
+            }
+            let _ = writeln!(
+                out,
+                "{:<14} {:<11} {:<10} {:<6} {:<40} {}",
+                c.bdf,
+                c.id,
+                c.driver.as_deref().unwrap_or("-"),
+                c.group.map(|g| g.to_string()).unwrap_or_else(|| "-".into()),
+                viable,
+                if blk.is_empty() { "-".into() } else { blk }
+            );
+        }
+        out
+    }
+
+    fn require_root(&self, what: &str) -> Result<(), String> {
+        if self.is_root {
+            Ok(())
+        } else {
+            Err(format!("{what} must run as root: it writes to /sys"))
+        }
+    }
+
+    fn pick(&self, bdfs: &[String], default: impl Fn(&Ctrl) -> bool) -> Result<Vec<Ctrl>, String> {
+        let all = self.controllers();
+        if bdfs.is_empty() {
+            return Ok(all.into_iter().filter(|c| default(c)).collect());
+        }
+        bdfs.iter()
+            .map(|b| {
+                all.iter().find(|c| &c.bdf == b).cloned().ok_or_else(|| {
+                    if self.dev(b).exists() {
+                        format!("{b} is not an NVMe controller (PCI class is not {NVME_CLASS})")
+                    } else {
+                        format!("{b}: no such PCI device")
+                    }
+                })
+            })
+            .collect()
+    }
+
+    fn ensure_driver(&self, driver: &str, module: &str) -> Result<(), String> {
+        let dir = self.path("sys/bus/pci/drivers").join(driver);
+        if dir.exists() {
+            return Ok(());
+        }
+        let r = (self.modprobe)(module);
+        if dir.exists() {
+            return Ok(());
+        }
+        Err(format!(
+            "the {driver} driver is not loaded and loading it failed ({}); load the module (modprobe {module}, or insmod its .ko files)",
+            r.err().unwrap_or_else(|| "modprobe succeeded but the driver did not appear".into())
+        ))
+    }
+
+    /// Binds controllers to vfio-pci. Returns a line per controller; `Err` holds the
+    /// lines so far and the first refusal.
+    pub fn bind(&self, bdfs: &[String]) -> Result<Vec<String>, String> {
+        self.require_root("nvme-setup bind")?;
+        if !self.has_iommu() {
+            return Err("no IOMMU: /sys/kernel/iommu_groups has no groups, so VFIO cannot isolate the device; enable VT-d/AMD-Vi and boot with intel_iommu=on (or amd_iommu=on)".into());
+        }
+        let ctrls = self.pick(bdfs, |_| true)?;
+        if ctrls.is_empty() {
+            return Err("no NVMe controller found on the PCI bus".into());
+        }
+        let mut lines = Vec::new();
+        let mut refusals = Vec::new();
+        for c in &ctrls {
+            if c.driver.as_deref() == Some("vfio-pci") {
+                lines.push(format!("{}: already bound to vfio-pci", c.bdf));
+                continue;
+            }
+            let users = self.users(c);
+            if !users.is_empty() {
+                refusals.push(format!(
+                    "{}: refusing to bind: {}; unmount or release it first",
+                    c.bdf,
+                    users.join("; ")
+                ));
+                continue;
+            }
+            if c.group.is_none() {
+                refusals.push(format!(
+                    "{}: refusing to bind: it has no IOMMU group",
+                    c.bdf
+                ));
+                continue;
+            }
+            match self.bind_one(c) {
+                Ok(l) => lines.push(l),
+                Err(e) => refusals.push(format!("{}: {e}", c.bdf)),
+            }
+        }
+        if refusals.is_empty() {
+            Ok(lines)
+        } else {
+            lines.extend(refusals);
+            Err(lines.join("\n"))
+        }
+    }
+
+    fn bind_one(&self, c: &Ctrl) -> Result<String, String> {
+        self.ensure_driver("vfio-pci", "vfio-pci")?;
+        let dev = self.dev(&c.bdf);
+        self.write(&dev.join("driver_override"), "vfio-pci")?;
+        if c.driver.is_some() {
+            self.write(&dev.join("driver").join("unbind"), &c.bdf)?;
+        }
+        self.write(&self.path("sys/bus/pci/drivers_probe"), &c.bdf)?;
+        match link_name(&dev.join("driver")) {
+            Some(d) if d == "vfio-pci" => {}
+            other => {
+                return Err(format!(
+                    "bind did not take: the device is on {} after drivers_probe",
+                    other.as_deref().unwrap_or("no driver")
+                ))
+            }
+        }
+        let g = c.group.map(|g| g.to_string()).unwrap_or_default();
+        let viable = match self.group_viable(c) {
+            Ok(()) => String::new(),
+            Err(e) => format!(" (group not viable: {e})"),
+        };
+        Ok(format!(
+            "{}: {} -> vfio-pci, /dev/vfio/{g}{viable}",
+            c.bdf,
+            c.driver.as_deref().unwrap_or("no driver")
+        ))
+    }
+
+    /// Gives controllers back to the kernel's nvme driver.
+    pub fn unbind(&self, bdfs: &[String]) -> Result<Vec<String>, String> {
+        self.require_root("nvme-setup unbind")?;
+        let ctrls = self.pick(bdfs, |c| c.driver.as_deref() == Some("vfio-pci"))?;
+        let mut lines = Vec::new();
+        if ctrls.is_empty() {
+            lines.push("no NVMe controller is bound to vfio-pci".into());
+            return Ok(lines);
+        }
+        self.ensure_driver("nvme", "nvme")?;
+        for c in &ctrls {
+            if c.driver.as_deref() == Some("nvme") {
+                lines.push(format!("{}: already bound to nvme", c.bdf));
+                continue;
+            }
+            let dev = self.dev(&c.bdf);
+            self.write(&dev.join("driver_override"), "\n")?;
+            if c.driver.is_some() {
+                self.write(&dev.join("driver").join("unbind"), &c.bdf)?;
+            }
+            self.write(&self.path("sys/bus/pci/drivers_probe"), &c.bdf)?;
+            let now = link_name(&dev.join("driver"));
+            if now.as_deref() != Some("nvme") {
+                return Err(format!(
+                    "{}: unbind did not take: the device is on {} after drivers_probe",
+                    c.bdf,
+                    now.as_deref().unwrap_or("no driver")
+                ));
+            }
+            lines.push(format!(
+                "{}: {} -> nvme",
+                c.bdf,
+                c.driver.as_deref().unwrap_or("no driver")
+            ));
+        }
+        Ok(lines)
+    }
+
+    /// Reserves `n` huge pages; says how many the kernel gave.
+    pub fn set_hugepages(&self, n: u64) -> Result<String, String> {
+        self.require_root("nvme-setup hugepages")?;
+        let p = self.path("proc/sys/vm/nr_hugepages");
+        self.write(&p, &n.to_string())?;
+        let got: u64 = read_trim(&p).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let (free, total, kb) = self.hugepages();
+        if got < n {
+            return Err(format!(
+                "asked for {n} huge pages, the kernel reserved {got} (memory too fragmented or too small); free some memory or ask for fewer"
+            ));
+        }
+        Ok(format!(
+            "huge pages: {got} reserved ({kb} kB each; meminfo: {free} free of {total})"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A fake machine: one NVMe controller on `driver` with namespace nvme0n1.
+    struct Fake {
+        dir: PathBuf,
+    }
+
+    impl Drop for Fake {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn fake(name: &str, driver: Option<&str>, iommu: bool) -> Fake {
+        let dir =
+            std::env::temp_dir().join(format!("nvme-setup-test-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let d = dir.join("sys/bus/pci/devices/0000:01:00.0");
+        fs::create_dir_all(d.join("nvme/nvme0/nvme0c0n1")).unwrap();
+        fs::write(d.join("class"), "0x010802\n").unwrap();
+        fs::write(d.join("vendor"), "0x1b36\n").unwrap();
+        fs::write(d.join("device"), "0x0010\n").unwrap();
+        fs::write(d.join("driver_override"), "(null)\n").unwrap();
+        let other = dir.join("sys/bus/pci/devices/0000:00:1f.2");
+        fs::create_dir_all(&other).unwrap();
+        fs::write(other.join("class"), "0x010601\n").unwrap();
+        for drv in ["nvme", "ahci"] {
+            fs::create_dir_all(dir.join("sys/bus/pci/drivers").join(drv)).unwrap();
+            fs::write(dir.join("sys/bus/pci/drivers").join(drv).join("unbind"), "").unwrap();
+        }
+        if let Some(drv) = driver {
+            symlink(dir.join("sys/bus/pci/drivers").join(drv), d.join("driver")).unwrap();
+        }
+        fs::create_dir_all(dir.join("sys/kernel/iommu_groups")).unwrap();
+        if iommu {
+            let g = dir.join("sys/kernel/iommu_groups/4/devices");
+            fs::create_dir_all(&g).unwrap();
+            symlink(&d, g.join("0000:01:00.0")).unwrap();
+            symlink(dir.join("sys/kernel/iommu_groups/4"), d.join("iommu_group")).unwrap();
+        }
+        fs::create_dir_all(dir.join("proc/sys/vm")).unwrap();
+        fs::write(dir.join("proc/mounts"), "/dev/sda1 / ext4 rw 0 0\n").unwrap();
+        fs::write(dir.join("proc/swaps"), "Filename Type Size Used Priority\n").unwrap();
+        fs::write(
+            dir.join("proc/meminfo"),
+            "MemTotal: 1000 kB\nHugePages_Total:      64\nHugePages_Free:       60\nHugepagesize:       2048 kB\n",
+        )
+        .unwrap();
+        fs::write(dir.join("sys/bus/pci/drivers_probe"), "").unwrap();
+        Fake { dir }
+    }
+
+    fn sys(f: &Fake, is_root: bool) -> Sys {
+        Sys {
+            root: f.dir.clone(),
+            is_root,
+            modprobe: Box::new(|m| Err(format!("cannot run modprobe {m}: not found"))),
+        }
+    }
+
+    #[test]
+    fn arguments() {
+        assert_eq!(parse_args(["status"]).unwrap(), Command::Status);
+        assert_eq!(
+            parse_args(["bind", "01:00.0"]).unwrap(),
+            Command::Bind(vec!["0000:01:00.0".into()])
+        );
+        assert_eq!(parse_args(["unbind"]).unwrap(), Command::Unbind(vec![]));
+        assert_eq!(
+            parse_args(["hugepages", "512"]).unwrap(),
+            Command::Hugepages(512)
+        );
+        assert!(parse_args(Vec::<String>::new())
+            .unwrap_err()
+            .0
+            .contains("no command"));
+        assert!(parse_args(["bind", "x"])
+            .unwrap_err()
+            .0
+            .contains("bind x: not a PCI address"));
+        assert!(parse_args(["hugepages"])
+            .unwrap_err()
+            .0
+            .contains("needs one count"));
+        assert!(parse_args(["hugepages", "-3"])
+            .unwrap_err()
+            .0
+            .contains("hugepages -3"));
+        assert!(parse_args(["frob"])
+            .unwrap_err()
+            .0
+            .contains("unknown command 'frob'"));
+        assert!(parse_args(["status", "x"]).is_err());
+    }
+
+    #[test]
+    fn status_lists_controllers_groups_and_huge_pages() {
+        let f = fake("status", Some("nvme"), true);
+        let s = sys(&f, false);
+        let c = s.controllers();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].driver.as_deref(), Some("nvme"));
+        assert_eq!(c[0].group, Some(4));
+        assert_eq!(c[0].block_devices, vec!["nvme0n1"]);
+        let out = s.status();
+        assert!(out.contains("IOMMU: enabled (1 groups)"), "{out}");
+        assert!(out.contains("Huge pages (2048 kB): 60 free of 64"), "{out}");
+        assert!(
+            out.contains("0000:01:00.0   1b36:0010   nvme       4      yes"),
+            "{out}"
+        );
+        // A group shared with a device on another driver is not viable.
+        let g = f.dir.join("sys/kernel/iommu_groups/4/devices");
+        symlink(
+            f.dir.join("sys/bus/pci/devices/0000:00:1f.2"),
+            g.join("0000:00:1f.2"),
+        )
+        .unwrap();
+        symlink(
+            f.dir.join("sys/bus/pci/drivers/ahci"),
+            f.dir.join("sys/bus/pci/devices/0000:00:1f.2/driver"),
+        )
+        .unwrap();
+        assert!(s
+            .status()
+            .contains("no: 0000:00:1f.2 in group 4 is bound to ahci"));
+    }
+
+    #[test]
+    fn refusals() {
+        let f = fake("refuse", Some("nvme"), true);
+        let e = sys(&f, false).bind(&[]).unwrap_err();
+        assert!(e.contains("must run as root"), "{e}");
+        assert!(sys(&f, false)
+            .unbind(&[])
+            .unwrap_err()
+            .contains("must run as root"));
+        assert!(sys(&f, false)
+            .set_hugepages(8)
+            .unwrap_err()
+            .contains("must run as root"));
+        // A mounted partition of the controller's namespace.
+        fs::write(
+            f.dir.join("proc/mounts"),
+            "/dev/nvme0n1p2 /data xfs rw 0 0\n",
+        )
+        .unwrap();
+        let e = sys(&f, true).bind(&[]).unwrap_err();
+        assert!(
+            e.contains("0000:01:00.0: refusing to bind: /dev/nvme0n1p2 is mounted on /data"),
+            "{e}"
+        );
+        // nvme0n10 is another namespace: not a partition of nvme0n1.
+        fs::write(f.dir.join("proc/mounts"), "/dev/nvme0n10 /x ext4 rw 0 0\n").unwrap();
+        assert!(sys(&f, true)
+            .users(&sys(&f, true).controllers()[0])
+            .is_empty());
+        // Swap and holders count as use too.
+        fs::write(
+            f.dir.join("proc/swaps"),
+            "Filename\n/dev/nvme0n1 partition 1 0 -2\n",
+        )
+        .unwrap();
+        assert!(sys(&f, true)
+            .bind(&[])
+            .unwrap_err()
+            .contains("in use as swap"));
+        // Unknown or non-NVMe devices.
+        let e = sys(&f, true).bind(&["0000:09:00.0".into()]).unwrap_err();
+        assert!(e.contains("0000:09:00.0: no such PCI device"), "{e}");
+        let e = sys(&f, true).bind(&["0000:00:1f.2".into()]).unwrap_err();
+        assert!(e.contains("is not an NVMe controller"), "{e}");
+        // No IOMMU at all.
+        let f = fake("noiommu", Some("nvme"), false);
+        let e = sys(&f, true).bind(&[]).unwrap_err();
+        assert!(e.starts_with("no IOMMU"), "{e}");
+        assert!(sys(&f, true).status().contains("IOMMU: none"));
+    }
+
+    #[test]
+    fn bind_writes_sysfs_in_order_and_checks_the_result() {
+        let f = fake("bind", None, true);
+        // vfio-pci missing and modprobe failing: a clear error.
+        let e = sys(&f, true).bind(&[]).unwrap_err();
+        assert!(
+            e.contains("vfio-pci driver is not loaded") && e.contains("not found"),
+            "{e}"
+        );
+        // Loaded: driver_override and drivers_probe are written; in a fake tree the
+        // kernel does not move the device, which the check notices.
+        fs::create_dir_all(f.dir.join("sys/bus/pci/drivers/vfio-pci")).unwrap();
+        let e = sys(&f, true).bind(&[]).unwrap_err();
+        assert!(
+            e.contains("bind did not take: the device is on no driver"),
+            "{e}"
+        );
+        let d = f.dir.join("sys/bus/pci/devices/0000:01:00.0");
+        assert_eq!(
+            fs::read_to_string(d.join("driver_override")).unwrap(),
+            "vfio-pci"
+        );
+        assert_eq!(
+            fs::read_to_string(f.dir.join("sys/bus/pci/drivers_probe")).unwrap(),
+            "0000:01:00.0"
+        );
+        // Already on vfio-pci: nothing to do.
+        symlink(f.dir.join("sys/bus/pci/drivers/vfio-pci"), d.join("driver")).unwrap();
+        let lines = sys(&f, true).bind(&[]).unwrap();
+        assert_eq!(lines, vec!["0000:01:00.0: already bound to vfio-pci"]);
+    }
+
+    #[test]
+    fn hugepages_report_what_the_kernel_gave() {
+        let f = fake("huge", None, true);
+        let out = sys(&f, true).set_hugepages(16).unwrap();
+        assert!(out.contains("16 reserved (2048 kB each"), "{out}");
+        assert_eq!(
+            fs::read_to_string(f.dir.join("proc/sys/vm/nr_hugepages")).unwrap(),
+            "16"
+        );
+    }
+
+    #[test]
+    fn path_devices_map_to_their_namespace_head() {
+        assert_eq!(head_name("nvme0c1n1"), "nvme0n1");
+        assert_eq!(head_name("nvme0n1"), "nvme0n1");
+        assert_eq!(head_name("nvme12c3n45"), "nvme12n45");
+    }
+}
