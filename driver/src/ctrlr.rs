@@ -458,7 +458,7 @@ impl CtrlInner {
         // interrupts (IEN = 0), as we poll.
         let mut sqe = Sqe::new(admin_opc::CREATE_IO_CQ);
         sqe.prp1 = q.cq_iova.0;
-        sqe.cdw10 = (q.entries as u32 - 1) << 16 | q.qid as u32;
+        sqe.cdw10 = (q.cq_entries as u32 - 1) << 16 | q.qid as u32;
         sqe.cdw11 = 1; // PC
         self.admin_cmd(aq, sqe, ADMIN_TIMEOUT)?;
         // Create I/O Submission Queue (section 5.5), bound to the CQ of the same id.
@@ -776,12 +776,16 @@ impl Controller {
                 inner.name, inner.io_queues_granted
             ))
         })?;
+        // A CQ twice the SQ's size (within MQES) lets the queue pair write the CQ head
+        // doorbell once per many completions instead of once per poll.
+        let cq_entries = (opts.entries as u32 * 2).min(mqes as u32) as u16;
         let sq_mem = inner.pool.alloc(opts.entries as usize * SQE_SIZE)?;
-        let cq_mem = inner.pool.alloc(opts.entries as usize * CQE_SIZE)?;
+        let cq_mem = inner.pool.alloc(cq_entries as usize * CQE_SIZE)?;
         let epoch = inner.epoch.load(Ordering::Acquire);
         let shared = Arc::new(QpairShared {
             qid,
             entries: opts.entries,
+            cq_entries,
             sq_iova: sq_mem.iova(),
             cq_iova: cq_mem.iova(),
             control: AtomicU64::new(epoch << 2 | CTL_LIVE),

@@ -13,7 +13,11 @@
 //! - Requests larger than the controller's maximum data transfer size (MDTS) are split
 //!   into several commands and complete once, as one request.
 //! - The SQ tail doorbell is written once per batch ([`IoQpair::flush`], or at the
-//!   start of each poll), the CQ head doorbell once per poll that consumed entries.
+//!   start of each poll). The CQ is twice the SQ's size when CAP.MQES allows, so
+//!   the CQ head doorbell is written only once the completions consumed since the
+//!   last write could otherwise fill the device's view of the CQ: about once per SQ's
+//!   worth of completions instead of once per poll. Under emulation each doorbell
+//!   write is a trap into the device model, so this halves the MMIO at depth 1.
 //! - Every completion's identifier, SQ head and SQ identifier is checked; a bad one
 //!   fails the controller rather than corrupting state.
 //! - The controller signals resets and failure through one atomic control word that
@@ -165,6 +169,9 @@ pub(crate) const CTL_FAILED: u64 = 2;
 pub(crate) struct QpairShared {
     pub qid: u16,
     pub entries: u16,
+    /// Completion queue entries: larger than the SQ when the controller allows, so
+    /// the CQ head doorbell can be written lazily (see `IoQpair::poll`).
+    pub cq_entries: u16,
     pub sq_iova: Iova,
     pub cq_iova: Iova,
     pub control: AtomicU64,
@@ -232,12 +239,18 @@ pub struct IoQpair {
     sq_db: Doorbell,
     cq_db: Doorbell,
     entries: u16,
+    cq_entries: u16,
+    /// Completions consumed since the CQ head doorbell was last written.
+    cq_unreported: u16,
+    /// Write the CQ head doorbell once `cq_unreported` exceeds this.
+    cq_db_threshold: u16,
     sq_tail: u16,
     sq_dirty: bool,
     cq_head: u16,
     phase: bool,
     trackers: Box<[Tracker]>,
-    free_cids: Vec<u16>,
+    free_cids: Box<[u16]>,
+    free_len: usize,
     parents: Box<[Parent]>,
     free_parents: Vec<u16>,
     /// A split request still being issued; it goes before the pending ring.
@@ -315,6 +328,13 @@ impl IoQpair {
             sq_db,
             cq_db,
             entries,
+            cq_entries: shared.cq_entries,
+            cq_unreported: 0,
+            // The device can post at most `ntrackers` completions we have not seen;
+            // as long as those plus the ones we consumed but did not report fit in
+            // the CQ, the device never finds it full (section 4.1: a full CQ is
+            // head == tail + 1), so the doorbell write can wait.
+            cq_db_threshold: (shared.cq_entries as usize - 1 - ntrackers) as u16,
             sq_tail: 0,
             sq_dirty: false,
             cq_head: 0,
@@ -331,6 +351,7 @@ impl IoQpair {
             ]
             .into_boxed_slice(),
             free_cids: (0..ntrackers as u16).rev().collect(),
+            free_len: ntrackers,
             parents: vec![
                 Parent {
                     req: empty_req,
@@ -469,34 +490,57 @@ impl IoQpair {
     /// ring is full, [`Error::ControllerFailed`] when the controller is gone.
     #[inline]
     pub fn submit(&mut self, req: IoRequest) -> std::result::Result<(), (Error, IoRequest)> {
-        if self.failed {
-            return Err((self.failed_error(), req));
-        }
         let ns = match self.ns_info(req.nsid) {
             Some(ns) if Self::valid(&req, &ns) => ns,
             _ => return Err((self.invalid(&req), req)),
         };
-        if self.held
-            || self.partial.is_some()
-            || !self.pending.is_empty()
-            || self.free_cids.is_empty()
-        {
-            if self.pending.len() >= self.pending_max {
-                self.stats.busy += 1;
-                return Err((Error::Busy(self.pending_max), req));
-            }
-            self.pending.push_back(req);
-            self.stats.submitted += 1;
-            self.stats.pended += 1;
-            let depth = self.pending.len() as u64;
-            if depth > self.stats.pending_high_water {
-                self.stats.pending_high_water = depth;
-            }
-            return Ok(());
+        // `held` is also set when failed; one flag keeps the fast path short.
+        if self.held || self.partial.is_some() || !self.pending.is_empty() || self.free_len == 0 {
+            return self.submit_slow(req);
         }
         self.stats.submitted += 1;
         self.start(req, ns);
         Ok(())
+    }
+
+    /// A request that cannot go to the device now: refused when failed, else onto
+    /// the pending ring unless that is full.
+    #[cold]
+    #[inline(never)]
+    fn submit_slow(&mut self, req: IoRequest) -> std::result::Result<(), (Error, IoRequest)> {
+        if self.failed {
+            return Err((self.failed_error(), req));
+        }
+        if self.pending.len() >= self.pending_max {
+            self.stats.busy += 1;
+            return Err((Error::Busy(self.pending_max), req));
+        }
+        self.pending.push_back(req);
+        self.stats.submitted += 1;
+        self.stats.pended += 1;
+        let depth = self.pending.len() as u64;
+        if depth > self.stats.pending_high_water {
+            self.stats.pending_high_water = depth;
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn pop_cid(&mut self) -> Option<u16> {
+        if self.free_len == 0 {
+            return None;
+        }
+        self.free_len -= 1;
+        Some(self.free_cids[self.free_len])
+    }
+
+    #[inline(always)]
+    fn push_cid(&mut self, cid: u16) {
+        // Never more than `ntrackers` free identifiers: each was popped first.
+        if let Some(slot) = self.free_cids.get_mut(self.free_len) {
+            *slot = cid;
+            self.free_len += 1;
+        }
     }
 
     fn failed_error(&self) -> Error {
@@ -519,7 +563,7 @@ impl IoQpair {
     #[inline(always)]
     fn start(&mut self, req: IoRequest, ns: NsInfo) {
         if req.nlb <= Self::max_blocks(req.op, &ns) {
-            let cid = self.free_cids.pop().expect("caller checked a cid is free");
+            let Some(cid) = self.pop_cid() else { return };
             self.issue(
                 cid,
                 &req,
@@ -551,7 +595,7 @@ impl IoQpair {
                 self.partial = None;
                 return;
             }
-            let Some(cid) = self.free_cids.pop() else {
+            let Some(cid) = self.pop_cid() else {
                 self.partial = Some(p);
                 return;
             };
@@ -700,7 +744,7 @@ impl IoQpair {
                 .cq_mem
                 .as_ptr()
                 .wrapping_add(self.cq_head as usize * CQE_SIZE);
-            // SAFETY: `cq_head < entries` and the CQ buffer holds `entries` entries;
+            // SAFETY: `cq_head < cq_entries` and the CQ buffer holds that many entries;
             // the status word is the last 2 bytes of the 16-byte entry.
             let status = unsafe { entry.add(14).cast::<u16>().read_volatile() };
             if (status & 1 == 1) != self.phase {
@@ -729,7 +773,7 @@ impl IoQpair {
                 break;
             }
             self.cq_head += 1;
-            if self.cq_head == self.entries {
+            if self.cq_head == self.cq_entries {
                 self.cq_head = 0;
                 self.phase = !self.phase;
             }
@@ -737,8 +781,13 @@ impl IoQpair {
             delivered += self.complete_tracker(cqe.cid, cqe.status(), cb);
         }
         if consumed > 0 {
-            self.cq_db.write(self.cq_head as u32);
-            self.stats.cq_doorbell_writes += 1;
+            // `consumed <= max`, callers pass small maxima; saturate to be safe.
+            self.cq_unreported = self.cq_unreported.saturating_add(consumed.min(u16::MAX as usize) as u16);
+            if self.cq_unreported > self.cq_db_threshold {
+                self.cq_db.write(self.cq_head as u32);
+                self.cq_unreported = 0;
+                self.stats.cq_doorbell_writes += 1;
+            }
             if self.partial.is_some() || !self.pending.is_empty() {
                 self.drain_pending();
             }
@@ -763,7 +812,7 @@ impl IoQpair {
         let t = &mut self.trackers[cid as usize];
         t.active = false;
         let (parent, ctx) = (t.parent, t.ctx);
-        self.free_cids.push(cid);
+        self.push_cid(cid);
         if parent == NO_PARENT {
             self.stats.completed += 1;
             cb(IoCompletion { ctx, status });
@@ -801,7 +850,7 @@ impl IoQpair {
                 return;
             }
         }
-        while !self.free_cids.is_empty() && self.partial.is_none() {
+        while self.free_len > 0 && self.partial.is_none() {
             let Some(req) = self.pending.pop_front() else {
                 break;
             };
@@ -886,6 +935,7 @@ impl IoQpair {
         unsafe { std::ptr::write_bytes(self.cq_mem.as_ptr(), 0, self.cq_mem.len()) };
         self.sq_tail = 0;
         self.cq_head = 0;
+        self.cq_unreported = 0;
         self.phase = true;
         self.sq_dirty = false;
     }
