@@ -782,7 +782,9 @@ impl IoQpair {
         }
         if consumed > 0 {
             // `consumed <= max`, callers pass small maxima; saturate to be safe.
-            self.cq_unreported = self.cq_unreported.saturating_add(consumed.min(u16::MAX as usize) as u16);
+            self.cq_unreported = self
+                .cq_unreported
+                .saturating_add(consumed.min(u16::MAX as usize) as u16);
             if self.cq_unreported > self.cq_db_threshold {
                 self.cq_db.write(self.cq_head as u32);
                 self.cq_unreported = 0;
