@@ -192,4 +192,20 @@ impl IoBuf {
     pub fn as_ptr(&self) -> *mut u8 {
         self.buf.as_ptr()
     }
+    /// The contents, without copying (data paths that check what a read brought).
+    ///
+    /// # Safety
+    /// No I/O that writes this buffer may be in flight while the slice lives.
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: the caller guarantees no device write is in flight.
+        unsafe { self.buf.as_slice() }
+    }
+    /// The contents, mutable, without copying (data paths that fill write buffers).
+    ///
+    /// # Safety
+    /// No I/O may be in flight on this buffer while the slice lives.
+    pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the caller guarantees no I/O is in flight.
+        unsafe { self.buf.as_mut_slice() }
+    }
 }

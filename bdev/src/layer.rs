@@ -9,7 +9,8 @@
 //! `ctrl_loss_timeout_ms`, after which its paths are removed. Each namespace becomes
 //! a namespace bdev `"<controller>n<nsid>"` and a path of the multipath bdev
 //! `"<subnqn>:n<nsid>"`, shared with every controller that reaches the same namespace
-//! (same subsystem NQN and NGUID, EUI-64 or UUID).
+//! (same subsystem NQN and NGUID, EUI-64 or UUID; for a shared namespace without
+//! identifiers, same subsystem NQN and NSID).
 
 use crate::dma::IoBufPool;
 use crate::io::{BdevCompletion, BdevIo};
@@ -265,6 +266,14 @@ impl Channel {
             }),
         }
     }
+    /// Rings the doorbells for I/O submitted since the last poll (poll does it too).
+    #[inline]
+    pub fn flush(&mut self) {
+        match self {
+            Channel::Mpath(c) => c.flush(),
+            Channel::Nvme(c) => c.qpair.flush(),
+        }
+    }
     /// I/Os submitted and not yet delivered.
     pub fn outstanding(&self) -> usize {
         match self {
@@ -425,10 +434,23 @@ impl BlockLayer {
     fn multipath_for(&self, ctrl: &Controller, ns: &Namespace) -> Result<Arc<Multipath<IoQpair>>> {
         let subnqn = &ctrl.identify().subnqn;
         let probe = ns_info(ctrl, ns, String::new());
+        let has_id = probe.nguid.is_some() || probe.eui64.is_some() || probe.uuid.is_some();
+        // A shared namespace (NMIC bit 0) without identifiers (QEMU's by default): in
+        // one NVM subsystem an NSID names the same namespace through every
+        // controller, so subsystem NQN and NSID identify it (as Linux does).
+        let shared_name = (!has_id && ns.id.nmic & 1 == 1 && !subnqn.is_empty())
+            .then(|| format!("{subnqn}:n{}", ns.nsid));
         let mut g = lock(&self.inner.bdevs);
         for b in g.iter() {
             if let Bdev::Mpath(m) = b {
-                if m.info().same_namespace(&probe) {
+                let same = m.info().same_namespace(&probe)
+                    || shared_name.as_deref().is_some_and(|n| {
+                        n == m.info().name
+                            && m.info().nguid.is_none()
+                            && m.info().eui64.is_none()
+                            && m.info().uuid.is_none()
+                    });
+                if same {
                     if m.info().block_size != probe.block_size
                         || m.info().num_blocks != probe.num_blocks
                     {
@@ -442,9 +464,10 @@ impl BlockLayer {
                 }
             }
         }
-        let has_id = probe.nguid.is_some() || probe.eui64.is_some() || probe.uuid.is_some();
         let name = if has_id {
             format!("{subnqn}:n{}", ns.nsid)
+        } else if let Some(n) = shared_name {
+            n
         } else {
             format!("{}n{}:mp", ctrl.name(), ns.nsid)
         };

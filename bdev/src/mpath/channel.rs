@@ -139,6 +139,11 @@ pub struct MpathChannel<Q: PathQueue> {
     avoid_ticks: u64,
     retry_unit_ticks: u64,
     stats: ChannelStats,
+    /// Completions collected from one path queue before they are handled (made once:
+    /// initializing a batch buffer on every poll cost more than the rest of the poll).
+    cbuf: Box<[IoCompletion]>,
+    /// Paths marked removing and not yet retired.
+    removing: usize,
 }
 
 impl<Q: PathQueue> fmt::Debug for MpathChannel<Q> {
@@ -188,6 +193,15 @@ impl<Q: PathQueue> MpathChannel<Q> {
             avoid_ticks: clock::ms_to_ticks(1).saturating_mul(AVOID_US) / 1000,
             retry_unit_ticks: clock::ms_to_ticks(opts.retry_delay_unit_ms),
             stats: ChannelStats::default(),
+            cbuf: vec![
+                IoCompletion {
+                    ctx: 0,
+                    status: Status::SUCCESS,
+                };
+                POLL_BATCH
+            ]
+            .into_boxed_slice(),
+            removing: 0,
             mp,
         };
         for (shared, q) in initial {
@@ -442,13 +456,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
 
     /// A completion from path `l`'s queue.
     #[inline]
-    fn on_completion(
-        &mut self,
-        l: u8,
-        c: IoCompletion,
-        now: u64,
-        cb: &mut impl FnMut(BdevCompletion),
-    ) {
+    fn on_completion(&mut self, l: u8, c: IoCompletion, cb: &mut impl FnMut(BdevCompletion)) {
         let s = c.ctx as u32;
         if s as usize >= self.slots.len() || self.slots[s as usize].state != SlotState::Inflight(l)
         {
@@ -468,6 +476,8 @@ impl<Q: PathQueue> MpathChannel<Q> {
             return;
         }
         self.slots[s as usize].status = st;
+        // Errors only: the clock is read when needed, not on every completion.
+        let now = clock::ticks();
         if st.is_path_error() {
             if let Some(p) = self.paths[l as usize].as_mut() {
                 p.avoid_until = now.saturating_add(self.avoid_ticks);
@@ -500,8 +510,9 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 ChanMsg::Add(shared, q) => self.add_local(shared, q),
                 ChanMsg::Remove(id) => {
                     for p in self.paths.iter_mut().flatten() {
-                        if p.shared.id == id {
+                        if p.shared.id == id && !p.removing {
                             p.removing = true;
+                            self.removing += 1;
                         }
                     }
                     self.view_gen = u64::MAX;
@@ -571,48 +582,61 @@ impl<Q: PathQueue> MpathChannel<Q> {
             self.drain_mailbox();
         }
         let before = self.stats.completed;
-        let now = clock::ticks();
         while let Some(s) = self.done.pop_front() {
             let st = self.slots[s as usize].status;
             self.deliver(s, st, cb);
         }
+        // Every path, idle ones too: a controller reset waits (bounded) for each
+        // queue's owner to acknowledge it in a poll.
         for l in 0..self.paths.len() {
             if self.paths[l].is_some() {
-                self.poll_path(l as u8, now, cb);
+                self.poll_path(l as u8, cb);
             }
         }
-        self.run_retry_ring(now, cb);
-        for p in self.paths.iter_mut().flatten() {
-            p.queue.flush();
+        if !self.retry.is_empty() {
+            self.run_retry_ring(clock::ticks(), cb);
         }
-        self.retire_removed();
+        self.flush();
+        if self.removing > 0 {
+            self.retire_removed();
+        }
         (self.stats.completed - before) as usize
     }
 
-    fn poll_path(&mut self, l: u8, now: u64, cb: &mut impl FnMut(BdevCompletion)) {
-        // Completions are collected first: the queue is borrowed during its poll.
-        let mut buf = [IoCompletion {
-            ctx: 0,
-            status: Status::SUCCESS,
-        }; POLL_BATCH];
+    /// Rings the doorbells of the path queues with I/O queued since the last poll
+    /// (poll does it too): submit, flush, poll is the shortest round trip.
+    #[inline]
+    pub fn flush(&mut self) {
+        for p in self.paths.iter_mut().flatten() {
+            if p.inflight > 0 {
+                p.queue.flush();
+            }
+        }
+    }
+
+    fn poll_path(&mut self, l: u8, cb: &mut impl FnMut(BdevCompletion)) {
+        // Completions are collected first (the queue is borrowed during its poll) into
+        // the channel's batch buffer, taken out for the duration (a pointer swap).
+        let mut buf = std::mem::take(&mut self.cbuf);
         loop {
             let mut n = 0;
             let Some(p) = self.paths[l as usize].as_mut() else {
-                return;
+                break;
             };
             p.queue.poll(POLL_BATCH, &mut |c| {
-                if n < POLL_BATCH {
-                    buf[n] = c;
+                if let Some(slot) = buf.get_mut(n) {
+                    *slot = c;
                     n += 1;
                 }
             });
             for c in &buf[..n] {
-                self.on_completion(l, *c, now, cb);
+                self.on_completion(l, *c, cb);
             }
             if n < POLL_BATCH {
-                return;
+                break;
             }
         }
+        self.cbuf = buf;
     }
 
     fn retire_removed(&mut self) {
@@ -622,6 +646,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 .is_some_and(|p| p.removing && p.inflight == 0 && p.queue.outstanding() == 0);
             if drained {
                 if let Some(p) = self.paths[i].take() {
+                    self.removing -= 1;
                     self.mp.bury(p.queue);
                 }
                 self.view_gen = u64::MAX;

@@ -30,6 +30,10 @@ fn main() {
         Ok(w) => w,
         Err(e) => exit_failure(PROG, e),
     };
+    if let Some(policy) = opts.multipath {
+        run_multipath(&opts, &wanted, policy, &say);
+        return;
+    }
     say("Initializing NVMe Controllers".into());
     let targets = match attach::open_pcie(&wanted) {
         Ok(t) => t,
@@ -96,6 +100,85 @@ fn main() {
         }
     } else {
         print!("{}", report::text(&opts, &rows));
+    }
+    let t = report::total(&rows);
+    if t.errors > 0 || t.mismatches > 0 {
+        std::process::exit(EXIT_FAILURE);
+    }
+}
+
+/// `--multipath`: the controllers join one block layer; each core drives the
+/// multipath bdevs through its channels.
+fn run_multipath(
+    opts: &opts::PerfOptions,
+    wanted: &attach::Wanted,
+    policy: nvme_bdev::Policy,
+    say: &dyn Fn(String),
+) {
+    use nvme_tools::perf::mpath;
+    say(format!(
+        "Initializing the block layer (multipath, policy {})",
+        mpath::policy_name(policy)
+    ));
+    let lopts = mpath::layer_options(opts, policy);
+    let (layer, bdevs) = match mpath::open_vfio(wanted, lopts, &mut |s| say(s)) {
+        Ok(x) => x,
+        Err(OpenError::Usage(e)) => exit_usage(PROG, &e),
+        Err(OpenError::Device(e)) => exit_failure(PROG, e),
+    };
+    for (b, _) in &bdevs {
+        if let Err(e) = mpath::check_bdev(opts, b) {
+            exit_usage(PROG, &e);
+        }
+        let paths: Vec<String> = b
+            .multipath()
+            .map(|m| m.paths().into_iter().map(|p| p.name).collect())
+            .unwrap_or_default();
+        say(format!(
+            "Multipath bdev {}: {} blocks of {} bytes, {} path{} ({})",
+            b.name(),
+            b.num_blocks(),
+            b.block_size(),
+            paths.len(),
+            if paths.len() == 1 { "" } else { "s" },
+            paths.join(", ")
+        ));
+        for &core in &opts.cores {
+            say(format!(
+                "Associating MPATH ({}) with lcore {core}",
+                b.name()
+            ));
+        }
+    }
+    let workers = match mpath::build_workers(opts, &layer, &bdevs, policy) {
+        Ok(w) => w,
+        Err(e) => exit_failure(PROG, e),
+    };
+    say("Initialization complete. Launching workers.".into());
+    let mut note = |s: String| eprintln!("{s}");
+    let mut ui = perf::Ui {
+        progress: !opts.json && nvme_tools::stdout_is_tty(),
+        note: &mut note,
+        pin: true,
+    };
+    let rows = perf::run_mpath(opts, workers, &mut ui);
+    let summary = mpath::path_summary(&layer, &bdevs);
+    drop(bdevs);
+    layer.shutdown();
+    if opts.json {
+        let mut doc = report::to_json(opts, &rows);
+        doc["paths"] = serde_json::Value::String(summary);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("JSON values always serialize")
+        );
+        let p = report::problems(&rows, opts.verify);
+        if !p.is_empty() {
+            eprint!("{p}");
+        }
+    } else {
+        print!("{}", report::text(opts, &rows));
+        print!("{summary}");
     }
     let t = report::total(&rows);
     if t.errors > 0 || t.mismatches > 0 {

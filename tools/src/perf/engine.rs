@@ -126,6 +126,8 @@ pub struct NsResult {
     pub first_mismatch: Option<Mismatch>,
     /// Queue pair counters over the measured phase (high-water mark: whole run).
     pub counters: Vec<QpairStats>,
+    /// With `--multipath`: the channel's per-path and failover counters.
+    pub mpath: Option<super::mpath::MpathRowStats>,
 }
 
 impl NsResult {
@@ -219,6 +221,7 @@ impl NsState {
                 mismatches: 0,
                 first_mismatch: None,
                 counters: vec![QpairStats::default(); nq],
+                mpath: None,
             },
             snap: vec![QpairStats::default(); nq],
             job,

@@ -12,6 +12,7 @@
 //! carries I/O across resets.) Use `-P` for deeper queues.
 
 pub mod engine;
+pub mod mpath;
 pub mod opts;
 pub mod pattern;
 pub mod report;
@@ -230,6 +231,72 @@ pub fn run(
                 };
                 print!(
                     "\r[{phase}] {iops:>12.2} IOPS {:>10.2} MiB/s      ",
+                    iops * io_size / (1 << 20) as f64
+                );
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+            }
+        }
+        if ui.progress {
+            print!("\r{:72}\r", "");
+        }
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a poller thread panicked"))
+            .collect()
+    })
+}
+
+/// `--multipath`: runs the workers on their channels while this thread prints
+/// progress (the block layer's controller threads do the admin work). Returns one
+/// result per bdev and core, ordered by core, then bdev.
+pub fn run_mpath(
+    opts: &PerfOptions,
+    workers: Vec<mpath::MpathWorker>,
+    ui: &mut Ui<'_>,
+) -> Vec<NsResult> {
+    let hz = clock::ticks_per_sec();
+    let params = Params {
+        read_percent: opts.read_percent,
+        random: opts.workload.is_random(),
+        verify: opts.verify,
+        seed: opts.seed,
+        warmup_ticks: opts.warmup_s * hz,
+        run_ticks: opts.time_s * hz,
+        pin: ui.pin,
+    };
+    if opts.verify && opts.read_percent < 100 {
+        (ui.note)(format!(
+            "verify: writing the pattern (seed {}) over every selected bdev before the run",
+            opts.seed
+        ));
+    }
+    let shared = Shared::new(workers.len());
+    let io_size = opts.io_size as f64;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = workers
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let (params, shared) = (&params, &shared);
+                std::thread::Builder::new()
+                    .name(format!("nvme-perf-{}", w.core))
+                    .spawn_scoped(s, move || mpath::run_worker(w, i, params, shared))
+                    .expect("spawning a poller thread")
+            })
+            .collect();
+        let mut last_tick = Instant::now();
+        let mut last_done = 0u64;
+        while handles.iter().any(|h| !h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(10));
+            if ui.progress && last_tick.elapsed() >= Duration::from_secs(1) {
+                let el = last_tick.elapsed().as_secs_f64();
+                last_tick = Instant::now();
+                let done: u64 = shared.done.iter().map(|d| d.load(Ordering::Relaxed)).sum();
+                let iops = (done - last_done) as f64 / el;
+                last_done = done;
+                print!(
+                    "\r[multipath] {iops:>12.2} IOPS {:>10.2} MiB/s      ",
                     iops * io_size / (1 << 20) as f64
                 );
                 use std::io::Write;

@@ -6,7 +6,7 @@ use crate::trid::TransportId;
 use crate::{parse_size, usage, UsageError};
 
 /// One-line usage, printed with `--help` above the option list.
-pub const USAGE: &str = "usage: nvme-perf -q DEPTH -o BYTES -w WORKLOAD -t SECONDS [-M READ%] [-a WARMUP] [-c MASK] [-r TRID]... [-P N] [--io-queue-size N] [-L|-LL] [--json] [--verify [--seed N]]";
+pub const USAGE: &str = "usage: nvme-perf -q DEPTH -o BYTES -w WORKLOAD -t SECONDS [-M READ%] [-a WARMUP] [-c MASK] [-r TRID]... [-P N] [--io-queue-size N] [-L|-LL] [--json] [--verify [--seed N]] [--multipath [--policy POLICY]]";
 
 /// The option list, for `--help`.
 pub const HELP: &str = "\
@@ -29,6 +29,13 @@ pub const HELP: &str = "\
       --verify               write a pattern derived from LBA and seed and check every read;
                              a workload that writes first fills the namespaces with it
       --seed N               seed of the verify pattern and the random offsets (default 1)
+      --multipath            drive the multipath bdev of the block layer instead of the
+                             controllers' queue pairs: every controller given with -r (or
+                             every one bound to vfio-pci) is attached, controllers that
+                             reach the same namespace become its paths; per-path I/O
+                             counts and failover events are reported
+      --policy POLICY        multipath policy: active-passive (default), round-robin or
+                             least-queue-depth (with --multipath)
   -h, --help                 this text
 ";
 
@@ -117,6 +124,9 @@ pub struct PerfOptions {
     pub verify: bool,
     /// Seed of the pattern and of the random offsets.
     pub seed: u64,
+    /// Drive multipath bdevs through the block layer (`--multipath`), with this
+    /// policy; `None`: the controllers' queue pairs directly (the default).
+    pub multipath: Option<nvme_bdev::Policy>,
 }
 
 /// What the command line asks for.
@@ -161,6 +171,8 @@ where
     let mut json = false;
     let mut verify = false;
     let mut seed = 1u64;
+    let mut multipath = false;
+    let mut policy: Option<nvme_bdev::Policy> = None;
 
     let mut i = 0;
     // Each option with a value lands here as (name as typed, value).
@@ -175,13 +187,14 @@ where
             };
             let short = match name {
                 "help" => return Ok(Command::Help),
-                "json" | "verify" | "enable-sw-latency-tracking" => {
+                "json" | "verify" | "multipath" | "enable-sw-latency-tracking" => {
                     if inline.is_some() {
                         return Err(usage!("--{name} takes no value"));
                     }
                     match name {
                         "json" => json = true,
                         "verify" => verify = true,
+                        "multipath" => multipath = true,
                         _ => lat = (lat + 1).min(2),
                     }
                     continue;
@@ -197,6 +210,7 @@ where
                 "num-qpairs" => "P",
                 "io-queue-size" => "io-queue-size",
                 "seed" => "seed",
+                "policy" => "policy",
                 _ => return Err(usage!("unknown option --{name}")),
             };
             let value = match inline {
@@ -306,6 +320,11 @@ where
                 qsize = Some(n);
             }
             "seed" => seed = number("--seed", &v, "seed")?,
+            "policy" => {
+                policy = Some(v.parse().map_err(|_| {
+                    usage!("--policy {v}: unknown policy; use active-passive, round-robin or least-queue-depth")
+                })?)
+            }
             _ => unreachable!("only known options are collected"),
         }
     }
@@ -340,6 +359,17 @@ where
             ));
         }
     }
+    if policy.is_some() && !multipath {
+        return Err(usage!(
+            "--policy applies to the multipath bdev: add --multipath"
+        ));
+    }
+    if multipath && p != 1 {
+        return Err(usage!(
+            "-P {p} with --multipath: each core's channel has one queue pair per path; drop -P"
+        ));
+    }
+    let multipath = multipath.then(|| policy.unwrap_or_default());
     let cores = parse_core_mask(c.as_deref().unwrap_or("0x1"), available_cores)?;
     Ok(Command::Run(PerfOptions {
         queue_depth,
@@ -356,6 +386,7 @@ where
         json,
         verify,
         seed,
+        multipath,
     }))
 }
 
@@ -422,8 +453,40 @@ mod tests {
         assert_eq!((o.read_percent, o.latency_level), (0, 2));
         let o = run("--io-depth 4 --io-size 8192 --io-pattern rw --rwmixread 0 --time 2").unwrap();
         assert_eq!((o.queue_depth, o.io_size, o.read_percent), (4, 8192, 0));
+        assert_eq!(o.multipath, None, "the direct mode stays the default");
         assert_eq!(run("-h").unwrap_err(), "help");
         assert_eq!(run("-q 1 --help").unwrap_err(), "help");
+    }
+
+    #[test]
+    fn multipath_and_policy() {
+        use nvme_bdev::Policy;
+        let base = "-q 8 -o 4096 -w randrw -M 50 -t 1";
+        assert_eq!(run(base).unwrap().multipath, None);
+        assert_eq!(
+            run(&format!("{base} --multipath")).unwrap().multipath,
+            Some(Policy::ActivePassive)
+        );
+        for (name, p) in [
+            ("active-passive", Policy::ActivePassive),
+            ("round-robin", Policy::RoundRobin),
+            ("least-queue-depth", Policy::LeastQueueDepth),
+        ] {
+            let o = run(&format!(
+                "{base} --multipath --policy {name} -r 'trtype:PCIe traddr:0000:01:00.0' -r 'trtype:PCIe traddr:0000:02:00.0'"
+            ))
+            .unwrap();
+            assert_eq!(o.multipath, Some(p));
+            assert_eq!(o.trids.len(), 2);
+            let o = run(&format!("{base} --policy={name} --multipath")).unwrap();
+            assert_eq!(o.multipath, Some(p));
+        }
+        assert!(err(&format!("{base} --multipath --policy fastest"))
+            .contains("--policy fastest: unknown policy"));
+        assert!(err(&format!("{base} --policy round-robin")).contains("add --multipath"));
+        assert!(err(&format!("{base} --multipath -P 2")).contains("drop -P"));
+        assert!(err(&format!("{base} --multipath=1")).contains("--multipath takes no value"));
+        assert!(err(&format!("{base} --multipath --policy")).contains("--policy needs a value"));
     }
 
     #[test]

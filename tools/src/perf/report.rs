@@ -12,9 +12,18 @@ pub const PERCENTILES: [f64; 9] = [1.0, 10.0, 25.0, 50.0, 75.0, 90.0, 99.0, 99.9
 const NAME_WIDTH: usize = 55;
 const RULE: &str = "========================================================";
 
-/// spdk_nvme_perf's row name.
+/// spdk_nvme_perf's row name (`MPATH (<bdev>)` for a multipath bdev).
 pub fn row_name(r: &NsResult) -> String {
-    format!("PCIE ({}) NSID {} from core {:2}", r.device, r.nsid, r.core)
+    format!("{} from core {:2}", device_label(r), r.core)
+}
+
+/// `PCIE (<address>) NSID <n>`, or `MPATH (<bdev>)`.
+pub fn device_label(r: &NsResult) -> String {
+    if r.mpath.is_some() {
+        format!("MPATH ({})", r.device)
+    } else {
+        format!("PCIE ({}) NSID {}", r.device, r.nsid)
+    }
 }
 
 /// The aggregate of all rows.
@@ -106,8 +115,9 @@ pub fn percentiles(rows: &[NsResult]) -> String {
     for r in rows {
         let _ = writeln!(
             out,
-            "\nSummary latency data for PCIE ({}) NSID {} from core {}:",
-            r.device, r.nsid, r.core
+            "\nSummary latency data for {} from core {}:",
+            device_label(r),
+            r.core
         );
         let _ = writeln!(out, "{RULE}{}", &RULE[..25]);
         for p in PERCENTILES {
@@ -128,8 +138,9 @@ pub fn histogram(rows: &[NsResult]) -> String {
     for r in rows {
         let _ = writeln!(
             out,
-            "\nLatency histogram for PCIE ({}) NSID {} from core {}:",
-            r.device, r.nsid, r.core
+            "\nLatency histogram for {} from core {}:",
+            device_label(r),
+            r.core
         );
         let _ = writeln!(out, "{RULE}{}", &RULE[..22]);
         let _ = writeln!(out, "       Range in us     Cumulative    IO count");
@@ -237,6 +248,41 @@ pub fn counter_lines(rows: &[NsResult]) -> String {
     out
 }
 
+/// `--multipath`: per row, the I/Os each path carried, failover events, the retry
+/// ring, the longest submit call and the longest pause between completions.
+pub fn mpath_lines(rows: &[NsResult]) -> String {
+    let mut out = String::from("\nMultipath (measured phase):\n");
+    for r in rows {
+        let Some(m) = &r.mpath else { continue };
+        let paths: Vec<String> = m
+            .paths
+            .iter()
+            .map(|p| {
+                if p.path_errors > 0 {
+                    format!("{} {} I/Os ({} path errors)", p.name, p.ios, p.path_errors)
+                } else {
+                    format!("{} {} I/Os", p.name, p.ios)
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<NAME_WIDTH$}: {}; failovers {}, retries {}, queued {} (high water {}), fast-failed {}, path-set changes {}, longest submit {:.1} us, longest completion gap {:.1} us",
+            row_name(r),
+            if paths.is_empty() { "no paths".to_string() } else { paths.join(", ") },
+            m.failovers,
+            m.retries,
+            m.queued,
+            m.queued_high_water,
+            m.fast_failed,
+            m.path_set_changes,
+            m.longest_submit_ns as f64 / 1000.0,
+            m.longest_gap_ns as f64 / 1000.0
+        );
+    }
+    out
+}
+
 /// The error and verify lines (empty if there is nothing to say and no verify).
 pub fn problems(rows: &[NsResult], verify: bool) -> String {
     let mut out = String::new();
@@ -285,7 +331,11 @@ pub fn text(opts: &PerfOptions, rows: &[NsResult]) -> String {
     if opts.latency_level >= 2 {
         out.push_str(&histogram(rows));
     }
-    out.push_str(&counter_lines(rows));
+    if rows.iter().any(|r| r.mpath.is_some()) {
+        out.push_str(&mpath_lines(rows));
+    } else {
+        out.push_str(&counter_lines(rows));
+    }
     out.push_str(&problems(rows, opts.verify));
     out
 }
@@ -341,6 +391,22 @@ pub fn to_json(opts: &PerfOptions, rows: &[NsResult]) -> Value {
                 .collect();
             v["latency_us"]["percentiles"] = Value::Object(p);
         }
+        if let Some(m) = &r.mpath {
+            v["multipath"] = json!({
+                "policy": super::mpath::policy_name(m.policy),
+                "paths": m.paths.iter().map(|p| json!({
+                    "name": p.name, "ios": p.ios, "path_errors": p.path_errors,
+                })).collect::<Vec<_>>(),
+                "failovers": m.failovers,
+                "retries": m.retries,
+                "queued": m.queued,
+                "queued_high_water": m.queued_high_water,
+                "fast_failed": m.fast_failed,
+                "path_set_changes": m.path_set_changes,
+                "longest_submit_us": m.longest_submit_ns as f64 / 1000.0,
+                "longest_completion_gap_us": m.longest_gap_ns as f64 / 1000.0,
+            });
+        }
         v
     };
     json!({
@@ -355,6 +421,7 @@ pub fn to_json(opts: &PerfOptions, rows: &[NsResult]) -> Value {
             "qpairs_per_ns": opts.qpairs_per_ns,
             "verify": opts.verify,
             "seed": opts.seed,
+            "multipath": opts.multipath.map(super::mpath::policy_name),
         },
         "namespaces": rows.iter().map(row_json).collect::<Vec<_>>(),
         "total": {
@@ -405,6 +472,7 @@ mod tests {
                 cq_doorbell_writes: ios / 2,
                 ..Default::default()
             }],
+            mpath: None,
         }
     }
 

@@ -1,0 +1,545 @@
+//! Guest-side scenario for the multipath bdev's end-to-end tests, on the `mpath`
+//! topology (one subsystem, controllers c0 at 0000:01:00.0 and c1 at 0000:02:00.0
+//! sharing namespace 1):
+//!
+//! ```text
+//! nvme-e2e-mpath POLICY [--resets N] [--unplug QOM_ID]
+//! ```
+//!
+//! Both controllers are attached to one block layer and become the two paths of one
+//! multipath bdev (POLICY: active-passive, round-robin, least-queue-depth). A traffic
+//! thread keeps 32 I/Os in flight through a channel: each slot writes its own block
+//! range with a fresh pattern, reads it back and compares, over and over. Meanwhile
+//! controller A (0000:01:00.0) is reset N times through the layer's `request_reset`,
+//! then (with `--unplug`) controller B is hot-unplugged through QMP `device_del`
+//! while traffic runs. Every I/O must complete exactly once, successfully, with the
+//! data intact; traffic must carry on over the surviving path. Printed: the longest
+//! pause between completions and the longest submit call in each phase.
+//!
+//! Prints `PASS mpath-POLICY` and exits 0, or says what failed and exits 1. Every
+//! wait has a deadline.
+
+use nvme_bdev::{
+    BdevCompletion, BdevIo, BlockLayer, Channel, IoBuf, LayerOptions, MpathOptions, Policy,
+};
+use nvme_driver::vfio::VfioBus;
+use nvme_driver::{clock, QpairOptions};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type R<T> = Result<T, String>;
+
+const A: &str = "0000:01:00.0";
+const B: &str = "0000:02:00.0";
+const SLOTS: usize = 32;
+const BLOCKS_PER_IO: u32 = 8;
+/// Phases: warm-up, resets of A, unplug of B, after.
+const PHASES: [&str; 4] = ["warm-up", "reset", "unplug", "after"];
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default, Clone)]
+struct Report {
+    submitted: u64,
+    completed: u64,
+    errors: u64,
+    first_error: Option<String>,
+    mismatches: u64,
+    first_mismatch: Option<String>,
+    duplicates: u64,
+    refused: u64,
+    leftover: usize,
+    /// Per phase: completions, longest pause between completions, longest submit (ns).
+    phase_completions: [u64; 4],
+    longest_gap_ns: [u64; 4],
+    longest_submit_ns: [u64; 4],
+    /// Per path name: I/Os dispatched, path errors (summed over the run).
+    paths: Vec<(String, u64, u64)>,
+    failovers: u64,
+    queued_high_water: u64,
+}
+
+fn pattern(slot: usize, seq: u64, i: usize) -> u8 {
+    (slot.wrapping_mul(31) ^ (seq as usize).wrapping_mul(131) ^ i.wrapping_mul(7) ^ (i >> 8)) as u8
+}
+
+struct Traffic {
+    ch: Channel,
+    wbufs: Vec<IoBuf>,
+    rbufs: Vec<IoBuf>,
+    out: Vec<u64>,
+    seq: Vec<u64>,
+    reading: Vec<bool>,
+    r: Report,
+    phase: Arc<AtomicUsize>,
+    names: Vec<(u64, String)>,
+    /// Per path id: counters carried over from paths that were retired.
+    seen: Vec<(u64, u64, u64)>,
+}
+
+impl Traffic {
+    fn lba(slot: usize) -> u64 {
+        slot as u64 * BLOCKS_PER_IO as u64
+    }
+
+    fn issue(&mut self, slot: usize) -> R<()> {
+        let seq = self.seq[slot];
+        let ctx = (slot as u64) << 32 | (seq << 1) | u64::from(self.reading[slot]);
+        let io = if self.reading[slot] {
+            self.rbufs[slot].fill(0);
+            BdevIo::read(
+                Self::lba(slot),
+                BLOCKS_PER_IO,
+                self.rbufs[slot].whole(),
+                ctx,
+            )
+        } else {
+            let len = self.wbufs[slot].len();
+            let data: Vec<u8> = (0..len).map(|i| pattern(slot, seq, i)).collect();
+            self.wbufs[slot]
+                .write_at(0, &data)
+                .map_err(|e| e.to_string())?;
+            BdevIo::write(
+                Self::lba(slot),
+                BLOCKS_PER_IO,
+                self.wbufs[slot].whole(),
+                ctx,
+            )
+        };
+        let ph = self.phase.load(Ordering::Relaxed);
+        let t0 = clock::ticks();
+        let res = self.ch.submit(io);
+        let ns = clock::ticks_to_ns(clock::ticks().wrapping_sub(t0));
+        self.r.longest_submit_ns[ph] = self.r.longest_submit_ns[ph].max(ns);
+        match res {
+            Ok(()) => {
+                self.out[slot] = ctx;
+                self.r.submitted += 1;
+                Ok(())
+            }
+            Err((e, _)) => {
+                self.r.refused += 1;
+                Err(format!("submit refused on slot {slot}: {e}"))
+            }
+        }
+    }
+
+    fn on_done(&mut self, c: BdevCompletion, stopping: bool) -> R<()> {
+        let slot = (c.ctx >> 32) as usize;
+        if slot >= SLOTS || self.out[slot] != c.ctx {
+            self.r.duplicates += 1;
+            return Ok(());
+        }
+        self.out[slot] = u64::MAX;
+        self.r.completed += 1;
+        if !c.status.is_success() {
+            self.r.errors += 1;
+            if self.r.first_error.is_none() {
+                self.r.first_error = Some(format!(
+                    "slot {slot} {}: {}",
+                    if self.reading[slot] { "read" } else { "write" },
+                    c.status
+                ));
+            }
+            // Do the same step again (the write, or the read of what was written).
+            if !stopping {
+                self.issue(slot)?;
+            }
+            return Ok(());
+        }
+        if self.reading[slot] {
+            let mut got = vec![0u8; self.rbufs[slot].len()];
+            self.rbufs[slot]
+                .read_at(0, &mut got)
+                .map_err(|e| e.to_string())?;
+            let seq = self.seq[slot];
+            if let Some(i) = got
+                .iter()
+                .enumerate()
+                .position(|(i, &b)| b != pattern(slot, seq, i))
+            {
+                self.r.mismatches += 1;
+                if self.r.first_mismatch.is_none() {
+                    self.r.first_mismatch = Some(format!(
+                        "LBA {} byte {i}: expected {:#04x}, found {:#04x}",
+                        Self::lba(slot),
+                        pattern(slot, seq, i),
+                        got[i]
+                    ));
+                }
+            }
+            self.seq[slot] += 1;
+        }
+        self.reading[slot] = !self.reading[slot];
+        if !stopping {
+            self.issue(slot)?;
+        }
+        Ok(())
+    }
+
+    fn collect_paths(&mut self) {
+        if let Channel::Mpath(c) = &self.ch {
+            for ps in c.path_stats() {
+                match self.seen.iter_mut().find(|s| s.0 == ps.id) {
+                    Some(s) => {
+                        s.1 = ps.submitted;
+                        s.2 = ps.path_errors;
+                    }
+                    None => self.seen.push((ps.id, ps.submitted, ps.path_errors)),
+                }
+            }
+        }
+    }
+
+    fn run(mut self, stop: &AtomicBool, progress: &AtomicU64) -> R<Report> {
+        for slot in 0..SLOTS {
+            self.issue(slot)?;
+        }
+        self.ch.flush();
+        let mut last = clock::ticks();
+        let mut got = Vec::with_capacity(SLOTS * 2);
+        let mut last_phase = 0;
+        loop {
+            let stopping = stop.load(Ordering::Acquire);
+            got.clear();
+            self.ch.poll(&mut |c| got.push(c));
+            let ph = self.phase.load(Ordering::Relaxed);
+            if ph != last_phase {
+                self.collect_paths();
+                last_phase = ph;
+            }
+            if !got.is_empty() {
+                let now = clock::ticks();
+                let gap = clock::ticks_to_ns(now.wrapping_sub(last));
+                self.r.longest_gap_ns[ph] = self.r.longest_gap_ns[ph].max(gap);
+                last = now;
+                self.r.phase_completions[ph] += got.len() as u64;
+                for &c in &got {
+                    self.on_done(c, stopping)?;
+                }
+                self.ch.flush();
+                progress.store(self.r.completed, Ordering::Relaxed);
+            }
+            if stopping {
+                break;
+            }
+        }
+        // Drain: nothing new starts; what is outstanding completes.
+        let t = Instant::now();
+        while self.ch.outstanding() > 0 {
+            if t.elapsed() > DRAIN_DEADLINE {
+                break;
+            }
+            got.clear();
+            self.ch.poll(&mut |c| got.push(c));
+            for &c in &got {
+                self.on_done(c, true)?;
+            }
+        }
+        self.r.leftover = self.out.iter().filter(|&&o| o != u64::MAX).count();
+        self.collect_paths();
+        if let Channel::Mpath(c) = &self.ch {
+            let st = c.stats();
+            self.r.failovers = st.failovers;
+            self.r.queued_high_water = st.queued_high_water;
+        }
+        for (id, sub, perr) in &self.seen {
+            let name = self
+                .names
+                .iter()
+                .find(|(i, _)| i == id)
+                .map_or_else(|| format!("path {id}"), |(_, n)| n.clone());
+            self.r.paths.push((name, *sub, *perr));
+        }
+        Ok(self.r)
+    }
+}
+
+fn us(ns: u64) -> String {
+    format!("{:.1} us", ns as f64 / 1000.0)
+}
+
+/// Waits, polling `cond` every 2 ms, at most `deadline`; returns the time it took.
+fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) -> R<Duration> {
+    let t = Instant::now();
+    while !cond() {
+        if t.elapsed() > deadline {
+            return Err(format!("{what}: not within {deadline:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(t.elapsed())
+}
+
+fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
+    let policy: Policy = policy_name.parse().map_err(|e| format!("{e}"))?;
+    let tag = format!("mpath {policy_name}");
+    let layer = BlockLayer::new(LayerOptions {
+        mpath: MpathOptions {
+            policy,
+            reconnect_delay_ms: 1_000,
+            fast_io_fail_timeout_ms: 3_000,
+            ctrl_loss_timeout_ms: 4_000,
+            ..MpathOptions::default()
+        },
+        qpair: QpairOptions {
+            entries: 64,
+            pending_max: 1024,
+            timeout_ms: 10_000,
+        },
+        admin_poll_us: 1_000,
+        ..LayerOptions::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let mut mp_name = None;
+    for bdf in [A, B] {
+        let b = bdf.to_string();
+        let names = layer
+            .attach(
+                bdf,
+                Arc::new(move || VfioBus::open(&b).map(|x| x as Arc<dyn nvme_driver::bus::Bus>)),
+            )
+            .map_err(|e| format!("attaching {bdf}: {e}"))?;
+        println!("attached {bdf}: bdevs {}", names.join(", "));
+        // Names come in pairs: the namespace bdev, then the multipath bdev.
+        mp_name = names.get(1).cloned();
+    }
+    let mp_name = mp_name.ok_or("no multipath bdev")?;
+    let bdev = layer.open(&mp_name).map_err(|e| e.to_string())?;
+    let mp = bdev.multipath().ok_or("not a multipath bdev")?.clone();
+    let paths = mp.paths();
+    println!(
+        "{tag}: bdev {mp_name}, {} blocks of {} bytes, paths {}",
+        bdev.num_blocks(),
+        bdev.block_size(),
+        paths
+            .iter()
+            .map(|p| format!("{} ({:?})", p.name, p.state.ana))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if paths.len() != 2 {
+        return Err(format!("expected 2 paths, found {}", paths.len()));
+    }
+    let len = BLOCKS_PER_IO as usize * bdev.block_size() as usize;
+    let mut wbufs = Vec::new();
+    let mut rbufs = Vec::new();
+    for _ in 0..SLOTS {
+        wbufs.push(layer.alloc_buffer(len).map_err(|e| e.to_string())?);
+        rbufs.push(layer.alloc_buffer(len).map_err(|e| e.to_string())?);
+    }
+    let phase = Arc::new(AtomicUsize::new(0));
+    let traffic = Traffic {
+        ch: bdev.channel().map_err(|e| e.to_string())?,
+        wbufs,
+        rbufs,
+        out: vec![u64::MAX; SLOTS],
+        seq: vec![0; SLOTS],
+        reading: vec![false; SLOTS],
+        r: Report::default(),
+        phase: phase.clone(),
+        names: paths.iter().map(|p| (p.id, p.name.clone())).collect(),
+        seen: Vec::new(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicU64::new(0));
+    let (s, p) = (stop.clone(), progress.clone());
+    let h = std::thread::Builder::new()
+        .name("traffic".into())
+        .spawn(move || traffic.run(&s, &p))
+        .map_err(|e| e.to_string())?;
+    let stop_on_err = |e: String| {
+        stop.store(true, Ordering::Release);
+        e
+    };
+    let moving = |what: &str| -> R<()> {
+        let before = progress.load(Ordering::Relaxed);
+        wait_for(
+            &format!("traffic to flow {what}"),
+            Duration::from_secs(20),
+            || progress.load(Ordering::Relaxed) > before + SLOTS as u64 || h.is_finished(),
+        )
+        .map(|_| ())
+    };
+    let result = (|| -> R<()> {
+        moving("at the start")?;
+        std::thread::sleep(Duration::from_millis(500));
+        phase.store(1, Ordering::Relaxed);
+        for i in 0..resets {
+            let t = Instant::now();
+            layer.request_reset(A).map_err(|e| e.to_string())?;
+            wait_for(
+                &format!("reset {i} of {A}"),
+                Duration::from_secs(30),
+                || layer.controller_counts(A).is_some_and(|c| c.0 > i),
+            )?;
+            let took = t.elapsed();
+            // The path comes back: wait until it is usable again, then let traffic run.
+            wait_for(
+                &format!("{A} back in the path set"),
+                Duration::from_secs(10),
+                || mp.paths().iter().any(|p| p.name == A && p.state.usable()),
+            )?;
+            println!("{tag}: reset {i} of {A} done in {} ms", took.as_millis());
+            moving(&format!("after reset {i}"))?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if let Some(id) = unplug {
+            phase.store(2, Ordering::Relaxed);
+            let t = Instant::now();
+            println!("@@QMP {{\"execute\":\"device_del\",\"arguments\":{{\"id\":\"{id}\"}}}}@@");
+            let failed = wait_for(
+                &format!("{B} to leave the path set"),
+                Duration::from_secs(40),
+                || {
+                    mp.paths().iter().any(|p| p.name == B && !p.state.usable())
+                        || !mp.paths().iter().any(|p| p.name == B)
+                },
+            )?;
+            println!(
+                "{tag}: unplug: path {B} unusable {} ms after device_del",
+                failed.as_millis()
+            );
+            moving("after the unplug")?;
+            let removed = wait_for(
+                &format!("{B}'s path to be removed"),
+                Duration::from_secs(30),
+                || !mp.paths().iter().any(|p| p.name == B),
+            )?;
+            println!(
+                "{tag}: unplug: path {B} removed {} ms after device_del (ctrl_loss_timeout 4 s)",
+                (failed + removed).as_millis()
+            );
+            let _ = t;
+            phase.store(3, Ordering::Relaxed);
+            moving("on the surviving path")?;
+            std::thread::sleep(Duration::from_millis(500));
+            let dev = format!("/sys/bus/pci/devices/{B}");
+            match wait_for(
+                &format!("{B} to leave the PCI bus"),
+                Duration::from_secs(30),
+                || !std::path::Path::new(&dev).exists(),
+            ) {
+                Ok(d) => println!(
+                    "{tag}: unplug: {B} left the PCI bus ({} ms later)",
+                    d.as_millis()
+                ),
+                Err(e) => return Err(format!("{e}: the device was not let go")),
+            }
+        } else {
+            phase.store(3, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(())
+    })()
+    .map_err(stop_on_err);
+    stop.store(true, Ordering::Release);
+    let report = h
+        .join()
+        .map_err(|_| "the traffic thread panicked".to_string())?;
+    let summary = mp
+        .paths()
+        .iter()
+        .map(|p| format!("{} {:?} failovers {}", p.name, p.state.ana, p.failovers))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let (resets_done, reconnects) = layer.controller_counts(A).unwrap_or((0, 0));
+    let publish = mp.longest_publish_ns();
+    drop(bdev);
+    drop(mp);
+    layer.shutdown();
+    result?;
+    let r = report?;
+    for (k, name) in PHASES.iter().enumerate() {
+        if r.phase_completions[k] == 0 && k != 0 {
+            continue;
+        }
+        println!(
+            "{tag}: phase {name}: {} completions, longest completion pause {}, longest submit {}",
+            r.phase_completions[k],
+            us(r.longest_gap_ns[k]),
+            us(r.longest_submit_ns[k])
+        );
+    }
+    println!(
+        "{tag}: per path: {}; channel failovers {}, retry ring high water {}; {summary}; {A} resets {resets_done}, reconnects {reconnects}; longest path-set publication {}",
+        r.paths
+            .iter()
+            .map(|(n, s, e)| format!("{n} {s} I/Os ({e} path errors)"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.failovers,
+        r.queued_high_water,
+        us(publish)
+    );
+    println!(
+        "{tag}: {} I/Os submitted, {} completed exactly once, {} errors, {} duplicates, {} left over, {} mismatches",
+        r.submitted, r.completed, r.errors, r.duplicates, r.leftover, r.mismatches
+    );
+    if r.errors > 0 {
+        return Err(format!(
+            "{} I/Os failed; first: {}",
+            r.errors,
+            r.first_error.unwrap_or_default()
+        ));
+    }
+    if r.mismatches > 0 {
+        return Err(format!(
+            "{} reads differed; first: {}",
+            r.mismatches,
+            r.first_mismatch.unwrap_or_default()
+        ));
+    }
+    if r.duplicates > 0 || r.leftover > 0 || r.submitted != r.completed || r.refused > 0 {
+        return Err(format!(
+            "accounting: {} submitted, {} completed, {} duplicates, {} left over, {} refused",
+            r.submitted, r.completed, r.duplicates, r.leftover, r.refused
+        ));
+    }
+    if resets_done < resets {
+        return Err(format!("only {resets_done} of {resets} resets done"));
+    }
+    if unplug.is_some() && r.phase_completions[3] == 0 {
+        return Err("no I/O completed on the surviving path after the unplug".into());
+    }
+    println!("{tag}: nothing lost, data intact");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = || {
+        eprintln!(
+            "usage: nvme-e2e-mpath active-passive|round-robin|least-queue-depth [--resets N] [--unplug QOM_ID]"
+        );
+        ExitCode::from(2)
+    };
+    let Some(policy) = args.first() else {
+        return usage();
+    };
+    let mut resets = 5u64;
+    let mut unplug = None;
+    let mut i = 1;
+    while i < args.len() {
+        match (args[i].as_str(), args.get(i + 1)) {
+            ("--resets", Some(n)) => match n.parse() {
+                Ok(n) => resets = n,
+                Err(_) => return usage(),
+            },
+            ("--unplug", Some(id)) => unplug = Some(id.clone()),
+            _ => return usage(),
+        }
+        i += 2;
+    }
+    match scenario(policy, resets, unplug.as_deref()) {
+        Ok(()) => {
+            println!("PASS mpath-{policy}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("FAIL mpath-{policy}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
