@@ -396,6 +396,17 @@ impl IoQpair {
         (self.stats.submitted - self.stats.completed) as usize
     }
 
+    /// True when a poll has work to do: requests are outstanding, or the controller
+    /// changed this queue pair's state (a reset to acknowledge, a failure to report).
+    /// A caller with many queue pairs may skip polling those for which this is false;
+    /// it must not skip one for which it is true, or a reset waits for its
+    /// acknowledgement (bounded, then the queue pair is failed).
+    #[inline]
+    pub fn needs_poll(&self) -> bool {
+        self.stats.submitted != self.stats.completed
+            || self.shared.control.load(Ordering::Relaxed) != self.control_seen
+    }
+
     /// Requests waiting on the pending ring.
     pub fn pending_len(&self) -> usize {
         self.pending.len()
