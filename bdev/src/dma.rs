@@ -123,6 +123,14 @@ impl IoBufPool {
         }
     }
 
+    /// The IOVA window the buffers have in every controller's address space: register
+    /// it with [`Controller::add_dma_window`](nvme_driver::Controller::add_dma_window) so
+    /// the controller's queue pairs accept them.
+    pub(crate) fn window(&self) -> (Iova, u64) {
+        let (base, len) = self.pool.iova_range();
+        (Iova(base.0 + IOVA_WINDOW), len)
+    }
+
     /// A zeroed buffer of at least `len` bytes, reachable by every attached controller
     /// (now and attached later). Set-up time only: the pool takes a lock.
     pub fn alloc(&self, len: usize) -> crate::Result<IoBuf> {

@@ -389,6 +389,8 @@ impl BlockLayer {
         }
         let bus = connector()?;
         let ctrl = Controller::init(bus.clone(), self.inner.opts.ctrl.clone())?;
+        let (base, len) = self.inner.bufs.window();
+        ctrl.add_dma_window(base, len)?;
         let space = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         self.inner.bufs.fanout.attach(space, bus.mapper())?;
         let slot = Arc::new(CtrlSlot {
@@ -694,6 +696,8 @@ fn controller_thread(inner: Arc<Inner>, slot: Arc<CtrlSlot>) {
 fn reconnect(inner: &Inner, slot: &Arc<CtrlSlot>) -> Result<()> {
     let bus = (slot.connector)()?;
     let ctrl = Controller::init(bus.clone(), inner.opts.ctrl.clone())?;
+    let (base, len) = inner.bufs.window();
+    ctrl.add_dma_window(base, len)?;
     let space = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     inner.bufs.fanout.attach(space, bus.mapper())?;
     let old_space = slot.space.swap(space, Ordering::AcqRel);

@@ -130,6 +130,9 @@ pub(crate) struct CtrlInner {
     qpairs: Mutex<Vec<Arc<QpairShared>>>,
     events: Mutex<VecDeque<AsyncEvent>>,
     ana: Mutex<Option<AnaLog>>,
+    /// IOVA windows mapped for this device that I/O buffers may come from: the
+    /// controller's own pool, and any registered with `add_dma_window`.
+    pub(crate) dma_windows: Mutex<Vec<(u64, u64)>>,
     resets: AtomicU64,
     opts: ControllerOptions,
 }
@@ -600,6 +603,7 @@ impl Controller {
             qpairs: Mutex::new(Vec::new()),
             events: Mutex::new(VecDeque::new()),
             ana: Mutex::new(None),
+            dma_windows: Mutex::new(Vec::new()),
             resets: AtomicU64::new(0),
             opts: opts.clone(),
         };
@@ -681,6 +685,12 @@ impl Controller {
             *inner.ana.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(log);
         }
         *inner.admin.get_mut().unwrap_or_else(|e| e.into_inner()) = aq;
+        let (base, len) = inner.pool.iova_range();
+        inner
+            .dma_windows
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((base.0, len));
         Ok(Controller(Arc::new(inner)))
     }
 
@@ -740,6 +750,23 @@ impl Controller {
     pub fn dma_pool(&self) -> &DmaPool {
         &self.0.pool
     }
+    /// Registers another IOVA window mapped into this device's address space (by a
+    /// mapper the caller drives, e.g. the block layer's buffers shared by all paths),
+    /// so I/O buffers from it are accepted. Queue pairs created afterwards see it; at
+    /// most four windows.
+    pub fn add_dma_window(&self, base: crate::dma::Iova, len: u64) -> Result<()> {
+        let mut w = lock(&self.0.dma_windows);
+        if w.len() >= crate::qpair::MAX_DMA_WINDOWS {
+            return Err(Error::InvalidArgument(format!(
+                "{}: at most {} DMA windows",
+                self.0.name,
+                crate::qpair::MAX_DMA_WINDOWS
+            )));
+        }
+        w.push((base.0, len));
+        Ok(())
+    }
+
     /// Allocates a DMA buffer for I/O on this controller.
     pub fn alloc_buffer(&self, len: usize) -> Result<DmaBuf> {
         self.0.pool.alloc(len)

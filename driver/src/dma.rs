@@ -14,7 +14,7 @@
 use crate::error::{Error, Result};
 use std::fmt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// An I/O virtual address: what the device puts on the bus.
@@ -41,6 +41,14 @@ const ORDERS: usize = 10; // 4 KiB << 9 = 2 MiB
 /// First IOVA the pool uses: above the low 4 GiB, away from the MSI window at
 /// 0xfee00000 that VFIO reserves, and well inside a 39-bit IOMMU address width.
 pub const IOVA_BASE: u64 = 1 << 32;
+/// IOVA space of one pool. Pools get disjoint windows (up to [`POOL_SLOTS`] of them in
+/// a process), so a buffer from one controller's pool handed to another controller
+/// is recognised and refused instead of being read through an unrelated mapping.
+pub const POOL_IOVA_SPAN: u64 = 16 << 30;
+/// Distinct pool windows before they are reused: they fit below 128 GiB.
+pub const POOL_SLOTS: u64 = 7;
+
+static NEXT_POOL: AtomicU64 = AtomicU64::new(0);
 
 static SAID_NO_HUGEPAGES: AtomicBool = AtomicBool::new(false);
 
@@ -80,6 +88,7 @@ pub struct DmaStats {
 
 struct PoolShared {
     name: String,
+    iova_base: u64,
     mapper: Arc<dyn DmaMapper>,
     use_huge: bool,
     inner: Mutex<PoolInner>,
@@ -134,17 +143,25 @@ impl DmaPool {
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .is_some_and(|n| n > 0);
+        let iova_base =
+            IOVA_BASE + NEXT_POOL.fetch_add(1, Ordering::Relaxed) % POOL_SLOTS * POOL_IOVA_SPAN;
         DmaPool(Arc::new(PoolShared {
             name: name.to_string(),
+            iova_base,
             mapper,
             use_huge,
             inner: Mutex::new(PoolInner {
                 chunks: Vec::new(),
-                next_iova: IOVA_BASE,
+                next_iova: iova_base,
                 mapped_bytes: 0,
                 in_use_bytes: 0,
             }),
         }))
+    }
+
+    /// The IOVA window this pool allocates from: (base, length).
+    pub fn iova_range(&self) -> (Iova, u64) {
+        (Iova(self.0.iova_base), POOL_IOVA_SPAN)
     }
 
     /// The device this pool serves.
@@ -186,6 +203,13 @@ impl DmaPool {
             }
         };
         let iova = Iova(inner.next_iova);
+        if inner.next_iova + len as u64 > self.0.iova_base + POOL_IOVA_SPAN {
+            return Err(Error::DmaExhausted(format!(
+                "{}: the pool's {} GiB IOVA window is used up",
+                self.0.name,
+                POOL_IOVA_SPAN >> 30
+            )));
+        }
         // SAFETY: `ptr..ptr+len` is a fresh private mapping owned by this chunk, which
         // unmaps the IOVA range before unmapping the memory (in `Drop`).
         if let Err(e) = unsafe { self.0.mapper.map(ptr, len, iova) } {
@@ -500,7 +524,7 @@ mod tests {
         // Everything coalesced back: a full 2 MiB block fits in the same chunk.
         let d = pool.alloc(CHUNK_SIZE).unwrap();
         assert_eq!(pool.stats().chunks, 1);
-        assert_eq!(d.iova().0, IOVA_BASE);
+        assert_eq!(d.iova(), pool.iova_range().0);
         let e = pool.alloc(3 << 20).unwrap();
         assert_eq!(pool.stats().chunks, 2);
         assert_eq!(e.iova().0 % CHUNK_SIZE as u64, 0);
@@ -521,5 +545,10 @@ mod tests {
         assert_eq!(b.slice(512, 512).unwrap().iova.0, b.iova().0 + 512);
         let other = DmaPool::new("other", Arc::new(NullMapper));
         assert!(b.is_from(&pool) && !b.is_from(&other));
+        assert_ne!(
+            pool.iova_range().0,
+            other.iova_range().0,
+            "pools get their own IOVA windows"
+        );
     }
 }

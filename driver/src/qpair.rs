@@ -179,6 +179,8 @@ pub(crate) struct QpairShared {
 }
 
 const NO_PARENT: u16 = u16::MAX;
+/// IOVA windows a queue pair accepts buffers from.
+pub(crate) const MAX_DMA_WINDOWS: usize = 4;
 
 #[derive(Clone, Copy, Debug)]
 struct Tracker {
@@ -258,6 +260,8 @@ pub struct IoQpair {
     pending: VecDeque<IoRequest>,
     pending_max: usize,
     ns: Box<[NsInfo]>,
+    /// (base, length) of the IOVA windows buffers may come from; unused ones are (0, 0).
+    windows: [(u64, u64); MAX_DMA_WINDOWS],
     control_seen: u64,
     held: bool,
     failed: bool,
@@ -323,6 +327,15 @@ impl IoQpair {
             })
             .collect();
         let empty_req = IoRequest::flush(0, 0);
+        let mut windows = [(0u64, 0u64); MAX_DMA_WINDOWS];
+        for (w, &r) in windows.iter_mut().zip(
+            ctrl.dma_windows
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter(),
+        ) {
+            *w = r;
+        }
         let control_seen = shared.control.load(Ordering::Acquire);
         Ok(IoQpair {
             sq_db,
@@ -367,6 +380,7 @@ impl IoQpair {
             pending: VecDeque::with_capacity(opts.pending_max),
             pending_max: opts.pending_max,
             ns,
+            windows,
             held: control_seen & 3 != CTL_LIVE,
             failed: control_seen & 3 == CTL_FAILED,
             control_seen,
@@ -438,8 +452,20 @@ impl IoQpair {
 
     /// The checks every request passes, branch-light; the reasons are worked out
     /// by `invalid` only when one fails.
+    /// True if `len` bytes at `iova` lie in one of the device's DMA windows.
+    #[inline(always)]
+    fn in_window(&self, iova: u64, len: u64) -> bool {
+        let (b, l) = self.windows[0];
+        if iova.wrapping_sub(b) < l && iova - b + len <= l {
+            return true;
+        }
+        self.windows[1..]
+            .iter()
+            .any(|&(b, l)| iova.wrapping_sub(b) < l && iova - b + len <= l)
+    }
+
     #[inline]
-    fn valid(req: &IoRequest, ns: &NsInfo) -> bool {
+    fn valid(&self, req: &IoRequest, ns: &NsInfo) -> bool {
         match req.op {
             IoOp::Flush => true,
             IoOp::Read | IoOp::Write => {
@@ -449,6 +475,7 @@ impl IoQpair {
                     && end <= ns.nsze
                     && (req.buf.len as u64) >= (req.nlb as u64) << ns.block_shift
                     && req.buf.iova.0 & 3 == 0
+                    && self.in_window(req.buf.iova.0, req.buf.len as u64)
             }
             _ => {
                 let end = req.slba.wrapping_add(req.nlb as u64);
@@ -489,9 +516,17 @@ impl IoQpair {
                 req.buf.len
             ));
         }
+        if req.buf.iova.0 & 3 != 0 {
+            return Error::BadBuffer(format!(
+                "buffer address {:#x} is not 4-byte aligned (NVMe PRP rule); use an offset that is a multiple of 4",
+                req.buf.iova.0
+            ));
+        }
         Error::BadBuffer(format!(
-            "buffer address {:#x} is not 4-byte aligned (NVMe PRP rule); use an offset that is a multiple of 4",
-            req.buf.iova.0
+            "{}: the buffer at IOVA {:#x} ({} bytes) is not DMA memory of this device (from another \
+             controller's pool, or none); allocate it with this controller's alloc_buffer, or \
+             register its window with add_dma_window",
+            self.ctrl.name, req.buf.iova.0, req.buf.len
         ))
     }
 
@@ -502,7 +537,7 @@ impl IoQpair {
     #[inline]
     pub fn submit(&mut self, req: IoRequest) -> std::result::Result<(), (Error, IoRequest)> {
         let ns = match self.ns_info(req.nsid) {
-            Some(ns) if Self::valid(&req, &ns) => ns,
+            Some(ns) if self.valid(&req, &ns) => ns,
             _ => return Err((self.invalid(&req), req)),
         };
         // `held` is also set when failed; one flag keeps the fast path short.

@@ -646,3 +646,29 @@ mod random_io {
         }
     }
 }
+
+#[test]
+fn a_buffer_from_another_controllers_pool_is_refused() {
+    let (_dev_a, a) = soft(SoftConfig::default());
+    let (_dev_b, b) = soft(SoftConfig {
+        name: "softnvme1".into(),
+        ..SoftConfig::default()
+    });
+    let mut qp = a.create_io_qpair(QpairOptions::default()).unwrap();
+    let foreign = b.alloc_buffer(4096).unwrap();
+    let (err, back) = qp
+        .submit(IoRequest::read(1, 0, 8, foreign.whole(), 5))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("is not DMA memory of this device") && msg.contains("softnvme0"),
+        "{msg}"
+    );
+    assert_eq!(back.ctx, 5);
+    // Its own buffers are fine, and a registered window is accepted.
+    let own = a.alloc_buffer(4096).unwrap();
+    let mut done = Vec::new();
+    qp.submit(IoRequest::read(1, 0, 8, own.whole(), 6)).unwrap();
+    wait_all(&mut qp, 1, &mut done);
+    assert!(done[0].status.is_success());
+}
