@@ -899,6 +899,12 @@ impl Controller {
     /// "aborted: SQ deletion" (exactly once; requests not yet sent keep waiting),
     /// re-enables it, recreates the I/O queues and lets the held requests flow.
     /// On failure the controller is failed.
+    ///
+    /// This blocks the calling thread for the reset's duration (milliseconds), so call
+    /// it from an admin or controller thread, never from a poller. Queue pair owners
+    /// must keep polling meanwhile: the reset waits up to 2 s for each queue pair to
+    /// acknowledge (at its next poll) before recreating its queues, and fails a queue
+    /// pair that does not (it then completes everything with a path error).
     pub fn reset(&self) -> Result<()> {
         let inner = &self.0;
         let mut aq = lock(&inner.admin);
