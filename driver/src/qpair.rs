@@ -264,6 +264,9 @@ pub struct IoQpair {
     windows: [(u64, u64); MAX_DMA_WINDOWS],
     control_seen: u64,
     held: bool,
+    /// `held`, or a split request part-issued, or requests pending: new requests must
+    /// queue behind them. One flag keeps the submit fast path to one test.
+    slow: bool,
     failed: bool,
     timeout_ticks: u64,
     next_timeout_scan: u64,
@@ -382,6 +385,7 @@ impl IoQpair {
             ns,
             windows,
             held: control_seen & 3 != CTL_LIVE,
+            slow: control_seen & 3 != CTL_LIVE,
             failed: control_seen & 3 == CTL_FAILED,
             control_seen,
             timeout_ticks: clock::ms_to_ticks(opts.timeout_ms.max(1)),
@@ -540,8 +544,7 @@ impl IoQpair {
             Some(ns) if self.valid(&req, &ns) => ns,
             _ => return Err((self.invalid(&req), req)),
         };
-        // `held` is also set when failed; one flag keeps the fast path short.
-        if self.held || self.partial.is_some() || !self.pending.is_empty() || self.free_len == 0 {
+        if self.slow || self.free_len == 0 {
             return self.submit_slow(req);
         }
         self.stats.submitted += 1;
@@ -562,6 +565,7 @@ impl IoQpair {
             return Err((Error::Busy(self.pending_max), req));
         }
         self.pending.push_back(req);
+        self.slow = true;
         self.stats.submitted += 1;
         self.stats.pended += 1;
         let depth = self.pending.len() as u64;
@@ -634,6 +638,11 @@ impl IoQpair {
     /// Issues more commands of a split request while cids are free.
     #[inline(never)]
     fn continue_parent(&mut self, p: u16, ns: NsInfo) {
+        self.continue_parent_inner(p, ns);
+        self.update_slow();
+    }
+
+    fn continue_parent_inner(&mut self, p: u16, ns: NsInfo) {
         let max = Self::max_blocks(self.parents[p as usize].req.op, &ns);
         loop {
             let par = self.parents[p as usize];
@@ -759,7 +768,8 @@ impl IoQpair {
     /// Writes the SQ tail doorbell if commands were queued since the last write.
     #[inline]
     pub fn flush(&mut self) {
-        if self.sq_dirty && !self.held && !self.failed {
+        // `held` is also set when the controller failed.
+        if self.sq_dirty && !self.held {
             // The entries must be visible to the device before the doorbell.
             fence(Ordering::Release);
             self.sq_db.write(self.sq_tail as u32);
@@ -884,9 +894,19 @@ impl IoQpair {
         0
     }
 
+    #[inline(always)]
+    fn update_slow(&mut self) {
+        self.slow = self.held || self.partial.is_some() || !self.pending.is_empty();
+    }
+
     /// Issues waiting requests, oldest first, while identifiers are free.
     #[inline(never)]
     fn drain_pending(&mut self) {
+        self.drain_pending_inner();
+        self.update_slow();
+    }
+
+    fn drain_pending_inner(&mut self) {
         if self.held || self.failed {
             return;
         }
@@ -999,11 +1019,13 @@ impl IoQpair {
                 let n = self.abort_all(Status::ABORTED_SQ_DELETION, false, cb);
                 self.rewind_rings();
                 self.held = true;
+                self.update_slow();
                 self.shared.ack.store(epoch, Ordering::Release);
                 n
             }
             CTL_LIVE => {
                 self.held = false;
+                self.update_slow();
                 self.drain_pending();
                 self.flush();
                 0
@@ -1012,6 +1034,7 @@ impl IoQpair {
                 let n = self.abort_all(Status::ABORTED_BY_HOST, true, cb);
                 self.failed = true;
                 self.held = true;
+                self.update_slow();
                 self.shared.ack.store(epoch, Ordering::Release);
                 n
             }
