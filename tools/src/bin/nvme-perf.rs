@@ -71,14 +71,7 @@ fn main() {
         Ok(j) => j,
         Err(e) => exit_failure(PROG, e),
     };
-    say("Initialization complete. Launching workers.".into());
-    let mut note = |s: String| eprintln!("{s}");
-    let mut ui = perf::Ui {
-        progress: !json && nvme_tools::stdout_is_tty(),
-        note: &mut note,
-        pin: true,
-    };
-    let rows = perf::run(&opts, &targets, jobs, &mut ui);
+    let rows = launch(&opts, &say, |ui| perf::run(&opts, &targets, jobs, ui));
     for t in &targets {
         if let Some(reason) = t.ctrl.failure() {
             eprintln!(
@@ -88,20 +81,49 @@ fn main() {
         }
         let _ = t.ctrl.shutdown();
     }
-    if json {
-        let doc = report::to_json(&opts, &rows);
+    print_report(&opts, &rows, None);
+}
+
+/// Says the workers start, then runs them with `run`: progress on a terminal (not
+/// with --json), notes on stderr, pollers pinned to their cores.
+fn launch<R>(
+    opts: &opts::PerfOptions,
+    say: &dyn Fn(String),
+    run: impl FnOnce(&mut perf::Ui<'_>) -> R,
+) -> R {
+    say("Initialization complete. Launching workers.".into());
+    let mut note = |s: String| eprintln!("{s}");
+    run(&mut perf::Ui {
+        progress: !opts.json && nvme_tools::stdout_is_tty(),
+        note: &mut note,
+        pin: true,
+    })
+}
+
+/// Prints the table (or the JSON document, problems to stderr), then `paths` (with
+/// --multipath: the path summary; in JSON its `paths` field); exits with failure if
+/// an I/O failed or a read did not match.
+fn print_report(opts: &opts::PerfOptions, rows: &[perf::engine::NsResult], paths: Option<String>) {
+    if opts.json {
+        let mut doc = report::to_json(opts, rows);
+        if let Some(summary) = paths {
+            doc["paths"] = serde_json::Value::String(summary);
+        }
         println!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("JSON values always serialize")
         );
-        let p = report::problems(&rows, opts.verify);
+        let p = report::problems(rows, opts.verify);
         if !p.is_empty() {
             eprint!("{p}");
         }
     } else {
-        print!("{}", report::text(&opts, &rows));
+        print!("{}", report::text(opts, rows));
+        if let Some(summary) = paths {
+            print!("{summary}");
+        }
     }
-    let t = report::total(&rows);
+    let t = report::total(rows);
     if t.errors > 0 || t.mismatches > 0 {
         std::process::exit(EXIT_FAILURE);
     }
@@ -154,34 +176,9 @@ fn run_multipath(
         Ok(w) => w,
         Err(e) => exit_failure(PROG, e),
     };
-    say("Initialization complete. Launching workers.".into());
-    let mut note = |s: String| eprintln!("{s}");
-    let mut ui = perf::Ui {
-        progress: !opts.json && nvme_tools::stdout_is_tty(),
-        note: &mut note,
-        pin: true,
-    };
-    let rows = perf::run_mpath(opts, workers, &mut ui);
+    let rows = launch(opts, say, |ui| perf::run_mpath(opts, workers, ui));
     let summary = mpath::path_summary(&layer, &bdevs);
     drop(bdevs);
     layer.shutdown();
-    if opts.json {
-        let mut doc = report::to_json(opts, &rows);
-        doc["paths"] = serde_json::Value::String(summary);
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).expect("JSON values always serialize")
-        );
-        let p = report::problems(&rows, opts.verify);
-        if !p.is_empty() {
-            eprint!("{p}");
-        }
-    } else {
-        print!("{}", report::text(opts, &rows));
-        print!("{summary}");
-    }
-    let t = report::total(&rows);
-    if t.errors > 0 || t.mismatches > 0 {
-        std::process::exit(EXIT_FAILURE);
-    }
+    print_report(opts, &rows, Some(summary));
 }

@@ -1,4 +1,6 @@
-//! The poller: one thread per core, pinned, owning its queue pairs outright.
+//! The poller: one thread per core, pinned, owning its queue pairs (or, with
+//! `--multipath`, its block layer channels) outright. The worker is generic over a
+//! [`Backend`]: [`Qpairs`] here, [`super::mpath::BdevChannel`] for `--multipath`.
 //!
 //! Everything an I/O needs is made before the clock starts: one DMA buffer per
 //! outstanding I/O, a task slot per buffer (indexed by the request's `ctx`), the
@@ -16,10 +18,176 @@ use std::sync::Barrier;
 /// Highest latency the histograms hold, in nanoseconds (longer ones saturate).
 pub const LATENCY_MAX_NS: u64 = 100_000_000_000;
 
-/// One namespace's work on one core, built before the run.
+/// What a worker drives for one namespace: the driver's queue pairs ([`Qpairs`]) or
+/// a block layer channel ([`super::mpath::BdevChannel`]). The worker is generic over
+/// it, so every call is static and inlined. Only the worker's thread calls it; the
+/// data-path methods (`submit`, `poll`, `completion_time`, `flush`) must neither
+/// allocate nor lock.
+pub trait Backend: Send {
+    /// The DMA buffer one I/O uses.
+    type Buf: IoBuffer + Send;
+    /// Why a submit was refused.
+    type Error: std::fmt::Display;
+    /// How the drain's failure calls the I/Os that never completed.
+    const IN_FLIGHT: &'static str;
+    /// Queues polled one by one; I/O slot `i` always goes to queue `i % queues()`.
+    fn queues(&self) -> usize;
+    /// Submits `io` on `buf`. The doorbell may wait for [`flush`](Self::flush) or
+    /// the next poll.
+    fn submit(&mut self, io: Submission, buf: &Self::Buf) -> Result<(), Self::Error>;
+    /// Polls queue `q`, appending its completions to `out`.
+    fn poll(&mut self, q: usize, out: &mut Vec<IoCompletion>);
+    /// The time (TSC ticks) a completion just polled is stamped with.
+    fn completion_time(&self) -> u64;
+    /// Rings queue `q`'s doorbells for what was submitted since.
+    fn flush(&mut self, q: usize);
+    /// The measured phase starts (again): snapshot counters.
+    fn start_measurement(&mut self);
+    /// The measured phase ended: the backend's counters into the row.
+    fn finish(&mut self, r: &mut NsResult);
+    /// The drain gave up: the device may still use what this holds; never free it.
+    fn abandon(&mut self) {}
+}
+
+/// One I/O for [`Backend::submit`].
+#[derive(Debug, Clone, Copy)]
+pub struct Submission {
+    /// The task slot: the request's `ctx`, and its buffer's index.
+    pub slot: usize,
+    /// Write (else read).
+    pub write: bool,
+    /// First block.
+    pub lba: u64,
+    /// Blocks.
+    pub nlb: u32,
+    /// When it was started, TSC ticks.
+    pub start: u64,
+}
+
+/// A buffer the worker fills with the pattern and checks.
+pub trait IoBuffer {
+    /// The contents.
+    ///
+    /// # Safety
+    /// No I/O that writes this buffer may be in flight while the slice lives.
+    unsafe fn bytes(&self) -> &[u8];
+    /// The contents, mutable.
+    ///
+    /// # Safety
+    /// No I/O may be in flight on this buffer while the slice lives.
+    unsafe fn bytes_mut(&mut self) -> &mut [u8];
+}
+
+/// [`IoBuffer`] for the driver's and the block layer's buffers (their own
+/// `as_slice` and `as_mut_slice`, with the same contracts).
+macro_rules! io_buffer {
+    ($($t:ty),*) => {$(
+        impl IoBuffer for $t {
+            unsafe fn bytes(&self) -> &[u8] {
+                // SAFETY: the caller guarantees no device write is in flight.
+                unsafe { self.as_slice() }
+            }
+            unsafe fn bytes_mut(&mut self) -> &mut [u8] {
+                // SAFETY: the caller guarantees no I/O is in flight.
+                unsafe { self.as_mut_slice() }
+            }
+        }
+    )*};
+}
+io_buffer!(DmaBuf, nvme_bdev::IoBuf);
+
+/// The direct mode's backend: one namespace's queue pairs on one core.
 #[derive(Debug)]
-pub struct NsJob {
-    /// Controller name (PCI address).
+pub struct Qpairs {
+    nsid: u32,
+    qpairs: Vec<IoQpair>,
+    snap: Vec<QpairStats>,
+}
+
+impl Qpairs {
+    /// Queue pairs for namespace `nsid`; task `i` uses queue pair `i % len`.
+    pub fn new(nsid: u32, qpairs: Vec<IoQpair>) -> Self {
+        let snap = vec![QpairStats::default(); qpairs.len()];
+        Qpairs { nsid, qpairs, snap }
+    }
+}
+
+impl Backend for Qpairs {
+    type Buf = DmaBuf;
+    type Error = nvme_driver::Error;
+    const IN_FLIGHT: &'static str = "in flight";
+
+    #[inline]
+    fn queues(&self) -> usize {
+        self.qpairs.len()
+    }
+
+    #[inline]
+    fn submit(&mut self, io: Submission, buf: &DmaBuf) -> Result<(), Self::Error> {
+        let (nsid, i) = (self.nsid, io.slot);
+        let req = if io.write {
+            IoRequest::write(nsid, io.lba, io.nlb, buf.whole(), i as u64)
+        } else {
+            IoRequest::read(nsid, io.lba, io.nlb, buf.whole(), i as u64)
+        };
+        let nq = self.qpairs.len();
+        self.qpairs[i % nq].submit(req).map_err(|(e, _)| e)
+    }
+
+    #[inline]
+    fn poll(&mut self, q: usize, out: &mut Vec<IoCompletion>) {
+        self.qpairs[q].poll(POLL_BATCH, &mut |c| out.push(c));
+    }
+
+    #[inline]
+    fn completion_time(&self) -> u64 {
+        clock::ticks()
+    }
+
+    #[inline]
+    fn flush(&mut self, q: usize) {
+        self.qpairs[q].flush();
+    }
+
+    fn start_measurement(&mut self) {
+        for (s, q) in self.snap.iter_mut().zip(&self.qpairs) {
+            *s = q.stats();
+        }
+    }
+
+    fn finish(&mut self, r: &mut NsResult) {
+        r.counters = self
+            .qpairs
+            .iter()
+            .zip(&self.snap)
+            .map(|(q, b)| {
+                let a = q.stats();
+                QpairStats {
+                    submitted: a.submitted - b.submitted,
+                    completed: a.completed - b.completed,
+                    commands: a.commands - b.commands,
+                    polls: a.polls - b.polls,
+                    idle_polls: a.idle_polls - b.idle_polls,
+                    sq_doorbell_writes: a.sq_doorbell_writes - b.sq_doorbell_writes,
+                    cq_doorbell_writes: a.cq_doorbell_writes - b.cq_doorbell_writes,
+                    pended: a.pended - b.pended,
+                    pending_high_water: a.pending_high_water,
+                    busy: a.busy - b.busy,
+                    timeouts: a.timeouts - b.timeouts,
+                    reset_aborts: a.reset_aborts - b.reset_aborts,
+                }
+            })
+            .collect();
+    }
+
+    fn abandon(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.qpairs));
+    }
+}
+
+/// One namespace's (or bdev's) work on one core, built before the run.
+pub struct NsJob<B: Backend> {
+    /// Controller name (PCI address), or bdev name.
     pub device: String,
     /// Namespace.
     pub nsid: u32,
@@ -31,19 +199,29 @@ pub struct NsJob {
     pub slots: u64,
     /// Slots this core writes the verify pattern to before the run.
     pub fill: std::ops::Range<u64>,
-    /// Queue pairs; task `i` uses queue pair `i % len`.
-    pub qpairs: Vec<IoQpair>,
+    /// Where the I/O goes.
+    pub backend: B,
     /// One buffer per outstanding I/O.
-    pub bufs: Vec<DmaBuf>,
+    pub bufs: Vec<B::Buf>,
+}
+
+impl<B: Backend> std::fmt::Debug for NsJob<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NsJob")
+            .field("device", &self.device)
+            .field("nsid", &self.nsid)
+            .field("fill", &self.fill)
+            .finish()
+    }
 }
 
 /// The work of one core.
 #[derive(Debug)]
-pub struct WorkerJob {
+pub struct WorkerJob<B: Backend> {
     /// Core to pin to.
     pub core: usize,
     /// Namespaces.
-    pub ns: Vec<NsJob>,
+    pub ns: Vec<NsJob<B>>,
 }
 
 /// Run parameters shared by every worker.
@@ -161,8 +339,8 @@ struct Task {
     busy: bool,
 }
 
-struct NsState {
-    job: NsJob,
+struct NsState<B: Backend> {
+    job: NsJob<B>,
     tasks: Vec<Task>,
     comps: Vec<IoCompletion>,
     busy: usize,
@@ -170,7 +348,6 @@ struct NsState {
     /// Next fill slot, during the fill phase.
     fill_next: u64,
     r: NsResult,
-    snap: Vec<QpairStats>,
 }
 
 /// Completions taken per poll of one queue pair.
@@ -193,10 +370,9 @@ impl TickScale {
     }
 }
 
-impl NsState {
-    fn new(job: NsJob, core: usize, io_size: u64) -> Self {
+impl<B: Backend> NsState<B> {
+    fn new(job: NsJob<B>, core: usize, io_size: u64) -> Self {
         let depth = job.bufs.len();
-        let nq = job.qpairs.len();
         NsState {
             tasks: vec![Task::default(); depth],
             comps: Vec::with_capacity(depth.max(POLL_BATCH) + 16),
@@ -220,10 +396,9 @@ impl NsState {
                 first_error: None,
                 mismatches: 0,
                 first_mismatch: None,
-                counters: vec![QpairStats::default(); nq],
+                counters: Vec::new(),
                 mpath: None,
             },
-            snap: vec![QpairStats::default(); nq],
             job,
         }
     }
@@ -235,9 +410,7 @@ impl NsState {
         self.r.lat_min_ns = u64::MAX;
         self.r.lat_max_ns = 0;
         self.r.hist.reset();
-        for (s, q) in self.snap.iter_mut().zip(&self.job.qpairs) {
-            *s = q.stats();
-        }
+        self.job.backend.start_measurement();
     }
 
     fn fail(&mut self, what: std::fmt::Arguments<'_>) {
@@ -272,27 +445,27 @@ impl NsState {
         let buf = &mut self.job.bufs[i];
         if write && p.verify {
             // SAFETY: task `i` is idle (not busy), so no I/O is in flight on its buffer.
-            let data = unsafe { buf.as_mut_slice() };
+            let data = unsafe { buf.bytes_mut() };
             pattern::fill(data, lba, self.job.block_size as usize, p.seed);
         }
-        let slice = buf.whole();
-        let req = if write {
-            IoRequest::write(self.job.nsid, lba, self.job.nlb, slice, i as u64)
-        } else {
-            IoRequest::read(self.job.nsid, lba, self.job.nlb, slice, i as u64)
-        };
-        let nq = self.job.qpairs.len();
         let t = &mut self.tasks[i];
         t.lba = lba;
         t.write = write;
         t.start = clock::ticks();
-        match self.job.qpairs[i % nq].submit(req) {
+        let io = Submission {
+            slot: i,
+            write,
+            lba,
+            nlb: self.job.nlb,
+            start: t.start,
+        };
+        match self.job.backend.submit(io, buf) {
             Ok(()) => {
                 t.busy = true;
                 self.busy += 1;
                 true
             }
-            Err((e, _)) => {
+            Err(e) => {
                 let op = if write { "write" } else { "read" };
                 self.fail(format_args!("{op} at LBA {lba}: submit failed: {e}"));
                 false
@@ -300,8 +473,15 @@ impl NsState {
         }
     }
 
-    /// Polls every queue pair once; handles each completion and, if `resubmit`,
-    /// starts the next I/O in its slot. Returns completions handled.
+    /// Rings every queue's doorbells.
+    fn flush(&mut self) {
+        for q in 0..self.job.backend.queues() {
+            self.job.backend.flush(q);
+        }
+    }
+
+    /// Polls every queue once; handles each completion and, if `resubmit`, starts
+    /// the next I/O in its slot. Returns completions handled.
     #[inline]
     fn poll(
         &mut self,
@@ -313,13 +493,16 @@ impl NsState {
         fill: bool,
     ) -> u64 {
         let mut handled = 0;
-        for qi in 0..self.job.qpairs.len() {
+        for q in 0..self.job.backend.queues() {
             self.comps.clear();
-            let comps = &mut self.comps;
-            self.job.qpairs[qi].poll(POLL_BATCH, &mut |c| comps.push(c));
+            self.job.backend.poll(q, &mut self.comps);
+            if self.comps.is_empty() {
+                // Nothing submitted since the poll, which rang the doorbells.
+                continue;
+            }
             for k in 0..self.comps.len() {
                 let c = self.comps[k];
-                let now = clock::ticks();
+                let now = self.job.backend.completion_time();
                 let i = c.ctx as usize;
                 let Some(t) = self.tasks.get_mut(i).filter(|t| t.busy) else {
                     self.fail(format_args!("completion for unknown or idle I/O {i}"));
@@ -338,7 +521,7 @@ impl NsState {
                 if !t.write && p.verify {
                     // SAFETY: the read completed, so the device no longer writes this
                     // buffer, and it is not resubmitted until the check is done.
-                    let data = unsafe { self.job.bufs[i].as_slice() };
+                    let data = unsafe { self.job.bufs[i].bytes() };
                     if let Some(m) =
                         pattern::check(data, t.lba, self.job.block_size as usize, p.seed)
                     {
@@ -362,7 +545,7 @@ impl NsState {
                     self.submit(i, p, rng, fill);
                 }
             }
-            self.job.qpairs[qi].flush();
+            self.job.backend.flush(q);
         }
         handled
     }
@@ -370,16 +553,20 @@ impl NsState {
 
 /// Runs one worker to the end: verify fill (if its job has a fill range), barrier,
 /// warm-up, measured phase, drain. Returns one result per namespace.
-pub fn run_worker(job: WorkerJob, idx: usize, p: &Params, shared: &Shared) -> Vec<NsResult> {
+pub fn run_worker<B: Backend>(
+    job: WorkerJob<B>,
+    idx: usize,
+    p: &Params,
+    shared: &Shared,
+) -> Vec<NsResult> {
     if p.pin {
         core_affinity::set_for_current(core_affinity::CoreId { id: job.core });
     }
-    let io_size = |j: &NsJob| j.nlb as u64 * j.block_size as u64;
-    let mut states: Vec<NsState> = job
+    let mut states: Vec<NsState<B>> = job
         .ns
         .into_iter()
         .map(|j| {
-            let s = io_size(&j);
+            let s = j.nlb as u64 * j.block_size as u64;
             NsState::new(j, job.core, s)
         })
         .collect();
@@ -397,6 +584,7 @@ pub fn run_worker(job: WorkerJob, idx: usize, p: &Params, shared: &Shared) -> Ve
                     break;
                 }
             }
+            s.flush();
         }
         while states.iter().any(|s| s.busy > 0) && !shared.stop.load(Ordering::Relaxed) {
             for s in states.iter_mut() {
@@ -420,6 +608,7 @@ pub fn run_worker(job: WorkerJob, idx: usize, p: &Params, shared: &Shared) -> Ve
         for i in 0..s.tasks.len() {
             s.submit(i, p, &mut rng, false);
         }
+        s.flush();
     }
     let mut now;
     loop {
@@ -453,27 +642,11 @@ pub fn run_worker(job: WorkerJob, idx: usize, p: &Params, shared: &Shared) -> Ve
     };
     for s in states.iter_mut() {
         s.r.secs = secs;
-        for (k, q) in s.job.qpairs.iter().enumerate() {
-            let a = q.stats();
-            let b = s.snap[k];
-            s.r.counters[k] = QpairStats {
-                submitted: a.submitted - b.submitted,
-                completed: a.completed - b.completed,
-                commands: a.commands - b.commands,
-                polls: a.polls - b.polls,
-                idle_polls: a.idle_polls - b.idle_polls,
-                sq_doorbell_writes: a.sq_doorbell_writes - b.sq_doorbell_writes,
-                cq_doorbell_writes: a.cq_doorbell_writes - b.cq_doorbell_writes,
-                pended: a.pended - b.pended,
-                pending_high_water: a.pending_high_water,
-                busy: a.busy - b.busy,
-                timeouts: a.timeouts - b.timeouts,
-                reset_aborts: a.reset_aborts - b.reset_aborts,
-            };
-        }
+        s.job.backend.finish(&mut s.r);
     }
-    // Drain: what is in flight completes (the driver's command timeout bounds it);
-    // nothing new starts.
+    // Drain: what is in flight completes (the driver's command timeout bounds it; a
+    // multipath channel fails over, or fails after fast_io_fail_timeout); nothing
+    // new starts.
     let drain_end = clock::ticks() + clock::ms_to_ticks(DRAIN_TIMEOUT_MS);
     while states.iter().any(|s| s.busy > 0) && clock::ticks() < drain_end {
         for s in states.iter_mut() {
@@ -486,17 +659,18 @@ pub fn run_worker(job: WorkerJob, idx: usize, p: &Params, shared: &Shared) -> Ve
             // The device may still write these buffers: never hand them back.
             let busy = s.busy;
             s.fail(format_args!(
-                "{busy} I/Os still in flight after {} s of draining",
+                "{busy} I/Os still {} after {} s of draining",
+                B::IN_FLIGHT,
                 DRAIN_TIMEOUT_MS / 1000
             ));
             std::mem::forget(std::mem::take(&mut s.job.bufs));
-            std::mem::forget(std::mem::take(&mut s.job.qpairs));
+            s.job.backend.abandon();
         }
         if s.r.lat_min_ns == u64::MAX {
             s.r.lat_min_ns = 0;
         }
         out.push(s.r);
-        // Queue pairs are dropped here, on their own thread.
+        // Queue pairs and channels are dropped here, on their own thread.
     }
     out
 }

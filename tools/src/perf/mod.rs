@@ -19,7 +19,7 @@ pub mod report;
 
 use crate::attach::Target;
 use crate::{usage, UsageError};
-use engine::{NsJob, NsResult, Params, Shared, WorkerJob};
+use engine::{Backend, IoBuffer, NsJob, NsResult, Params, Qpairs, Shared, WorkerJob};
 use nvme_driver::clock;
 use nvme_driver::QpairOptions;
 use opts::PerfOptions;
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_QUEUE_SIZE_MIN: u32 = 256;
 /// Per-command deadline given to the driver: a stuck command is aborted, then the
 /// controller reset, well before the drain gives up.
-const IO_TIMEOUT_MS: u64 = 10_000;
+pub(crate) const IO_TIMEOUT_MS: u64 = 10_000;
 
 /// The checked plan for one controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,14 +92,44 @@ pub fn check_target(opts: &PerfOptions, t: &Target) -> Result<CtrlPlan, UsageErr
     Ok(CtrlPlan { entries, per_qpair })
 }
 
+/// The slots core number `ci` writes the verify pattern to before the run: its
+/// share of `slots` when the workload writes with --verify, else none.
+fn fill_range(opts: &PerfOptions, ci: usize, slots: u64) -> std::ops::Range<u64> {
+    if opts.verify && opts.read_percent < 100 {
+        let (ci, n) = (ci as u64, opts.cores.len() as u64);
+        slots * ci / n..slots * (ci + 1) / n
+    } else {
+        0..0
+    }
+}
+
+/// One buffer of `-o` bytes per outstanding I/O (`-q`), from `alloc`, filled with
+/// 0x5a.
+fn alloc_buffers<T: IoBuffer, E: std::fmt::Display>(
+    opts: &PerfOptions,
+    mut alloc: impl FnMut(usize) -> Result<T, E>,
+) -> Result<Vec<T>, String> {
+    (0..opts.queue_depth)
+        .map(|_| {
+            let mut b = alloc(opts.io_size as usize).map_err(|e| {
+                format!(
+                    "allocating {} buffers of {} bytes: {e}",
+                    opts.queue_depth, opts.io_size
+                )
+            })?;
+            // SAFETY: the buffer is new: no I/O uses it.
+            unsafe { b.bytes_mut() }.fill(0x5a);
+            Ok(b)
+        })
+        .collect()
+}
+
 /// Builds every worker's queue pairs and buffers. Device errors are strings.
 pub fn build_jobs(
     opts: &PerfOptions,
     targets: &[Target],
     plans: &[CtrlPlan],
-) -> Result<Vec<WorkerJob>, String> {
-    let fill = opts.verify && opts.read_percent < 100;
-    let ncores = opts.cores.len() as u64;
+) -> Result<Vec<WorkerJob<Qpairs>>, String> {
     let mut jobs = Vec::new();
     for (ci, &core) in opts.cores.iter().enumerate() {
         let mut ns_jobs = Vec::new();
@@ -120,32 +150,15 @@ pub fn build_jobs(
                             .map_err(|e| format!("creating a queue pair for core {core}: {e}"))?,
                     );
                 }
-                let mut bufs = Vec::new();
-                for _ in 0..opts.queue_depth {
-                    let mut b = t.ctrl.alloc_buffer(opts.io_size as usize).map_err(|e| {
-                        format!(
-                            "allocating {} buffers of {} bytes: {e}",
-                            opts.queue_depth, opts.io_size
-                        )
-                    })?;
-                    b.fill(0x5a);
-                    bufs.push(b);
-                }
-                let ci = ci as u64;
-                let fill_range = if fill {
-                    slots * ci / ncores..slots * (ci + 1) / ncores
-                } else {
-                    0..0
-                };
                 ns_jobs.push(NsJob {
                     device: t.ctrl.name().to_string(),
                     nsid,
                     block_size: ns.block_size,
                     nlb,
                     slots,
-                    fill: fill_range,
-                    qpairs,
-                    bufs,
+                    fill: fill_range(opts, ci, slots),
+                    backend: Qpairs::new(nsid, qpairs),
+                    bufs: alloc_buffers(opts, |len| t.ctrl.alloc_buffer(len))?,
                 });
             }
         }
@@ -178,8 +191,45 @@ impl std::fmt::Debug for Ui<'_> {
 pub fn run(
     opts: &PerfOptions,
     targets: &[Target],
-    jobs: Vec<WorkerJob>,
+    jobs: Vec<WorkerJob<Qpairs>>,
     ui: &mut Ui<'_>,
+) -> Vec<NsResult> {
+    let admin = || {
+        for t in targets {
+            t.ctrl.process_admin();
+        }
+    };
+    let phase = |shared: &Shared| {
+        if shared.measuring.iter().all(|m| m.load(Ordering::Relaxed)) {
+            "run"
+        } else {
+            "warm-up/fill"
+        }
+    };
+    run_workers(opts, jobs, ui, "namespace", admin, phase)
+}
+
+/// `--multipath`: runs the workers on their channels while this thread prints
+/// progress (the block layer's controller threads do the admin work). Returns one
+/// result per bdev and core, ordered by core, then bdev.
+pub fn run_mpath(
+    opts: &PerfOptions,
+    workers: Vec<mpath::MpathWorker>,
+    ui: &mut Ui<'_>,
+) -> Vec<NsResult> {
+    run_workers(opts, workers, ui, "bdev", || {}, |_| "multipath")
+}
+
+/// Runs one thread per worker to the end; this thread calls `admin` every 10 ms and
+/// prints a progress line each second, headed by `phase`. `what` names the
+/// worker's targets in the verify note.
+fn run_workers<B: Backend>(
+    opts: &PerfOptions,
+    jobs: Vec<WorkerJob<B>>,
+    ui: &mut Ui<'_>,
+    what: &str,
+    admin: impl Fn(),
+    phase: impl Fn(&Shared) -> &'static str,
 ) -> Vec<NsResult> {
     let hz = clock::ticks_per_sec();
     let params = Params {
@@ -193,7 +243,7 @@ pub fn run(
     };
     if opts.verify && opts.read_percent < 100 {
         (ui.note)(format!(
-            "verify: writing the pattern (seed {}) over every selected namespace before the run",
+            "verify: writing the pattern (seed {}) over every selected {what} before the run",
             opts.seed
         ));
     }
@@ -214,9 +264,7 @@ pub fn run(
         let mut last_tick = Instant::now();
         let mut last_done = 0u64;
         while handles.iter().any(|h| !h.is_finished()) {
-            for t in targets {
-                t.ctrl.process_admin();
-            }
+            admin();
             std::thread::sleep(Duration::from_millis(10));
             if ui.progress && last_tick.elapsed() >= Duration::from_secs(1) {
                 let el = last_tick.elapsed().as_secs_f64();
@@ -224,13 +272,9 @@ pub fn run(
                 let done: u64 = shared.done.iter().map(|d| d.load(Ordering::Relaxed)).sum();
                 let iops = (done - last_done) as f64 / el;
                 last_done = done;
-                let phase = if shared.measuring.iter().all(|m| m.load(Ordering::Relaxed)) {
-                    "run"
-                } else {
-                    "warm-up/fill"
-                };
                 print!(
-                    "\r[{phase}] {iops:>12.2} IOPS {:>10.2} MiB/s      ",
+                    "\r[{}] {iops:>12.2} IOPS {:>10.2} MiB/s      ",
+                    phase(&shared),
                     iops * io_size / (1 << 20) as f64
                 );
                 use std::io::Write;
@@ -247,87 +291,34 @@ pub fn run(
     })
 }
 
-/// `--multipath`: runs the workers on their channels while this thread prints
-/// progress (the block layer's controller threads do the admin work). Returns one
-/// result per bdev and core, ordered by core, then bdev.
-pub fn run_mpath(
-    opts: &PerfOptions,
-    workers: Vec<mpath::MpathWorker>,
-    ui: &mut Ui<'_>,
-) -> Vec<NsResult> {
-    let hz = clock::ticks_per_sec();
-    let params = Params {
-        read_percent: opts.read_percent,
-        random: opts.workload.is_random(),
-        verify: opts.verify,
-        seed: opts.seed,
-        warmup_ticks: opts.warmup_s * hz,
-        run_ticks: opts.time_s * hz,
-        pin: ui.pin,
-    };
-    if opts.verify && opts.read_percent < 100 {
-        (ui.note)(format!(
-            "verify: writing the pattern (seed {}) over every selected bdev before the run",
-            opts.seed
-        ));
+/// Options from a command line, on cores 0 to 3 (tests).
+#[cfg(test)]
+pub(crate) fn test_opts(line: &str) -> PerfOptions {
+    match opts::parse_args(line.split_whitespace(), &[0, 1, 2, 3]) {
+        Ok(opts::Command::Run(o)) => o,
+        other => panic!("{line}: {other:?}"),
     }
-    let shared = Shared::new(workers.len());
-    let io_size = opts.io_size as f64;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = workers
-            .into_iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let (params, shared) = (&params, &shared);
-                std::thread::Builder::new()
-                    .name(format!("nvme-perf-{}", w.core))
-                    .spawn_scoped(s, move || mpath::run_worker(w, i, params, shared))
-                    .expect("spawning a poller thread")
-            })
-            .collect();
-        let mut last_tick = Instant::now();
-        let mut last_done = 0u64;
-        while handles.iter().any(|h| !h.is_finished()) {
-            std::thread::sleep(Duration::from_millis(10));
-            if ui.progress && last_tick.elapsed() >= Duration::from_secs(1) {
-                let el = last_tick.elapsed().as_secs_f64();
-                last_tick = Instant::now();
-                let done: u64 = shared.done.iter().map(|d| d.load(Ordering::Relaxed)).sum();
-                let iops = (done - last_done) as f64 / el;
-                last_done = done;
-                print!(
-                    "\r[multipath] {iops:>12.2} IOPS {:>10.2} MiB/s      ",
-                    iops * io_size / (1 << 20) as f64
-                );
-                use std::io::Write;
-                let _ = std::io::stdout().flush();
-            }
-        }
-        if ui.progress {
-            print!("\r{:72}\r", "");
-        }
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a poller thread panicked"))
-            .collect()
+}
+
+/// Calls `f` with a UI that prints nothing and pins nothing (tests).
+#[cfg(test)]
+pub(crate) fn with_quiet_ui<R>(f: impl FnOnce(&mut Ui<'_>) -> R) -> R {
+    let mut note = |_: String| {};
+    f(&mut Ui {
+        progress: false,
+        note: &mut note,
+        pin: false,
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::test_opts as opts;
     use super::*;
     use crate::attach::select;
     use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
     use nvme_driver::{Controller, ControllerOptions};
-    use opts::{parse_args, Command};
     use std::sync::Arc;
-
-    fn opts(line: &str) -> PerfOptions {
-        match parse_args(line.split_whitespace(), &[0, 1, 2, 3]) {
-            Ok(Command::Run(o)) => o,
-            other => panic!("{line}: {other:?}"),
-        }
-    }
 
     /// A small software controller (4 MiB namespace of 512-byte blocks).
     fn soft(mqes: u16) -> (Arc<SoftController>, Target) {
@@ -345,14 +336,7 @@ mod tests {
     fn run_soft(o: &PerfOptions, t: &Target) -> Vec<NsResult> {
         let plans = vec![check_target(o, t).unwrap()];
         let jobs = build_jobs(o, std::slice::from_ref(t), &plans).unwrap();
-        let mut notes = Vec::new();
-        let mut note = |s: String| notes.push(s);
-        let mut ui = Ui {
-            progress: false,
-            note: &mut note,
-            pin: false,
-        };
-        run(o, std::slice::from_ref(t), jobs, &mut ui)
+        with_quiet_ui(|ui| run(o, std::slice::from_ref(t), jobs, ui))
     }
 
     #[test]
