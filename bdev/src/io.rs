@@ -127,6 +127,10 @@ pub struct BdevCompletion {
 /// The queue a channel drives on one path: what the multipath channel needs from an
 /// NVMe I/O queue pair. Implemented by [`IoQpair`]; tests implement it with models.
 pub trait PathQueue: Send {
+    /// True if [`submit`](Self::submit) refuses, with the request handed back, every
+    /// request [`BdevIo::validate`] would refuse (range and buffer against the same
+    /// namespace geometry): the channel then skips its own check on the fast path.
+    const VALIDATES: bool = false;
     /// Submits without blocking, or hands the request back (see [`IoQpair::submit`]).
     fn submit(&mut self, req: IoRequest) -> Result<(), (nvme_driver::Error, IoRequest)>;
     /// Delivers up to `max` completions, each request exactly once.
@@ -137,9 +141,20 @@ pub trait PathQueue: Send {
     fn outstanding(&self) -> usize;
     /// True once the controller behind it failed for good.
     fn is_failed(&self) -> bool;
+    /// True when a poll has work to do (requests outstanding, or a state change the
+    /// owner must acknowledge by polling, such as a reset). A channel skips polling a
+    /// queue for which this is false. The default, always true, is always safe.
+    #[inline]
+    fn needs_poll(&self) -> bool {
+        true
+    }
 }
 
 impl PathQueue for IoQpair {
+    // `IoQpair::submit` checks the namespace, the range against the namespace size,
+    // and the buffer against the block count and size; a multipath bdev joins only
+    // paths whose namespaces have the same size and block size.
+    const VALIDATES: bool = true;
     #[inline]
     fn submit(&mut self, req: IoRequest) -> Result<(), (nvme_driver::Error, IoRequest)> {
         IoQpair::submit(self, req)
@@ -155,7 +170,12 @@ impl PathQueue for IoQpair {
     fn outstanding(&self) -> usize {
         IoQpair::outstanding(self)
     }
+    #[inline]
     fn is_failed(&self) -> bool {
         IoQpair::is_failed(self)
+    }
+    #[inline]
+    fn needs_poll(&self) -> bool {
+        IoQpair::needs_poll(self)
     }
 }

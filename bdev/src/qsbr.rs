@@ -177,7 +177,10 @@ impl QsbrReader {
     #[inline]
     pub fn quiescent(&mut self) {
         let e = self.domain.epoch.load(Ordering::SeqCst);
-        let slot = &self.domain.slots[self.idx];
+        debug_assert!(self.idx < self.domain.slots.len());
+        // SAFETY: `idx` was handed out by `register` from `0..slots.len()`, and the
+        // slots are never resized. (Unchecked: this runs on every loop turn.)
+        let slot = unsafe { self.domain.slots.get_unchecked(self.idx) };
         // Skip the store (a locked instruction on x86) when nothing changed.
         if slot.load(Ordering::Relaxed) != e {
             slot.store(e, Ordering::SeqCst);

@@ -70,9 +70,11 @@ impl<T> Ring<T> {
         t.wrapping_sub(h).min(self.capacity())
     }
 
-    /// True if the ring looks empty.
+    /// True if the ring looks empty (a snapshot, as [`len`](Self::len); two loads and
+    /// a compare, for consumers that check on every loop turn).
+    #[inline]
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.tail.load(Ordering::Acquire) == self.head.load(Ordering::Acquire)
     }
 
     /// Adds `value`, or hands it back if the ring is full. Never waits.

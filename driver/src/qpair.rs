@@ -330,12 +330,16 @@ impl IoQpair {
             })
             .collect();
         let empty_req = IoRequest::flush(0, 0);
+        // Newest window first: a controller driven through a layer that registered
+        // its own buffer window (the block layer) gets that window's buffers on
+        // every I/O; one driven directly has only its pool's window.
         let mut windows = [(0u64, 0u64); MAX_DMA_WINDOWS];
         for (w, &r) in windows.iter_mut().zip(
             ctrl.dma_windows
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .iter(),
+                .iter()
+                .rev(),
         ) {
             *w = r;
         }
@@ -456,7 +460,9 @@ impl IoQpair {
 
     /// The checks every request passes, branch-light; the reasons are worked out
     /// by `invalid` only when one fails.
-    /// True if `len` bytes at `iova` lie in one of the device's DMA windows.
+    /// True if `len` bytes at `iova` lie in one of the device's DMA windows. The
+    /// windows are ordered newest first (see `new`), so the first test is the one that
+    /// matches for the usual caller.
     #[inline(always)]
     fn in_window(&self, iova: u64, len: u64) -> bool {
         let (b, l) = self.windows[0];
@@ -694,19 +700,26 @@ impl IoQpair {
                     io_opc::WRITE
                 };
                 let mut sqe = Sqe::rw(opc, req.nsid, slba, nlb);
-                // SAFETY: the list page belongs to this cid, which is free, so the
-                // device is not reading it; the length was checked against MDTS and
-                // MAX_PRP_PAGES when the request was split, and alignment in validate.
-                let prps = unsafe { prp::build(iova, nlb << block_shift, list_ptr, list_iova) };
-                match prps {
-                    Ok(p) => {
-                        sqe.prp1 = p.prp1;
-                        sqe.prp2 = p.prp2;
-                    }
-                    Err(_) => {
-                        // Unreachable by construction; complete the request with an
-                        // error rather than sending a malformed command.
-                        sqe.prp1 = 0;
+                // Section 4.1.1: one page needs PRP1 only, two pages PRP1 and PRP2;
+                // longer transfers need the list. The first two cases are the common
+                // ones and need no list page.
+                let bytes = (nlb as u64) << block_shift;
+                let end_in_page = (iova & (PAGE_SIZE - 1)) + bytes;
+                sqe.prp1 = iova;
+                if end_in_page <= PAGE_SIZE {
+                    sqe.prp2 = 0;
+                } else if end_in_page <= 2 * PAGE_SIZE {
+                    sqe.prp2 = (iova & !(PAGE_SIZE - 1)) + PAGE_SIZE;
+                } else {
+                    // SAFETY: the list page belongs to this cid, which is free, so the
+                    // device is not reading it; the length was checked against MDTS
+                    // and MAX_PRP_PAGES when the request was split, and alignment on
+                    // submit.
+                    match unsafe { prp::build(iova, bytes as u32, list_ptr, list_iova) } {
+                        Ok(p) => sqe.prp2 = p.prp2,
+                        // Unreachable by construction; a zero PRP makes the device
+                        // fail the command rather than touch memory.
+                        Err(_) => sqe.prp1 = 0,
                     }
                 }
                 sqe

@@ -74,27 +74,44 @@ pub struct ChannelStats {
     pub path_set_changes: u64,
 }
 
+/// A slot's state: in flight on local path `l` (`0..=255`), or one of the others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SlotState {
-    Free,
-    Inflight(u8),
-    Queued,
-    Done,
+struct SlotState(u16);
+
+impl SlotState {
+    const FREE: SlotState = SlotState(0x100);
+    const QUEUED: SlotState = SlotState(0x101);
+    const DONE: SlotState = SlotState(0x102);
+    #[inline]
+    fn inflight(l: u8) -> SlotState {
+        SlotState(l as u16)
+    }
+}
+
+/// The small per-I/O fields, together so the fast path sets them with one store.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(8))]
+struct SlotMeta {
+    state: SlotState,
+    /// The last error status (what a fast-failed I/O completes with).
+    status: Status,
+    retries: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct IoSlot {
     io: BdevIo,
-    state: SlotState,
-    retries: u32,
+    meta: SlotMeta,
     not_before: u64,
-    /// Deadline for finding a usable path (0: not waiting for one).
+    /// Deadline for finding a usable path (0: not waiting for one). 0 whenever the
+    /// slot is free or in flight.
     fail_at: u64,
-    status: Status,
 }
 
 struct LocalPath<Q> {
     shared: Arc<PathShared>,
+    /// `shared.nsid`, kept at hand for the submit path.
+    nsid: u32,
     queue: Q,
     inflight: u32,
     avoid_until: u64,
@@ -117,6 +134,25 @@ enum Dispatch {
     Fail(Status),
 }
 
+/// The I/O slots and what a path queue's completion callback needs, in one place so
+/// the callback captures one reference (a closure capturing each field separately
+/// is materialized on the stack at every poll).
+struct SlotTable {
+    slots: Box<[IoSlot]>,
+    /// Free slot indexes: `free[..free_len]` (fixed size, no capacity checks).
+    free: Box<[u32]>,
+    free_len: usize,
+    /// Completions from one path queue poll that are not plain successes of I/O in
+    /// flight on it, handled after the queue's poll returns (made once). As long as
+    /// the slot table: a queue may deliver more than it was asked for in one poll (a
+    /// reset or failure completes everything it holds at once), but never more than
+    /// one completion per slot.
+    errs: Box<[IoCompletion]>,
+    nerr: usize,
+    /// I/Os delivered in the current queue poll.
+    ok: u32,
+}
+
 /// A per-core channel to a multipath bdev. `Send`, so it can be made off-core and
 /// moved to its reactor; used by one thread at a time (`&mut self`).
 pub struct MpathChannel<Q: PathQueue> {
@@ -125,13 +161,19 @@ pub struct MpathChannel<Q: PathQueue> {
     mailbox: Arc<Ring<ChanMsg<Q>>>,
     closed: Arc<AtomicBool>,
     paths: Vec<Option<LocalPath<Q>>>,
-    slots: Box<[IoSlot]>,
-    free: Vec<u32>,
+    tab: SlotTable,
     retry: VecDeque<u32>,
     done: VecDeque<u32>,
     view: [ViewEntry; MAX_PATHS],
     view_len: usize,
     view_gen: u64,
+    /// Length of the best ANA tier at the head of `view` (the paths the fast path
+    /// picks from); 0 while some path is avoided, which sends submits to the full
+    /// selection.
+    tier_len: usize,
+    /// Latest `avoid_until` set since avoidance was last cleared (0: none).
+    avoid_max: u64,
+    policy: Policy,
     hold_until: u64,
     rr_next: usize,
     stopping: bool,
@@ -139,11 +181,11 @@ pub struct MpathChannel<Q: PathQueue> {
     avoid_ticks: u64,
     retry_unit_ticks: u64,
     stats: ChannelStats,
-    /// Completions collected from one path queue before they are handled (made once:
-    /// initializing a batch buffer on every poll cost more than the rest of the poll).
-    cbuf: Box<[IoCompletion]>,
     /// Paths marked removing and not yet retired.
     removing: usize,
+    /// Paths given commands since their doorbells were last rung: bit `l` for local
+    /// path `l`, bit 63 for every path from 63 up.
+    dirty: u64,
 }
 
 impl<Q: PathQueue> fmt::Debug for MpathChannel<Q> {
@@ -151,7 +193,7 @@ impl<Q: PathQueue> fmt::Debug for MpathChannel<Q> {
         f.debug_struct("MpathChannel")
             .field("bdev", &self.mp.info().name)
             .field("outstanding", &self.outstanding())
-            .field("stats", &self.stats)
+            .field("stats", &self.stats())
             .finish()
     }
 }
@@ -167,11 +209,13 @@ impl<Q: PathQueue> MpathChannel<Q> {
         let depth = mp.options().channel_depth;
         let empty = IoSlot {
             io: BdevIo::flush(0),
-            state: SlotState::Free,
-            retries: 0,
+            meta: SlotMeta {
+                state: SlotState::FREE,
+                status: Status::SUCCESS,
+                retries: 0,
+            },
             not_before: 0,
             fail_at: 0,
-            status: Status::SUCCESS,
         };
         let opts = *mp.options();
         let mut ch = MpathChannel {
@@ -179,13 +223,29 @@ impl<Q: PathQueue> MpathChannel<Q> {
             mailbox,
             closed,
             paths: Vec::with_capacity(MAX_PATHS),
-            slots: vec![empty; depth].into_boxed_slice(),
-            free: (0..depth as u32).rev().collect(),
+            tab: SlotTable {
+                slots: vec![empty; depth].into_boxed_slice(),
+                free: (0..depth as u32).rev().collect(),
+                free_len: depth,
+                errs: vec![
+                    IoCompletion {
+                        ctx: 0,
+                        status: Status::SUCCESS,
+                    };
+                    depth
+                ]
+                .into_boxed_slice(),
+                nerr: 0,
+                ok: 0,
+            },
             retry: VecDeque::with_capacity(depth),
             done: VecDeque::with_capacity(depth),
             view: [ViewEntry::default(); MAX_PATHS],
             view_len: 0,
             view_gen: u64::MAX,
+            tier_len: 0,
+            avoid_max: 0,
+            policy: opts.policy,
             hold_until: 0,
             rr_next: 0,
             stopping: false,
@@ -193,15 +253,8 @@ impl<Q: PathQueue> MpathChannel<Q> {
             avoid_ticks: clock::ms_to_ticks(1).saturating_mul(AVOID_US) / 1000,
             retry_unit_ticks: clock::ms_to_ticks(opts.retry_delay_unit_ms),
             stats: ChannelStats::default(),
-            cbuf: vec![
-                IoCompletion {
-                    ctx: 0,
-                    status: Status::SUCCESS,
-                };
-                POLL_BATCH
-            ]
-            .into_boxed_slice(),
             removing: 0,
+            dirty: 0,
             mp,
         };
         for (shared, q) in initial {
@@ -216,6 +269,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 id: shared.id,
                 ..PathIoStats::default()
             },
+            nsid: shared.nsid,
             shared,
             queue,
             inflight: 0,
@@ -236,12 +290,16 @@ impl<Q: PathQueue> MpathChannel<Q> {
 
     /// I/Os accepted and not yet delivered to a poll callback.
     pub fn outstanding(&self) -> usize {
-        self.slots.len() - self.free.len()
+        self.tab.slots.len() - self.tab.free_len
     }
 
     /// Counters.
     pub fn stats(&self) -> ChannelStats {
-        self.stats
+        // Every accepted I/O holds a slot until it is delivered.
+        ChannelStats {
+            completed: self.stats.submitted - self.outstanding() as u64,
+            ..self.stats
+        }
     }
 
     /// Per-path counters of this channel.
@@ -296,8 +354,65 @@ impl<Q: PathQueue> MpathChannel<Q> {
         }
         self.view_len = n;
         // A new set is new information: forget local avoidance.
+        self.clear_avoidance();
+    }
+
+    /// Forgets every path's avoidance and re-enables the fast path.
+    fn clear_avoidance(&mut self) {
         for p in self.paths.iter_mut().flatten() {
             p.avoid_until = 0;
+        }
+        self.avoid_max = 0;
+        let n = self.view_len;
+        self.tier_len = match self.view[..n].first() {
+            Some(head) => self.view[..n]
+                .iter()
+                .take_while(|e| e.optimized == head.optimized)
+                .count(),
+            None => 0,
+        };
+    }
+
+    /// Avoids path `l` until `until` (ticks) on this core; disables the fast path
+    /// while any path is avoided.
+    #[cold]
+    fn avoid(&mut self, l: u8, until: u64) {
+        if let Some(p) = self.paths[l as usize].as_mut() {
+            p.avoid_until = until;
+        }
+        self.avoid_max = self.avoid_max.max(until);
+        self.tier_len = 0;
+    }
+
+    /// The fast path's choice: valid only while this core's view is current and no
+    /// path is avoided; then every path of the best tier is usable unless its queue
+    /// failed (checked by the caller), and the choice is the one [`select`] makes.
+    #[inline]
+    fn fast_pick(&mut self) -> Option<u8> {
+        let set: &PathSet = self.mp.cell.load(&self.reader);
+        let n = self.tier_len;
+        if set.generation != self.view_gen || n == 0 {
+            return None;
+        }
+        match self.policy {
+            Policy::ActivePassive => Some(self.view[0].local),
+            Policy::RoundRobin => {
+                let i = if self.rr_next < n { self.rr_next } else { 0 };
+                self.rr_next = i + 1;
+                Some(self.view[i].local)
+            }
+            Policy::LeastQueueDepth => {
+                let mut best: Option<(u32, u8)> = None;
+                for e in &self.view[..n] {
+                    let d = self.paths[e.local as usize]
+                        .as_ref()
+                        .map_or(u32::MAX, |p| p.inflight);
+                    if best.is_none_or(|(bd, _)| d < bd) {
+                        best = Some((d, e.local));
+                    }
+                }
+                best.map(|(_, l)| l)
+            }
         }
     }
 
@@ -313,6 +428,9 @@ impl<Q: PathQueue> MpathChannel<Q> {
     /// another is available.
     #[inline]
     fn select(&mut self, now: u64) -> Option<u8> {
+        if self.avoid_max != 0 && now >= self.avoid_max {
+            self.clear_avoidance();
+        }
         let n = self.view_len;
         let best_tier = self.view[..n]
             .iter()
@@ -361,20 +479,21 @@ impl<Q: PathQueue> MpathChannel<Q> {
             let Some(l) = self.select(now) else {
                 return Dispatch::NoPath;
             };
-            let io = self.slots[s as usize].io;
+            let io = self.tab.slots[s as usize].io;
             let Some(p) = self.paths[l as usize].as_mut() else {
                 return Dispatch::NoPath;
             };
             match p.queue.submit(io.to_request(p.shared.nsid, s as u64)) {
                 Ok(()) => {
+                    self.dirty |= 1 << (l as u32).min(63);
                     p.inflight += 1;
                     p.stats.submitted += 1;
-                    self.slots[s as usize].state = SlotState::Inflight(l);
+                    self.tab.slots[s as usize].meta.state = SlotState::inflight(l);
                     return Dispatch::Sent;
                 }
                 Err((nvme_driver::Error::Busy(_), _)) => return Dispatch::NoRoom,
                 Err((nvme_driver::Error::ControllerFailed { .. }, _)) => {
-                    p.avoid_until = u64::MAX;
+                    self.avoid(l, u64::MAX);
                 }
                 Err(_) => return Dispatch::Fail(INVALID_FIELD_DNR),
             }
@@ -387,6 +506,59 @@ impl<Q: PathQueue> MpathChannel<Q> {
     /// [`Error::Busy`] when the channel tracks as many I/Os as it can. Never waits.
     #[inline]
     pub fn submit(&mut self, io: BdevIo) -> std::result::Result<(), (Error, BdevIo)> {
+        // The fast path: nothing waiting, a free slot, this core's view of the path set
+        // current and no path avoided. A queue that checks requests itself (the NVMe
+        // queue pair checks range and buffer against the same namespace geometry)
+        // saves the layer its own check: anything it refuses takes the full path
+        // below, which checks first.
+        if (Q::VALIDATES
+            || io
+                .validate(self.mp.info().num_blocks, self.mp.block_shift)
+                .is_ok())
+            && !self.stopping
+            && self.retry.is_empty()
+            && self.tab.free_len != 0
+        {
+            if let Some(l) = self.fast_pick() {
+                let s = self.tab.free[self.tab.free_len - 1];
+                if let Some(p) = self.paths[l as usize].as_mut() {
+                    if !p.queue.is_failed() {
+                        match p.queue.submit(io.to_request(p.nsid, s as u64)) {
+                            Ok(()) => {
+                                p.inflight += 1;
+                                p.stats.submitted += 1;
+                                self.tab.free_len -= 1;
+                                self.stats.submitted += 1;
+                                self.dirty |= 1 << (l as u32).min(63);
+                                let slot = &mut self.tab.slots[s as usize];
+                                slot.io = io;
+                                // `fail_at` is already 0 in a free slot.
+                                slot.meta = SlotMeta {
+                                    state: SlotState::inflight(l),
+                                    status: Status::SUCCESS,
+                                    retries: 0,
+                                };
+                                return Ok(());
+                            }
+                            Err((nvme_driver::Error::ControllerFailed { .. }, _)) => {
+                                self.avoid(l, u64::MAX)
+                            }
+                            // Busy, or a request it refuses: the full path sorts it out.
+                            Err(_) => {}
+                        }
+                    } else {
+                        self.avoid(l, u64::MAX);
+                    }
+                }
+            }
+        }
+        self.submit_full(io)
+    }
+
+    /// Submit's full path: checks, then the retry ring or a full path selection.
+    #[cold]
+    #[inline(never)]
+    fn submit_full(&mut self, io: BdevIo) -> std::result::Result<(), (Error, BdevIo)> {
         if let Err(e) = io.validate(self.mp.info().num_blocks, self.mp.block_shift) {
             return Err((e, io));
         }
@@ -396,16 +568,20 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 io,
             ));
         }
-        let Some(s) = self.free.pop() else {
-            return Err((Error::Busy(self.slots.len()), io));
-        };
-        self.slots[s as usize] = IoSlot {
+        if self.tab.free_len == 0 {
+            return Err((Error::Busy(self.tab.slots.len()), io));
+        }
+        self.tab.free_len -= 1;
+        let s = self.tab.free[self.tab.free_len];
+        self.tab.slots[s as usize] = IoSlot {
             io,
-            state: SlotState::Queued,
-            retries: 0,
+            meta: SlotMeta {
+                state: SlotState::QUEUED,
+                status: Status::SUCCESS,
+                retries: 0,
+            },
             not_before: 0,
             fail_at: 0,
-            status: Status::SUCCESS,
         };
         self.stats.submitted += 1;
         // Keep order behind I/O that is already waiting.
@@ -418,7 +594,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
             Dispatch::Sent => {}
             Dispatch::NoRoom => self.enqueue(s),
             Dispatch::NoPath => {
-                self.slots[s as usize].fail_at = now.saturating_add(self.fast_fail_ticks);
+                self.tab.slots[s as usize].fail_at = now.saturating_add(self.fast_fail_ticks);
                 self.enqueue(s);
             }
             Dispatch::Fail(st) => self.finish_later(s, st),
@@ -428,26 +604,27 @@ impl<Q: PathQueue> MpathChannel<Q> {
 
     #[inline]
     fn enqueue(&mut self, s: u32) {
-        self.slots[s as usize].state = SlotState::Queued;
+        self.tab.slots[s as usize].meta.state = SlotState::QUEUED;
         self.retry.push_back(s);
         self.stats.queued += 1;
         self.stats.queued_high_water = self.stats.queued_high_water.max(self.retry.len() as u64);
     }
 
     fn finish_later(&mut self, s: u32, status: Status) {
-        let slot = &mut self.slots[s as usize];
-        slot.state = SlotState::Done;
-        slot.status = status;
+        let slot = &mut self.tab.slots[s as usize];
+        slot.meta.state = SlotState::DONE;
+        slot.meta.status = status;
         self.done.push_back(s);
     }
 
     #[inline]
     fn deliver(&mut self, s: u32, status: Status, cb: &mut impl FnMut(BdevCompletion)) {
-        let slot = &mut self.slots[s as usize];
+        let slot = &mut self.tab.slots[s as usize];
         let ctx = slot.io.ctx;
-        slot.state = SlotState::Free;
-        self.free.push(s);
-        self.stats.completed += 1;
+        slot.meta.state = SlotState::FREE;
+        slot.fail_at = 0;
+        self.tab.free[self.tab.free_len] = s;
+        self.tab.free_len += 1;
         if !status.is_success() {
             self.stats.failed += 1;
         }
@@ -458,7 +635,8 @@ impl<Q: PathQueue> MpathChannel<Q> {
     #[inline]
     fn on_completion(&mut self, l: u8, c: IoCompletion, cb: &mut impl FnMut(BdevCompletion)) {
         let s = c.ctx as u32;
-        if s as usize >= self.slots.len() || self.slots[s as usize].state != SlotState::Inflight(l)
+        if s as usize >= self.tab.slots.len()
+            || self.tab.slots[s as usize].meta.state != SlotState::inflight(l)
         {
             // Not ours: a queue bug; never index out of bounds or complete twice.
             debug_assert!(
@@ -475,12 +653,12 @@ impl<Q: PathQueue> MpathChannel<Q> {
             self.deliver(s, st, cb);
             return;
         }
-        self.slots[s as usize].status = st;
+        self.tab.slots[s as usize].meta.status = st;
         // Errors only: the clock is read when needed, not on every completion.
         let now = clock::ticks();
         if st.is_path_error() {
+            self.avoid(l, now.saturating_add(self.avoid_ticks));
             if let Some(p) = self.paths[l as usize].as_mut() {
-                p.avoid_until = now.saturating_add(self.avoid_ticks);
                 p.stats.path_errors += 1;
                 p.shared.failovers.fetch_add(1, Ordering::Relaxed);
                 if st.is_ana_error() {
@@ -489,16 +667,16 @@ impl<Q: PathQueue> MpathChannel<Q> {
             }
             self.stats.failovers += 1;
             // Re-dispatched at the end of this poll, on another path if there is one.
-            self.slots[s as usize].not_before = 0;
+            self.tab.slots[s as usize].not_before = 0;
             self.enqueue(s);
             return;
         }
-        let slot = &mut self.slots[s as usize];
-        if st.dnr() || slot.retries >= self.mp.options().retry_count {
+        let slot = &mut self.tab.slots[s as usize];
+        if st.dnr() || slot.meta.retries >= self.mp.options().retry_count {
             self.deliver(s, st, cb);
             return;
         }
-        slot.retries += 1;
+        slot.meta.retries += 1;
         slot.not_before = now.saturating_add(self.retry_unit_ticks.saturating_mul(st.crd() as u64));
         self.stats.retries += 1;
         self.enqueue(s);
@@ -529,7 +707,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 break;
             };
             if self.stopping {
-                let st = self.slots[s as usize].status;
+                let st = self.tab.slots[s as usize].meta.status;
                 let st = if st.is_success() {
                     Status::ABORTED_BY_HOST
                 } else {
@@ -538,7 +716,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 self.deliver(s, st, cb);
                 continue;
             }
-            if self.slots[s as usize].not_before > now {
+            if self.tab.slots[s as usize].not_before > now {
                 self.retry.push_back(s);
                 continue;
             }
@@ -548,19 +726,19 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 self.dispatch(s, now)
             };
             match outcome {
-                Dispatch::Sent => self.slots[s as usize].fail_at = 0,
+                Dispatch::Sent => self.tab.slots[s as usize].fail_at = 0,
                 Dispatch::NoRoom => self.retry.push_back(s),
                 Dispatch::NoPath => {
                     no_path = true;
-                    let slot = &mut self.slots[s as usize];
+                    let slot = &mut self.tab.slots[s as usize];
                     if slot.fail_at == 0 {
                         slot.fail_at = now.saturating_add(self.fast_fail_ticks);
                     }
                     if now >= slot.fail_at && now >= self.hold_until {
-                        let st = if slot.status.is_success() {
+                        let st = if slot.meta.status.is_success() {
                             Status::HOST_PATHING_ERROR
                         } else {
-                            slot.status
+                            slot.meta.status
                         };
                         self.stats.fast_failed += 1;
                         self.deliver(s, st, cb);
@@ -576,67 +754,155 @@ impl<Q: PathQueue> MpathChannel<Q> {
     /// Polls every path's queue, delivers finished I/O to `cb` (each exactly once),
     /// re-dispatches what waits, and announces a quiescent state (this channel holds
     /// no path-set reference between calls). Returns the number delivered.
+    #[inline]
     pub fn poll(&mut self, cb: &mut impl FnMut(BdevCompletion)) -> usize {
         self.reader.quiescent();
+        // Only delivery frees slots.
+        let before = self.tab.free_len;
+        if !self.mailbox.is_empty() || !self.done.is_empty() {
+            self.poll_before(cb);
+        }
+        // Every path that needs it: one with requests outstanding, or whose controller
+        // changed its state (a reset waits, bounded, for each queue's owner to
+        // acknowledge it in a poll). Idle queues are skipped.
+        let mut from = 0;
+        while let Some((l, full)) = Self::sweep(&mut self.paths, from, &mut self.tab, cb) {
+            // A queue poll with errors to handle, or a full batch (poll it again).
+            let nerr = self.tab.nerr;
+            if nerr > 0 {
+                self.handle_errs(l as u8, nerr, cb);
+            }
+            from = if full { l } else { l + 1 };
+        }
+        if !self.retry.is_empty() || self.dirty != 0 || self.removing > 0 {
+            self.poll_after(cb);
+        }
+        self.tab.free_len - before
+    }
+
+    /// Poll's work before the path queues, when there is any: mailbox messages and
+    /// I/O that finished without reaching a queue.
+    #[cold]
+    #[inline(never)]
+    fn poll_before(&mut self, cb: &mut impl FnMut(BdevCompletion)) {
         if !self.mailbox.is_empty() {
             self.drain_mailbox();
         }
-        let before = self.stats.completed;
         while let Some(s) = self.done.pop_front() {
-            let st = self.slots[s as usize].status;
+            let st = self.tab.slots[s as usize].meta.status;
             self.deliver(s, st, cb);
         }
-        // Every path, idle ones too: a controller reset waits (bounded) for each
-        // queue's owner to acknowledge it in a poll.
-        for l in 0..self.paths.len() {
-            if self.paths[l].is_some() {
-                self.poll_path(l as u8, cb);
-            }
-        }
+    }
+
+    /// Poll's work after the path queues, when there is any: the retry ring, the
+    /// doorbells of re-dispatched I/O, and paths being removed.
+    #[cold]
+    #[inline(never)]
+    fn poll_after(&mut self, cb: &mut impl FnMut(BdevCompletion)) {
         if !self.retry.is_empty() {
             self.run_retry_ring(clock::ticks(), cb);
         }
-        self.flush();
+        if self.dirty != 0 {
+            self.flush();
+        }
         if self.removing > 0 {
             self.retire_removed();
         }
-        (self.stats.completed - before) as usize
     }
 
-    /// Rings the doorbells of the path queues with I/O queued since the last poll
+    /// Rings the doorbells of the path queues with I/O queued since the last flush
     /// (poll does it too): submit, flush, poll is the shortest round trip.
     #[inline]
     pub fn flush(&mut self) {
-        for p in self.paths.iter_mut().flatten() {
-            if p.inflight > 0 {
-                p.queue.flush();
+        let mut dirty = std::mem::take(&mut self.dirty);
+        while dirty != 0 {
+            let b = dirty.trailing_zeros() as usize;
+            dirty &= dirty - 1;
+            if b < 63 {
+                if let Some(Some(p)) = self.paths.get_mut(b) {
+                    p.queue.flush();
+                }
+            } else {
+                Self::flush_rest(&mut self.paths);
             }
         }
     }
 
-    fn poll_path(&mut self, l: u8, cb: &mut impl FnMut(BdevCompletion)) {
-        // Completions are collected first (the queue is borrowed during its poll) into
-        // the channel's batch buffer, taken out for the duration (a pointer swap).
-        let mut buf = std::mem::take(&mut self.cbuf);
-        loop {
-            let mut n = 0;
-            let Some(p) = self.paths[l as usize].as_mut() else {
-                break;
-            };
-            p.queue.poll(POLL_BATCH, &mut |c| {
-                if let Some(slot) = buf.get_mut(n) {
-                    *slot = c;
-                    n += 1;
+    /// Flushes local paths 63 and up (they share the last `dirty` bit).
+    #[cold]
+    fn flush_rest(paths: &mut [Option<LocalPath<Q>>]) {
+        for p in paths.iter_mut().skip(63).flatten() {
+            p.queue.flush();
+        }
+    }
+
+    /// Polls the path queues from local path `from` on that need it. Successful
+    /// completions of I/O in flight on the path (the common case) are delivered
+    /// straight from the queue's callback; anything else (errors, completions while
+    /// stopping, completions that match no slot) is collected in `t.errs`, and the
+    /// sweep stops after that queue's poll so the caller, which may re-dispatch, can
+    /// handle them: it returns the path and whether its batch was full.
+    #[inline(always)]
+    fn sweep(
+        paths: &mut [Option<LocalPath<Q>>],
+        from: usize,
+        t: &mut SlotTable,
+        cb: &mut impl FnMut(BdevCompletion),
+    ) -> Option<(usize, bool)> {
+        let rest = paths.get_mut(from..)?;
+        for (i, p) in rest.iter_mut().enumerate() {
+            let Some(p) = p else { continue };
+            if !p.queue.needs_poll() {
+                continue;
+            }
+            let l = (from + i) as u8;
+            t.ok = 0;
+            t.nerr = 0;
+            let tt = &mut *t;
+            let cb2 = &mut *cb;
+            let seen = p.queue.poll(POLL_BATCH, &mut move |c: IoCompletion| {
+                if c.status.is_success() {
+                    if let Some(slot) = tt.slots.get_mut(c.ctx as usize) {
+                        if slot.meta.state == SlotState::inflight(l) {
+                            slot.meta.state = SlotState::FREE;
+                            if let Some(f) = tt.free.get_mut(tt.free_len) {
+                                *f = c.ctx as u32;
+                                tt.free_len += 1;
+                            }
+                            tt.ok += 1;
+                            cb2(BdevCompletion {
+                                ctx: slot.io.ctx,
+                                status: c.status,
+                            });
+                            return;
+                        }
+                    }
+                }
+                if let Some(e) = tt.errs.get_mut(tt.nerr) {
+                    *e = c;
+                    tt.nerr += 1;
+                } else {
+                    // More completions than slots: the queue broke its contract.
+                    debug_assert!(false, "completion for slot {} dropped", c.ctx);
                 }
             });
-            for c in &buf[..n] {
-                self.on_completion(l, *c, cb);
-            }
-            if n < POLL_BATCH {
-                break;
+            p.inflight -= t.ok;
+            let full = seen >= POLL_BATCH;
+            if t.nerr > 0 || full {
+                return Some((from + i, full));
             }
         }
-        self.cbuf = buf;
+        None
+    }
+
+    /// Completions of one queue poll that were not plain successes.
+    #[cold]
+    #[inline(never)]
+    fn handle_errs(&mut self, l: u8, nerr: usize, cb: &mut impl FnMut(BdevCompletion)) {
+        for i in 0..nerr {
+            let c = self.tab.errs[i];
+            self.on_completion(l, c, cb);
+        }
     }
 
     fn retire_removed(&mut self) {

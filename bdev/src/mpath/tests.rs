@@ -390,3 +390,82 @@ fn bad_requests_are_handed_back() {
     assert!(ch.submit(BdevIo::unmap(0, 10, 6)).is_ok());
     assert!(ch.submit(BdevIo::write_zeroes(0, 10, 7)).is_ok());
 }
+
+/// A queue that, once aborted, completes everything it holds in one poll, more than
+/// it was asked for (as a queue pair does when its controller resets or fails).
+struct BurstQueue {
+    inflight: Arc<Mutex<VecDeque<IoRequest>>>,
+    abort: Arc<AtomicBool>,
+}
+
+impl PathQueue for BurstQueue {
+    fn submit(
+        &mut self,
+        req: IoRequest,
+    ) -> std::result::Result<(), (nvme_driver::Error, IoRequest)> {
+        lock(&self.inflight).push_back(req);
+        Ok(())
+    }
+    fn poll(&mut self, max: usize, cb: &mut impl FnMut(IoCompletion)) -> usize {
+        let (status, n) = if self.abort.swap(false, Ordering::AcqRel) {
+            (Status::ABORTED_SQ_DELETION, usize::MAX)
+        } else {
+            (Status::SUCCESS, max)
+        };
+        let mut done = 0;
+        while done < n {
+            let Some(r) = lock(&self.inflight).pop_front() else {
+                break;
+            };
+            cb(IoCompletion { ctx: r.ctx, status });
+            done += 1;
+        }
+        done
+    }
+    fn flush(&mut self) {}
+    fn outstanding(&self) -> usize {
+        lock(&self.inflight).len()
+    }
+    fn is_failed(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn a_reset_completing_more_than_a_batch_at_once_loses_nothing() {
+    let mp = Multipath::new(info(), MpathOptions::default(), 0, Qsbr::new(8)).unwrap();
+    let mut ch = mp.channel(&mut |_| unreachable!()).unwrap();
+    let mut aborts = Vec::new();
+    for id in 1..=2 {
+        let q = BurstQueue {
+            inflight: Arc::default(),
+            abort: Arc::default(),
+        };
+        aborts.push(q.abort.clone());
+        let mut q = Some(q);
+        mp.add_path(path(id), live(AnaState::Optimized), &mut || {
+            Ok(q.take().unwrap())
+        })
+        .unwrap();
+    }
+    ch.poll(&mut |_| {});
+    let n = 192u64; // three times the channel's poll batch
+    for i in 0..n {
+        ch.submit(BdevIo::read(i % 900, 1, buf(), i)).unwrap();
+    }
+    // Everything is on path 1 (active-passive); its reset aborts all at once.
+    aborts[0].store(true, Ordering::Release);
+    let mut seen = vec![0u32; n as usize];
+    for _ in 0..100 {
+        ch.poll(&mut |c| {
+            assert!(c.status.is_success(), "{c:?}");
+            seen[c.ctx as usize] += 1;
+        });
+        if ch.outstanding() == 0 {
+            break;
+        }
+    }
+    assert!(seen.iter().all(|&k| k == 1), "each I/O exactly once");
+    assert_eq!(ch.stats().failovers, n);
+    assert_eq!(ch.stats().completed, n);
+}
