@@ -474,12 +474,21 @@ impl CtrlInner {
     }
 
     fn delete_io_queues(&self, aq: &mut AdminQueue, qid: u16) -> Result<()> {
+        self.delete_io_queues_within(aq, qid, ADMIN_TIMEOUT)
+    }
+
+    fn delete_io_queues_within(
+        &self,
+        aq: &mut AdminQueue,
+        qid: u16,
+        timeout: Duration,
+    ) -> Result<()> {
         let mut sqe = Sqe::new(admin_opc::DELETE_IO_SQ);
         sqe.cdw10 = qid as u32;
-        self.admin_cmd(aq, sqe, ADMIN_TIMEOUT)?;
+        self.admin_cmd(aq, sqe, timeout)?;
         let mut sqe = Sqe::new(admin_opc::DELETE_IO_CQ);
         sqe.cdw10 = qid as u32;
-        self.admin_cmd(aq, sqe, ADMIN_TIMEOUT)?;
+        self.admin_cmd(aq, sqe, timeout)?;
         Ok(())
     }
 
@@ -930,6 +939,23 @@ impl Controller {
     fn reset_locked(&self, aq: &mut AdminQueue) -> Result<()> {
         let inner = &self.0;
         inner.state.store(ST_RESETTING, Ordering::Release);
+        // A responsive controller first gets its I/O queues deleted (section 5.6:
+        // commands in flight are aborted by the controller), as Linux does before
+        // disabling: the device then has nothing in flight when CC.EN drops, which
+        // QEMU 7.2's emulation needs (it crashed, rarely, when disabled with I/O in
+        // flight). Best effort with a short deadline; the disable follows regardless.
+        let csts = inner.csts();
+        if csts.rdy() && !csts.cfs() && !csts.is_all_ones() {
+            let qids: Vec<u16> = lock(&inner.qpairs).iter().map(|q| q.qid).collect();
+            for qid in qids {
+                if inner
+                    .delete_io_queues_within(aq, qid, Duration::from_secs(1))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
         inner.disable()?;
         // The device no longer touches any queue: now queue pairs may hand back
         // what they had in flight.
