@@ -616,84 +616,85 @@ impl Controller {
             resets: AtomicU64::new(0),
             opts: opts.clone(),
         };
-        // Bring-up needs `&CtrlInner` and `&mut AdminQueue`; take the queue out of
-        // its mutex for the duration.
-        let mut aq = std::mem::replace(
-            inner.admin.get_mut().unwrap_or_else(|e| e.into_inner()),
-            AdminQueue {
-                sq: inner.pool.alloc(PAGE_SIZE as usize)?,
-                cq: inner.pool.alloc(PAGE_SIZE as usize)?,
-                data: inner.pool.alloc(PAGE_SIZE as usize)?,
-                sq_tail: 0,
-                cq_head: 0,
-                phase: true,
-                next_cid: 0,
-                aer_cids: Vec::new(),
-            },
-        );
-        inner.disable()?;
-        inner.enable(&mut aq)?;
-        let d = inner.identify(&mut aq, cns::CONTROLLER, 0)?;
-        inner.ident = IdentifyController::parse(&d).map_err(|e| Error::Parse(e, name.clone()))?;
-        if inner.ident.sqes & 0xf > 6 || inner.ident.cqes & 0xf > 4 {
-            return Err(Error::ControllerFailed {
-                device: name,
-                reason: format!(
-                    "controller requires SQ/CQ entries of 2^{}/2^{} bytes; only 64/16 are supported",
-                    inner.ident.sqes & 0xf,
-                    inner.ident.cqes & 0xf
-                ),
-            });
-        }
-        let mdts = inner.ident.max_transfer_bytes(12).unwrap_or(u64::MAX);
-        // One PRP list page per command: a transfer of MAX_PRP_PAGES - 1 pages fits
-        // at any offset.
-        let prp_max = (prp::MAX_PRP_PAGES - 1) * PAGE_SIZE;
-        inner.max_xfer_bytes = mdts.min(prp_max) as u32;
-        let nsids = if vs.0 >= 0x0001_0100 {
-            let d = inner.identify(&mut aq, cns::ACTIVE_NS_LIST, 0)?;
-            crate::spec::parse_ns_list(&d).map_err(|e| Error::Parse(e, name.clone()))?
-        } else {
-            (1..=inner.ident.nn.min(1024)).collect()
-        };
-        for nsid in nsids {
-            let d = inner.identify(&mut aq, cns::NAMESPACE, nsid)?;
-            let id = IdentifyNamespace::parse(&d).map_err(|e| Error::Parse(e, name.clone()))?;
-            if id.nsze == 0 {
-                continue;
+        // Bring-up runs on `&CtrlInner` with the admin queue locked (uncontended: the
+        // controller is not shared yet). What it learns is kept in locals and stored
+        // once the lock is released; AERs and the ANA log, which need the identify
+        // data, follow in a second locked step.
+        let (ident, namespaces, max_xfer_bytes, io_queues_granted) = {
+            let mut aq = lock(&inner.admin);
+            inner.disable()?;
+            inner.enable(&mut aq)?;
+            let d = inner.identify(&mut aq, cns::CONTROLLER, 0)?;
+            let ident = IdentifyController::parse(&d).map_err(|e| Error::Parse(e, name.clone()))?;
+            if ident.sqes & 0xf > 6 || ident.cqes & 0xf > 4 {
+                return Err(Error::ControllerFailed {
+                    device: name,
+                    reason: format!(
+                        "controller requires SQ/CQ entries of 2^{}/2^{} bytes; only 64/16 are supported",
+                        ident.sqes & 0xf,
+                        ident.cqes & 0xf
+                    ),
+                });
             }
-            let ids = inner
-                .identify(&mut aq, cns::NS_ID_DESCRIPTORS, nsid)
-                .ok()
-                .and_then(|d| crate::spec::parse_ns_descriptors(&d).ok())
-                .unwrap_or_default();
-            inner.namespaces.push(Namespace {
-                nsid,
-                nsze: id.nsze,
-                block_size: id.block_size(),
-                id,
-                ids,
-            });
-        }
-        inner.io_queues_granted = inner.set_num_queues(&mut aq, opts.io_queues)?;
-        // Async Event Configuration (section 5.27.1.9): SMART critical warnings,
-        // namespace attribute notices, and ANA change notices if supported.
-        let mut aec = 0xff | 1 << 8;
-        if inner.ident.oaes >> 11 & 1 == 1 {
-            aec |= 1 << 11;
-        }
-        let mut sqe = Sqe::new(admin_opc::SET_FEATURES);
-        sqe.cdw10 = feature_id::ASYNC_EVENT_CONFIG as u32;
-        sqe.cdw11 = aec;
-        let _ = inner.admin_cmd(&mut aq, sqe, ADMIN_TIMEOUT);
-        for _ in 0..(inner.ident.aerl as usize + 1).min(AER_MAX) {
-            inner.post_aer(&mut aq);
-        }
-        if inner.ident.ana_supported() {
-            let log = inner.read_ana_log(&mut aq)?;
-            *inner.ana.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(log);
-        }
-        *inner.admin.get_mut().unwrap_or_else(|e| e.into_inner()) = aq;
+            let mdts = ident.max_transfer_bytes(12).unwrap_or(u64::MAX);
+            // One PRP list page per command: a transfer of MAX_PRP_PAGES - 1 pages
+            // fits at any offset.
+            let prp_max = (prp::MAX_PRP_PAGES - 1) * PAGE_SIZE;
+            let nsids = if vs.0 >= 0x0001_0100 {
+                let d = inner.identify(&mut aq, cns::ACTIVE_NS_LIST, 0)?;
+                crate::spec::parse_ns_list(&d).map_err(|e| Error::Parse(e, name.clone()))?
+            } else {
+                (1..=ident.nn.min(1024)).collect()
+            };
+            let mut namespaces = Vec::new();
+            for nsid in nsids {
+                let d = inner.identify(&mut aq, cns::NAMESPACE, nsid)?;
+                let id = IdentifyNamespace::parse(&d).map_err(|e| Error::Parse(e, name.clone()))?;
+                if id.nsze == 0 {
+                    continue;
+                }
+                let ids = inner
+                    .identify(&mut aq, cns::NS_ID_DESCRIPTORS, nsid)
+                    .ok()
+                    .and_then(|d| crate::spec::parse_ns_descriptors(&d).ok())
+                    .unwrap_or_default();
+                namespaces.push(Namespace {
+                    nsid,
+                    nsze: id.nsze,
+                    block_size: id.block_size(),
+                    id,
+                    ids,
+                });
+            }
+            let granted = inner.set_num_queues(&mut aq, opts.io_queues)?;
+            // Async Event Configuration (section 5.27.1.9): SMART critical warnings,
+            // namespace attribute notices, and ANA change notices if supported.
+            let mut aec = 0xff | 1 << 8;
+            if ident.oaes >> 11 & 1 == 1 {
+                aec |= 1 << 11;
+            }
+            let mut sqe = Sqe::new(admin_opc::SET_FEATURES);
+            sqe.cdw10 = feature_id::ASYNC_EVENT_CONFIG as u32;
+            sqe.cdw11 = aec;
+            let _ = inner.admin_cmd(&mut aq, sqe, ADMIN_TIMEOUT);
+            (ident, namespaces, mdts.min(prp_max) as u32, granted)
+        };
+        inner.ident = ident;
+        inner.namespaces = namespaces;
+        inner.max_xfer_bytes = max_xfer_bytes;
+        inner.io_queues_granted = io_queues_granted;
+        let ana = {
+            let mut aq = lock(&inner.admin);
+            for _ in 0..(inner.ident.aerl as usize + 1).min(AER_MAX) {
+                inner.post_aer(&mut aq);
+            }
+            if inner.ident.ana_supported() {
+                Some(inner.read_ana_log(&mut aq)?)
+            } else {
+                None
+            }
+        };
+        *inner.ana.get_mut().unwrap_or_else(|e| e.into_inner()) = ana;
         let (base, len) = inner.pool.iova_range();
         inner
             .dma_windows

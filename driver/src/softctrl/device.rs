@@ -1059,12 +1059,9 @@ impl Device {
         d
     }
 
-    fn create_cq(&mut self, sqe: &Sqe) -> Result<u32, Status> {
-        let qid = sqe.cdw10 as u16;
-        let entries = (sqe.cdw10 >> 16) + 1;
-        if qid == 0 || self.cqs.get(qid as usize).is_none_or(|q| q.is_some()) {
-            return Err(specific(csc::INVALID_QID));
-        }
+    /// The checks Create I/O CQ and SQ share (sections 5.4 and 5.5): the size within
+    /// MQES, physically contiguous (CAP.CQR), a page-aligned base, mapped memory.
+    fn check_queue_memory(&self, sqe: &Sqe, entries: u32, entry_size: usize) -> Result<(), Status> {
         if entries < 2 || entries > self.sh.config.mqes as u32 + 1 {
             return Err(specific(csc::INVALID_QSIZE));
         }
@@ -1078,10 +1075,20 @@ impl Device {
         if !self
             .sh
             .mapper
-            .is_mapped(Iova(sqe.prp1), entries as usize * CQE_SIZE)
+            .is_mapped(Iova(sqe.prp1), entries as usize * entry_size)
         {
             return Err(generic(sc::INVALID_FIELD));
         }
+        Ok(())
+    }
+
+    fn create_cq(&mut self, sqe: &Sqe) -> Result<u32, Status> {
+        let qid = sqe.cdw10 as u16;
+        let entries = (sqe.cdw10 >> 16) + 1;
+        if qid == 0 || self.cqs.get(qid as usize).is_none_or(|q| q.is_some()) {
+            return Err(specific(csc::INVALID_QID));
+        }
+        self.check_queue_memory(sqe, entries, CQE_SIZE)?;
         // The doorbell starts at 0 for a new queue, whatever an earlier queue with
         // this ID left in it.
         self.sh.regs.mmio.write32(regs::cq_head_doorbell(qid, 0), 0);
@@ -1099,22 +1106,7 @@ impl Device {
         if cqid == 0 || self.cqs.get(cqid as usize).is_none_or(|q| q.is_none()) {
             return Err(specific(csc::CQ_INVALID));
         }
-        if entries < 2 || entries > self.sh.config.mqes as u32 + 1 {
-            return Err(specific(csc::INVALID_QSIZE));
-        }
-        if sqe.cdw11 & 1 == 0 {
-            return Err(generic(sc::INVALID_FIELD));
-        }
-        if sqe.prp1 == 0 || !sqe.prp1.is_multiple_of(PAGE) {
-            return Err(generic(csc::PRP_OFFSET_INVALID));
-        }
-        if !self
-            .sh
-            .mapper
-            .is_mapped(Iova(sqe.prp1), entries as usize * SQE_SIZE)
-        {
-            return Err(generic(sc::INVALID_FIELD));
-        }
+        self.check_queue_memory(sqe, entries, SQE_SIZE)?;
         self.sh.regs.mmio.write32(regs::sq_tail_doorbell(qid, 0), 0);
         self.sqs[qid as usize] = Some(Sq {
             iova: sqe.prp1,
