@@ -74,6 +74,24 @@ pub struct ChannelStats {
     pub path_set_changes: u64,
 }
 
+impl ChannelStats {
+    /// The counts since `before` (an earlier snapshot of the same channel); the
+    /// high-water mark stays the current one.
+    pub fn since(&self, before: &ChannelStats) -> ChannelStats {
+        ChannelStats {
+            submitted: self.submitted - before.submitted,
+            completed: self.completed - before.completed,
+            failed: self.failed - before.failed,
+            failovers: self.failovers - before.failovers,
+            retries: self.retries - before.retries,
+            queued: self.queued - before.queued,
+            queued_high_water: self.queued_high_water,
+            fast_failed: self.fast_failed - before.fast_failed,
+            path_set_changes: self.path_set_changes - before.path_set_changes,
+        }
+    }
+}
+
 /// A slot's state: in flight on local path `l` (`0..=255`), or one of the others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct SlotState(u16);

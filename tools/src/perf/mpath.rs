@@ -17,6 +17,7 @@ use super::opts::PerfOptions;
 use super::IO_TIMEOUT_MS;
 use crate::attach::Wanted;
 use crate::{usage, UsageError};
+use nvme_bdev::mpath::ChannelStats;
 use nvme_bdev::{Bdev, BdevIo, BlockLayer, Channel, IoBuf, LayerOptions, MpathOptions, Policy};
 use nvme_driver::{clock, IoCompletion, QpairOptions};
 use std::sync::Arc;
@@ -50,18 +51,9 @@ pub struct MpathRowStats {
     /// Per path, in the order paths were added; a path removed during the run is
     /// no longer listed.
     pub paths: Vec<PathCount>,
-    /// Re-dispatches after a path error (failover events).
-    pub failovers: u64,
-    /// Retries after other retryable errors.
-    pub retries: u64,
-    /// I/Os that waited on the core's retry ring.
-    pub queued: u64,
-    /// Most I/Os on the retry ring at once (whole run).
-    pub queued_high_water: u64,
-    /// I/Os failed for lack of a usable path.
-    pub fast_failed: u64,
-    /// Path-set snapshots this core saw.
-    pub path_set_changes: u64,
+    /// The channel's counters over the measured phase (failovers, retries, the retry
+    /// ring, fast fails, path-set changes; the high-water mark is the whole run's).
+    pub channel: ChannelStats,
     /// Longest submit call, ns.
     pub longest_submit_ns: u64,
     /// Longest time between two completions on this core while I/O was outstanding.
@@ -138,7 +130,7 @@ pub struct BdevChannel {
     path_names: Vec<(u64, String)>,
     policy: Policy,
     snap: Vec<nvme_bdev::mpath::PathIoStats>,
-    snap_ch: nvme_bdev::mpath::ChannelStats,
+    snap_ch: ChannelStats,
     longest_submit: u64,
     /// When the last poll that brought completions returned.
     last_completion: u64,
@@ -256,12 +248,7 @@ impl Backend for BdevChannel {
         r.mpath = Some(MpathRowStats {
             policy: self.policy,
             paths,
-            failovers: st.failovers - b.failovers,
-            retries: st.retries - b.retries,
-            queued: st.queued - b.queued,
-            queued_high_water: st.queued_high_water,
-            fast_failed: st.fast_failed - b.fast_failed,
-            path_set_changes: st.path_set_changes - b.path_set_changes,
+            channel: st.since(&b),
             longest_submit_ns: clock::ticks_to_ns(self.longest_submit),
             longest_gap_ns: clock::ticks_to_ns(self.longest_gap),
         });
