@@ -2,67 +2,79 @@
 //! software controller, either through the driver's queue pair alone or through the
 //! multipath bdev (two paths, active-passive). The software controllers run in
 //! manual mode: their device threads stand aside and this thread runs the devices in
-//! `device_step`, so the host's work is all in `host_submit` and `host_poll`, which
-//! callgrind counts alone:
+//! `device_step`. Callgrind counts the measured loop, `host_run_*`, with
+//! `device_step` toggled out (`--toggle-collect` toggles on entry and exit):
 //!
 //! ```text
 //! cargo build --release -p nvme-bdev --example bdev_cost
-//! valgrind --tool=callgrind --toggle-collect='bdev_cost::host_*' \
-//!     target/release/examples/bdev_cost driver 20000
-//! valgrind --tool=callgrind --toggle-collect='bdev_cost::host_*' \
-//!     target/release/examples/bdev_cost mpath 20000
+//! valgrind --tool=callgrind --fair-sched=yes --toggle-collect='bdev_cost::host_run_*' \
+//!     --toggle-collect='bdev_cost::device_step' target/release/examples/bdev_cost driver 20000
+//! valgrind --tool=callgrind --fair-sched=yes --toggle-collect='bdev_cost::host_run_*' \
+//!     --toggle-collect='bdev_cost::device_step' target/release/examples/bdev_cost mpath 20000
 //! ```
 //!
-//! (collected instructions of `mpath` minus those of `driver`) / N is what the layer
-//! adds per read. The controller threads' housekeeping (every `admin_poll_us`) runs
-//! outside `host_*` and is not counted. Warm-up I/Os (1000) run before the measured
-//! ones but also inside `host_*`; both modes do the same number.
+//! (collected instructions of `mpath` minus those of `driver`) / (N + 1000) is what
+//! the layer adds per read: 1000 warm-up reads run first, in the same function, in
+//! both modes. The controller threads' housekeeping (every `admin_poll_us`) runs
+//! outside and is not counted. `--fair-sched=yes` keeps valgrind's scheduler from
+//! starving the controller threads while they bring the controllers up.
+//! `tests/bench-instructions` runs both.
 
-use nvme_bdev::{BdevIo, BlockLayer, Channel, IoBuf, LayerOptions};
+use nvme_bdev::{BdevIo, BlockLayer, Channel, LayerOptions};
 use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
-use nvme_driver::{Controller, ControllerOptions, DmaBuf, IoQpair, IoRequest, QpairOptions};
+use nvme_driver::{Controller, ControllerOptions, DmaSlice, IoQpair, IoRequest, QpairOptions};
 use std::sync::Arc;
 use std::time::Instant;
 
 const BLOCKS: u64 = 1 << 16;
 
+/// The measured loop through the driver alone: `n` reads at queue depth 1.
 #[inline(never)]
-fn host_submit_driver(q: &mut IoQpair, buf: &DmaBuf, i: u64) {
-    if q.submit(IoRequest::read(1, (i * 8) % BLOCKS, 8, buf.whole(), i))
-        .is_err()
-    {
-        std::process::abort();
-    }
-    q.flush();
-}
-
-#[inline(never)]
-fn host_poll_driver(q: &mut IoQpair) -> usize {
-    q.poll(1, &mut |c| {
-        if !c.status.is_success() {
+fn host_run_driver(q: &mut IoQpair, buf: DmaSlice, devs: &[Arc<SoftController>], n: u64) {
+    for i in 0..n {
+        if q.submit(IoRequest::read(1, (i * 8) % BLOCKS, 8, buf, i))
+            .is_err()
+        {
             std::process::abort();
         }
-    })
-}
-
-#[inline(never)]
-fn host_submit_mpath(ch: &mut Channel, buf: &IoBuf, i: u64) {
-    if ch
-        .submit(BdevIo::read((i * 8) % BLOCKS, 8, buf.whole(), i))
-        .is_err()
-    {
-        std::process::abort();
+        q.flush();
+        loop {
+            device_step(devs);
+            let got = q.poll(1, &mut |c| {
+                if !c.status.is_success() {
+                    std::process::abort();
+                }
+            });
+            if got != 0 {
+                break;
+            }
+        }
     }
-    ch.flush();
 }
 
+/// The same through the multipath bdev.
 #[inline(never)]
-fn host_poll_mpath(ch: &mut Channel) -> usize {
-    ch.poll(&mut |c| {
-        if !c.status.is_success() {
+fn host_run_mpath(ch: &mut Channel, buf: DmaSlice, devs: &[Arc<SoftController>], n: u64) {
+    for i in 0..n {
+        if ch
+            .submit(BdevIo::read((i * 8) % BLOCKS, 8, buf, i))
+            .is_err()
+        {
             std::process::abort();
         }
-    })
+        ch.flush();
+        loop {
+            device_step(devs);
+            let got = ch.poll(&mut |c| {
+                if !c.status.is_success() {
+                    std::process::abort();
+                }
+            });
+            if got != 0 {
+                break;
+            }
+        }
+    }
 }
 
 #[inline(never)]
@@ -100,17 +112,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let devs = [a.clone()];
             a.set_manual(true);
             std::thread::sleep(std::time::Duration::from_millis(5));
-            let mut t0 = Instant::now();
-            for i in 0..warm + n {
-                if i == warm {
-                    t0 = Instant::now();
-                }
-                host_submit_driver(&mut q, &buf, i);
-                device_step(&devs);
-                while host_poll_driver(&mut q) == 0 {
-                    device_step(&devs);
-                }
-            }
+            host_run_driver(&mut q, buf.whole(), &devs, warm);
+            let t0 = Instant::now();
+            host_run_driver(&mut q, buf.whole(), &devs, n);
             el = t0.elapsed();
             a.set_manual(false);
         }
@@ -129,17 +133,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             a.set_manual(true);
             b.set_manual(true);
             std::thread::sleep(std::time::Duration::from_millis(5));
-            let mut t0 = Instant::now();
-            for i in 0..warm + n {
-                if i == warm {
-                    t0 = Instant::now();
-                }
-                host_submit_mpath(&mut ch, &buf, i);
-                device_step(&devs);
-                while host_poll_mpath(&mut ch) == 0 {
-                    device_step(&devs);
-                }
-            }
+            host_run_mpath(&mut ch, buf.whole(), &devs, warm);
+            let t0 = Instant::now();
+            host_run_mpath(&mut ch, buf.whole(), &devs, n);
             el = t0.elapsed();
             a.set_manual(false);
             b.set_manual(false);

@@ -1,7 +1,7 @@
 //! What travels through a bdev channel: requests, completions, and the queue a
 //! channel drives for each path (an NVMe I/O queue pair, or a model of one in tests).
 
-use nvme_driver::{DmaSlice, IoCompletion, IoOp, IoQpair, IoRequest, Status};
+use nvme_driver::{DmaSlice, IoCompletion, IoOp, IoQpair, IoRequest, Refused, Status};
 
 /// One block I/O. `ctx` is the caller's: it comes back with the completion, so no
 /// per-I/O closure or box is needed.
@@ -131,8 +131,9 @@ pub trait PathQueue: Send {
     /// request [`BdevIo::validate`] would refuse (range and buffer against the same
     /// namespace geometry): the channel then skips its own check on the fast path.
     const VALIDATES: bool = false;
-    /// Submits without blocking, or hands the request back (see [`IoQpair::submit`]).
-    fn submit(&mut self, req: IoRequest) -> Result<(), (nvme_driver::Error, IoRequest)>;
+    /// Submits without blocking, or says why not (see [`IoQpair::try_submit`]); the
+    /// caller keeps the request either way.
+    fn submit(&mut self, req: &IoRequest) -> Result<(), Refused>;
     /// Delivers up to `max` completions, each request exactly once.
     fn poll(&mut self, max: usize, cb: &mut impl FnMut(IoCompletion)) -> usize;
     /// Rings the doorbell for queued commands.
@@ -156,8 +157,8 @@ impl PathQueue for IoQpair {
     // paths whose namespaces have the same size and block size.
     const VALIDATES: bool = true;
     #[inline]
-    fn submit(&mut self, req: IoRequest) -> Result<(), (nvme_driver::Error, IoRequest)> {
-        IoQpair::submit(self, req)
+    fn submit(&mut self, req: &IoRequest) -> Result<(), Refused> {
+        IoQpair::try_submit(self, req)
     }
     #[inline]
     fn poll(&mut self, max: usize, cb: &mut impl FnMut(IoCompletion)) -> usize {

@@ -230,6 +230,9 @@ pub struct NsChannel {
 /// A per-core channel to a bdev. Submit never waits; poll delivers each I/O's
 /// completion exactly once.
 #[derive(Debug)]
+// One channel per core and bdev: its size does not matter, a box would cost a pointer
+// chase on every I/O.
+#[allow(clippy::large_enum_variant)]
 pub enum Channel {
     /// Namespace bdev channel.
     Nvme(NsChannel),

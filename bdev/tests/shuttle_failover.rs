@@ -8,7 +8,7 @@ use nvme_bdev::mpath::{PathShared, PathState};
 use nvme_bdev::qsbr::Qsbr;
 use nvme_bdev::{BdevCompletion, BdevInfo, BdevIo, MpathOptions, Multipath, PathQueue, Policy};
 use nvme_driver::spec::{sc, sct, AnaState};
-use nvme_driver::{DmaSlice, IoCompletion, IoRequest, Iova, Status};
+use nvme_driver::{DmaSlice, IoCompletion, IoRequest, Iova, Refused, Status};
 use shuttle::sync::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -28,12 +28,12 @@ struct ModelPath {
 }
 
 impl PathQueue for ModelPath {
-    fn submit(&mut self, req: IoRequest) -> Result<(), (nvme_driver::Error, IoRequest)> {
+    fn submit(&mut self, req: &IoRequest) -> Result<(), Refused> {
         let mut d = self.dev.lock().unwrap();
         if d.inflight.len() >= 3 {
-            return Err((nvme_driver::Error::Busy(3), req));
+            return Err(Refused::Busy);
         }
-        d.inflight.push_back(req);
+        d.inflight.push_back(*req);
         self.outstanding += 1;
         Ok(())
     }

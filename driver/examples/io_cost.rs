@@ -1,45 +1,58 @@
 //! Driver cost per I/O, for instruction counting with callgrind: 4 KiB reads against
 //! the software controller in manual mode, so the device's work runs in
-//! `device_step` and the driver's in `host_submit` and `host_poll`, which callgrind
-//! counts alone with `--toggle-collect`:
+//! `device_step` and the driver's in `host_run`. Callgrind counts `host_run` with the
+//! device's work toggled out (`--toggle-collect` toggles collection on entry to and
+//! exit from a function, so the nested `device_step` is excluded):
 //!
 //! ```text
 //! cargo build --release --example io_cost
-//! valgrind --tool=callgrind --toggle-collect='io_cost::host_*' \
-//!     target/release/examples/io_cost 32 20000
+//! valgrind --tool=callgrind --toggle-collect='io_cost::host_run' \
+//!     --toggle-collect='io_cost::device_step' target/release/examples/io_cost 32 20000
 //! ```
 //!
-//! Arguments: queue depth (default 1), number of I/Os (default 20000). It prints the
-//! I/O count so the collected instruction total can be divided by it
+//! Arguments: queue depth (default 1), number of I/Os (default 20000), both rounded up
+//! to whole rounds of `qd` reads. About 1000 warm-up reads run first, in `host_run`
+//! too; divide the collected total by `counted_ios`, which it prints
 //! (`tests/bench-instructions` does all of this).
 
 use nvme_driver::bus::Bus;
 use nvme_driver::softctrl::{SoftConfig, SoftController};
-use nvme_driver::{Controller, ControllerOptions, DmaBuf, IoQpair, IoRequest, QpairOptions};
+use nvme_driver::{
+    Controller, ControllerOptions, DmaBuf, DmaSlice, IoQpair, IoRequest, QpairOptions,
+};
 use std::sync::Arc;
 
+/// The measured loop: `rounds` times, `bufs.len()` reads submitted, the doorbell rung,
+/// the device run, and the completions reaped. Callgrind counts it with the device's
+/// work (`device_step`) toggled out, so the count is the driver's submit, flush and
+/// poll plus this loop's few instructions per I/O (the LBA, the callback, the call to
+/// `device_step`).
 #[inline(never)]
-fn host_submit(qp: &mut IoQpair, bufs: &[DmaBuf], first: usize, n: usize, lba: &mut u64) {
-    for b in &bufs[first..first + n] {
-        *lba = (*lba + 8) & ((1 << 20) - 1);
-        if qp
-            .submit(IoRequest::read(1, *lba, 8, b.whole(), 0))
-            .is_err()
-        {
-            std::process::abort();
+fn host_run(qp: &mut IoQpair, bufs: &[DmaSlice], dev: &SoftController, rounds: usize) {
+    let mut lba = 0u64;
+    let mut done = 0usize;
+    for _ in 0..rounds {
+        for b in bufs {
+            lba = (lba + 8) & ((1 << 20) - 1);
+            if qp.submit(IoRequest::read(1, lba, 8, *b, 0)).is_err() {
+                std::process::abort();
+            }
+        }
+        qp.flush();
+        let want = done + bufs.len();
+        loop {
+            device_step(dev);
+            qp.poll(256, &mut |c| {
+                if !c.status.is_success() {
+                    std::process::abort();
+                }
+                done += 1;
+            });
+            if done >= want {
+                break;
+            }
         }
     }
-    qp.flush();
-}
-
-#[inline(never)]
-fn host_poll(qp: &mut IoQpair, done: &mut usize) {
-    qp.poll(256, &mut |c| {
-        if !c.status.is_success() {
-            std::process::abort();
-        }
-        *done += 1;
-    });
 }
 
 #[inline(never)]
@@ -65,29 +78,24 @@ fn main() {
         .collect();
     dev.set_manual(true);
     std::thread::sleep(std::time::Duration::from_millis(5));
-    let mut lba = 0;
-    let mut done = 0;
-    // Keep `qd` reads in flight: submit a batch, let the device run, reap it.
-    let run = |qp: &mut IoQpair, count: usize, done: &mut usize, lba: &mut u64| {
-        let mut submitted = 0;
-        while submitted < count {
-            let n = qd.min(count - submitted);
-            host_submit(qp, &bufs, 0, n, lba);
-            submitted += n;
-            device_step(&dev);
-            let want = *done + n;
-            while *done < want {
-                host_poll(qp, done);
-                device_step(&dev);
-            }
-        }
-    };
-    run(&mut qp, 1000.min(ios), &mut done, &mut lba);
-    done = 0;
+    let slices: Vec<DmaSlice> = bufs.iter().map(DmaBuf::whole).collect();
+    // Whole rounds of `qd` reads: about 1000 to warm up, then about `ios`.
+    let warm_rounds = 1000usize.div_ceil(qd);
+    let rounds = ios.div_ceil(qd);
+    host_run(&mut qp, &slices, &dev, warm_rounds);
+    let before = qp.stats();
     let t0 = nvme_driver::clock::ticks();
-    run(&mut qp, ios, &mut done, &mut lba);
+    host_run(&mut qp, &slices, &dev, rounds);
     let ns = nvme_driver::clock::ticks_to_ns(nvme_driver::clock::ticks() - t0);
     let st = qp.stats();
-    println!("queue_depth {qd} ios {done} polls {} idle_polls {} sq_doorbells {} cq_doorbells {} wall_ns_per_io_incl_device {}",
-        st.polls, st.idle_polls, st.sq_doorbell_writes, st.cq_doorbell_writes, ns / done.max(1) as u64);
+    let done = st.completed - before.completed;
+    println!(
+        "queue_depth {qd} ios {done} counted_ios {} polls {} idle_polls {} sq_doorbells {} cq_doorbells {} wall_ns_per_io_incl_device {}",
+        st.completed,
+        st.polls - before.polls,
+        st.idle_polls - before.idle_polls,
+        st.sq_doorbell_writes - before.sq_doorbell_writes,
+        st.cq_doorbell_writes - before.cq_doorbell_writes,
+        ns / done.max(1)
+    );
 }

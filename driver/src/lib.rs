@@ -38,5 +38,5 @@ pub mod qpair;
 
 pub use ctrlr::{Controller, ControllerOptions, CtrlState, Namespace};
 pub use dma::{DmaBuf, DmaPool, DmaSlice, Iova};
-pub use qpair::{IoCompletion, IoOp, IoQpair, IoRequest, QpairOptions, QpairStats};
+pub use qpair::{IoCompletion, IoOp, IoQpair, IoRequest, QpairOptions, QpairStats, Refused};
 pub use spec::Status;

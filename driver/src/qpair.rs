@@ -29,7 +29,7 @@ use crate::dma::{DmaBuf, DmaSlice, Iova};
 use crate::error::{Error, Result};
 use crate::mmio::Doorbell;
 use crate::prp::{self, PAGE_SIZE};
-use crate::spec::{io_opc, Cqe, Sqe, Status, CQE_SIZE, SQE_SIZE};
+use crate::spec::{io_opc, Sqe, Status, CQE_SIZE, SQE_SIZE};
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -122,6 +122,19 @@ pub struct IoCompletion {
     pub status: Status,
 }
 
+/// Why [`IoQpair::try_submit`] refused a request; [`IoQpair::explain`] turns it into
+/// the full [`Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Bad arguments: no such namespace, a range past its end, or a buffer that is too
+    /// short, misaligned or not this device's DMA memory. Not worth retrying.
+    Invalid,
+    /// The pending ring is full: retry after a poll has completed something.
+    Busy,
+    /// The controller failed or was removed: try another path.
+    Failed,
+}
+
 /// Counters that explain performance.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QpairStats {
@@ -199,6 +212,9 @@ struct Parent {
     /// Commands in flight.
     inflight: u32,
     status: Status,
+    /// The namespace's block size (log2) and largest command, in blocks.
+    block_shift: u32,
+    max_blocks: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -243,9 +259,11 @@ pub struct IoQpair {
     entries: u16,
     cq_entries: u16,
     /// Completions consumed since the CQ head doorbell was last written.
-    cq_unreported: u16,
+    cq_unreported: usize,
     /// Write the CQ head doorbell once `cq_unreported` exceeds this.
-    cq_db_threshold: u16,
+    cq_db_threshold: usize,
+    /// `shared.qid`, at hand for checking completions.
+    qid: u16,
     sq_tail: u16,
     sq_dirty: bool,
     cq_head: u16,
@@ -260,6 +278,10 @@ pub struct IoQpair {
     pending: VecDeque<IoRequest>,
     pending_max: usize,
     ns: Box<[NsInfo]>,
+    /// `ns[0]` and its identifier widened (`u64::MAX` when there is none): almost
+    /// every queue pair serves one namespace, checked without following a pointer.
+    ns0: NsInfo,
+    ns0_key: u64,
     /// (base, length) of the IOVA windows buffers may come from; unused ones are (0, 0).
     windows: [(u64, u64); MAX_DMA_WINDOWS],
     control_seen: u64,
@@ -316,7 +338,7 @@ impl IoQpair {
         let sq_db = doorbell(crate::regs::sq_tail_doorbell(shared.qid, dstrd))?;
         let cq_db = doorbell(crate::regs::cq_head_doorbell(shared.qid, dstrd))?;
         let max_xfer = ctrl.max_xfer_bytes as u64;
-        let ns = ctrl
+        let ns: Box<[NsInfo]> = ctrl
             .namespaces
             .iter()
             .map(|n| {
@@ -354,7 +376,8 @@ impl IoQpair {
             // as long as those plus the ones we consumed but did not report fit in
             // the CQ, the device never finds it full (section 4.1: a full CQ is
             // head == tail + 1), so the doorbell write can wait.
-            cq_db_threshold: (shared.cq_entries as usize - 1 - ntrackers) as u16,
+            cq_db_threshold: shared.cq_entries as usize - 1 - ntrackers,
+            qid: shared.qid,
             sq_tail: 0,
             sq_dirty: false,
             cq_head: 0,
@@ -378,6 +401,8 @@ impl IoQpair {
                     issued: 0,
                     inflight: 0,
                     status: Status::SUCCESS,
+                    block_shift: 0,
+                    max_blocks: 0,
                 };
                 ntrackers + 1
             ]
@@ -386,6 +411,13 @@ impl IoQpair {
             partial: None,
             pending: VecDeque::with_capacity(opts.pending_max),
             pending_max: opts.pending_max,
+            ns0: ns.first().copied().unwrap_or(NsInfo {
+                nsid: 0,
+                nsze: 0,
+                block_shift: 0,
+                max_rw_blocks: 0,
+            }),
+            ns0_key: ns.first().map_or(u64::MAX, |n| n.nsid as u64),
             ns,
             windows,
             held: control_seen & 3 != CTL_LIVE,
@@ -452,10 +484,10 @@ impl IoQpair {
     #[inline]
     fn ns_info(&self, nsid: u32) -> Option<NsInfo> {
         // Almost always one namespace: check the first before searching.
-        match self.ns.first() {
-            Some(n) if n.nsid == nsid => Some(*n),
-            _ => self.ns.iter().copied().find(|n| n.nsid == nsid),
+        if nsid as u64 == self.ns0_key {
+            return Some(self.ns0);
         }
+        self.ns.iter().copied().find(|n| n.nsid == nsid)
     }
 
     /// The checks every request passes, branch-light; the reasons are worked out
@@ -478,20 +510,25 @@ impl IoQpair {
     fn valid(&self, req: &IoRequest, ns: &NsInfo) -> bool {
         match req.op {
             IoOp::Flush => true,
-            IoOp::Read | IoOp::Write => {
-                let end = req.slba.wrapping_add(req.nlb as u64);
-                req.nlb != 0
-                    && end >= req.slba
-                    && end <= ns.nsze
-                    && (req.buf.len as u64) >= (req.nlb as u64) << ns.block_shift
-                    && req.buf.iova.0 & 3 == 0
-                    && self.in_window(req.buf.iova.0, req.buf.len as u64)
-            }
+            IoOp::Read | IoOp::Write => self.valid_rw(req, ns),
             _ => {
                 let end = req.slba.wrapping_add(req.nlb as u64);
                 req.nlb != 0 && end >= req.slba && end <= ns.nsze
             }
         }
+    }
+
+    /// The checks of a read or write: a range inside the namespace, and a buffer
+    /// long enough, 4-byte aligned (PRP rule) and in one of the device's windows.
+    #[inline(always)]
+    fn valid_rw(&self, req: &IoRequest, ns: &NsInfo) -> bool {
+        let end = req.slba.wrapping_add(req.nlb as u64);
+        req.nlb != 0
+            && end >= req.slba
+            && end <= ns.nsze
+            && (req.buf.len as u64) >= (req.nlb as u64) << ns.block_shift
+            && req.buf.iova.0 & 3 == 0
+            && self.in_window(req.buf.iova.0, req.buf.len as u64)
     }
 
     #[cold]
@@ -544,40 +581,115 @@ impl IoQpair {
     /// next [`flush`](Self::flush) or poll), or waiting on the pending ring; or it is
     /// handed back with the reason: bad arguments, [`Error::Busy`] when the pending
     /// ring is full, [`Error::ControllerFailed`] when the controller is gone.
+    ///
+    /// Callers on a data path that handle refusals themselves may prefer
+    /// [`try_submit`](Self::try_submit), whose refusal is one byte.
     #[inline]
     pub fn submit(&mut self, req: IoRequest) -> std::result::Result<(), (Error, IoRequest)> {
-        let ns = match self.ns_info(req.nsid) {
+        match self.try_submit(&req) {
+            Ok(()) => Ok(()),
+            Err(why) => Err((self.explain(why, req), req)),
+        }
+    }
+
+    /// [`submit`](Self::submit) with a compact refusal: nothing is built or moved
+    /// when a request is refused (the caller still has it, `IoRequest` is `Copy`), and
+    /// [`explain`](Self::explain) gives the full error when one is wanted.
+    #[inline]
+    pub fn try_submit(&mut self, req: &IoRequest) -> std::result::Result<(), Refused> {
+        // The data path: a read or write that fits one command, on a queue pair with
+        // nothing waiting and an identifier free. The operation is tested first so
+        // the rest is straight-line code for it; anything else takes `submit_general`.
+        if let (IoOp::Read | IoOp::Write, Some(ns)) = (req.op, self.ns_info(req.nsid)) {
+            if self.valid_rw(req, &ns) && !self.slow && req.nlb <= ns.max_rw_blocks {
+                if let Some(cid) = self.pop_cid() {
+                    self.stats.submitted += 1;
+                    let opc = if req.op == IoOp::Read {
+                        io_opc::READ
+                    } else {
+                        io_opc::WRITE
+                    };
+                    let sqe = self.rw_sqe(
+                        cid,
+                        opc,
+                        req.nsid,
+                        req.slba,
+                        req.nlb,
+                        req.buf.iova.0,
+                        ns.block_shift,
+                    );
+                    self.post(cid, sqe, NO_PARENT, req.ctx);
+                    return Ok(());
+                }
+            }
+        }
+        self.submit_general(req.op, req.nsid, req.slba, req.nlb, req.buf, req.ctx)
+    }
+
+    /// Everything `try_submit`'s fast path leaves: other operations, split requests,
+    /// the pending ring, refusals. The request comes in pieces: passing it whole, or
+    /// its address, makes every caller build it in memory, on the fast path too.
+    #[inline(never)]
+    fn submit_general(
+        &mut self,
+        op: IoOp,
+        nsid: u32,
+        slba: u64,
+        nlb: u32,
+        buf: DmaSlice,
+        ctx: u64,
+    ) -> std::result::Result<(), Refused> {
+        let req = IoRequest {
+            op,
+            nsid,
+            slba,
+            nlb,
+            buf,
+            ctx,
+        };
+        let ns = match self.ns_info(nsid) {
             Some(ns) if self.valid(&req, &ns) => ns,
-            _ => return Err((self.invalid(&req), req)),
+            _ => return Err(Refused::Invalid),
         };
         if self.slow || self.free_len == 0 {
-            return self.submit_slow(req);
+            return self.pend(req);
         }
         self.stats.submitted += 1;
-        self.start(req, ns);
+        self.start(&req, ns);
         Ok(())
     }
 
-    /// A request that cannot go to the device now: refused when failed, else onto
-    /// the pending ring unless that is full.
+    /// The full error for a request [`try_submit`](Self::try_submit) refused: what is
+    /// wrong and how to fix it, naming the device.
     #[cold]
     #[inline(never)]
-    fn submit_slow(&mut self, req: IoRequest) -> std::result::Result<(), (Error, IoRequest)> {
-        if self.failed {
-            return Err((self.failed_error(), req));
+    pub fn explain(&self, why: Refused, req: IoRequest) -> Error {
+        match why {
+            Refused::Invalid => self.invalid(&req),
+            Refused::Busy => Error::Busy(self.pending_max),
+            Refused::Failed => self.failed_error(),
         }
-        if self.pending.len() >= self.pending_max {
+    }
+
+    /// A request that cannot go to the device now: refused when failed or when the
+    /// pending ring is full, else onto the ring (its room was reserved when the queue
+    /// pair was made: no allocation).
+    #[cold]
+    #[inline(never)]
+    fn pend(&mut self, req: IoRequest) -> std::result::Result<(), Refused> {
+        if self.failed {
+            return Err(Refused::Failed);
+        }
+        let depth = self.pending.len() + 1;
+        if depth > self.pending_max {
             self.stats.busy += 1;
-            return Err((Error::Busy(self.pending_max), req));
+            return Err(Refused::Busy);
         }
         self.pending.push_back(req);
         self.slow = true;
         self.stats.submitted += 1;
         self.stats.pended += 1;
-        let depth = self.pending.len() as u64;
-        if depth > self.stats.pending_high_water {
-            self.stats.pending_high_water = depth;
-        }
+        self.stats.pending_high_water = self.stats.pending_high_water.max(depth as u64);
         Ok(())
     }
 
@@ -587,7 +699,9 @@ impl IoQpair {
             return None;
         }
         self.free_len -= 1;
-        Some(self.free_cids[self.free_len])
+        // SAFETY: `free_len <= free_cids.len()` always (it starts there, `push_cid`
+        // never goes past it), so after the decrement it is in bounds.
+        Some(unsafe { *self.free_cids.get_unchecked(self.free_len) })
     }
 
     #[inline(always)]
@@ -617,12 +731,12 @@ impl IoQpair {
 
     /// Issues a request that may need several commands. Needs at least one free cid.
     #[inline(always)]
-    fn start(&mut self, req: IoRequest, ns: NsInfo) {
+    fn start(&mut self, req: &IoRequest, ns: NsInfo) {
         if req.nlb <= Self::max_blocks(req.op, &ns) {
             let Some(cid) = self.pop_cid() else { return };
             self.issue(
                 cid,
-                &req,
+                req,
                 req.slba,
                 req.nlb,
                 req.buf.iova.0,
@@ -631,25 +745,37 @@ impl IoQpair {
             );
             return;
         }
-        let p = self.free_parents.pop().expect("parents outnumber trackers");
+        // Larger than one command allows (MDTS, or the 16-bit block count): a parent
+        // whose commands go out as identifiers allow. There are as many parents as
+        // trackers and each holds at least one, so one is free.
+        let Some(p) = self.free_parents.pop() else {
+            return;
+        };
         self.parents[p as usize] = Parent {
-            req,
+            req: *req,
             issued: 0,
             inflight: 0,
             status: Status::SUCCESS,
+            block_shift: ns.block_shift,
+            max_blocks: Self::max_blocks(req.op, &ns),
         };
-        self.continue_parent(p, ns);
+        self.continue_parent(p);
     }
 
     /// Issues more commands of a split request while cids are free.
+    #[cold]
     #[inline(never)]
-    fn continue_parent(&mut self, p: u16, ns: NsInfo) {
-        self.continue_parent_inner(p, ns);
+    fn continue_parent(&mut self, p: u16) {
+        self.continue_parent_inner(p);
         self.update_slow();
     }
 
-    fn continue_parent_inner(&mut self, p: u16, ns: NsInfo) {
-        let max = Self::max_blocks(self.parents[p as usize].req.op, &ns);
+    fn continue_parent_inner(&mut self, p: u16) {
+        let Parent {
+            max_blocks: max,
+            block_shift,
+            ..
+        } = self.parents[p as usize];
         loop {
             let par = self.parents[p as usize];
             if par.issued >= par.req.nlb {
@@ -661,7 +787,7 @@ impl IoQpair {
                 return;
             };
             let nlb = max.min(par.req.nlb - par.issued);
-            let iova = par.req.buf.iova.0 + ((par.issued as u64) << ns.block_shift);
+            let iova = par.req.buf.iova.0 + ((par.issued as u64) << block_shift);
             self.issue(
                 cid,
                 &par.req,
@@ -669,7 +795,7 @@ impl IoQpair {
                 nlb,
                 iova,
                 p,
-                ns.block_shift,
+                block_shift,
             );
             let par = &mut self.parents[p as usize];
             par.issued += nlb;
@@ -689,41 +815,9 @@ impl IoQpair {
         parent: u16,
         block_shift: u32,
     ) {
-        let list_off = cid as usize * PAGE_SIZE as usize;
-        let list_ptr = self.prp_mem.as_ptr().wrapping_add(list_off).cast::<u64>();
-        let list_iova = self.prp_mem.iova().0 + list_off as u64;
-        let mut sqe = match req.op {
-            IoOp::Read | IoOp::Write => {
-                let opc = if req.op == IoOp::Read {
-                    io_opc::READ
-                } else {
-                    io_opc::WRITE
-                };
-                let mut sqe = Sqe::rw(opc, req.nsid, slba, nlb);
-                // Section 4.1.1: one page needs PRP1 only, two pages PRP1 and PRP2;
-                // longer transfers need the list. The first two cases are the common
-                // ones and need no list page.
-                let bytes = (nlb as u64) << block_shift;
-                let end_in_page = (iova & (PAGE_SIZE - 1)) + bytes;
-                sqe.prp1 = iova;
-                if end_in_page <= PAGE_SIZE {
-                    sqe.prp2 = 0;
-                } else if end_in_page <= 2 * PAGE_SIZE {
-                    sqe.prp2 = (iova & !(PAGE_SIZE - 1)) + PAGE_SIZE;
-                } else {
-                    // SAFETY: the list page belongs to this cid, which is free, so the
-                    // device is not reading it; the length was checked against MDTS
-                    // and MAX_PRP_PAGES when the request was split, and alignment on
-                    // submit.
-                    match unsafe { prp::build(iova, bytes as u32, list_ptr, list_iova) } {
-                        Ok(p) => sqe.prp2 = p.prp2,
-                        // Unreachable by construction; a zero PRP makes the device
-                        // fail the command rather than touch memory.
-                        Err(_) => sqe.prp1 = 0,
-                    }
-                }
-                sqe
-            }
+        let sqe = match req.op {
+            IoOp::Read => self.rw_sqe(cid, io_opc::READ, req.nsid, slba, nlb, iova, block_shift),
+            IoOp::Write => self.rw_sqe(cid, io_opc::WRITE, req.nsid, slba, nlb, iova, block_shift),
             IoOp::WriteZeroes => Sqe::rw(io_opc::WRITE_ZEROES, req.nsid, slba, nlb),
             IoOp::Flush => {
                 let mut sqe = Sqe::new(io_opc::FLUSH);
@@ -731,6 +825,8 @@ impl IoQpair {
                 sqe
             }
             IoOp::Deallocate => {
+                let list_off = cid as usize * PAGE_SIZE as usize;
+                let list_ptr = self.prp_mem.as_ptr().wrapping_add(list_off).cast::<u64>();
                 // One range (section 7.x of the NVM command set, Dataset Management):
                 // context attributes, length in blocks, starting LBA.
                 // SAFETY: the list page is this free cid's and 16 bytes fit in it.
@@ -741,18 +837,67 @@ impl IoQpair {
                 }
                 let mut sqe = Sqe::new(io_opc::DATASET_MANAGEMENT);
                 sqe.nsid = req.nsid;
-                sqe.prp1 = list_iova;
+                sqe.prp1 = self.prp_mem.iova().0 + list_off as u64;
                 sqe.cdw10 = 0; // one range, zero based
                 sqe.cdw11 = 1 << 2; // AD: deallocate
                 sqe
             }
         };
+        self.post(cid, sqe, parent, req.ctx);
+    }
+
+    /// A read or write command with its data pointers.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn rw_sqe(
+        &mut self,
+        cid: u16,
+        opc: u8,
+        nsid: u32,
+        slba: u64,
+        nlb: u32,
+        iova: u64,
+        block_shift: u32,
+    ) -> Sqe {
+        let mut sqe = Sqe::rw(opc, nsid, slba, nlb);
+        // Section 4.1.1: one page needs PRP1 only, two pages PRP1 and PRP2; longer
+        // transfers need the list. The first two cases are the common ones and need
+        // no list page.
+        let bytes = (nlb as u64) << block_shift;
+        let end_in_page = (iova & (PAGE_SIZE - 1)) + bytes;
+        sqe.prp1 = iova;
+        if end_in_page <= PAGE_SIZE {
+            sqe.prp2 = 0;
+        } else if end_in_page <= 2 * PAGE_SIZE {
+            sqe.prp2 = (iova & !(PAGE_SIZE - 1)) + PAGE_SIZE;
+        } else {
+            let list_off = cid as usize * PAGE_SIZE as usize;
+            let list_ptr = self.prp_mem.as_ptr().wrapping_add(list_off).cast::<u64>();
+            let list_iova = self.prp_mem.iova().0 + list_off as u64;
+            // SAFETY: the list page belongs to this cid, which is free, so the device
+            // is not reading it; the length was checked against MDTS and
+            // MAX_PRP_PAGES when the request was split, and alignment on submit.
+            match unsafe { prp::build(iova, bytes as u32, list_ptr, list_iova) } {
+                Ok(p) => sqe.prp2 = p.prp2,
+                // Unreachable by construction; a zero PRP makes the device fail the
+                // command rather than touch memory.
+                Err(_) => sqe.prp1 = 0,
+            }
+        }
+        sqe
+    }
+
+    /// Puts a command in the SQ for identifier `cid` and arms its tracker.
+    #[inline(always)]
+    fn post(&mut self, cid: u16, mut sqe: Sqe, parent: u16, ctx: u64) {
         sqe.set_cid(cid);
-        let t = &mut self.trackers[cid as usize];
+        // SAFETY: identifiers on the free list are indexes of `trackers` (made as
+        // `0..trackers.len()`, and only popped identifiers are pushed back).
+        let t = unsafe { self.trackers.get_unchecked_mut(cid as usize) };
         t.active = true;
         t.abort_sent = false;
         t.parent = parent;
-        t.ctx = req.ctx;
+        t.ctx = ctx;
         t.deadline = clock::ticks().wrapping_add(self.timeout_ticks);
         let slot = self
             .sq_mem
@@ -781,8 +926,10 @@ impl IoQpair {
     /// Writes the SQ tail doorbell if commands were queued since the last write.
     #[inline]
     pub fn flush(&mut self) {
-        // `held` is also set when the controller failed.
-        if self.sq_dirty && !self.held {
+        // Never while held (reset or failed): a hold clears `sq_dirty` as it rewinds
+        // the rings, and nothing is issued while held (new requests pend).
+        debug_assert!(!(self.sq_dirty && self.held));
+        if self.sq_dirty {
             // The entries must be visible to the device before the doorbell.
             fence(Ordering::Release);
             self.sq_db.write(self.sq_tail as u32);
@@ -819,26 +966,25 @@ impl IoQpair {
             if (status & 1 == 1) != self.phase {
                 break;
             }
-            // Read the rest of the entry only after seeing its phase tag.
+            // Read the rest of the entry only after seeing its phase tag: dwords 2
+            // (SQ head, SQ identifier) and 3 (command identifier, status); dwords 0
+            // and 1 are command specific and I/O commands here do not use them
+            // (figure 90).
             fence(Ordering::Acquire);
-            // SAFETY: as above; the whole entry is in bounds.
-            let cqe = unsafe { entry.cast::<Cqe>().read_volatile() };
-            let cid = cqe.cid as usize;
-            if cid >= self.trackers.len()
-                || !self.trackers[cid].active
-                || cqe.sq_head >= self.entries
-                || cqe.sq_id != self.shared.qid
+            // SAFETY: as above; the entry's 16 bytes are in bounds and 4-byte aligned.
+            let (dw2, dw3) = unsafe {
+                (
+                    entry.add(8).cast::<u32>().read_volatile(),
+                    entry.add(12).cast::<u32>().read_volatile(),
+                )
+            };
+            let cid = dw3 as u16;
+            if cid as usize >= self.trackers.len()
+                || !self.trackers[cid as usize].active
+                || dw2 as u16 >= self.entries
+                || (dw2 >> 16) as u16 != self.qid
             {
-                let reason = format!(
-                    "queue {}: invalid completion (cid {}, sq_head {}, sq_id {}) with {} trackers and {} entries",
-                    self.shared.qid,
-                    cqe.cid,
-                    cqe.sq_head,
-                    cqe.sq_id,
-                    self.trackers.len(),
-                    self.entries
-                );
-                self.ctrl.request_failure(reason);
+                self.bad_completion(dw2, dw3);
                 break;
             }
             self.cq_head += 1;
@@ -847,22 +993,24 @@ impl IoQpair {
                 self.phase = !self.phase;
             }
             consumed += 1;
-            delivered += self.complete_tracker(cqe.cid, cqe.status(), cb);
+            let status = Status::from_field((dw3 >> 17) as u16);
+            delivered += self.complete_tracker(cid, status, cb);
         }
         if consumed > 0 {
-            // `consumed <= max`, callers pass small maxima; saturate to be safe.
-            self.cq_unreported = self
-                .cq_unreported
-                .saturating_add(consumed.min(u16::MAX as usize) as u16);
+            self.cq_unreported += consumed;
             if self.cq_unreported > self.cq_db_threshold {
                 self.cq_db.write(self.cq_head as u32);
                 self.cq_unreported = 0;
                 self.stats.cq_doorbell_writes += 1;
             }
-            if self.partial.is_some() || !self.pending.is_empty() {
+            // Identifiers were freed: requests waiting behind the pending ring or a
+            // split request go now (`slow` is also set while held, when
+            // `drain_pending` does nothing). Only they can have dirtied the SQ since
+            // the flush above: the callback cannot reach this queue pair.
+            if self.slow {
                 self.drain_pending();
+                self.flush();
             }
-            self.flush();
         } else {
             self.stats.idle_polls += 1;
         }
@@ -871,6 +1019,23 @@ impl IoQpair {
             self.scan_timeouts();
         }
         delivered
+    }
+
+    /// A completion that does not match a command in flight: the controller is failed
+    /// (by its owner) rather than trusted with this queue's state.
+    #[cold]
+    #[inline(never)]
+    fn bad_completion(&self, dw2: u32, dw3: u32) {
+        let reason = format!(
+            "queue {}: invalid completion (cid {}, sq_head {}, sq_id {}) with {} trackers and {} entries",
+            self.qid,
+            dw3 as u16,
+            dw2 as u16,
+            dw2 >> 16,
+            self.trackers.len(),
+            self.entries
+        );
+        self.ctrl.request_failure(reason);
     }
 
     #[inline]
@@ -924,9 +1089,7 @@ impl IoQpair {
             return;
         }
         if let Some(p) = self.partial {
-            let nsid = self.parents[p as usize].req.nsid;
-            let Some(ns) = self.ns_info(nsid) else { return };
-            self.continue_parent(p, ns);
+            self.continue_parent(p);
             if self.partial.is_some() {
                 return;
             }
@@ -939,7 +1102,7 @@ impl IoQpair {
             let Some(ns) = self.ns_info(req.nsid) else {
                 continue;
             };
-            self.start(req, ns);
+            self.start(&req, ns);
         }
     }
 
@@ -1047,6 +1210,8 @@ impl IoQpair {
                 let n = self.abort_all(Status::ABORTED_BY_HOST, true, cb);
                 self.failed = true;
                 self.held = true;
+                // Queued commands are never announced to a failed controller.
+                self.sq_dirty = false;
                 self.update_slow();
                 self.shared.ack.store(epoch, Ordering::Release);
                 n

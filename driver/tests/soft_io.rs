@@ -7,7 +7,7 @@ use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
 use nvme_driver::spec::{sc, sct, Status};
 use nvme_driver::{
     Controller, ControllerOptions, CtrlState, DmaBuf, Error, IoCompletion, IoOp, IoQpair,
-    IoRequest, QpairOptions,
+    IoRequest, QpairOptions, Refused,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -217,6 +217,11 @@ fn tag_exhaustion_uses_the_pending_ring_in_order() {
         "{err}"
     );
     assert_eq!(back.ctx, 999);
+    // The compact form says the same, and counts the refusal the same way.
+    let req = IoRequest::write(1, 0, 1, extra.whole(), 998);
+    assert_eq!(qp.try_submit(&req), Err(Refused::Busy));
+    assert!(matches!(qp.explain(Refused::Busy, req), Error::Busy(64)));
+    assert_eq!(qp.stats().busy, 2);
     let mut done = Vec::new();
     wait_all(&mut qp, n, &mut done);
     let mut seen = HashMap::new();
@@ -228,7 +233,7 @@ fn tag_exhaustion_uses_the_pending_ring_in_order() {
     assert!(seen.values().all(|&k| k == 1), "a request completed twice");
     let st = qp.stats();
     assert_eq!(st.pending_high_water, 64);
-    assert_eq!(st.busy, 1);
+    assert_eq!(st.busy, 2);
     // Pending requests leave the ring in submission order: with one tag left free at
     // a time the device sees them in order; the commands counter tells all went out.
     assert_eq!(st.commands, n as u64);
@@ -289,6 +294,11 @@ fn bad_input_is_refused_with_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("queue size 1 is outside"), "{e}");
+    // The compact refusal, and its explanation on demand.
+    let bad = IoRequest::read(1, 999, 2, buf.whole(), 0);
+    assert_eq!(qp.try_submit(&bad), Err(Refused::Invalid));
+    let e = qp.explain(Refused::Invalid, bad).to_string();
+    assert!(e.contains("past its end (1000 blocks)"), "{e}");
     assert_eq!(qp.stats().submitted, 0);
 }
 

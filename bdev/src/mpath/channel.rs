@@ -24,7 +24,7 @@ use crate::ring::Ring;
 use crate::Error;
 use nvme_driver::clock;
 use nvme_driver::spec::{sc, sct};
-use nvme_driver::{IoCompletion, Status};
+use nvme_driver::{IoCompletion, Refused, Status};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -501,7 +501,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
             let Some(p) = self.paths[l as usize].as_mut() else {
                 return Dispatch::NoPath;
             };
-            match p.queue.submit(io.to_request(p.shared.nsid, s as u64)) {
+            match p.queue.submit(&io.to_request(p.shared.nsid, s as u64)) {
                 Ok(()) => {
                     self.dirty |= 1 << (l as u32).min(63);
                     p.inflight += 1;
@@ -509,11 +509,9 @@ impl<Q: PathQueue> MpathChannel<Q> {
                     self.tab.slots[s as usize].meta.state = SlotState::inflight(l);
                     return Dispatch::Sent;
                 }
-                Err((nvme_driver::Error::Busy(_), _)) => return Dispatch::NoRoom,
-                Err((nvme_driver::Error::ControllerFailed { .. }, _)) => {
-                    self.avoid(l, u64::MAX);
-                }
-                Err(_) => return Dispatch::Fail(INVALID_FIELD_DNR),
+                Err(Refused::Busy) => return Dispatch::NoRoom,
+                Err(Refused::Failed) => self.avoid(l, u64::MAX),
+                Err(Refused::Invalid) => return Dispatch::Fail(INVALID_FIELD_DNR),
             }
         }
         Dispatch::NoPath
@@ -541,7 +539,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 let s = self.tab.free[self.tab.free_len - 1];
                 if let Some(p) = self.paths[l as usize].as_mut() {
                     if !p.queue.is_failed() {
-                        match p.queue.submit(io.to_request(p.nsid, s as u64)) {
+                        match p.queue.submit(&io.to_request(p.nsid, s as u64)) {
                             Ok(()) => {
                                 p.inflight += 1;
                                 p.stats.submitted += 1;
@@ -558,9 +556,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
                                 };
                                 return Ok(());
                             }
-                            Err((nvme_driver::Error::ControllerFailed { .. }, _)) => {
-                                self.avoid(l, u64::MAX)
-                            }
+                            Err(Refused::Failed) => self.avoid(l, u64::MAX),
                             // Busy, or a request it refuses: the full path sorts it out.
                             Err(_) => {}
                         }

@@ -3,7 +3,7 @@
 use super::*;
 use crate::io::{BdevCompletion, BdevIo};
 use nvme_driver::spec::{sc, sct};
-use nvme_driver::{DmaSlice, IoCompletion, IoRequest, Iova, Status};
+use nvme_driver::{DmaSlice, IoCompletion, IoRequest, Iova, Refused, Status};
 use std::collections::VecDeque;
 
 /// A model queue: requests wait until the test completes them with a status.
@@ -26,24 +26,15 @@ impl ModelQueue {
 }
 
 impl PathQueue for ModelQueue {
-    fn submit(
-        &mut self,
-        req: IoRequest,
-    ) -> std::result::Result<(), (nvme_driver::Error, IoRequest)> {
+    fn submit(&mut self, req: &IoRequest) -> std::result::Result<(), Refused> {
         let mut g = lock(&self.inflight);
         if self.failed.load(Ordering::Acquire) {
-            return Err((
-                nvme_driver::Error::ControllerFailed {
-                    device: "m".into(),
-                    reason: "x".into(),
-                },
-                req,
-            ));
+            return Err(Refused::Failed);
         }
         if g.len() >= self.cap {
-            return Err((nvme_driver::Error::Busy(self.cap), req));
+            return Err(Refused::Busy);
         }
-        g.push_back(req);
+        g.push_back(*req);
         Ok(())
     }
     fn poll(&mut self, max: usize, cb: &mut impl FnMut(IoCompletion)) -> usize {
@@ -399,11 +390,8 @@ struct BurstQueue {
 }
 
 impl PathQueue for BurstQueue {
-    fn submit(
-        &mut self,
-        req: IoRequest,
-    ) -> std::result::Result<(), (nvme_driver::Error, IoRequest)> {
-        lock(&self.inflight).push_back(req);
+    fn submit(&mut self, req: &IoRequest) -> std::result::Result<(), Refused> {
+        lock(&self.inflight).push_back(*req);
         Ok(())
     }
     fn poll(&mut self, max: usize, cb: &mut impl FnMut(IoCompletion)) -> usize {
