@@ -156,7 +156,7 @@ impl PathQueue for IoQpair {
     // and the buffer against the block count and size; a multipath bdev joins only
     // paths whose namespaces have the same size and block size.
     const VALIDATES: bool = true;
-    #[inline]
+    #[inline(always)]
     fn submit(&mut self, req: &IoRequest) -> Result<(), Refused> {
         IoQpair::try_submit(self, req)
     }

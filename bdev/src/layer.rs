@@ -20,7 +20,10 @@ use crate::sync::lock_std as lock;
 use crate::{Error, IoBuf, Result};
 use nvme_driver::bus::Bus;
 use nvme_driver::spec::AnaState;
-use nvme_driver::{Controller, ControllerOptions, CtrlState, IoQpair, Namespace, QpairOptions};
+use nvme_driver::{
+    Controller, ControllerOptions, CtrlState, DmaSlice, IoOp, IoQpair, Namespace, QpairOptions,
+    Refused,
+};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -227,6 +230,45 @@ pub struct NsChannel {
     block_shift: u32,
 }
 
+impl NsChannel {
+    /// The queue pair checks range and buffer against this namespace, the bdev's
+    /// geometry: a refusal is explained by `refused`, off the fast path.
+    #[inline]
+    fn submit(&mut self, io: BdevIo) -> std::result::Result<(), (Error, BdevIo)> {
+        match self.qpair.try_submit(&io.to_request(self.nsid, io.ctx)) {
+            Ok(()) => Ok(()),
+            Err(why) => Err(self.refused(why, io.op, io.slba, io.nlb, io.buf, io.ctx)),
+        }
+    }
+
+    /// The error for a refused I/O, in the bdev's terms when the I/O itself is bad.
+    /// (In pieces, so the fast path need not keep the I/O in memory.)
+    #[cold]
+    #[inline(never)]
+    fn refused(
+        &self,
+        why: Refused,
+        op: IoOp,
+        slba: u64,
+        nlb: u32,
+        buf: DmaSlice,
+        ctx: u64,
+    ) -> (Error, BdevIo) {
+        let io = BdevIo {
+            op,
+            slba,
+            nlb,
+            buf,
+            ctx,
+        };
+        if let Err(e) = io.validate(self.num_blocks, self.block_shift) {
+            return (e, io);
+        }
+        let e = self.qpair.explain(why, io.to_request(self.nsid, ctx));
+        (e.into(), io)
+    }
+}
+
 /// A per-core channel to a bdev. Submit never waits; poll delivers each I/O's
 /// completion exactly once.
 #[derive(Debug)]
@@ -246,14 +288,7 @@ impl Channel {
     pub fn submit(&mut self, io: BdevIo) -> std::result::Result<(), (Error, BdevIo)> {
         match self {
             Channel::Mpath(c) => c.submit(io),
-            Channel::Nvme(c) => {
-                if let Err(e) = io.validate(c.num_blocks, c.block_shift) {
-                    return Err((e, io));
-                }
-                c.qpair
-                    .submit(io.to_request(c.nsid, io.ctx))
-                    .map_err(|(e, _)| (e.into(), io))
-            }
+            Channel::Nvme(c) => c.submit(io),
         }
     }
     /// Polls for completions, delivering each to `cb`; returns how many.

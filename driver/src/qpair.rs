@@ -595,7 +595,7 @@ impl IoQpair {
     /// [`submit`](Self::submit) with a compact refusal: nothing is built or moved
     /// when a request is refused (the caller still has it, `IoRequest` is `Copy`), and
     /// [`explain`](Self::explain) gives the full error when one is wanted.
-    #[inline]
+    #[inline(always)]
     pub fn try_submit(&mut self, req: &IoRequest) -> std::result::Result<(), Refused> {
         // The data path: a read or write that fits one command, on a queue pair with
         // nothing waiting and an identifier free. The operation is tested first so

@@ -24,7 +24,7 @@ use crate::ring::Ring;
 use crate::Error;
 use nvme_driver::clock;
 use nvme_driver::spec::{sc, sct};
-use nvme_driver::{IoCompletion, Refused, Status};
+use nvme_driver::{DmaSlice, IoCompletion, IoOp, Refused, Status};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -131,6 +131,9 @@ struct LocalPath<Q> {
     /// `shared.nsid`, kept at hand for the submit path.
     nsid: u32,
     queue: Q,
+    /// This path's bit in the channel's `dirty` mask (local paths from 63 up share
+    /// bit 63).
+    dirty_bit: u64,
     inflight: u32,
     avoid_until: u64,
     removing: bool,
@@ -290,14 +293,22 @@ impl<Q: PathQueue> MpathChannel<Q> {
             nsid: shared.nsid,
             shared,
             queue,
+            dirty_bit: 0,
             inflight: 0,
             avoid_until: 0,
             removing: false,
         };
-        match self.paths.iter().position(Option::is_none) {
-            Some(i) => self.paths[i] = Some(lp),
-            None => self.paths.push(Some(lp)),
-        }
+        let i = match self.paths.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.paths.push(None);
+                self.paths.len() - 1
+            }
+        };
+        self.paths[i] = Some(LocalPath {
+            dirty_bit: 1 << i.min(63),
+            ..lp
+        });
         self.view_gen = u64::MAX;
     }
 
@@ -503,7 +514,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
             };
             match p.queue.submit(&io.to_request(p.shared.nsid, s as u64)) {
                 Ok(()) => {
-                    self.dirty |= 1 << (l as u32).min(63);
+                    self.dirty |= p.dirty_bit;
                     p.inflight += 1;
                     p.stats.submitted += 1;
                     self.tab.slots[s as usize].meta.state = SlotState::inflight(l);
@@ -522,57 +533,88 @@ impl<Q: PathQueue> MpathChannel<Q> {
     /// [`Error::Busy`] when the channel tracks as many I/Os as it can. Never waits.
     #[inline]
     pub fn submit(&mut self, io: BdevIo) -> std::result::Result<(), (Error, BdevIo)> {
-        // The fast path: nothing waiting, a free slot, this core's view of the path set
-        // current and no path avoided. A queue that checks requests itself (the NVMe
-        // queue pair checks range and buffer against the same namespace geometry)
-        // saves the layer its own check: anything it refuses takes the full path
-        // below, which checks first.
-        if (Q::VALIDATES
-            || io
-                .validate(self.mp.info().num_blocks, self.mp.block_shift)
-                .is_ok())
-            && !self.stopping
-            && self.retry.is_empty()
-            && self.tab.free_len != 0
-        {
-            if let Some(l) = self.fast_pick() {
-                let s = self.tab.free[self.tab.free_len - 1];
-                if let Some(p) = self.paths[l as usize].as_mut() {
-                    if !p.queue.is_failed() {
-                        match p.queue.submit(&io.to_request(p.nsid, s as u64)) {
-                            Ok(()) => {
-                                p.inflight += 1;
-                                p.stats.submitted += 1;
-                                self.tab.free_len -= 1;
-                                self.stats.submitted += 1;
-                                self.dirty |= 1 << (l as u32).min(63);
-                                let slot = &mut self.tab.slots[s as usize];
-                                slot.io = io;
-                                // `fail_at` is already 0 in a free slot.
-                                slot.meta = SlotMeta {
-                                    state: SlotState::inflight(l),
-                                    status: Status::SUCCESS,
-                                    retries: 0,
-                                };
-                                return Ok(());
-                            }
-                            Err(Refused::Failed) => self.avoid(l, u64::MAX),
-                            // Busy, or a request it refuses: the full path sorts it out.
-                            Err(_) => {}
-                        }
-                    } else {
-                        self.avoid(l, u64::MAX);
-                    }
-                }
-            }
+        if self.submit_fast(&io) {
+            return Ok(());
         }
-        self.submit_full(io)
+        self.submit_full(io.op, io.slba, io.nlb, io.buf, io.ctx)
     }
 
-    /// Submit's full path: checks, then the retry ring or a full path selection.
+    /// The fast path: nothing waiting, a free slot, this core's view of the path set
+    /// current and no path avoided, and the chosen path's queue takes the request.
+    /// False if it did not take the I/O (nothing changed but, for a failed path, its
+    /// avoidance). A queue that checks requests itself (the NVMe queue pair checks
+    /// range and buffer against the same namespace geometry) saves the layer its own
+    /// check: anything it refuses takes the full path, which checks first.
+    #[inline(always)]
+    fn submit_fast(&mut self, io: &BdevIo) -> bool {
+        if !Q::VALIDATES
+            && io
+                .validate(self.mp.info().num_blocks, self.mp.block_shift)
+                .is_err()
+        {
+            return false;
+        }
+        if self.stopping {
+            return false;
+        }
+        if !self.retry.is_empty() {
+            return false;
+        }
+        let Some(&s) = self.tab.free.get(self.tab.free_len.wrapping_sub(1)) else {
+            return false;
+        };
+        let Some(l) = self.fast_pick() else {
+            return false;
+        };
+        let Some(Some(p)) = self.paths.get_mut(l as usize) else {
+            return false;
+        };
+        match p.queue.submit(&io.to_request(p.nsid, s as u64)) {
+            Ok(()) => {
+                p.inflight += 1;
+                p.stats.submitted += 1;
+                self.dirty |= p.dirty_bit;
+                self.tab.free_len -= 1;
+                self.stats.submitted += 1;
+                let slot = &mut self.tab.slots[s as usize];
+                slot.io = *io;
+                // `fail_at` is already 0 in a free slot.
+                slot.meta = SlotMeta {
+                    state: SlotState::inflight(l),
+                    status: Status::SUCCESS,
+                    retries: 0,
+                };
+                true
+            }
+            Err(Refused::Failed) => {
+                self.avoid(l, u64::MAX);
+                false
+            }
+            // Busy, or a request it refuses: the full path sorts it out.
+            Err(_) => false,
+        }
+    }
+
+    /// Submit's full path: checks, then the retry ring or a full path selection. The
+    /// I/O comes in pieces: passing it whole, or its address, makes the caller build
+    /// it in memory, on the fast path too.
     #[cold]
     #[inline(never)]
-    fn submit_full(&mut self, io: BdevIo) -> std::result::Result<(), (Error, BdevIo)> {
+    fn submit_full(
+        &mut self,
+        op: IoOp,
+        slba: u64,
+        nlb: u32,
+        buf: DmaSlice,
+        ctx: u64,
+    ) -> std::result::Result<(), (Error, BdevIo)> {
+        let io = BdevIo {
+            op,
+            slba,
+            nlb,
+            buf,
+            ctx,
+        };
         if let Err(e) = io.validate(self.mp.info().num_blocks, self.mp.block_shift) {
             return Err((e, io));
         }
