@@ -23,7 +23,7 @@ const QD: usize = 16;
 const NLB: u32 = 8;
 const BS: usize = 512;
 
-fn soft(name: &str, cntlid: u16, ns: &Arc<Namespace>) -> Arc<SoftController> {
+fn soft(name: &str, cntlid: u16, ns: &Arc<Namespace>, anatt_s: u8) -> Arc<SoftController> {
     SoftController::start(SoftConfig {
         name: name.into(),
         subnqn: SUBNQN.into(),
@@ -31,6 +31,7 @@ fn soft(name: &str, cntlid: u16, ns: &Arc<Namespace>) -> Arc<SoftController> {
         mqes: 63,
         namespaces: vec![ns.clone()],
         ana: true,
+        anatt_s,
         ..SoftConfig::default()
     })
 }
@@ -78,9 +79,14 @@ struct Rig {
 }
 
 fn rig(policy: Policy, fast_fail: u64, reconnect: u64, loss: i64) -> Rig {
+    rig_anatt(policy, fast_fail, reconnect, loss, 10)
+}
+
+/// `rig` with controllers that report an ANA transition time of `anatt_s` seconds.
+fn rig_anatt(policy: Policy, fast_fail: u64, reconnect: u64, loss: i64, anatt_s: u8) -> Rig {
     let ns = Arc::new(Namespace::new(1, 1 << 14, BS as u32).unwrap());
-    let a = soft("softA", 1, &ns);
-    let b = soft("softB", 2, &ns);
+    let a = soft("softA", 1, &ns, anatt_s);
+    let b = soft("softB", 2, &ns, anatt_s);
     let plug = Plug::new(a);
     let layer = BlockLayer::new(LayerOptions {
         mpath: MpathOptions {
@@ -348,7 +354,7 @@ fn lost_controller_reconnects_and_is_used_again() {
     assert_eq!(r.layer.controller_counts("softA").unwrap().1, 0);
 
     // A comes back: a fresh controller on the same namespace.
-    *r.plug.current.lock().unwrap() = soft("softA", 1, &r.ns);
+    *r.plug.current.lock().unwrap() = soft("softA", 1, &r.ns, 10);
     r.plug.fail.store(false, Ordering::Release);
     let t0 = Instant::now();
     while !(r.usable("softA") && r.layer.controller_counts("softA").unwrap().1 == 1) {
@@ -584,9 +590,8 @@ fn ana_inaccessible_path_is_skipped_and_reused() {
 
 /// Case 4b, ANA change: A inaccessible, B in change (transition). Channel docs: I/O
 /// waiting for a path fails after `fast_io_fail_timeout_ms`, but not before the ANA
-/// transition time when a path is transitioning (the software controller reports
-/// ANATT 10 s). So I/O outlives the fast-fail timeout, and succeeds once B is
-/// optimized.
+/// transition time when a path is transitioning (the controllers report ANATT 10 s
+/// here). So I/O outlives the fast-fail timeout, and succeeds once B is optimized.
 #[test]
 fn ana_change_holds_io_past_fast_fail() {
     let t_start = Instant::now();
@@ -615,6 +620,52 @@ fn ana_change_holds_io_past_fast_fail() {
     assert_eq!(r.mpch().stats().fast_failed, 0);
     eprintln!(
         "ana change hold: done after {waited:?}, {:?}",
+        t_start.elapsed()
+    );
+    drop(r.ch);
+    r.layer.shutdown();
+}
+
+/// Case 4c, the hold's end: as 4b, but B stays in change. The I/O is held for the
+/// transition time the controllers report (ANATT 1 s here), not for ever: then it
+/// fails, once, as fast-failed.
+#[test]
+fn ana_change_hold_ends_at_the_transition_time() {
+    let t_start = Instant::now();
+    let ff = Duration::from_millis(50);
+    let anatt = Duration::from_secs(1);
+    let mut r = rig_anatt(
+        Policy::ActivePassive,
+        ff.as_millis() as u64,
+        20,
+        1_000,
+        anatt.as_secs() as u8,
+    );
+    make_unusable(&mut r, AnaState::Inaccessible, AnaState::Change);
+    let buf = r.layer.alloc_buffer(NLB as usize * BS).unwrap();
+    let t0 = Instant::now();
+    let took = submit_one(&mut r, &buf);
+    assert!(took < Duration::from_millis(5), "submit took {took:?}");
+    // B entered change just before `t0`, so the hold ends a little less than ANATT
+    // after it: nothing may complete in the first 70% of it (14 fast-fail periods).
+    let early = wait_one(&mut r, anatt * 7 / 10);
+    assert!(
+        early.is_none(),
+        "failed during the ANA transition time: {early:?}"
+    );
+    let c = wait_one(&mut r, anatt).expect("still held long after the transition time");
+    let waited = t0.elapsed();
+    assert!(
+        !c.status.is_success(),
+        "completed with success after {waited:?}"
+    );
+    assert!(waited < anatt + anatt / 2, "failed only after {waited:?}");
+    assert_eq!(r.mpch().stats().fast_failed, 1);
+    // Exactly once: nothing else arrives.
+    assert!(wait_one(&mut r, Duration::from_millis(50)).is_none());
+    eprintln!(
+        "ana change hold end: failed after {waited:?} ({}), {:?}",
+        c.status,
         t_start.elapsed()
     );
     drop(r.ch);

@@ -914,9 +914,9 @@ impl Device {
         put16(&mut d, 268, 373); // CCTEMP
         if c.ana {
             let max_grp = c.namespaces.iter().map(|n| n.anagrpid()).max().unwrap_or(1);
-            d[342] = 10; // ANATT, seconds
-                         // ANACAP: all five states reported, group IDs do not change while
-                         // attached, non-zero group IDs supported.
+            d[342] = c.anatt_s; // ANATT, seconds
+                                // ANACAP: all five states reported, group IDs do not change while
+                                // attached, non-zero group IDs supported.
             d[343] = 0x1f | 1 << 6 | 1 << 7;
             put32(&mut d, 344, max_grp); // ANAGRPMAX
             put32(&mut d, 348, max_grp); // NANAGRPID

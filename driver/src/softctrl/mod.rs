@@ -93,6 +93,9 @@ pub struct SoftConfig {
     /// notices start enabled in the Asynchronous Event Configuration feature (bit
     /// 11), so a host that never sets that feature still receives them.
     pub ana: bool,
+    /// ANA Transition Time (ANATT) reported in Identify Controller, in seconds: how
+    /// long a host waits for a path in ANA change before giving up on it.
+    pub anatt_s: u8,
     /// Report that the subsystem may have several controllers and namespaces may be
     /// shared (CMIC bit 1, NMIC bit 0). Implied by `ana`.
     pub multi_controller: bool,
@@ -118,6 +121,7 @@ impl Default for SoftConfig {
                 "a 1 GiB namespace of 512-byte blocks with NSID 1 is a valid namespace",
             ))],
             ana: false,
+            anatt_s: 10,
             multi_controller: false,
             idle_sleep_us: 20,
         }
