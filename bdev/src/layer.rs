@@ -164,8 +164,7 @@ impl Bdev {
             }
             Bdev::Mpath(m) => {
                 // Queue pairs come from the controller currently behind each path.
-                let layer_paths = m.clone();
-                let ch = layer_paths.channel(&mut |p: &PathShared| queue_for(p))?;
+                let ch = m.channel(&mut |p: &PathShared| queue_for(p))?;
                 Ok(Channel::Mpath(ch))
             }
         }
@@ -194,7 +193,7 @@ static SOURCES: Mutex<Vec<QueueSource>> = Mutex::new(Vec::new());
 
 fn queue_for(p: &PathShared) -> Result<IoQpair> {
     let (ctrl, opts) = {
-        let g = SOURCES.lock().unwrap_or_else(|e| e.into_inner());
+        let g = lock(&SOURCES);
         let s = g.iter().find(|s| s.id == p.id).ok_or_else(|| {
             Error::Stopped(format!("path {} ({}) has no controller", p.id, p.name))
         })?;
@@ -204,21 +203,15 @@ fn queue_for(p: &PathShared) -> Result<IoQpair> {
 }
 
 fn register_source(id: u64, ctrl: &Controller, opts: QpairOptions) {
-    SOURCES
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(QueueSource {
-            id,
-            ctrl: ctrl.clone(),
-            opts,
-        });
+    lock(&SOURCES).push(QueueSource {
+        id,
+        ctrl: ctrl.clone(),
+        opts,
+    });
 }
 
 fn unregister_source(id: u64) {
-    SOURCES
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|s| s.id != id);
+    lock(&SOURCES).retain(|s| s.id != id);
 }
 
 /// A channel of a namespace bdev: the queue pair itself.
@@ -425,12 +418,7 @@ impl BlockLayer {
                 "a controller named {name} is already attached"
             )));
         }
-        let bus = connector()?;
-        let ctrl = Controller::init(bus.clone(), self.inner.opts.ctrl.clone())?;
-        let (base, len) = self.inner.bufs.window();
-        ctrl.add_dma_window(base, len)?;
-        let space = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        self.inner.bufs.fanout.attach(space, bus.mapper())?;
+        let (ctrl, space) = connect(&self.inner, &connector)?;
         let slot = Arc::new(CtrlSlot {
             name: name.to_string(),
             connector,
@@ -454,7 +442,7 @@ impl BlockLayer {
             names.push(nsb.info.name.clone());
             let mp = self.multipath_for(&ctrl, ns)?;
             names.push(mp.info().name.clone());
-            self.add_path(&slot, &mp, &ctrl, ns.nsid)?;
+            add_path(&self.inner, &slot, &mp, &ctrl, ns.nsid)?;
             lock(&self.inner.bdevs).push(Bdev::Nvme(Arc::new(nsb)));
         }
         let inner = self.inner.clone();
@@ -519,16 +507,6 @@ impl BlockLayer {
         )?;
         g.push(Bdev::Mpath(mp.clone()));
         Ok(mp)
-    }
-
-    fn add_path(
-        &self,
-        slot: &Arc<CtrlSlot>,
-        mp: &Arc<Multipath<IoQpair>>,
-        ctrl: &Controller,
-        nsid: u32,
-    ) -> Result<()> {
-        add_path(&self.inner, slot, mp, ctrl, nsid)
     }
 
     /// Asks the controller thread of `name` to reset its controller: its paths leave
@@ -613,13 +591,7 @@ fn add_path(
     nsid: u32,
 ) -> Result<()> {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let shared = Arc::new(PathShared {
-        id,
-        name: slot.name.clone(),
-        nsid,
-        ana_stale: AtomicBool::new(false),
-        failovers: AtomicU64::new(0),
-    });
+    let shared = Arc::new(PathShared::new(id, slot.name.clone(), nsid));
     register_source(id, ctrl, inner.opts.qpair);
     let opts = inner.opts.qpair;
     let res = mp.add_path(shared.clone(), path_state(ctrl, nsid), &mut || {
@@ -678,35 +650,32 @@ fn controller_thread(inner: Arc<Inner>, slot: Arc<CtrlSlot>) {
                 let st = ctrl.process_admin();
                 if st == CtrlState::Failed {
                     set_connected(&slot, false, None);
-                    lost_since = Some(Instant::now());
-                    next_attempt = Instant::now() + reconnect_delay;
                     if opts.ctrl_loss_timeout_ms == 0 {
+                        // Never reconnect: the paths go now.
                         remove_paths(&slot);
                         *lock(&slot.ctrl) = None;
+                    } else {
+                        lost_since = Some(Instant::now());
+                        next_attempt = Instant::now() + reconnect_delay;
                     }
                 } else {
                     let _ = ctrl.take_events();
+                    // This thread alone clears its paths' flags, every one that is set
+                    // (not only up to the first).
                     let stale = lock(&slot.paths)
                         .iter()
-                        .any(|(_, p, _)| p.ana_stale.swap(false, Ordering::AcqRel));
+                        .filter(|(_, p, _)| p.ana_stale.swap(false, Ordering::AcqRel))
+                        .count()
+                        > 0;
                     if stale && ctrl.identify().ana_supported() {
                         let _ = ctrl.refresh_ana();
                     }
-                    let connected = ctrl.state() == CtrlState::Live;
-                    for (mp, p, nsid) in lock(&slot.paths).iter() {
-                        mp.set_path_state(
-                            p.id,
-                            PathState {
-                                connected,
-                                ana: ana_of(&ctrl, *nsid),
-                            },
-                        );
-                    }
+                    set_connected(&slot, ctrl.state() == CtrlState::Live, Some(&ctrl));
                 }
             }
-            (Some(_), Some(since)) | (None, Some(since)) => {
+            (_, Some(since)) => {
                 let loss = opts.ctrl_loss_timeout_ms;
-                if loss == 0 || (loss > 0 && since.elapsed() > Duration::from_millis(loss as u64)) {
+                if loss > 0 && since.elapsed() > Duration::from_millis(loss as u64) {
                     remove_paths(&slot);
                     *lock(&slot.ctrl) = None;
                     lost_since = None;
@@ -731,13 +700,20 @@ fn controller_thread(inner: Arc<Inner>, slot: Arc<CtrlSlot>) {
     }
 }
 
-fn reconnect(inner: &Inner, slot: &Arc<CtrlSlot>) -> Result<()> {
-    let bus = (slot.connector)()?;
+/// Brings up the controller `connector` reaches, with the layer's buffer window
+/// registered and mapped into its IOMMU domain; returns it with its address-space id.
+fn connect(inner: &Inner, connector: &Connector) -> Result<(Controller, u64)> {
+    let bus = connector()?;
     let ctrl = Controller::init(bus.clone(), inner.opts.ctrl.clone())?;
     let (base, len) = inner.bufs.window();
     ctrl.add_dma_window(base, len)?;
     let space = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     inner.bufs.fanout.attach(space, bus.mapper())?;
+    Ok((ctrl, space))
+}
+
+fn reconnect(inner: &Inner, slot: &Arc<CtrlSlot>) -> Result<()> {
+    let (ctrl, space) = connect(inner, &slot.connector)?;
     let old_space = slot.space.swap(space, Ordering::AcqRel);
     inner.bufs.fanout.detach(old_space);
     let old: Vec<_> = lock(&slot.paths).drain(..).collect();

@@ -11,7 +11,6 @@ use nvme_driver::spec::{sc, sct, AnaState};
 use nvme_driver::{DmaSlice, IoCompletion, IoRequest, Iova, Refused, Status};
 use shuttle::sync::Mutex;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 /// What the "device" of one path does with the commands it holds.
@@ -61,13 +60,7 @@ impl PathQueue for ModelPath {
 }
 
 fn path(id: u64) -> Arc<PathShared> {
-    Arc::new(PathShared {
-        id,
-        name: format!("path{id}"),
-        nsid: 1,
-        ana_stale: AtomicBool::new(false),
-        failovers: AtomicU64::new(0),
-    })
+    Arc::new(PathShared::new(id, format!("path{id}"), 1))
 }
 
 const IOS: u64 = 5;

@@ -285,6 +285,12 @@ impl<Q: PathQueue> MpathChannel<Q> {
     }
 
     fn add_local(&mut self, shared: Arc<PathShared>, queue: Q) {
+        // The first free local index, or a new one.
+        let i = self
+            .paths
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.paths.len());
         let lp = LocalPath {
             stats: PathIoStats {
                 id: shared.id,
@@ -293,22 +299,16 @@ impl<Q: PathQueue> MpathChannel<Q> {
             nsid: shared.nsid,
             shared,
             queue,
-            dirty_bit: 0,
+            dirty_bit: 1 << i.min(63),
             inflight: 0,
             avoid_until: 0,
             removing: false,
         };
-        let i = match self.paths.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
-                self.paths.push(None);
-                self.paths.len() - 1
-            }
-        };
-        self.paths[i] = Some(LocalPath {
-            dirty_bit: 1 << i.min(63),
-            ..lp
-        });
+        if i == self.paths.len() {
+            self.paths.push(Some(lp));
+        } else {
+            self.paths[i] = Some(lp);
+        }
         self.view_gen = u64::MAX;
     }
 
@@ -430,19 +430,27 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 self.rr_next = i + 1;
                 Some(self.view[i].local)
             }
-            Policy::LeastQueueDepth => {
-                let mut best: Option<(u32, u8)> = None;
-                for e in &self.view[..n] {
-                    let d = self.paths[e.local as usize]
-                        .as_ref()
-                        .map_or(u32::MAX, |p| p.inflight);
-                    if best.is_none_or(|(bd, _)| d < bd) {
-                        best = Some((d, e.local));
-                    }
-                }
-                best.map(|(_, l)| l)
+            Policy::LeastQueueDepth => Self::least_inflight(&self.paths, &self.view[..n]),
+        }
+    }
+
+    /// Of `entries`, the local path with the fewest I/Os in flight from this core
+    /// (the first of equals).
+    #[inline(always)]
+    fn least_inflight<'a>(
+        paths: &[Option<LocalPath<Q>>],
+        entries: impl IntoIterator<Item = &'a ViewEntry>,
+    ) -> Option<u8> {
+        let mut best: Option<(u32, u8)> = None;
+        for e in entries {
+            let d = paths[e.local as usize]
+                .as_ref()
+                .map_or(u32::MAX, |p| p.inflight);
+            if best.is_none_or(|(bd, _)| d < bd) {
+                best = Some((d, e.local));
             }
         }
+        best.map(|(_, l)| l)
     }
 
     #[inline]
@@ -453,23 +461,17 @@ impl<Q: PathQueue> MpathChannel<Q> {
         }
     }
 
-    /// Picks a path by policy, best ANA tier first. `skip` is a path to avoid when
-    /// another is available.
+    /// Picks a path by policy, best ANA tier first (the view is ordered by tier).
     #[inline]
     fn select(&mut self, now: u64) -> Option<u8> {
         if self.avoid_max != 0 && now >= self.avoid_max {
             self.clear_avoidance();
         }
         let n = self.view_len;
-        let best_tier = self.view[..n]
-            .iter()
-            .find(|e| self.path_ok(e.local, now))
-            .map(|e| e.optimized)?;
-        match self.mp.options().policy {
-            Policy::ActivePassive => self.view[..n]
-                .iter()
-                .find(|e| self.path_ok(e.local, now))
-                .map(|e| e.local),
+        let first = *self.view[..n].iter().find(|e| self.path_ok(e.local, now))?;
+        let best_tier = first.optimized;
+        match self.policy {
+            Policy::ActivePassive => Some(first.local),
             Policy::RoundRobin => {
                 for k in 0..n {
                     let i = (self.rr_next + k) % n;
@@ -481,21 +483,12 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 }
                 None
             }
-            Policy::LeastQueueDepth => {
-                let mut best: Option<(u32, u8)> = None;
-                for e in &self.view[..n] {
-                    if e.optimized != best_tier || !self.path_ok(e.local, now) {
-                        continue;
-                    }
-                    let d = self.paths[e.local as usize]
-                        .as_ref()
-                        .map_or(u32::MAX, |p| p.inflight);
-                    if best.is_none_or(|(bd, _)| d < bd) {
-                        best = Some((d, e.local));
-                    }
-                }
-                best.map(|(_, l)| l)
-            }
+            Policy::LeastQueueDepth => Self::least_inflight(
+                &self.paths,
+                self.view[..n]
+                    .iter()
+                    .filter(|e| e.optimized == best_tier && self.path_ok(e.local, now)),
+            ),
         }
     }
 
@@ -512,7 +505,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
             let Some(p) = self.paths[l as usize].as_mut() else {
                 return Dispatch::NoPath;
             };
-            match p.queue.submit(&io.to_request(p.shared.nsid, s as u64)) {
+            match p.queue.submit(&io.to_request(p.nsid, s as u64)) {
                 Ok(()) => {
                     self.dirty |= p.dirty_bit;
                     p.inflight += 1;

@@ -25,6 +25,7 @@ use crate::ring::Ring;
 use crate::sync::lock_std as lock;
 use crate::{Error, Result};
 use nvme_driver::spec::AnaState;
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -116,6 +117,19 @@ pub struct PathShared {
     pub failovers: AtomicU64,
 }
 
+impl PathShared {
+    /// A path instance with no flags set and nothing counted yet.
+    pub fn new(id: u64, name: String, nsid: u32) -> Self {
+        PathShared {
+            id,
+            name,
+            nsid,
+            ana_stale: AtomicBool::new(false),
+            failovers: AtomicU64::new(0),
+        }
+    }
+}
+
 pub(crate) enum ChanMsg<Q> {
     Add(Arc<PathShared>, Q),
     Remove(u64),
@@ -124,7 +138,7 @@ pub(crate) enum ChanMsg<Q> {
 struct ChanEntry<Q> {
     id: u64,
     mailbox: Arc<Ring<ChanMsg<Q>>>,
-    backlog: Vec<ChanMsg<Q>>,
+    backlog: VecDeque<ChanMsg<Q>>,
     closed: Arc<AtomicBool>,
 }
 
@@ -270,10 +284,10 @@ impl<Q: PathQueue> Multipath<Q> {
     fn send(entry: &mut ChanEntry<Q>, msg: ChanMsg<Q>) {
         if entry.backlog.is_empty() {
             if let Err(m) = entry.mailbox.push(msg) {
-                entry.backlog.push(m);
+                entry.backlog.push_back(m);
             }
         } else {
-            entry.backlog.push(msg);
+            entry.backlog.push_back(msg);
         }
     }
 
@@ -370,7 +384,7 @@ impl<Q: PathQueue> Multipath<Q> {
         w.channels.push(ChanEntry {
             id,
             mailbox: mailbox.clone(),
-            backlog: Vec::new(),
+            backlog: VecDeque::new(),
             closed: closed.clone(),
         });
         drop(w);
@@ -385,32 +399,24 @@ impl<Q: PathQueue> Multipath<Q> {
 
     /// Deferred writer-side work, never waiting for a channel: retries mailbox
     /// messages that did not fit, forgets closed channels, frees snapshots every reader
-    /// has moved past, and drops queues channels gave back. Returns the paths whose
-    /// ANA state a channel found stale (an ANA error status), clearing the flags.
-    pub fn tick(&self) -> Vec<u64> {
-        let mut stale = Vec::new();
+    /// has moved past, and drops queues channels gave back. (A path's `ana_stale` flag
+    /// is left to the owner of its controller, which re-reads the ANA log.)
+    pub fn tick(&self) {
         {
             let mut w = lock(&self.writer);
             w.channels.retain(|c| !c.closed.load(Ordering::Acquire));
             for entry in w.channels.iter_mut() {
-                while !entry.backlog.is_empty() {
-                    let m = entry.backlog.remove(0);
+                while let Some(m) = entry.backlog.pop_front() {
                     if let Err(m) = entry.mailbox.push(m) {
-                        entry.backlog.insert(0, m);
+                        entry.backlog.push_front(m);
                         break;
                     }
-                }
-            }
-            for p in &w.paths {
-                if p.shared.ana_stale.swap(false, Ordering::AcqRel) {
-                    stale.push(p.shared.id);
                 }
             }
         }
         self.cell.domain().reclaim();
         let dead = std::mem::take(&mut *lock(&self.graveyard));
         drop(dead);
-        stale
     }
 
     /// Channels currently open.

@@ -95,13 +95,7 @@ fn live(ana: AnaState) -> PathState {
 }
 
 fn path(id: u64) -> Arc<PathShared> {
-    Arc::new(PathShared {
-        id,
-        name: format!("p{id}"),
-        nsid: 1,
-        ana_stale: AtomicBool::new(false),
-        failovers: AtomicU64::new(0),
-    })
+    Arc::new(PathShared::new(id, format!("p{id}"), 1))
 }
 
 /// A bdev with `states.len()` paths and one channel; returns the handles of each path's queue.
