@@ -14,6 +14,7 @@
 use crate::bus::Bus;
 use crate::dma::{DmaBuf, DmaPool};
 use crate::error::{Error, Result};
+use crate::lock;
 use crate::prp::{self, PAGE_SIZE};
 use crate::qpair::{IoQpair, QpairOptions, QpairShared, CTL_FAILED, CTL_LIVE, CTL_RESET};
 use crate::regs::{self, Aqa, Cap, Cc, Csts, Vs};
@@ -24,7 +25,7 @@ use crate::spec::{
 use crossbeam_queue::ArrayQueue;
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Admin queue entries.
@@ -109,6 +110,15 @@ struct AdminQueue {
     aer_cids: Vec<u16>,
 }
 
+impl AdminQueue {
+    /// The next command identifier (15 bits, wrapping).
+    fn alloc_cid(&mut self) -> u16 {
+        let cid = self.next_cid;
+        self.next_cid = cid.wrapping_add(1) % 0x8000;
+        cid
+    }
+}
+
 pub(crate) struct CtrlInner {
     pub(crate) bus: Arc<dyn Bus>,
     pub(crate) name: String,
@@ -151,10 +161,6 @@ const ST_LIVE: u8 = 0;
 const ST_RESETTING: u8 = 1;
 const ST_FAILED: u8 = 2;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn admin_name(opc: u8) -> &'static str {
     match opc {
         admin_opc::DELETE_IO_SQ => "delete I/O SQ",
@@ -192,6 +198,23 @@ impl CtrlInner {
         lock(&self.failure)
             .clone()
             .unwrap_or_else(|| "controller failed".into())
+    }
+
+    /// The error for a request to this controller once it failed.
+    pub(crate) fn failed_error(&self) -> Error {
+        Error::ControllerFailed {
+            device: self.name.clone(),
+            reason: self.failure_reason(),
+        }
+    }
+
+    /// The error for a namespace this controller does not have.
+    pub(crate) fn no_such_namespace(&self, nsid: u32) -> Error {
+        Error::NoSuchNamespace {
+            device: self.name.clone(),
+            nsid,
+            available: self.namespaces.iter().map(|n| n.nsid).collect(),
+        }
     }
 
     /// From the data path: a queue pair saw something impossible. The admin side
@@ -290,8 +313,7 @@ impl CtrlInner {
     /// Submits an admin command and waits for its completion, collecting async events
     /// that arrive meanwhile.
     fn admin_cmd(&self, aq: &mut AdminQueue, mut sqe: Sqe, timeout: Duration) -> Result<Cqe> {
-        let cid = aq.next_cid;
-        aq.next_cid = aq.next_cid.wrapping_add(1) % 0x8000;
+        let cid = aq.alloc_cid();
         sqe.set_cid(cid);
         self.admin_post(aq, sqe);
         let start = Instant::now();
@@ -403,13 +425,43 @@ impl CtrlInner {
         Ok(found)
     }
 
+    /// Async Event Configuration (section 5.27.1.9): SMART critical warnings,
+    /// namespace attribute notices, and ANA change notices if supported; then Async
+    /// Event Requests up to the controller's limit. A refused configuration is not
+    /// fatal: the defaults still report critical warnings.
+    fn arm_events(&self, aq: &mut AdminQueue) {
+        let ana = if self.ident.oaes >> 11 & 1 == 1 {
+            1 << 11
+        } else {
+            0
+        };
+        let aec = 0xff | 1 << 8 | ana;
+        let _ = self.feature(
+            aq,
+            admin_opc::SET_FEATURES,
+            feature_id::ASYNC_EVENT_CONFIG,
+            aec,
+        );
+        for _ in 0..AER_MAX {
+            self.post_aer(aq);
+        }
+    }
+
+    /// Get or Set Features (`opc`) of feature `fid`; returns completion DW0.
+    fn feature(&self, aq: &mut AdminQueue, opc: u8, fid: u8, cdw11: u32) -> Result<u32> {
+        let mut sqe = Sqe::new(opc);
+        sqe.cdw10 = fid as u32;
+        sqe.cdw11 = cdw11;
+        Ok(self.admin_cmd(aq, sqe, ADMIN_TIMEOUT)?.dw0)
+    }
+
+    /// Posts one Async Event Request unless the controller's limit is reached.
     fn post_aer(&self, aq: &mut AdminQueue) {
         let limit = (self.ident.aerl as usize + 1).min(AER_MAX);
         if aq.aer_cids.len() >= limit {
             return;
         }
-        let cid = aq.next_cid;
-        aq.next_cid = aq.next_cid.wrapping_add(1) % 0x8000;
+        let cid = aq.alloc_cid();
         let mut sqe = Sqe::new(admin_opc::ASYNC_EVENT_REQUEST);
         sqe.set_cid(cid);
         aq.aer_cids.push(cid);
@@ -418,7 +470,8 @@ impl CtrlInner {
 
     /// A data-in admin command using the admin data page. Returns the data.
     fn admin_read(&self, aq: &mut AdminQueue, mut sqe: Sqe, len: usize) -> Result<Vec<u8>> {
-        let len = len.min(aq.data.len());
+        // The data page's last page is the PRP list for it, not data.
+        let len = len.min(aq.data.len() - PAGE_SIZE as usize);
         // SAFETY: the data page is ours and no admin command is using it now (the
         // admin lock is held and commands are issued one at a time).
         let prps = unsafe {
@@ -493,13 +546,15 @@ impl CtrlInner {
     }
 
     fn set_num_queues(&self, aq: &mut AdminQueue, n: u16) -> Result<u16> {
-        let mut sqe = Sqe::new(admin_opc::SET_FEATURES);
-        sqe.cdw10 = feature_id::NUMBER_OF_QUEUES as u32;
         let z = n.max(1) as u32 - 1;
-        sqe.cdw11 = z << 16 | z;
-        let cqe = self.admin_cmd(aq, sqe, ADMIN_TIMEOUT)?;
-        let nsq = (cqe.dw0 & 0xffff) as u16;
-        let ncq = (cqe.dw0 >> 16) as u16;
+        let dw0 = self.feature(
+            aq,
+            admin_opc::SET_FEATURES,
+            feature_id::NUMBER_OF_QUEUES,
+            z << 16 | z,
+        )?;
+        let nsq = (dw0 & 0xffff) as u16;
+        let ncq = (dw0 >> 16) as u16;
         Ok(nsq.min(ncq).saturating_add(1).min(n))
     }
 
@@ -526,11 +581,8 @@ impl CtrlInner {
         }
         // Stop the device touching memory before requests are handed back (best
         // effort: a removed device ignores it).
-        let csts = self.csts();
-        if !csts.is_all_ones() {
-            let cc = Cc(self.regs().read32(regs::CC));
-            self.regs().write32(regs::CC, cc.with_en(false).0);
-            let _ = self.wait_rdy(false, "CSTS.RDY to clear while failing the controller");
+        if !self.csts().is_all_ones() {
+            let _ = self.disable();
         }
         self.state.store(ST_FAILED, Ordering::Release);
         let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
@@ -667,16 +719,6 @@ impl Controller {
                 });
             }
             let granted = inner.set_num_queues(&mut aq, opts.io_queues)?;
-            // Async Event Configuration (section 5.27.1.9): SMART critical warnings,
-            // namespace attribute notices, and ANA change notices if supported.
-            let mut aec = 0xff | 1 << 8;
-            if ident.oaes >> 11 & 1 == 1 {
-                aec |= 1 << 11;
-            }
-            let mut sqe = Sqe::new(admin_opc::SET_FEATURES);
-            sqe.cdw10 = feature_id::ASYNC_EVENT_CONFIG as u32;
-            sqe.cdw11 = aec;
-            let _ = inner.admin_cmd(&mut aq, sqe, ADMIN_TIMEOUT);
             (ident, namespaces, mdts.min(prp_max) as u32, granted)
         };
         inner.ident = ident;
@@ -685,9 +727,7 @@ impl Controller {
         inner.io_queues_granted = io_queues_granted;
         let ana = {
             let mut aq = lock(&inner.admin);
-            for _ in 0..(inner.ident.aerl as usize + 1).min(AER_MAX) {
-                inner.post_aer(&mut aq);
-            }
+            inner.arm_events(&mut aq);
             if inner.ident.ana_supported() {
                 Some(inner.read_ana_log(&mut aq)?)
             } else {
@@ -730,11 +770,7 @@ impl Controller {
             .namespaces
             .iter()
             .find(|n| n.nsid == nsid)
-            .ok_or_else(|| Error::NoSuchNamespace {
-                device: self.0.name.clone(),
-                nsid,
-                available: self.0.namespaces.iter().map(|n| n.nsid).collect(),
-            })
+            .ok_or_else(|| self.0.no_such_namespace(nsid))
     }
     /// Largest transfer of one command in bytes (MDTS, capped by one PRP list page).
     pub fn max_transfer_bytes(&self) -> u32 {
@@ -790,10 +826,7 @@ impl Controller {
     pub fn create_io_qpair(&self, opts: QpairOptions) -> Result<IoQpair> {
         let inner = &self.0;
         if inner.state() == CtrlState::Failed {
-            return Err(Error::ControllerFailed {
-                device: inner.name.clone(),
-                reason: inner.failure_reason(),
-            });
+            return Err(inner.failed_error());
         }
         let mqes = inner.cap.mqes_entries().min(u16::MAX as u32) as u16;
         if opts.entries < 2 || opts.entries > mqes {
@@ -873,20 +906,14 @@ impl Controller {
 
     /// Get Features: returns completion DW0.
     pub fn get_feature(&self, fid: u8, cdw11: u32) -> Result<u32> {
-        let mut sqe = Sqe::new(admin_opc::GET_FEATURES);
-        sqe.cdw10 = fid as u32;
-        sqe.cdw11 = cdw11;
         let mut aq = lock(&self.0.admin);
-        Ok(self.0.admin_cmd(&mut aq, sqe, ADMIN_TIMEOUT)?.dw0)
+        self.0.feature(&mut aq, admin_opc::GET_FEATURES, fid, cdw11)
     }
 
     /// Set Features: returns completion DW0.
     pub fn set_feature(&self, fid: u8, cdw11: u32) -> Result<u32> {
-        let mut sqe = Sqe::new(admin_opc::SET_FEATURES);
-        sqe.cdw10 = fid as u32;
-        sqe.cdw11 = cdw11;
         let mut aq = lock(&self.0.admin);
-        Ok(self.0.admin_cmd(&mut aq, sqe, ADMIN_TIMEOUT)?.dw0)
+        self.0.feature(&mut aq, admin_opc::SET_FEATURES, fid, cdw11)
     }
 
     /// Asks the controller to abort command `cid` of queue `qid` (section 5.1).
@@ -919,10 +946,7 @@ impl Controller {
         let inner = &self.0;
         let mut aq = lock(&inner.admin);
         if inner.state() == CtrlState::Failed {
-            return Err(Error::ControllerFailed {
-                device: inner.name.clone(),
-                reason: inner.failure_reason(),
-            });
+            return Err(inner.failed_error());
         }
         match self.reset_locked(&mut aq) {
             Ok(()) => {
@@ -1002,19 +1026,7 @@ impl Controller {
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
-        let mut sqe = Sqe::new(admin_opc::SET_FEATURES);
-        sqe.cdw10 = feature_id::ASYNC_EVENT_CONFIG as u32;
-        sqe.cdw11 = 0xff
-            | 1 << 8
-            | if inner.ident.oaes >> 11 & 1 == 1 {
-                1 << 11
-            } else {
-                0
-            };
-        let _ = inner.admin_cmd(aq, sqe, ADMIN_TIMEOUT);
-        for _ in 0..(inner.ident.aerl as usize + 1).min(AER_MAX) {
-            inner.post_aer(aq);
-        }
+        inner.arm_events(aq);
         inner.reset_wanted.store(false, Ordering::Release);
         while inner.aborts.pop().is_some() {}
         inner.state.store(ST_LIVE, Ordering::Release);
@@ -1039,14 +1051,12 @@ impl Controller {
             return CtrlState::Failed;
         }
         if inner.opts.release_on_removal && inner.bus.removal_requested() {
-            inner.fail("the device is being removed (hot-unplug request)".into());
-            inner.bus.release();
+            self.fail("the device is being removed (hot-unplug request)");
             return CtrlState::Failed;
         }
         let csts = inner.csts();
         if csts.is_all_ones() {
-            inner.fail("registers read all ones: the device was removed".into());
-            inner.bus.release();
+            self.fail("registers read all ones: the device was removed");
             return CtrlState::Failed;
         }
         if inner.fail_flag.load(Ordering::Acquire) {
@@ -1100,8 +1110,9 @@ impl Controller {
         inner.regs().write32(regs::CC, cc.with_shn(1).0);
         let start = Instant::now();
         let timeout = Duration::from_millis(inner.cap.timeout_ms().max(1000));
-        while inner.csts().shst() != 2 && !inner.csts().is_all_ones() {
-            if start.elapsed() > timeout {
+        loop {
+            let csts = inner.csts();
+            if csts.shst() == 2 || csts.is_all_ones() || start.elapsed() > timeout {
                 break;
             }
             std::thread::sleep(Duration::from_micros(200));
@@ -1117,9 +1128,7 @@ impl Drop for CtrlInner {
         // The last queue pair is gone; stop the device before its queues' memory is
         // unmapped, so it cannot DMA into memory that is being reused.
         if self.state() != CtrlState::Failed && !self.csts().is_all_ones() {
-            let cc = Cc(self.regs().read32(regs::CC));
-            self.regs().write32(regs::CC, cc.with_en(false).0);
-            let _ = self.wait_rdy(false, "CSTS.RDY to clear on release");
+            let _ = self.disable();
         }
     }
 }

@@ -12,6 +12,7 @@
 //! copies in and out through raw pointers.
 
 use crate::error::{Error, Result};
+use crate::lock;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -171,7 +172,7 @@ impl DmaPool {
 
     /// Current statistics.
     pub fn stats(&self) -> DmaStats {
-        let g = self.0.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let g = lock(&self.0.inner);
         DmaStats {
             mapped_bytes: g.mapped_bytes,
             in_use_bytes: g.in_use_bytes,
@@ -182,6 +183,15 @@ impl DmaPool {
 
     fn new_chunk(&self, inner: &mut PoolInner, len: usize, dedicated: bool) -> Result<usize> {
         let len = len.div_ceil(CHUNK_SIZE) * CHUNK_SIZE;
+        // Before mapping anything, so a full window leaks no memory.
+        let iova = Iova(inner.next_iova);
+        if inner.next_iova + len as u64 > self.0.iova_base + POOL_IOVA_SPAN {
+            return Err(Error::DmaExhausted(format!(
+                "{}: the pool's {} GiB IOVA window is used up",
+                self.0.name,
+                POOL_IOVA_SPAN >> 30
+            )));
+        }
         let (ptr, huge) = match self.0.use_huge.then(|| mmap_anon(len, true)).flatten() {
             Some(p) => (p, true),
             None => {
@@ -202,14 +212,6 @@ impl DmaPool {
                 (p, false)
             }
         };
-        let iova = Iova(inner.next_iova);
-        if inner.next_iova + len as u64 > self.0.iova_base + POOL_IOVA_SPAN {
-            return Err(Error::DmaExhausted(format!(
-                "{}: the pool's {} GiB IOVA window is used up",
-                self.0.name,
-                POOL_IOVA_SPAN >> 30
-            )));
-        }
         // SAFETY: `ptr..ptr+len` is a fresh private mapping owned by this chunk, which
         // unmaps the IOVA range before unmapping the memory (in `Drop`).
         if let Err(e) = unsafe { self.0.mapper.map(ptr, len, iova) } {
@@ -239,7 +241,7 @@ impl DmaPool {
         if len == 0 {
             return Err(Error::InvalidArgument("DMA buffer of 0 bytes".into()));
         }
-        let mut g = self.0.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = lock(&self.0.inner);
         if len > CHUNK_SIZE {
             let idx = self.new_chunk(&mut g, len, true)?;
             let c = &g.chunks[idx];
@@ -296,7 +298,7 @@ impl DmaPool {
     }
 
     fn free(&self, b: Block) {
-        let mut g = self.0.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = lock(&self.0.inner);
         if b.order == usize::MAX {
             let len = g.chunks[b.chunk].len;
             g.in_use_bytes -= len;

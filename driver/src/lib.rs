@@ -31,6 +31,12 @@ pub mod spec;
 pub mod vfio;
 
 pub use error::{Error, Result};
+
+/// Locks a mutex, ignoring poisoning: the driver's locks guard state that every
+/// update leaves consistent, so a panicking holder does not make it unusable.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 pub mod clock;
 pub mod ctrlr;
 pub mod prp;

@@ -61,51 +61,59 @@ pub unsafe fn build(iova: u64, len: u32, list: *mut u64, list_iova: u64) -> Resu
     if len == 0 {
         return Err(PrpError::Empty);
     }
-    let len = len as u64;
-    let pages = pages_touched(iova, len);
-    match pages {
-        1 => Ok(Prps {
-            prp1: iova,
-            prp2: 0,
-            list_len: 0,
-        }),
-        2 => Ok(Prps {
-            prp1: iova,
-            prp2: (iova & !(PAGE_SIZE - 1)) + PAGE_SIZE,
-            list_len: 0,
-        }),
-        n if n <= MAX_PRP_PAGES => {
-            // SAFETY: forwarded from the caller.
-            Ok(unsafe { build_list(iova, n, list, list_iova) })
-        }
-        _ => Err(PrpError::TooLong),
-    }
+    let pages = pages_touched(iova, len as u64);
+    // SAFETY: forwarded from the caller; `iova` is aligned and `len` is not zero.
+    let prp2 = unsafe { prp2(iova, len as u64, || (list, list_iova)) }.ok_or(PrpError::TooLong)?;
+    Ok(Prps {
+        prp1: iova,
+        prp2,
+        list_len: if pages > 2 { pages as usize - 1 } else { 0 },
+    })
 }
 
-/// Writes the PRP list for a transfer of `n` (3 to `MAX_PRP_PAGES`) pages.
+/// PRP2 for `len` bytes at `iova` (PRP1 is `iova`): zero when the transfer stays in
+/// its first page, the second page when it spans two, else the list page's address
+/// after writing the list; `None` past [`MAX_PRP_PAGES`]. `list` gives the list page
+/// and its device address, asked for only when a list is needed. The data path's
+/// version of [`build`]: no checks the caller already made.
+///
+/// # Safety
+/// `iova` must be dword aligned and `len` not zero; the page `list` returns must be
+/// as for [`build`].
+#[inline(always)]
+pub unsafe fn prp2(iova: u64, len: u64, list: impl FnOnce() -> (*mut u64, u64)) -> Option<u64> {
+    let end_in_page = (iova & (PAGE_SIZE - 1)) + len;
+    if end_in_page <= PAGE_SIZE {
+        return Some(0);
+    }
+    if end_in_page <= 2 * PAGE_SIZE {
+        return Some((iova & !(PAGE_SIZE - 1)) + PAGE_SIZE);
+    }
+    let pages = end_in_page.div_ceil(PAGE_SIZE);
+    if pages > MAX_PRP_PAGES {
+        return None;
+    }
+    let (list, list_iova) = list();
+    // SAFETY: forwarded from the caller; 3 <= pages <= MAX_PRP_PAGES.
+    unsafe { write_list(iova, pages, list) };
+    Some(list_iova)
+}
+
+/// Writes the PRP list for a transfer of `n` (3 to `MAX_PRP_PAGES`) pages: the
+/// addresses of the pages after the first.
 ///
 /// # Safety
 /// As for [`build`].
 #[inline(never)]
-unsafe fn build_list(iova: u64, n: u64, list: *mut u64, list_iova: u64) -> Prps {
-    {
-        {
-            let first_page = iova & !(PAGE_SIZE - 1);
-            let entries = (n - 1) as usize;
-            for i in 0..entries {
-                // SAFETY: `i < entries <= PRP_LIST_ENTRIES - 1`, inside the page the
-                // caller provides; volatile because the device reads the page later.
-                unsafe {
-                    list.add(i)
-                        .write_volatile(first_page + (i as u64 + 1) * PAGE_SIZE)
-                };
-            }
-            Prps {
-                prp1: iova,
-                prp2: list_iova,
-                list_len: entries,
-            }
-        }
+unsafe fn write_list(iova: u64, n: u64, list: *mut u64) {
+    let first_page = iova & !(PAGE_SIZE - 1);
+    for i in 0..(n - 1) as usize {
+        // SAFETY: `i < n - 1 <= PRP_LIST_ENTRIES - 1`, inside the page the caller
+        // provides; volatile because the device reads the page later.
+        unsafe {
+            list.add(i)
+                .write_volatile(first_page + (i as u64 + 1) * PAGE_SIZE)
+        };
     }
 }
 

@@ -356,13 +356,10 @@ impl IoQpair {
         // its own buffer window (the block layer) gets that window's buffers on
         // every I/O; one driven directly has only its pool's window.
         let mut windows = [(0u64, 0u64); MAX_DMA_WINDOWS];
-        for (w, &r) in windows.iter_mut().zip(
-            ctrl.dma_windows
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .rev(),
-        ) {
+        for (w, &r) in windows
+            .iter_mut()
+            .zip(crate::lock(&ctrl.dma_windows).iter().rev())
+        {
             *w = r;
         }
         let control_seen = shared.control.load(Ordering::Acquire);
@@ -490,31 +487,34 @@ impl IoQpair {
         self.ns.iter().copied().find(|n| n.nsid == nsid)
     }
 
-    /// The checks every request passes, branch-light; the reasons are worked out
-    /// by `invalid` only when one fails.
     /// True if `len` bytes at `iova` lie in one of the device's DMA windows. The
     /// windows are ordered newest first (see `new`), so the first test is the one that
     /// matches for the usual caller.
     #[inline(always)]
     fn in_window(&self, iova: u64, len: u64) -> bool {
-        let (b, l) = self.windows[0];
-        if iova.wrapping_sub(b) < l && iova - b + len <= l {
+        let inside = |&(b, l): &(u64, u64)| iova.wrapping_sub(b) < l && iova - b + len <= l;
+        if inside(&self.windows[0]) {
             return true;
         }
-        self.windows[1..]
-            .iter()
-            .any(|&(b, l)| iova.wrapping_sub(b) < l && iova - b + len <= l)
+        self.windows[1..].iter().any(inside)
     }
 
+    /// True if `nlb` (at least one) blocks at `slba` lie inside a namespace of `nsze`
+    /// blocks.
+    #[inline(always)]
+    fn range_ok(slba: u64, nlb: u32, nsze: u64) -> bool {
+        let end = slba.wrapping_add(nlb as u64);
+        nlb != 0 && end >= slba && end <= nsze
+    }
+
+    /// The checks every request passes, branch-light; the reasons are worked out
+    /// by `invalid` only when one fails.
     #[inline]
     fn valid(&self, req: &IoRequest, ns: &NsInfo) -> bool {
         match req.op {
             IoOp::Flush => true,
             IoOp::Read | IoOp::Write => self.valid_rw(req, ns),
-            _ => {
-                let end = req.slba.wrapping_add(req.nlb as u64);
-                req.nlb != 0 && end >= req.slba && end <= ns.nsze
-            }
+            _ => Self::range_ok(req.slba, req.nlb, ns.nsze),
         }
     }
 
@@ -522,10 +522,7 @@ impl IoQpair {
     /// long enough, 4-byte aligned (PRP rule) and in one of the device's windows.
     #[inline(always)]
     fn valid_rw(&self, req: &IoRequest, ns: &NsInfo) -> bool {
-        let end = req.slba.wrapping_add(req.nlb as u64);
-        req.nlb != 0
-            && end >= req.slba
-            && end <= ns.nsze
+        Self::range_ok(req.slba, req.nlb, ns.nsze)
             && (req.buf.len as u64) >= (req.nlb as u64) << ns.block_shift
             && req.buf.iova.0 & 3 == 0
             && self.in_window(req.buf.iova.0, req.buf.len as u64)
@@ -535,18 +532,9 @@ impl IoQpair {
     #[inline(never)]
     fn invalid(&self, req: &IoRequest) -> Error {
         let Some(ns) = self.ns_info(req.nsid) else {
-            return Error::NoSuchNamespace {
-                device: self.ctrl.name.clone(),
-                nsid: req.nsid,
-                available: self.ns.iter().map(|n| n.nsid).collect(),
-            };
+            return self.ctrl.no_such_namespace(req.nsid);
         };
-        if req.nlb == 0
-            || req
-                .slba
-                .checked_add(req.nlb as u64)
-                .is_none_or(|e| e > ns.nsze)
-        {
+        if !Self::range_ok(req.slba, req.nlb, ns.nsze) {
             return Error::LbaOutOfRange {
                 nsid: req.nsid,
                 slba: req.slba,
@@ -667,7 +655,7 @@ impl IoQpair {
         match why {
             Refused::Invalid => self.invalid(&req),
             Refused::Busy => Error::Busy(self.pending_max),
-            Refused::Failed => self.failed_error(),
+            Refused::Failed => self.ctrl.failed_error(),
         }
     }
 
@@ -710,13 +698,6 @@ impl IoQpair {
         if let Some(slot) = self.free_cids.get_mut(self.free_len) {
             *slot = cid;
             self.free_len += 1;
-        }
-    }
-
-    fn failed_error(&self) -> Error {
-        Error::ControllerFailed {
-            device: self.ctrl.name.clone(),
-            reason: self.ctrl.failure_reason(),
         }
     }
 
@@ -860,29 +841,24 @@ impl IoQpair {
         block_shift: u32,
     ) -> Sqe {
         let mut sqe = Sqe::rw(opc, nsid, slba, nlb);
-        // Section 4.1.1: one page needs PRP1 only, two pages PRP1 and PRP2; longer
-        // transfers need the list. The first two cases are the common ones and need
-        // no list page.
-        let bytes = (nlb as u64) << block_shift;
-        let end_in_page = (iova & (PAGE_SIZE - 1)) + bytes;
-        sqe.prp1 = iova;
-        if end_in_page <= PAGE_SIZE {
-            sqe.prp2 = 0;
-        } else if end_in_page <= 2 * PAGE_SIZE {
-            sqe.prp2 = (iova & !(PAGE_SIZE - 1)) + PAGE_SIZE;
-        } else {
-            let list_off = cid as usize * PAGE_SIZE as usize;
-            let list_ptr = self.prp_mem.as_ptr().wrapping_add(list_off).cast::<u64>();
-            let list_iova = self.prp_mem.iova().0 + list_off as u64;
-            // SAFETY: the list page belongs to this cid, which is free, so the device
-            // is not reading it; the length was checked against MDTS and
-            // MAX_PRP_PAGES when the request was split, and alignment on submit.
-            match unsafe { prp::build(iova, bytes as u32, list_ptr, list_iova) } {
-                Ok(p) => sqe.prp2 = p.prp2,
-                // Unreachable by construction; a zero PRP makes the device fail the
-                // command rather than touch memory.
-                Err(_) => sqe.prp1 = 0,
+        // Section 4.1.1: PRP2 is unused, the second page, or a list (this cid's page).
+        let list = || {
+            let off = cid as usize * PAGE_SIZE as usize;
+            (
+                self.prp_mem.as_ptr().wrapping_add(off).cast::<u64>(),
+                self.prp_mem.iova().0 + off as u64,
+            )
+        };
+        // SAFETY: alignment and length were checked on submit; the list page belongs
+        // to this cid, which is free, so the device is not reading it.
+        match unsafe { prp::prp2(iova, (nlb as u64) << block_shift, list) } {
+            Some(p) => {
+                sqe.prp1 = iova;
+                sqe.prp2 = p;
             }
+            // Unreachable: requests are split at MDTS and MAX_PRP_PAGES. A zero PRP1
+            // makes the device fail the command rather than touch memory.
+            None => sqe.prp1 = 0,
         }
         sqe
     }
@@ -1060,16 +1036,22 @@ impl IoQpair {
             p.status = status;
         }
         if p.inflight == 0 && p.issued >= p.req.nlb {
-            let done = IoCompletion {
-                ctx: p.req.ctx,
-                status: p.status,
-            };
-            self.free_parents.push(parent);
-            self.stats.completed += 1;
-            cb(done);
+            self.finish_parent(parent, cb);
             return 1;
         }
         0
+    }
+
+    /// Delivers split request `p` with its status and frees it.
+    fn finish_parent(&mut self, p: u16, cb: &mut impl FnMut(IoCompletion)) {
+        let par = &self.parents[p as usize];
+        let done = IoCompletion {
+            ctx: par.req.ctx,
+            status: par.status,
+        };
+        self.free_parents.push(p);
+        self.stats.completed += 1;
+        cb(done);
     }
 
     #[inline(always)]
@@ -1089,7 +1071,8 @@ impl IoQpair {
             return;
         }
         if let Some(p) = self.partial {
-            self.continue_parent(p);
+            // `drain_pending` brings `slow` up to date after.
+            self.continue_parent_inner(p);
             if self.partial.is_some() {
                 return;
             }
@@ -1142,23 +1125,16 @@ impl IoQpair {
                 n += self.complete_tracker(cid as u16, status, cb);
             }
         }
-        // Split requests with nothing left in flight but blocks not yet issued.
+        // A split request with blocks not yet issued: its commands in flight were
+        // completed just above, so it ends here, with its first error or `status`.
         if let Some(p) = self.partial.take() {
-            let par = self.parents[p as usize];
-            if par.inflight == 0 {
-                self.free_parents.push(p);
-                self.stats.completed += 1;
-                let st = if par.status.is_success() {
-                    status
-                } else {
-                    par.status
-                };
-                cb(IoCompletion {
-                    ctx: par.req.ctx,
-                    status: st,
-                });
-                n += 1;
+            let par = &mut self.parents[p as usize];
+            debug_assert_eq!(par.inflight, 0);
+            if par.status.is_success() {
+                par.status = status;
             }
+            self.finish_parent(p, cb);
+            n += 1;
         }
         if include_pending {
             while let Some(req) = self.pending.pop_front() {
@@ -1201,7 +1177,7 @@ impl IoQpair {
             }
             CTL_LIVE => {
                 self.held = false;
-                self.update_slow();
+                // Also brings `slow` up to date.
                 self.drain_pending();
                 self.flush();
                 0

@@ -405,7 +405,7 @@ fn ascii(d: &[u8]) -> String {
             }
         })
         .collect();
-    s.trim_end().trim_end_matches('\0').to_string()
+    s.trim_end().to_string()
 }
 
 /// Identify Controller data structure (section 5.17.2.1, figure 275), the fields

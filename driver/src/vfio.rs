@@ -22,6 +22,7 @@ mod sysfs;
 use crate::bus::Bus;
 use crate::dma::{DmaMapper, Iova};
 use crate::error::{Error, Result};
+use crate::lock;
 use crate::mmio::Mmio;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -132,10 +133,6 @@ impl fmt::Debug for VfioBus {
             .field("released", &self.is_released())
             .finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Explains an error from `vfio-ioctls` while opening the device.

@@ -85,13 +85,14 @@ impl Host {
         read_hex(&self.pci_dev(bdf).join(name))
     }
 
+    /// `SYS/kernel/iommu_groups/GROUP`.
+    fn group_dir(&self, group: u32) -> PathBuf {
+        self.sys.join("kernel/iommu_groups").join(group.to_string())
+    }
+
     /// The devices in IOMMU group `group`, sorted.
     pub(crate) fn group_devices(&self, group: u32) -> Vec<String> {
-        let dir = self
-            .sys
-            .join("kernel/iommu_groups")
-            .join(group.to_string())
-            .join("devices");
+        let dir = self.group_dir(group).join("devices");
         let mut v: Vec<String> = std::fs::read_dir(dir)
             .map(|rd| {
                 rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -190,7 +191,7 @@ impl Host {
             return Err(vfio_err(
                 bdf,
                 format!("{} does not exist", node.display()),
-                "load the VFIO modules: `modprobe vfio-pci`".into(),
+                LOAD_VFIO.into(),
             ));
         }
         let held: Vec<String> = self
@@ -262,11 +263,7 @@ impl Host {
             format!(
                 "bind every device of the group to vfio-pci (`nvme-setup bind BDF` for each; \
                  see {}); a group can only be handed to userspace as a whole",
-                self.sys
-                    .join("kernel/iommu_groups")
-                    .join(group.to_string())
-                    .join("devices")
-                    .display()
+                self.group_dir(group).join("devices").display()
             ),
         )
     }
@@ -321,10 +318,7 @@ impl ShadowDevPath {
         ));
         let path = dir.join(bdf);
         let made = std::fs::create_dir_all(&path).and_then(|()| {
-            std::os::unix::fs::symlink(
-                host.sys.join("kernel/iommu_groups").join(group.to_string()),
-                path.join("iommu_group"),
-            )
+            std::os::unix::fs::symlink(host.group_dir(group), path.join("iommu_group"))
         });
         let shadow = ShadowDevPath { dir, path };
         made.map(|()| shadow)
@@ -350,10 +344,13 @@ pub(crate) fn vfio_err(bdf: &str, detail: String, fix: String) -> Error {
     }
 }
 
+/// The fix when the VFIO device nodes are missing.
+const LOAD_VFIO: &str = "load the VFIO modules: `modprobe vfio-pci`";
+
 /// Explains a failure to open `/dev/vfio/vfio`.
 pub(crate) fn container_open_error(bdf: &str, node: &Path, e: &io::Error) -> Error {
     let fix = match e.kind() {
-        io::ErrorKind::NotFound => "load the VFIO modules: `modprobe vfio-pci`".to_string(),
+        io::ErrorKind::NotFound => LOAD_VFIO.to_string(),
         io::ErrorKind::PermissionDenied => format!(
             "run as root (or give this user read-write access to {} and the group node, \
              and a locked-memory limit, `ulimit -l`, large enough for the DMA memory)",
