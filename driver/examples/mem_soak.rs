@@ -36,16 +36,19 @@ fn main() {
         Controller::init(bus, ControllerOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     let stop = Arc::new(AtomicBool::new(false));
     let ios = Arc::new(AtomicU64::new(0));
+    // Prints one sample and returns what it printed: (DMA mapped bytes, RSS in KiB).
     let report = |what: &str, ctrl: &Controller| {
         let st = ctrl.dma_pool().stats();
+        let rss = rss_kib();
         println!(
             "{what}: DMA mapped {:.1} MiB in {} chunks ({} on huge pages), in use {:.1} MiB; RSS {:.1} MiB",
             st.mapped_bytes as f64 / 1048576.0,
             st.chunks,
             st.huge_chunks,
             st.in_use_bytes as f64 / 1048576.0,
-            rss_kib() as f64 / 1024.0
+            rss as f64 / 1024.0
         );
+        (st.mapped_bytes, rss)
     };
     report("after init", &ctrl);
     let mut threads = Vec::new();
@@ -94,11 +97,7 @@ fn main() {
             Duration::from_secs(5).min(Duration::from_secs(secs).saturating_sub(start.elapsed())),
         );
         ctrl.process_admin();
-        let st = ctrl.dma_pool().stats();
-        let now = (st.mapped_bytes, rss_kib());
-        first.get_or_insert(now);
-        last = now;
-        report(
+        let now = report(
             &format!(
                 "t={:>3}s ios={}",
                 start.elapsed().as_secs(),
@@ -106,6 +105,8 @@ fn main() {
             ),
             &ctrl,
         );
+        first.get_or_insert(now);
+        last = now;
     }
     stop.store(true, Ordering::Relaxed);
     for t in threads {

@@ -23,8 +23,37 @@ fn soft(cfg: SoftConfig) -> (Arc<SoftController>, Controller) {
     (dev, ctrl)
 }
 
-fn small_ns(blocks: u64, bs: u32) -> Vec<Arc<Namespace>> {
-    vec![Arc::new(Namespace::new(1, blocks, bs).unwrap())]
+/// The default configuration with one namespace (NSID 1) of `blocks` blocks of `bs`
+/// bytes.
+fn ns_config(blocks: u64, bs: u32) -> SoftConfig {
+    SoftConfig {
+        namespaces: vec![Arc::new(Namespace::new(1, blocks, bs).unwrap())],
+        ..SoftConfig::default()
+    }
+}
+
+/// [`soft`] with [`ns_config`].
+fn soft_ns(blocks: u64, bs: u32) -> (Arc<SoftController>, Controller) {
+    soft(ns_config(blocks, bs))
+}
+
+/// Queue pair options of `entries` entries, 64 pending requests at most, 10 s timeout.
+fn qp_options(entries: u16) -> QpairOptions {
+    QpairOptions {
+        entries,
+        pending_max: 64,
+        timeout_ms: 10_000,
+    }
+}
+
+/// Reads blocks `0..n` (512 bytes each) of namespace 1 and returns them.
+fn read_blocks(ctrl: &Controller, qp: &mut IoQpair, n: usize) -> Vec<u8> {
+    let rbuf = ctrl.alloc_buffer(n * 512).unwrap();
+    qp.submit(IoRequest::read(1, 0, n as u32, rbuf.whole(), 0))
+        .unwrap();
+    let mut done = Vec::new();
+    wait_all(qp, 1, &mut done);
+    contents(&rbuf)
 }
 
 /// Polls until `want` requests completed; panics (failing the test) at the deadline.
@@ -79,10 +108,7 @@ fn identify_and_namespaces() {
 
 #[test]
 fn write_read_back_every_size_and_offset() {
-    let (_dev, ctrl) = soft(SoftConfig {
-        namespaces: small_ns(1 << 16, 512),
-        ..SoftConfig::default()
-    });
+    let (_dev, ctrl) = soft_ns(1 << 16, 512);
     let mut qp = ctrl.create_io_qpair(QpairOptions::default()).unwrap();
     let mut done = Vec::new();
     // Sizes from one block to several MiB (split by MDTS = 128 KiB), at buffer
@@ -151,10 +177,7 @@ fn write_read_back_every_size_and_offset() {
 
 #[test]
 fn flush_write_zeroes_deallocate() {
-    let (_dev, ctrl) = soft(SoftConfig {
-        namespaces: small_ns(4096, 4096),
-        ..SoftConfig::default()
-    });
+    let (_dev, ctrl) = soft_ns(4096, 4096);
     let mut qp = ctrl.create_io_qpair(QpairOptions::default()).unwrap();
     let mut buf = ctrl.alloc_buffer(8 * 4096).unwrap();
     buf.fill(0xab);
@@ -182,16 +205,9 @@ fn flush_write_zeroes_deallocate() {
 fn tag_exhaustion_uses_the_pending_ring_in_order() {
     let (_dev, ctrl) = soft(SoftConfig {
         mqes: 7,
-        namespaces: small_ns(1 << 12, 512),
-        ..SoftConfig::default()
+        ..ns_config(1 << 12, 512)
     });
-    let mut qp = ctrl
-        .create_io_qpair(QpairOptions {
-            entries: 8,
-            pending_max: 64,
-            timeout_ms: 10_000,
-        })
-        .unwrap();
+    let mut qp = ctrl.create_io_qpair(qp_options(8)).unwrap();
     assert_eq!(qp.depth_max(), 7);
     // Each request writes its index into its own block: 7 go to the device, 64 wait
     // on the pending ring, which is then full.
@@ -240,12 +256,7 @@ fn tag_exhaustion_uses_the_pending_ring_in_order() {
     for _ in 0..1000 {
         qp.poll(64, &mut |c| panic!("unexpected completion {c:?}"));
     }
-    let rbuf = ctrl.alloc_buffer(n * 512).unwrap();
-    qp.submit(IoRequest::read(1, 0, n as u32, rbuf.whole(), 0))
-        .unwrap();
-    done.clear();
-    wait_all(&mut qp, 1, &mut done);
-    let data = contents(&rbuf);
+    let data = read_blocks(&ctrl, &mut qp, n);
     for i in 0..n {
         assert!(
             data[i * 512..(i + 1) * 512].iter().all(|&b| b == i as u8),
@@ -256,10 +267,7 @@ fn tag_exhaustion_uses_the_pending_ring_in_order() {
 
 #[test]
 fn bad_input_is_refused_with_clear_errors() {
-    let (_dev, ctrl) = soft(SoftConfig {
-        namespaces: small_ns(1000, 512),
-        ..SoftConfig::default()
-    });
+    let (_dev, ctrl) = soft_ns(1000, 512);
     let mut qp = ctrl.create_io_qpair(QpairOptions::default()).unwrap();
     let buf = ctrl.alloc_buffer(8192).unwrap();
     let e = qp
@@ -309,8 +317,7 @@ fn bad_input_is_refused_with_clear_errors() {
 fn reset_during_traffic_completes_everything_exactly_once() {
     let (_dev, ctrl) = soft(SoftConfig {
         mqes: 31,
-        namespaces: small_ns(1 << 12, 512),
-        ..SoftConfig::default()
+        ..ns_config(1 << 12, 512)
     });
     let stop = Arc::new(AtomicBool::new(false));
     let c2 = ctrl.clone();
@@ -364,12 +371,7 @@ fn reset_during_traffic_completes_everything_exactly_once() {
             }
             assert!(start.elapsed() < DEADLINE, "traffic did not drain");
         }
-        let rbuf = c2.alloc_buffer(n * 512).unwrap();
-        qp.submit(IoRequest::read(1, 0, n as u32, rbuf.whole(), 0))
-            .unwrap();
-        done.clear();
-        wait_all(&mut qp, 1, &mut done);
-        let data = contents(&rbuf);
+        let data = read_blocks(&c2, &mut qp, n);
         for i in 0..n {
             assert!(
                 data[i * 512..(i + 1) * 512].iter().all(|&b| b == gen[i]),
@@ -394,10 +396,7 @@ fn reset_during_traffic_completes_everything_exactly_once() {
 
 #[test]
 fn removal_fails_everything_exactly_once() {
-    let (dev, ctrl) = soft(SoftConfig {
-        namespaces: small_ns(1 << 12, 512),
-        ..SoftConfig::default()
-    });
+    let (dev, ctrl) = soft_ns(1 << 12, 512);
     let mut qp = ctrl.create_io_qpair(QpairOptions::default()).unwrap();
     let buf = ctrl.alloc_buffer(512).unwrap();
     // Hold completions so requests are in flight, and queue more than fit.
@@ -429,10 +428,7 @@ fn removal_fails_everything_exactly_once() {
 
 #[test]
 fn bogus_completion_fails_the_controller() {
-    let (dev, ctrl) = soft(SoftConfig {
-        namespaces: small_ns(1 << 12, 512),
-        ..SoftConfig::default()
-    });
+    let (dev, ctrl) = soft_ns(1 << 12, 512);
     let mut qp = ctrl.create_io_qpair(QpairOptions::default()).unwrap();
     let buf = ctrl.alloc_buffer(512).unwrap();
     dev.faults().post_bogus_completion(qp.qid(), 4000);
@@ -459,10 +455,7 @@ fn bogus_completion_fails_the_controller() {
 
 #[test]
 fn timed_out_command_is_aborted() {
-    let (dev, ctrl) = soft(SoftConfig {
-        namespaces: small_ns(1 << 12, 512),
-        ..SoftConfig::default()
-    });
+    let (dev, ctrl) = soft_ns(1 << 12, 512);
     let mut qp = ctrl
         .create_io_qpair(QpairOptions {
             timeout_ms: 100,
@@ -495,10 +488,7 @@ fn timed_out_command_is_aborted() {
 
 #[test]
 fn fatal_status_resets_the_controller() {
-    let (dev, ctrl) = soft(SoftConfig {
-        namespaces: small_ns(1 << 12, 512),
-        ..SoftConfig::default()
-    });
+    let (dev, ctrl) = soft_ns(1 << 12, 512);
     let c2 = ctrl.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
@@ -543,16 +533,9 @@ fn fatal_status_resets_the_controller() {
 fn pending_ring_preserves_submission_order() {
     let (dev, ctrl) = soft(SoftConfig {
         mqes: 4,
-        namespaces: small_ns(64, 512),
-        ..SoftConfig::default()
+        ..ns_config(64, 512)
     });
-    let mut qp = ctrl
-        .create_io_qpair(QpairOptions {
-            entries: 5,
-            pending_max: 64,
-            timeout_ms: 10_000,
-        })
-        .unwrap();
+    let mut qp = ctrl.create_io_qpair(qp_options(5)).unwrap();
     let mut bufs: Vec<DmaBuf> = (0..40).map(|_| ctrl.alloc_buffer(512).unwrap()).collect();
     for (i, b) in bufs.iter_mut().enumerate() {
         b.fill(i as u8 + 1);
@@ -608,10 +591,9 @@ mod random_io {
             let (_dev, ctrl) = soft(SoftConfig {
                 mqes: 7,
                 mdts: 2,
-                namespaces: small_ns(1 << 13, 512),
-                ..SoftConfig::default()
+                ..ns_config(1 << 13, 512)
             });
-            let mut qp = ctrl.create_io_qpair(QpairOptions { entries: 8, pending_max: 64, timeout_ms: 10_000 }).unwrap();
+            let mut qp = ctrl.create_io_qpair(qp_options(8)).unwrap();
             let mut bufs = Vec::new();
             for (i, &(nlb, off4, slba)) in reqs.iter().enumerate() {
                 let off = off4 * 4;

@@ -56,11 +56,19 @@ pub fn qmp_line(json: &str) -> String {
     format!("@@QMP {json}@@")
 }
 
+/// The line a guest program prints to have the host hot-unplug controller `id`
+/// (`c0`, `c1`): [`qmp_line`] with a QMP `device_del`, e.g.
+/// `@@QMP {"execute":"device_del","arguments":{"id":"c1"}}@@`.
+pub fn device_del_line(id: &str) -> String {
+    qmp_line(&format!(
+        r#"{{"execute":"device_del","arguments":{{"id":"{id}"}}}}"#
+    ))
+}
+
 /// A shell command that asks the host to hot-unplug controller `id` (`c0`, `c1`).
 /// The controller leaves the guest about 5 s later (PCIe attention-button delay).
 pub fn device_del_cmd(id: &str) -> String {
-    let json = format!(r#"{{"execute":"device_del","arguments":{{"id":"{id}"}}}}"#);
-    format!("echo '{}'", qmp_line(&json))
+    format!("echo '{}'", device_del_line(id))
 }
 
 /// QEMU topologies (see `qemu/README.md`). Each controller sits on its own

@@ -4,6 +4,7 @@
 //! through [`super::Faults`], the namespaces and the registers.
 
 use super::faults::AnaTable;
+use super::mapper::{DmaFault, SoftMapper};
 use super::{Namespace, Shared, REGS_SIZE};
 use crate::dma::Iova;
 use crate::regs::{self, Aqa, Cc};
@@ -114,6 +115,13 @@ impl Cq {
     }
     fn full(&self) -> bool {
         (self.tail + 1) % self.entries == self.head
+    }
+}
+
+/// Adds `c` to the pending list of its CQ, if that CQ exists.
+fn enqueue(cqs: &mut [Option<Cq>], c: Completion) {
+    if let Some(cq) = cqs[c.cqid as usize].as_mut() {
+        cq.pending.push_back(c);
     }
 }
 
@@ -353,11 +361,19 @@ impl Device {
         self.sqs.iter_mut().for_each(|q| *q = None);
         self.cqs.iter_mut().for_each(|q| *q = None);
         self.held.clear();
-        self.sh.counters.held.store(0, Ordering::Relaxed);
+        self.sync_held();
         self.delayed.clear();
         self.aers.clear();
         self.batch.clear();
         self.enabled = false;
+    }
+
+    /// Publishes the number of held commands to the counters.
+    fn sync_held(&self) {
+        self.sh
+            .counters
+            .held
+            .store(self.held.len() as u64, Ordering::Relaxed);
     }
 
     /// Controller reset (CC.EN 1 to 0): queues and commands in flight are dropped
@@ -443,9 +459,7 @@ impl Device {
             self.batch.reverse();
         }
         for c in self.batch.drain(..) {
-            if let Some(cq) = self.cqs[c.cqid as usize].as_mut() {
-                cq.pending.push_back(c);
-            }
+            enqueue(&mut self.cqs, c);
         }
     }
 
@@ -497,10 +511,7 @@ impl Device {
         drop(f);
         if hold {
             self.held.push(c);
-            self.sh
-                .counters
-                .held
-                .store(self.held.len() as u64, Ordering::Relaxed);
+            self.sync_held();
         } else if delay_us > 0 {
             let due = Instant::now() + Duration::from_micros(delay_us);
             self.delayed.push_back((due, c));
@@ -552,16 +563,17 @@ impl Device {
             info: AsyncEvent::NOTICE_ANA_CHANGE,
             log_page: log_id::ANA,
         };
-        if let Some(cq) = self.cqs[0].as_mut() {
-            cq.pending.push_back(Completion {
+        enqueue(
+            &mut self.cqs,
+            Completion {
                 sqid: 0,
                 cqid: 0,
                 cid,
                 dw0: ev.to_dw0(),
                 status: Status::SUCCESS,
                 copy: false,
-            });
-        }
+            },
+        );
         true
     }
 
@@ -574,9 +586,7 @@ impl Device {
                 let Some((_, c)) = self.delayed.pop_front() else {
                     break;
                 };
-                if let Some(cq) = self.cqs[c.cqid as usize].as_mut() {
-                    cq.pending.push_back(c);
-                }
+                enqueue(&mut self.cqs, c);
             }
         }
         {
@@ -611,7 +621,7 @@ impl Device {
                     .invalid_doorbell_writes
                     .fetch_add(1, Ordering::Relaxed);
             }
-            while !cq.pending.is_empty() && !cq.full() {
+            while !cq.full() {
                 let Some(c) = cq.pending.pop_front() else {
                     break;
                 };
@@ -739,18 +749,22 @@ impl Device {
         Ok(())
     }
 
-    /// Copies `data` to the host buffer the command's PRPs describe.
-    fn copy_to_host(&mut self, sqe: &Sqe, data: &[u8]) -> Result<(), Status> {
+    /// Walks the host buffer of `len` bytes the command's PRPs describe: calls
+    /// `xfer(mapper, iova, offset, n)` for each piece of `n` bytes at `iova`, which
+    /// is `offset` bytes into the transfer. A failed piece is a Data Transfer Error.
+    fn transfer(
+        &mut self,
+        sqe: &Sqe,
+        len: usize,
+        mut xfer: impl FnMut(&SoftMapper, u64, usize, usize) -> Result<(), DmaFault>,
+    ) -> Result<(), Status> {
         let mut segs = std::mem::take(&mut self.segs);
         let r = self
-            .prp_segments(sqe.prp1, sqe.prp2, data.len(), &mut segs)
+            .prp_segments(sqe.prp1, sqe.prp2, len, &mut segs)
             .and_then(|()| {
                 let mut off = 0;
                 for &(iova, n) in &segs {
-                    self.sh
-                        .mapper
-                        .write(iova, &data[off..off + n])
-                        .map_err(|_| dma_error())?;
+                    xfer(&self.sh.mapper, iova, off, n).map_err(|_| dma_error())?;
                     off += n;
                 }
                 Ok(())
@@ -759,24 +773,18 @@ impl Device {
         r
     }
 
+    /// Copies `data` to the host buffer the command's PRPs describe.
+    fn copy_to_host(&mut self, sqe: &Sqe, data: &[u8]) -> Result<(), Status> {
+        self.transfer(sqe, data.len(), |m, iova, off, n| {
+            m.write(iova, &data[off..off + n])
+        })
+    }
+
     /// Copies `buf.len()` bytes from the host buffer the command's PRPs describe.
     fn copy_from_host(&mut self, sqe: &Sqe, buf: &mut [u8]) -> Result<(), Status> {
-        let mut segs = std::mem::take(&mut self.segs);
-        let r = self
-            .prp_segments(sqe.prp1, sqe.prp2, buf.len(), &mut segs)
-            .and_then(|()| {
-                let mut off = 0;
-                for &(iova, n) in &segs {
-                    self.sh
-                        .mapper
-                        .read(iova, &mut buf[off..off + n])
-                        .map_err(|_| dma_error())?;
-                    off += n;
-                }
-                Ok(())
-            });
-        self.segs = segs;
-        r
+        self.transfer(sqe, buf.len(), |m, iova, off, n| {
+            m.read(iova, &mut buf[off..off + n])
+        })
     }
 
     // ---- Admin commands -----------------------------------------------------------
@@ -1136,10 +1144,7 @@ impl Device {
                 i += 1;
             }
         }
-        self.sh
-            .counters
-            .held
-            .store(self.held.len() as u64, Ordering::Relaxed);
+        self.sync_held();
         Ok(0)
     }
 
@@ -1202,10 +1207,7 @@ impl Device {
             .position(|c| c.sqid == sqid && c.cid == cid)
         {
             aborted.cqid = self.held.remove(i).cqid;
-            self.sh
-                .counters
-                .held
-                .store(self.held.len() as u64, Ordering::Relaxed);
+            self.sync_held();
         } else if let Some(i) = self.aers.iter().position(|&c| sqid == 0 && c == cid) {
             self.aers.remove(i);
         } else {

@@ -37,7 +37,10 @@ fn sqe_bytes(s: &Sqe) -> [u8; 64] {
 /// One queue pair as the test host sees it.
 struct Queue {
     qid: u16,
-    entries: u16,
+    /// Entries in the SQ: where the tail wraps.
+    sq_entries: u16,
+    /// Entries in the CQ: where the head wraps.
+    cq_entries: u16,
     sq: DmaBuf,
     cq: DmaBuf,
     tail: u16,
@@ -47,12 +50,13 @@ struct Queue {
 }
 
 impl Queue {
-    fn new(pool: &DmaPool, qid: u16, entries: u16) -> Self {
+    fn new(pool: &DmaPool, qid: u16, sq_entries: u16, cq_entries: u16) -> Self {
         Queue {
             qid,
-            entries,
-            sq: pool.alloc(entries as usize * 64).unwrap(),
-            cq: pool.alloc(entries as usize * 16).unwrap(),
+            sq_entries,
+            cq_entries,
+            sq: pool.alloc(sq_entries as usize * 64).unwrap(),
+            cq: pool.alloc(cq_entries as usize * 16).unwrap(),
             tail: 0,
             head: 0,
             phase: true,
@@ -68,7 +72,7 @@ impl Queue {
         self.sq
             .write_at(self.tail as usize * 64, &sqe_bytes(&sqe))
             .unwrap();
-        self.tail = (self.tail + 1) % self.entries;
+        self.tail = (self.tail + 1) % self.sq_entries;
         cid
     }
 
@@ -87,7 +91,7 @@ impl Queue {
     fn read_slot(&self, slot: u16) -> Cqe {
         let p = self.cq.as_ptr().cast::<u32>();
         let o = slot as usize * 4;
-        // SAFETY: the CQ buffer holds `entries` 16-byte entries and is 4 KiB aligned;
+        // SAFETY: the CQ buffer holds `cq_entries` 16-byte entries and is 4 KiB aligned;
         // volatile because the device writes it concurrently.
         let dw3 = unsafe { p.add(o + 3).read_volatile() };
         fence(Ordering::Acquire);
@@ -115,7 +119,7 @@ impl Queue {
             return None;
         }
         self.head += 1;
-        if self.head == self.entries {
+        if self.head == self.cq_entries {
             self.head = 0;
             self.phase = !self.phase;
         }
@@ -141,6 +145,9 @@ impl Queue {
     }
 }
 
+/// Entries in the admin SQ and CQ.
+const ADMIN_ENTRIES: u16 = 16;
+
 struct Host {
     ctrl: Arc<SoftController>,
     pool: DmaPool,
@@ -150,9 +157,9 @@ struct Host {
 impl Host {
     fn enable(ctrl: Arc<SoftController>) -> Host {
         let pool = DmaPool::new(ctrl.name(), ctrl.mapper());
-        let admin = Queue::new(&pool, 0, 16);
-        let mut h = Host { ctrl, pool, admin };
-        h.start();
+        let admin = Queue::new(&pool, 0, ADMIN_ENTRIES, ADMIN_ENTRIES);
+        let h = Host { ctrl, pool, admin };
+        h.program_admin();
         h
     }
 
@@ -175,11 +182,17 @@ impl Host {
         false
     }
 
-    /// Programs the admin queue and enables the controller.
+    /// Gives the host a fresh admin queue and enables the controller again.
     fn start(&mut self) {
-        self.admin = Queue::new(&self.pool, 0, 16);
+        self.admin = Queue::new(&self.pool, 0, ADMIN_ENTRIES, ADMIN_ENTRIES);
+        self.program_admin();
+    }
+
+    /// Programs the admin queue and enables the controller.
+    fn program_admin(&self) {
         let m = self.ctrl.bar0();
-        m.write32(regs::AQA, Aqa::new(16, 16).0);
+        let n = ADMIN_ENTRIES as u32;
+        m.write32(regs::AQA, Aqa::new(n, n).0);
         m.write64(regs::ASQ, self.admin.sq.iova().0);
         m.write64(regs::ACQ, self.admin.cq.iova().0);
         let cc = Cc::default()
@@ -247,38 +260,47 @@ impl Host {
     }
 
     fn create_io_sized(&mut self, qid: u16, sq_entries: u16, cq_entries: u16) -> Queue {
-        let mut q = Queue::new(&self.pool, qid, sq_entries);
-        q.cq = self.pool.alloc(cq_entries as usize * 16).unwrap();
-        let mut sqe = Sqe::new(admin_opc::CREATE_IO_CQ);
-        sqe.cdw10 = qid as u32 | ((cq_entries as u32 - 1) << 16);
-        sqe.cdw11 = 1;
-        sqe.prp1 = q.cq.iova().0;
+        let q = Queue::new(&self.pool, qid, sq_entries, cq_entries);
+        let sqe = create_cq_sqe(qid, cq_entries, q.cq.iova().0);
         assert!(self.admin(sqe).status().is_success());
-        let mut sqe = Sqe::new(admin_opc::CREATE_IO_SQ);
-        sqe.cdw10 = qid as u32 | ((sq_entries as u32 - 1) << 16);
-        sqe.cdw11 = 1 | (qid as u32) << 16;
-        sqe.prp1 = q.sq.iova().0;
+        let sqe = create_sq_sqe(qid, sq_entries, qid, q.sq.iova().0);
         assert!(self.admin(sqe).status().is_success());
-        // The host's view of the CQ size, for polling.
-        q.entries = sq_entries;
         q
     }
 }
 
-/// A queue whose CQ has a different size than its SQ needs its own poller; this
-/// one polls a CQ of `entries` entries.
-fn poll_cq(q: &mut Queue, m: &Mmio, entries: u16) -> Option<Cqe> {
-    let cqe = q.read_slot(q.head);
-    if cqe.phase() != q.phase {
-        return None;
-    }
-    q.head += 1;
-    if q.head == entries {
-        q.head = 0;
-        q.phase = !q.phase;
-    }
-    m.write32(regs::cq_head_doorbell(q.qid, 0), q.head as u32);
-    Some(cqe)
+/// Create I/O Completion Queue `qid` of `entries` entries at `prp1`: physically
+/// contiguous, interrupts off.
+fn create_cq_sqe(qid: u16, entries: u16, prp1: u64) -> Sqe {
+    let mut s = Sqe::new(admin_opc::CREATE_IO_CQ);
+    s.cdw10 = qid as u32 | (entries as u32 - 1) << 16;
+    s.cdw11 = 1;
+    s.prp1 = prp1;
+    s
+}
+
+/// Create I/O Submission Queue `qid` of `entries` entries at `prp1`: physically
+/// contiguous, completing to CQ `cqid`.
+fn create_sq_sqe(qid: u16, entries: u16, cqid: u16, prp1: u64) -> Sqe {
+    let mut s = Sqe::new(admin_opc::CREATE_IO_SQ);
+    s.cdw10 = qid as u32 | (entries as u32 - 1) << 16;
+    s.cdw11 = 1 | (cqid as u32) << 16;
+    s.prp1 = prp1;
+    s
+}
+
+/// Delete I/O SQ or Delete I/O CQ (`opc`) of queue `qid`.
+fn delete_sqe(opc: u8, qid: u16) -> Sqe {
+    let mut s = Sqe::new(opc);
+    s.cdw10 = qid as u32;
+    s
+}
+
+/// Flush of namespace `nsid`.
+fn flush_sqe(nsid: u32) -> Sqe {
+    let mut s = Sqe::new(io_opc::FLUSH);
+    s.nsid = nsid;
+    s
 }
 
 /// PRP1 and PRP2 for `len` bytes at `iova`, writing PRP lists into `lists` starting
@@ -495,9 +517,7 @@ fn write_then_read_with_prp_lists() {
     assert!(h.io(&mut q, sqe).status().is_success());
     ctrl.namespaces()[1].read_bytes(100 * 4096, &mut r).unwrap();
     assert!(r.iter().all(|&b| b == 0));
-    let mut flush = Sqe::new(io_opc::FLUSH);
-    flush.nsid = 1;
-    assert!(h.io(&mut q, flush).status().is_success());
+    assert!(h.io(&mut q, flush_sqe(1)).status().is_success());
     assert_eq!(ctrl.counters().io_fetched(io_opc::WRITE), 2);
     assert_eq!(ctrl.counters().io_fetched(io_opc::READ), 2);
 }
@@ -509,10 +529,8 @@ fn phase_flips_and_sq_head_follow_wraparound() {
     let mut q = h.create_io(1, 4);
     let mut phases = Vec::new();
     for i in 0..11u16 {
-        let mut flush = Sqe::new(io_opc::FLUSH);
-        flush.nsid = 1;
         let expect_phase = q.phase;
-        let cqe = h.io(&mut q, flush);
+        let cqe = h.io(&mut q, flush_sqe(1));
         assert!(cqe.status().is_success());
         assert_eq!(cqe.cid, i);
         assert_eq!(cqe.sq_id, 1);
@@ -530,9 +548,7 @@ fn completion_queue_is_never_overrun() {
     let mut h = Host::enable(ctrl.clone());
     let mut q = h.create_io_sized(1, 16, 4);
     for _ in 0..10 {
-        let mut flush = Sqe::new(io_opc::FLUSH);
-        flush.nsid = 1;
-        q.push(flush);
+        q.push(flush_sqe(1));
     }
     q.ring(h.m());
     std::thread::sleep(QUIET);
@@ -542,7 +558,7 @@ fn completion_queue_is_never_overrun() {
     let mut cids = Vec::new();
     let end = Instant::now() + WAIT;
     while cids.len() < 10 && Instant::now() < end {
-        match poll_cq(&mut q, h.m(), 4) {
+        match q.poll(h.m()) {
             Some(c) => cids.push(c.cid),
             None => std::thread::sleep(Duration::from_micros(20)),
         }
@@ -582,25 +598,17 @@ fn errors_complete_with_the_right_status() {
     let cqe = h.io(&mut q, Sqe::new(0x7f));
     assert_eq!(status_of(&cqe), (0, sc::INVALID_OPCODE, true));
 
-    let create = |opc: u8, qid: u16, entries: u32, cqid: u16, prp1: u64| {
-        let mut s = Sqe::new(opc);
-        s.cdw10 = qid as u32 | (entries - 1) << 16;
-        s.cdw11 = 1 | (cqid as u32) << 16;
-        s.prp1 = prp1;
-        s
-    };
-    let cqe = h.admin(create(admin_opc::CREATE_IO_CQ, 0, 8, 0, p));
+    let cqe = h.admin(create_cq_sqe(0, 8, p));
     assert_eq!(status_of(&cqe), (1, 0x01, true));
-    let cqe = h.admin(create(admin_opc::CREATE_IO_CQ, 1, 8, 0, p));
+    let cqe = h.admin(create_cq_sqe(1, 8, p));
     assert_eq!(status_of(&cqe), (1, 0x01, true), "CQ 1 already exists");
-    let cqe = h.admin(create(admin_opc::CREATE_IO_CQ, 2, 1025, 0, p));
+    let cqe = h.admin(create_cq_sqe(2, 1025, p));
     assert_eq!(status_of(&cqe), (1, 0x02, true));
-    let cqe = h.admin(create(admin_opc::CREATE_IO_CQ, 2, 8, 0, p + 64));
+    let cqe = h.admin(create_cq_sqe(2, 8, p + 64));
     assert_eq!(status_of(&cqe), (0, 0x13, true));
-    let cqe = h.admin(create(admin_opc::CREATE_IO_SQ, 2, 8, 5, p));
+    let cqe = h.admin(create_sq_sqe(2, 8, 5, p));
     assert_eq!(status_of(&cqe), (1, 0x00, true));
-    let mut del = Sqe::new(admin_opc::DELETE_IO_CQ);
-    del.cdw10 = 1;
+    let del = delete_sqe(admin_opc::DELETE_IO_CQ, 1);
     assert_eq!(status_of(&h.admin(del)), (1, 0x0c, true));
 
     let (cqe, d) = h.log_page(log_id::ERROR, 0, 4096, false);
@@ -824,8 +832,7 @@ fn dropped_completions_are_held_until_aborted() {
     assert_eq!(cqe.dw0 & 1, 1, "nothing left to abort");
 
     // Deleting the SQ completes what it still holds.
-    let mut del = Sqe::new(admin_opc::DELETE_IO_SQ);
-    del.cdw10 = 1;
+    let del = delete_sqe(admin_opc::DELETE_IO_SQ, 1);
     assert!(h.admin(del).status().is_success());
     let cqe = q.wait(m);
     assert_eq!(cqe.cid, lost2);
@@ -833,8 +840,7 @@ fn dropped_completions_are_held_until_aborted() {
     assert_eq!(ctrl.counters().held_commands(), 0);
 
     // A reset drops held commands without completing them.
-    let mut del = Sqe::new(admin_opc::DELETE_IO_CQ);
-    del.cdw10 = 1;
+    let del = delete_sqe(admin_opc::DELETE_IO_CQ, 1);
     assert!(h.admin(del).status().is_success());
     let mut q = h.create_io(1, 8);
     ctrl.faults().drop_io_completions(1);
@@ -855,14 +861,9 @@ fn duplicated_bogus_reordered_and_late_completions() {
     let mut h = Host::enable(ctrl.clone());
     let mut q = h.create_io(1, 16);
     let m = ctrl.bar0();
-    let flush = || {
-        let mut s = Sqe::new(io_opc::FLUSH);
-        s.nsid = 1;
-        s
-    };
 
     ctrl.faults().duplicate_next_completion();
-    let cid = q.submit(m, flush());
+    let cid = q.submit(m, flush_sqe(1));
     assert_eq!(q.wait(m).cid, cid);
     assert_eq!(q.wait(m).cid, cid);
     assert!(q.wait_for(m, QUIET).is_none());
@@ -871,11 +872,11 @@ fn duplicated_bogus_reordered_and_late_completions() {
     assert_eq!(q.wait(m).cid, 0xbeef);
 
     ctrl.faults().corrupt_next_sq_head(999);
-    q.submit(m, flush());
+    q.submit(m, flush_sqe(1));
     assert_eq!(q.wait(m).sq_head, 999);
 
     ctrl.faults().set_reorder(true);
-    let cids: Vec<u16> = (0..4).map(|_| q.push(flush())).collect();
+    let cids: Vec<u16> = (0..4).map(|_| q.push(flush_sqe(1))).collect();
     q.ring(m);
     let got: Vec<u16> = (0..4).map(|_| q.wait(m).cid).collect();
     assert_eq!(got, cids.iter().rev().copied().collect::<Vec<_>>());
@@ -883,14 +884,14 @@ fn duplicated_bogus_reordered_and_late_completions() {
 
     ctrl.faults().set_completion_delay_us(20_000);
     let t = Instant::now();
-    q.submit(m, flush());
+    q.submit(m, flush_sqe(1));
     q.wait(m);
     assert!(t.elapsed() >= Duration::from_millis(20));
     ctrl.faults().clear();
 
     // A completion with the wrong phase is invisible to the host.
     ctrl.faults().corrupt_next_phase();
-    q.submit(m, flush());
+    q.submit(m, flush_sqe(1));
     assert!(q.wait_for(m, QUIET).is_none());
 }
 
@@ -902,16 +903,11 @@ fn small_mqes_limits_queues() {
     });
     assert_eq!(Cap(ctrl.bar0().read64(regs::CAP)).mqes_entries(), 4);
     let mut h = Host::enable(ctrl);
-    let mut s = Sqe::new(admin_opc::CREATE_IO_CQ);
-    s.cdw10 = 1 | 4 << 16;
-    s.cdw11 = 1;
     let cq = h.pool.alloc(4096).unwrap();
-    s.prp1 = cq.iova().0;
+    let s = create_cq_sqe(1, 5, cq.iova().0);
     assert_eq!(status_of(&h.admin(s)), (1, 0x02, true));
     let mut q = h.create_io(1, 4);
-    let mut flush = Sqe::new(io_opc::FLUSH);
-    flush.nsid = 1;
-    assert!(h.io(&mut q, flush).status().is_success());
+    assert!(h.io(&mut q, flush_sqe(1)).status().is_success());
 }
 
 #[test]

@@ -17,7 +17,7 @@ use nvme_driver::{
     Controller, ControllerOptions, CtrlState, DmaBuf, IoQpair, IoRequest, QpairOptions, Status,
 };
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -204,9 +204,7 @@ fn traffic(
                 let lba = base + 8 * s as u64;
                 match qp.submit(IoRequest::write(1, lba, 8, wbufs[s].whole(), s as u64)) {
                     Ok(()) => phase[s] = 1,
-                    Err((e, _)) if allow_failure => {
-                        let _ = e;
-                    }
+                    Err(_) if allow_failure => {}
                     Err((e, _)) => return Err(e.to_string()),
                 }
             }
@@ -281,22 +279,41 @@ fn traffic(
     Ok((completions, aborted, failed))
 }
 
+/// [`traffic`] on a thread of its own, with its own handle to the controller.
+struct TrafficThread(std::thread::JoinHandle<R<(u64, u64, u64)>>);
+
+impl TrafficThread {
+    fn spawn(
+        ctrl: &Controller,
+        base: u64,
+        slots: usize,
+        stop: &Arc<AtomicBool>,
+        allow_failure: bool,
+    ) -> Self {
+        let (c, s) = (ctrl.clone(), stop.clone());
+        TrafficThread(std::thread::spawn(move || {
+            traffic(&c, base, slots, &s, allow_failure)
+        }))
+    }
+
+    /// Waits for the thread and returns what [`traffic`] returned.
+    fn join(self) -> R<(u64, u64, u64)> {
+        self.0
+            .join()
+            .map_err(|_| "traffic thread panicked".to_string())?
+    }
+}
+
 fn threads(bdf: &str) -> R<()> {
     let ctrl = open(bdf)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let mut handles = Vec::new();
-    for t in 0..2u64 {
-        let (c, s) = (ctrl.clone(), stop.clone());
-        handles.push(std::thread::spawn(move || {
-            traffic(&c, t * 100_000, 16, &s, false)
-        }));
-    }
+    let handles: Vec<TrafficThread> = (0..2u64)
+        .map(|t| TrafficThread::spawn(&ctrl, t * 100_000, 16, &stop, false))
+        .collect();
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Release);
     for (t, h) in handles.into_iter().enumerate() {
-        let (n, _, _) = h
-            .join()
-            .map_err(|_| "traffic thread panicked".to_string())??;
+        let (n, _, _) = h.join()?;
         println!("threads: thread {t}: {n} verified completions");
         if n == 0 {
             return Err(format!("thread {t} completed nothing"));
@@ -308,8 +325,7 @@ fn threads(bdf: &str) -> R<()> {
 fn reset(bdf: &str) -> R<()> {
     let ctrl = open(bdf)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let (c, s) = (ctrl.clone(), stop.clone());
-    let h = std::thread::spawn(move || traffic(&c, 0, 32, &s, false));
+    let h = TrafficThread::spawn(&ctrl, 0, 32, &stop, false);
     for i in 0..3 {
         std::thread::sleep(Duration::from_millis(700));
         let t = Instant::now();
@@ -321,9 +337,7 @@ fn reset(bdf: &str) -> R<()> {
     }
     std::thread::sleep(Duration::from_millis(700));
     stop.store(true, Ordering::Release);
-    let (n, aborted, _) = h
-        .join()
-        .map_err(|_| "traffic thread panicked".to_string())??;
+    let (n, aborted, _) = h.join()?;
     println!("reset: {n} completions, {aborted} aborted by resets and resubmitted, data verified");
     Ok(())
 }
@@ -331,11 +345,9 @@ fn reset(bdf: &str) -> R<()> {
 fn unplug(bdf: &str, id: &str) -> R<()> {
     let ctrl = open(bdf)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let (c, s) = (ctrl.clone(), stop.clone());
-    let errors = Arc::new(AtomicU64::new(0));
-    let h = std::thread::spawn(move || traffic(&c, 0, 32, &s, true));
+    let h = TrafficThread::spawn(&ctrl, 0, 32, &stop, true);
     std::thread::sleep(Duration::from_secs(1));
-    println!("@@QMP {{\"execute\":\"device_del\",\"arguments\":{{\"id\":\"{id}\"}}}}@@");
+    println!("{}", e2e::device_del_line(id));
     let start = Instant::now();
     while ctrl.process_admin() != CtrlState::Failed {
         if start.elapsed() > DEADLINE {
@@ -353,10 +365,7 @@ fn unplug(bdf: &str, id: &str) -> R<()> {
         ctrl.failure().unwrap_or_default()
     );
     stop.store(true, Ordering::Release);
-    let (n, _, failed) = h
-        .join()
-        .map_err(|_| "traffic thread panicked".to_string())??;
-    errors.fetch_add(failed, Ordering::Relaxed);
+    let (n, _, failed) = h.join()?;
     println!("unplug: {n} completions, {failed} completed with an error, none lost");
     // The device is released: the kernel finishes the unplug.
     let path = format!("/sys/bus/pci/devices/{bdf}");

@@ -388,7 +388,7 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
         if let Some(id) = unplug {
             phase.store(2, Ordering::Relaxed);
             let t = Instant::now();
-            println!("@@QMP {{\"execute\":\"device_del\",\"arguments\":{{\"id\":\"{id}\"}}}}@@");
+            println!("{}", e2e::device_del_line(id));
             let failed = wait_for(
                 &format!("{B} to leave the path set"),
                 Duration::from_secs(40),
