@@ -87,15 +87,16 @@ fn main() {
     let t0 = nvme_driver::clock::ticks();
     host_run(&mut qp, &slices, &dev, rounds);
     let ns = nvme_driver::clock::ticks_to_ns(nvme_driver::clock::ticks() - t0);
-    let st = qp.stats();
-    let done = st.completed - before.completed;
+    let total = qp.stats();
+    let st = total.since(&before);
     println!(
-        "queue_depth {qd} ios {done} counted_ios {} polls {} idle_polls {} sq_doorbells {} cq_doorbells {} wall_ns_per_io_incl_device {}",
+        "queue_depth {qd} ios {} counted_ios {} polls {} idle_polls {} sq_doorbells {} cq_doorbells {} wall_ns_per_io_incl_device {}",
         st.completed,
-        st.polls - before.polls,
-        st.idle_polls - before.idle_polls,
-        st.sq_doorbell_writes - before.sq_doorbell_writes,
-        st.cq_doorbell_writes - before.cq_doorbell_writes,
-        ns / done.max(1)
+        total.completed,
+        st.polls,
+        st.idle_polls,
+        st.sq_doorbell_writes,
+        st.cq_doorbell_writes,
+        ns / st.completed.max(1)
     );
 }

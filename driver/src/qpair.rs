@@ -164,6 +164,27 @@ pub struct QpairStats {
     pub reset_aborts: u64,
 }
 
+impl QpairStats {
+    /// The counts since `before` (an earlier snapshot of the same queue pair); the
+    /// high-water mark stays the current one.
+    pub fn since(&self, before: &QpairStats) -> QpairStats {
+        QpairStats {
+            submitted: self.submitted - before.submitted,
+            completed: self.completed - before.completed,
+            commands: self.commands - before.commands,
+            polls: self.polls - before.polls,
+            idle_polls: self.idle_polls - before.idle_polls,
+            sq_doorbell_writes: self.sq_doorbell_writes - before.sq_doorbell_writes,
+            cq_doorbell_writes: self.cq_doorbell_writes - before.cq_doorbell_writes,
+            pended: self.pended - before.pended,
+            pending_high_water: self.pending_high_water,
+            busy: self.busy - before.busy,
+            timeouts: self.timeouts - before.timeouts,
+            reset_aborts: self.reset_aborts - before.reset_aborts,
+        }
+    }
+}
+
 /// Control word phases (low two bits of [`QpairShared::control`]).
 pub(crate) const CTL_LIVE: u64 = 0;
 pub(crate) const CTL_RESET: u64 = 1;

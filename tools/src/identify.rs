@@ -72,41 +72,45 @@ where
     Ok(Some(o))
 }
 
-fn oacs_names(oacs: u16) -> Vec<&'static str> {
-    [
-        (0, "security send/receive"),
-        (1, "format NVM"),
-        (2, "firmware download/commit"),
-        (3, "namespace management"),
-        (4, "device self-test"),
-        (5, "directives"),
-        (6, "NVMe-MI send/receive"),
-        (7, "virtualization management"),
-        (8, "doorbell buffer config"),
-        (9, "get LBA status"),
-    ]
-    .iter()
-    .filter(|(b, _)| oacs >> b & 1 == 1)
-    .map(|(_, n)| *n)
-    .collect()
+/// Optional admin commands, by OACS bit.
+const OACS_NAMES: &[(u32, &str)] = &[
+    (0, "security send/receive"),
+    (1, "format NVM"),
+    (2, "firmware download/commit"),
+    (3, "namespace management"),
+    (4, "device self-test"),
+    (5, "directives"),
+    (6, "NVMe-MI send/receive"),
+    (7, "virtualization management"),
+    (8, "doorbell buffer config"),
+    (9, "get LBA status"),
+];
+
+/// Optional NVM commands and features, by ONCS bit.
+const ONCS_NAMES: &[(u32, &str)] = &[
+    (0, "compare"),
+    (1, "write uncorrectable"),
+    (2, "dataset management"),
+    (3, "write zeroes"),
+    (4, "save/select in features"),
+    (5, "reservations"),
+    (6, "timestamp"),
+    (7, "verify"),
+    (8, "copy"),
+];
+
+/// The names in `table` whose bit is set in `bits`, in table order.
+fn bit_names(bits: u16, table: &[(u32, &'static str)]) -> Vec<&'static str> {
+    table
+        .iter()
+        .filter(|(b, _)| bits >> b & 1 == 1)
+        .map(|(_, n)| *n)
+        .collect()
 }
 
-fn oncs_names(oncs: u16) -> Vec<&'static str> {
-    [
-        (0, "compare"),
-        (1, "write uncorrectable"),
-        (2, "dataset management"),
-        (3, "write zeroes"),
-        (4, "save/select in features"),
-        (5, "reservations"),
-        (6, "timestamp"),
-        (7, "verify"),
-        (8, "copy"),
-    ]
-    .iter()
-    .filter(|(b, _)| oncs >> b & 1 == 1)
-    .map(|(_, n)| *n)
-    .collect()
+/// What an optional piece the controller refused shows instead.
+fn err_json(e: impl std::fmt::Display) -> Value {
+    json!({ "error": e.to_string() })
 }
 
 /// Gathers everything about one controller and its selected namespaces. Optional
@@ -116,10 +120,7 @@ pub fn describe(t: &Target) -> Value {
     let id = c.identify();
     let cap = c.cap();
     let vs = c.version();
-    let feature = |fid: u8| match c.get_feature(fid, 0) {
-        Ok(v) => Ok(v),
-        Err(e) => Err(json!({ "error": e.to_string() })),
-    };
+    let feature = |fid: u8| c.get_feature(fid, 0).map_err(err_json);
     let queues = match feature(feature_id::NUMBER_OF_QUEUES) {
         Ok(v) => json!({ "sq": (v & 0xffff) + 1, "cq": (v >> 16) + 1 }),
         Err(e) => e,
@@ -163,7 +164,7 @@ pub fn describe(t: &Target) -> Value {
             "media_errors": s.media_errors.to_string(),
             "error_log_entries": s.num_err_log_entries.to_string(),
         }),
-        Err(e) => json!({ "error": e.to_string() }),
+        Err(e) => err_json(e),
     };
     let errors = match c.error_log() {
         Ok(list) => {
@@ -176,7 +177,7 @@ pub fn describe(t: &Target) -> Value {
             });
             json!({ "entries_read": list.len(), "entries_used": used.len(), "latest": latest })
         }
-        Err(e) => json!({ "error": e.to_string() }),
+        Err(e) => err_json(e),
     };
     let ana = if id.ana_supported() {
         match c.ana_log() {
@@ -258,8 +259,8 @@ pub fn describe(t: &Target) -> Value {
             "async_event_request_limit": id.aerl as u32 + 1,
             "abort_command_limit": id.acl as u32 + 1,
         },
-        "admin_commands": oacs_names(id.oacs),
-        "nvm_commands": oncs_names(id.oncs),
+        "admin_commands": bit_names(id.oacs, OACS_NAMES),
+        "nvm_commands": bit_names(id.oncs, ONCS_NAMES),
         "features": {
             "volatile_write_cache": vwc,
             "arbitration": arbitration,

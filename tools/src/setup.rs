@@ -416,6 +416,9 @@ impl Sys {
         }
         let mut lines = Vec::new();
         let mut refusals = Vec::new();
+        // Loaded (or its failure found) at the first controller that needs it; every
+        // controller that reaches it then reports the same result.
+        let mut vfio: Option<Result<(), String>> = None;
         for c in &ctrls {
             if c.driver.as_deref() == Some("vfio-pci") {
                 lines.push(format!("{}: already bound to vfio-pci", c.bdf));
@@ -437,7 +440,11 @@ impl Sys {
                 ));
                 continue;
             }
-            match self.bind_one(c) {
+            let bound = vfio
+                .get_or_insert_with(|| self.ensure_driver("vfio-pci", "vfio-pci"))
+                .clone()
+                .and_then(|()| self.bind_one(c));
+            match bound {
                 Ok(l) => lines.push(l),
                 Err(e) => refusals.push(format!("{}: {e}", c.bdf)),
             }
@@ -450,23 +457,30 @@ impl Sys {
         }
     }
 
-    fn bind_one(&self, c: &Ctrl) -> Result<String, String> {
-        self.ensure_driver("vfio-pci", "vfio-pci")?;
+    /// Moves `c` to `driver`: writes `driver_override` (`override_` there), unbinds
+    /// its current driver, asks `drivers_probe`, and checks where it landed. A failed
+    /// write's error is returned as is; if the device ends up elsewhere, the error is
+    /// "`what` did not take: the device is on ... after drivers_probe".
+    fn rebind(&self, c: &Ctrl, override_: &str, driver: &str, what: &str) -> Result<(), String> {
         let dev = self.dev(&c.bdf);
-        self.write(&dev.join("driver_override"), "vfio-pci")?;
+        self.write(&dev.join("driver_override"), override_)?;
         if c.driver.is_some() {
             self.write(&dev.join("driver").join("unbind"), &c.bdf)?;
         }
         self.write(&self.path("sys/bus/pci/drivers_probe"), &c.bdf)?;
-        match link_name(&dev.join("driver")) {
-            Some(d) if d == "vfio-pci" => {}
-            other => {
-                return Err(format!(
-                    "bind did not take: the device is on {} after drivers_probe",
-                    other.as_deref().unwrap_or("no driver")
-                ))
-            }
+        let now = link_name(&dev.join("driver"));
+        if now.as_deref() != Some(driver) {
+            return Err(format!(
+                "{what} did not take: the device is on {} after drivers_probe",
+                now.as_deref().unwrap_or("no driver")
+            ));
         }
+        Ok(())
+    }
+
+    /// Binds one controller to vfio-pci (the driver is loaded).
+    fn bind_one(&self, c: &Ctrl) -> Result<String, String> {
+        self.rebind(c, "vfio-pci", "vfio-pci", "bind")?;
         let g = c.group.map(|g| g.to_string()).unwrap_or_default();
         let viable = match self.group_viable(c) {
             Ok(()) => String::new(),
@@ -494,20 +508,7 @@ impl Sys {
                 lines.push(format!("{}: already bound to nvme", c.bdf));
                 continue;
             }
-            let dev = self.dev(&c.bdf);
-            self.write(&dev.join("driver_override"), "\n")?;
-            if c.driver.is_some() {
-                self.write(&dev.join("driver").join("unbind"), &c.bdf)?;
-            }
-            self.write(&self.path("sys/bus/pci/drivers_probe"), &c.bdf)?;
-            let now = link_name(&dev.join("driver"));
-            if now.as_deref() != Some("nvme") {
-                return Err(format!(
-                    "{}: unbind did not take: the device is on {} after drivers_probe",
-                    c.bdf,
-                    now.as_deref().unwrap_or("no driver")
-                ));
-            }
+            self.rebind(c, "\n", "nvme", &format!("{}: unbind", c.bdf))?;
             lines.push(format!(
                 "{}: {} -> nvme",
                 c.bdf,

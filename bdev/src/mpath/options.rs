@@ -16,6 +16,18 @@ pub enum Policy {
     LeastQueueDepth,
 }
 
+impl Policy {
+    /// The policy's full name, as [`FromStr`](std::str::FromStr) accepts it:
+    /// `active-passive`, `round-robin` or `least-queue-depth`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Policy::ActivePassive => "active-passive",
+            Policy::RoundRobin => "round-robin",
+            Policy::LeastQueueDepth => "least-queue-depth",
+        }
+    }
+}
+
 impl std::str::FromStr for Policy {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -151,5 +163,16 @@ mod tests {
         assert!(o(10, 20, -2).validate().is_err());
         assert_eq!("rr".parse::<Policy>().unwrap(), Policy::RoundRobin);
         assert!("fastest".parse::<Policy>().is_err());
+    }
+
+    #[test]
+    fn policy_name_parses_back() {
+        for p in [
+            Policy::ActivePassive,
+            Policy::RoundRobin,
+            Policy::LeastQueueDepth,
+        ] {
+            assert_eq!(p.name().parse::<Policy>().unwrap(), p);
+        }
     }
 }

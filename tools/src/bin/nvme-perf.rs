@@ -140,7 +140,7 @@ fn run_multipath(
     use nvme_tools::perf::mpath;
     say(format!(
         "Initializing the block layer (multipath, policy {})",
-        mpath::policy_name(policy)
+        policy.name()
     ));
     let lopts = mpath::layer_options(opts, policy);
     let (layer, bdevs) = match mpath::open_vfio(wanted, lopts, &mut |s| say(s)) {

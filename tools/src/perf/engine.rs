@@ -160,23 +160,7 @@ impl Backend for Qpairs {
             .qpairs
             .iter()
             .zip(&self.snap)
-            .map(|(q, b)| {
-                let a = q.stats();
-                QpairStats {
-                    submitted: a.submitted - b.submitted,
-                    completed: a.completed - b.completed,
-                    commands: a.commands - b.commands,
-                    polls: a.polls - b.polls,
-                    idle_polls: a.idle_polls - b.idle_polls,
-                    sq_doorbell_writes: a.sq_doorbell_writes - b.sq_doorbell_writes,
-                    cq_doorbell_writes: a.cq_doorbell_writes - b.cq_doorbell_writes,
-                    pended: a.pended - b.pended,
-                    pending_high_water: a.pending_high_water,
-                    busy: a.busy - b.busy,
-                    timeouts: a.timeouts - b.timeouts,
-                    reset_aborts: a.reset_aborts - b.reset_aborts,
-                }
-            })
+            .map(|(q, b)| q.stats().since(b))
             .collect();
     }
 

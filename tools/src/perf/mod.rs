@@ -41,6 +41,44 @@ pub struct CtrlPlan {
     pub per_qpair: u32,
 }
 
+/// Queue entries when `--io-queue-size` is not given: room for `per_qpair` I/Os,
+/// at least [`DEFAULT_QUEUE_SIZE_MIN`] (before any device limit).
+fn default_queue_size(per_qpair: u32) -> u32 {
+    (per_qpair + 1).max(DEFAULT_QUEUE_SIZE_MIN)
+}
+
+/// Checks `-o` against a device of `blocks` blocks of `block_size` bytes, called
+/// `what` in the messages: a multiple of the block size, no larger than the device.
+fn check_io_size(
+    opts: &PerfOptions,
+    block_size: u32,
+    blocks: u64,
+    what: &str,
+) -> Result<(), UsageError> {
+    let bs = block_size as u64;
+    if !opts.io_size.is_multiple_of(bs) {
+        return Err(usage!(
+            "-o {}: not a multiple of the block size {bs} of {what}",
+            opts.io_size
+        ));
+    }
+    let bytes = blocks.saturating_mul(bs);
+    if opts.io_size > bytes {
+        return Err(usage!(
+            "-o {}: larger than {what} ({bytes} bytes)",
+            opts.io_size
+        ));
+    }
+    Ok(())
+}
+
+/// Blocks per I/O and the number of I/O-sized slots in a device of `blocks` blocks
+/// of `block_size` bytes (`-o` checked by [`check_io_size`]).
+fn io_slots(opts: &PerfOptions, block_size: u32, blocks: u64) -> (u32, u64) {
+    let nlb = (opts.io_size / block_size as u64) as u32;
+    (nlb, blocks / nlb as u64)
+}
+
 /// Checks the options against one controller and its selected namespaces.
 pub fn check_target(opts: &PerfOptions, t: &Target) -> Result<CtrlPlan, UsageError> {
     let name = t.ctrl.name();
@@ -53,7 +91,7 @@ pub fn check_target(opts: &PerfOptions, t: &Target) -> Result<CtrlPlan, UsageErr
             ))
         }
         Some(n) => n,
-        None => (per_qpair + 1).max(DEFAULT_QUEUE_SIZE_MIN).min(mqes),
+        None => default_queue_size(per_qpair).min(mqes),
     };
     if per_qpair > entries - 1 {
         return Err(usage!(
@@ -74,20 +112,7 @@ pub fn check_target(opts: &PerfOptions, t: &Target) -> Result<CtrlPlan, UsageErr
     }
     for &nsid in &t.nsids {
         let ns = t.ctrl.namespace(nsid).map_err(|e| usage!("{e}"))?;
-        let bs = ns.block_size as u64;
-        if opts.io_size / bs * bs != opts.io_size {
-            return Err(usage!(
-                "-o {}: not a multiple of the block size {bs} of {name} NSID {nsid}",
-                opts.io_size
-            ));
-        }
-        let bytes = ns.nsze.saturating_mul(bs);
-        if opts.io_size > bytes {
-            return Err(usage!(
-                "-o {}: larger than {name} NSID {nsid} ({bytes} bytes)",
-                opts.io_size
-            ));
-        }
+        check_io_size(opts, ns.block_size, ns.nsze, &format!("{name} NSID {nsid}"))?;
     }
     Ok(CtrlPlan { entries, per_qpair })
 }
@@ -136,8 +161,7 @@ pub fn build_jobs(
         for (t, plan) in targets.iter().zip(plans) {
             for &nsid in &t.nsids {
                 let ns = t.ctrl.namespace(nsid).map_err(|e| e.to_string())?;
-                let nlb = (opts.io_size / ns.block_size as u64) as u32;
-                let slots = ns.nsze / nlb as u64;
+                let (nlb, slots) = io_slots(opts, ns.block_size, ns.nsze);
                 let mut qpairs = Vec::new();
                 for _ in 0..opts.qpairs_per_ns {
                     qpairs.push(

@@ -22,15 +22,6 @@ use nvme_bdev::{Bdev, BdevIo, BlockLayer, Channel, IoBuf, LayerOptions, MpathOpt
 use nvme_driver::{clock, IoCompletion, QpairOptions};
 use std::sync::Arc;
 
-/// The name `--policy` takes.
-pub fn policy_name(p: Policy) -> &'static str {
-    match p {
-        Policy::ActivePassive => "active-passive",
-        Policy::RoundRobin => "round-robin",
-        Policy::LeastQueueDepth => "least-queue-depth",
-    }
-}
-
 /// I/Os one path carried from one core.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathCount {
@@ -65,7 +56,7 @@ pub fn layer_options(opts: &PerfOptions, policy: Policy) -> LayerOptions {
     let depth = opts.queue_depth;
     let entries = opts
         .io_queue_size
-        .unwrap_or_else(|| (depth + 1).max(super::DEFAULT_QUEUE_SIZE_MIN))
+        .unwrap_or_else(|| super::default_queue_size(depth))
         .min(4096);
     LayerOptions {
         mpath: MpathOptions {
@@ -257,22 +248,7 @@ impl Backend for BdevChannel {
 
 /// Checks the options against a bdev.
 pub fn check_bdev(opts: &PerfOptions, bdev: &Bdev) -> Result<(), UsageError> {
-    let bs = bdev.block_size() as u64;
-    let name = bdev.name();
-    if !opts.io_size.is_multiple_of(bs) {
-        return Err(usage!(
-            "-o {}: not a multiple of the block size {bs} of {name}",
-            opts.io_size
-        ));
-    }
-    let bytes = bdev.num_blocks().saturating_mul(bs);
-    if opts.io_size > bytes {
-        return Err(usage!(
-            "-o {}: larger than {name} ({bytes} bytes)",
-            opts.io_size
-        ));
-    }
-    Ok(())
+    super::check_io_size(opts, bdev.block_size(), bdev.num_blocks(), bdev.name())
 }
 
 /// Builds every core's channels and buffers.
@@ -286,8 +262,7 @@ pub fn build_workers(
     for (ci, &core) in opts.cores.iter().enumerate() {
         let mut jobs = Vec::new();
         for (bdev, nsid) in bdevs {
-            let nlb = (opts.io_size / bdev.block_size() as u64) as u32;
-            let slots = bdev.num_blocks() / nlb as u64;
+            let (nlb, slots) = super::io_slots(opts, bdev.block_size(), bdev.num_blocks());
             let ch = bdev.channel().map_err(|e| {
                 format!("opening a channel of {} for core {core}: {e}", bdev.name())
             })?;
@@ -368,7 +343,7 @@ pub fn path_summary(layer: &BlockLayer, bdevs: &[(Bdev, u32)]) -> String {
             out,
             "Paths of {} ({}):",
             b.name(),
-            policy_name(m.options().policy)
+            m.options().policy.name()
         );
         let paths = m.paths();
         if paths.is_empty() {

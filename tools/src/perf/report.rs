@@ -109,23 +109,34 @@ pub fn table(rows: &[NsResult]) -> String {
     out
 }
 
+/// The latency at percentile `p` of a row, us; 0 for a row without I/O.
+fn percentile_us(r: &NsResult, p: f64) -> f64 {
+    if r.ios == 0 {
+        0.0
+    } else {
+        r.hist.value_at_percentile(p) as f64 / 1000.0
+    }
+}
+
+/// A per-row section's title line, `\n<title> for <device> from core <n>:`, and its
+/// rule, `extra` characters longer than the table's.
+fn section_header(out: &mut String, title: &str, r: &NsResult, extra: usize) {
+    let _ = writeln!(
+        out,
+        "\n{title} for {} from core {}:",
+        device_label(r),
+        r.core
+    );
+    let _ = writeln!(out, "{RULE}{}", &RULE[..extra]);
+}
+
 /// `-L`: percentiles per row.
 pub fn percentiles(rows: &[NsResult]) -> String {
     let mut out = String::new();
     for r in rows {
-        let _ = writeln!(
-            out,
-            "\nSummary latency data for {} from core {}:",
-            device_label(r),
-            r.core
-        );
-        let _ = writeln!(out, "{RULE}{}", &RULE[..25]);
+        section_header(&mut out, "Summary latency data", r, 25);
         for p in PERCENTILES {
-            let us = if r.ios == 0 {
-                0.0
-            } else {
-                r.hist.value_at_percentile(p) as f64 / 1000.0
-            };
+            let us = percentile_us(r, p);
             let _ = writeln!(out, "{p:10.5}% : {us:12.3}us");
         }
     }
@@ -136,13 +147,7 @@ pub fn percentiles(rows: &[NsResult]) -> String {
 pub fn histogram(rows: &[NsResult]) -> String {
     let mut out = String::new();
     for r in rows {
-        let _ = writeln!(
-            out,
-            "\nLatency histogram for {} from core {}:",
-            device_label(r),
-            r.core
-        );
-        let _ = writeln!(out, "{RULE}{}", &RULE[..22]);
+        section_header(&mut out, "Latency histogram", r, 22);
         let _ = writeln!(out, "       Range in us     Cumulative    IO count");
         if r.ios == 0 {
             continue;
@@ -380,20 +385,13 @@ pub fn to_json(opts: &PerfOptions, rows: &[NsResult]) -> Value {
         if opts.latency_level >= 1 {
             let p: serde_json::Map<String, Value> = PERCENTILES
                 .iter()
-                .map(|&p| {
-                    let us = if r.ios == 0 {
-                        0.0
-                    } else {
-                        r.hist.value_at_percentile(p) as f64 / 1000.0
-                    };
-                    (format!("{p}"), json!(us))
-                })
+                .map(|&p| (format!("{p}"), json!(percentile_us(r, p))))
                 .collect();
             v["latency_us"]["percentiles"] = Value::Object(p);
         }
         if let Some(m) = &r.mpath {
             v["multipath"] = json!({
-                "policy": super::mpath::policy_name(m.policy),
+                "policy": m.policy.name(),
                 "paths": m.paths.iter().map(|p| json!({
                     "name": p.name, "ios": p.ios, "path_errors": p.path_errors,
                 })).collect::<Vec<_>>(),
@@ -421,7 +419,7 @@ pub fn to_json(opts: &PerfOptions, rows: &[NsResult]) -> Value {
             "qpairs_per_ns": opts.qpairs_per_ns,
             "verify": opts.verify,
             "seed": opts.seed,
-            "multipath": opts.multipath.map(super::mpath::policy_name),
+            "multipath": opts.multipath.map(|p| p.name()),
         },
         "namespaces": rows.iter().map(row_json).collect::<Vec<_>>(),
         "total": {
