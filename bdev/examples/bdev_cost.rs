@@ -40,7 +40,9 @@ fn host_run_driver(q: &mut IoQpair, buf: DmaSlice, devs: &[Arc<SoftController>],
         q.flush();
         loop {
             device_step(devs);
-            let got = q.poll(1, &mut |c| {
+            // The batch the multipath channel asks each path's queue for, so both
+            // loops run the same driver code.
+            let got = q.poll(64, &mut |c| {
                 if !c.status.is_success() {
                     std::process::abort();
                 }

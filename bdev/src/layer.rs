@@ -268,6 +268,9 @@ impl NsChannel {
 // One channel per core and bdev: its size does not matter, a box would cost a pointer
 // chase on every I/O.
 #[allow(clippy::large_enum_variant)]
+// An explicit one-byte tag: the match on every call is then a byte compare, not a
+// test of a niche inside one of the variants.
+#[repr(u8)]
 pub enum Channel {
     /// Namespace bdev channel.
     Nvme(NsChannel),

@@ -136,3 +136,27 @@ fn loom_ring_wraps_when_full() {
         p.join().unwrap();
     });
 }
+
+/// The signal a multipath channel relies on: a writer puts a message on a channel's
+/// mailbox and then moves the QSBR epoch (a publication, or `bump`); a channel that
+/// sees the epoch moved (`changed`) finds the message.
+#[test]
+fn loom_epoch_move_announces_mailbox_messages() {
+    loom::model(|| {
+        let domain = Qsbr::new(1);
+        let ring = Arc::new(Ring::new(2));
+        let mut reader = domain.register().unwrap();
+        let (d, r) = (domain.clone(), ring.clone());
+        let writer = loom::thread::spawn(move || {
+            assert!(r.push(7usize).is_ok());
+            d.bump();
+        });
+        if reader.changed() {
+            reader.quiescent();
+            assert_eq!(ring.pop(), Some(7), "epoch moved, message missing");
+        }
+        writer.join().unwrap();
+        // Once the writer is done, the reader sees the move, or already took it in.
+        assert!(reader.changed() || ring.is_empty());
+    });
+}

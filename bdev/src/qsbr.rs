@@ -74,10 +74,12 @@ impl Qsbr {
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                self.slots[i].store(self.epoch.load(Ordering::SeqCst), Ordering::SeqCst);
+                let e = self.epoch.load(Ordering::SeqCst);
+                self.slots[i].store(e, Ordering::SeqCst);
                 return Ok(QsbrReader {
                     domain: self.clone(),
                     idx: i,
+                    last: e,
                 });
             }
         }
@@ -105,6 +107,13 @@ impl Qsbr {
             .map(|s| s.load(Ordering::SeqCst))
             .min()
             .unwrap_or(OFFLINE)
+    }
+
+    /// Advances the epoch without retiring anything: readers that watch it
+    /// ([`QsbrReader::changed`]) look at their inputs again at their next quiescent
+    /// point. Writers call it after handing readers something outside a snapshot.
+    pub fn bump(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Frees every retired object no reader can still see. Returns how many.
@@ -162,6 +171,9 @@ impl Drop for Qsbr {
 pub struct QsbrReader {
     domain: Arc<Qsbr>,
     idx: usize,
+    /// The epoch this reader last announced (its slot's value; only it writes the
+    /// slot while registered).
+    last: u64,
 }
 
 impl fmt::Debug for QsbrReader {
@@ -177,14 +189,23 @@ impl QsbrReader {
     #[inline]
     pub fn quiescent(&mut self) {
         let e = self.domain.epoch.load(Ordering::SeqCst);
-        debug_assert!(self.idx < self.domain.slots.len());
-        // SAFETY: `idx` was handed out by `register` from `0..slots.len()`, and the
-        // slots are never resized. (Unchecked: this runs on every loop turn.)
-        let slot = unsafe { self.domain.slots.get_unchecked(self.idx) };
         // Skip the store (a locked instruction on x86) when nothing changed.
-        if slot.load(Ordering::Relaxed) != e {
-            slot.store(e, Ordering::SeqCst);
+        if e != self.last {
+            self.domain.slots[self.idx].store(e, Ordering::SeqCst);
+            self.last = e;
         }
+    }
+
+    /// True if the epoch moved since this reader last announced: something was
+    /// published or retired in the domain (or [`Qsbr::bump`]ed), so the reader has
+    /// news to look at and a quiescent state to announce. One load and a compare: a
+    /// channel tests this on every poll and does its housekeeping only when it is
+    /// true. Every write a writer made before the publication, retirement or bump is
+    /// visible to a reader that saw this return true (the epoch moves with `SeqCst`
+    /// read-modify-writes and is read with `SeqCst`).
+    #[inline]
+    pub fn changed(&self) -> bool {
+        self.domain.epoch.load(Ordering::SeqCst) != self.last
     }
 
     /// The domain this reader belongs to.

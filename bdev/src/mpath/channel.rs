@@ -2,9 +2,13 @@
 //!
 //! A channel owns one queue per path (queue pairs are never shared between cores),
 //! a table of I/O slots sized at creation, and the core's retry ring. Submitting
-//! picks a path from the current snapshot (one atomic load; the per-core view of the
-//! snapshot is rebuilt only when its generation changes) and hands the request to that
-//! path's queue. Nothing here allocates, locks, sleeps or waits:
+//! picks a path from this core's view of the path set and hands the request to that
+//! path's queue. The view is rebuilt from the current snapshot when the QSBR epoch
+//! has moved, which every publication does (and every mailbox message is followed
+//! by): a poll compares the epoch with the one it last announced, so an ordinary
+//! poll costs one load and a compare for it, and a submit acts on the set as of the
+//! channel's last poll, as an RCU reader does. Nothing here allocates, locks, sleeps
+//! or waits:
 //! - no usable path, or the path's queue refuses for lack of room: the I/O goes on the
 //!   retry ring and is dispatched again at the next poll;
 //! - a path error (including "aborted: SQ deletion" from a reset and "aborted by
@@ -35,6 +39,13 @@ use std::sync::Arc;
 const AVOID_US: u64 = 500;
 /// Completions taken from one path queue per poll.
 const POLL_BATCH: usize = 64;
+/// Local paths one channel can hold at once: the paths of the set plus those being
+/// removed that still have I/O in flight. A power of two no larger than 64 (a bit
+/// each in the `busy` mask; indexes are masked, not bounds-checked).
+const LOCAL_PATHS: usize = 64;
+/// A poll looks at every path (not only those given I/O) at least this often, so a
+/// queue with nothing in flight still acknowledges a reset of its controller promptly.
+const FULL_POLL_EVERY: u32 = 1024;
 /// Status of an I/O that could not be dispatched (refused by every path's queue).
 const INVALID_FIELD_DNR: Status = Status::new(sct::GENERIC, sc::INVALID_FIELD, true);
 
@@ -106,14 +117,36 @@ impl SlotState {
     }
 }
 
-/// The small per-I/O fields, together so the fast path sets them with one store.
-#[derive(Clone, Copy, Debug)]
-#[repr(C, align(8))]
-struct SlotMeta {
-    state: SlotState,
-    /// The last error status (what a fast-failed I/O completes with).
-    status: Status,
-    retries: u32,
+/// The small per-I/O fields in one word, so the fast paths set and test them at
+/// once: bits 0..16 the state, 16..32 the last error status (what a fast-failed I/O
+/// completes with), 32..64 the retries so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SlotMeta(u64);
+
+impl SlotMeta {
+    /// In `state`, no error seen, no retries.
+    #[inline(always)]
+    fn new(state: SlotState) -> SlotMeta {
+        SlotMeta(state.0 as u64)
+    }
+    fn state(self) -> SlotState {
+        SlotState(self.0 as u16)
+    }
+    fn set_state(&mut self, st: SlotState) {
+        self.0 = (self.0 & !0xffff) | st.0 as u64;
+    }
+    fn status(self) -> Status {
+        Status((self.0 >> 16) as u16)
+    }
+    fn set_status(&mut self, st: Status) {
+        self.0 = (self.0 & !0xffff_0000) | (st.0 as u64) << 16;
+    }
+    fn retries(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    fn set_retries(&mut self, n: u32) {
+        self.0 = (self.0 & 0xffff_ffff) | (n as u64) << 32;
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -131,10 +164,8 @@ struct LocalPath<Q> {
     /// `shared.nsid`, kept at hand for the submit path.
     nsid: u32,
     queue: Q,
-    /// This path's bit in the channel's `dirty` mask (local paths from 63 up share
-    /// bit 63).
-    dirty_bit: u64,
-    inflight: u32,
+    /// This path's bit in the channel's `busy` mask.
+    bit: u64,
     avoid_until: u64,
     removing: bool,
     stats: PathIoStats,
@@ -144,6 +175,15 @@ struct LocalPath<Q> {
 struct ViewEntry {
     local: u8,
     optimized: bool,
+}
+
+/// Whether submit may take the fast path, and the policy's pick there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fast {
+    No,
+    ActivePassive,
+    RoundRobin,
+    LeastQueueDepth,
 }
 
 enum Dispatch {
@@ -170,18 +210,29 @@ struct SlotTable {
     /// one completion per slot.
     errs: Box<[IoCompletion]>,
     nerr: usize,
-    /// I/Os delivered in the current queue poll.
-    ok: u32,
+    /// The last queue poll filled its batch.
+    full: bool,
 }
 
 /// A per-core channel to a multipath bdev. `Send`, so it can be made off-core and
 /// moved to its reactor; used by one thread at a time (`&mut self`).
 pub struct MpathChannel<Q: PathQueue> {
+    /// Submit may take the fast path (not stopping, nothing on the retry ring, the
+    /// view built and no path avoided, so `tier_len > 0`), and with which policy.
+    fast: Fast,
+    /// Polls until the next full one (see [`poll`](Self::poll)); 1 when there is
+    /// housekeeping for the next poll.
+    countdown: u32,
+    /// Local paths given I/O since the last full poll found them idle (bit `l` for
+    /// local path `l`): the ones an ordinary poll and a flush look at.
+    busy: u64,
     mp: Arc<Multipath<Q>>,
     reader: QsbrReader,
     mailbox: Arc<Ring<ChanMsg<Q>>>,
     closed: Arc<AtomicBool>,
-    paths: Vec<Option<LocalPath<Q>>>,
+    /// Local paths by index; `paths_end` is one past the last one in use.
+    paths: Box<[Option<LocalPath<Q>>; LOCAL_PATHS]>,
+    paths_end: usize,
     tab: SlotTable,
     retry: VecDeque<u32>,
     done: VecDeque<u32>,
@@ -204,9 +255,6 @@ pub struct MpathChannel<Q: PathQueue> {
     stats: ChannelStats,
     /// Paths marked removing and not yet retired.
     removing: usize,
-    /// Paths given commands since their doorbells were last rung: bit `l` for local
-    /// path `l`, bit 63 for every path from 63 up.
-    dirty: u64,
 }
 
 impl<Q: PathQueue> fmt::Debug for MpathChannel<Q> {
@@ -230,20 +278,24 @@ impl<Q: PathQueue> MpathChannel<Q> {
         let depth = mp.options().channel_depth;
         let empty = IoSlot {
             io: BdevIo::flush(0),
-            meta: SlotMeta {
-                state: SlotState::FREE,
-                status: Status::SUCCESS,
-                retries: 0,
-            },
+            meta: SlotMeta::new(SlotState::FREE),
             not_before: 0,
             fail_at: 0,
         };
         let opts = *mp.options();
+        let paths: Box<[Option<LocalPath<Q>>]> = (0..LOCAL_PATHS).map(|_| None).collect();
+        let Ok(paths) = paths.try_into() else {
+            unreachable!("LOCAL_PATHS entries were made")
+        };
         let mut ch = MpathChannel {
+            fast: Fast::No,
+            countdown: 1,
+            busy: 0,
             reader,
             mailbox,
             closed,
-            paths: Vec::with_capacity(MAX_PATHS),
+            paths,
+            paths_end: 0,
             tab: SlotTable {
                 slots: vec![empty; depth].into_boxed_slice(),
                 free: (0..depth as u32).rev().collect(),
@@ -257,7 +309,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 ]
                 .into_boxed_slice(),
                 nerr: 0,
-                ok: 0,
+                full: false,
             },
             retry: VecDeque::with_capacity(depth),
             done: VecDeque::with_capacity(depth),
@@ -275,7 +327,6 @@ impl<Q: PathQueue> MpathChannel<Q> {
             retry_unit_ticks: clock::ms_to_ticks(opts.retry_delay_unit_ms),
             stats: ChannelStats::default(),
             removing: 0,
-            dirty: 0,
             mp,
         };
         for (shared, q) in initial {
@@ -285,13 +336,15 @@ impl<Q: PathQueue> MpathChannel<Q> {
     }
 
     fn add_local(&mut self, shared: Arc<PathShared>, queue: Q) {
-        // The first free local index, or a new one.
-        let i = self
-            .paths
-            .iter()
-            .position(Option::is_none)
-            .unwrap_or(self.paths.len());
-        let lp = LocalPath {
+        // The first free local index.
+        let Some(i) = self.paths.iter().position(Option::is_none) else {
+            // Only reachable with more than LOCAL_PATHS - MAX_PATHS removed paths whose
+            // I/O never drains; this channel then does without the new path.
+            debug_assert!(false, "no free local path for path {}", shared.id);
+            self.mp.bury(queue);
+            return;
+        };
+        self.paths[i] = Some(LocalPath {
             stats: PathIoStats {
                 id: shared.id,
                 ..PathIoStats::default()
@@ -299,17 +352,34 @@ impl<Q: PathQueue> MpathChannel<Q> {
             nsid: shared.nsid,
             shared,
             queue,
-            dirty_bit: 1 << i.min(63),
-            inflight: 0,
+            bit: 1 << i,
             avoid_until: 0,
             removing: false,
-        };
-        if i == self.paths.len() {
-            self.paths.push(Some(lp));
-        } else {
-            self.paths[i] = Some(lp);
-        }
+        });
+        self.paths_end = self.paths_end.max(i + 1);
         self.view_gen = u64::MAX;
+        self.housekeeping();
+    }
+
+    /// Sends the next submit down the full path and makes the next poll a full one.
+    #[inline]
+    fn housekeeping(&mut self) {
+        self.fast = Fast::No;
+        self.countdown = 1;
+    }
+
+    /// Whether submits may take the fast path (see `fast`).
+    fn update_fast(&mut self) {
+        let ok = !self.stopping
+            && self.retry.is_empty()
+            && self.tier_len > 0
+            && self.view_gen != u64::MAX;
+        self.fast = match self.policy {
+            _ if !ok => Fast::No,
+            Policy::ActivePassive => Fast::ActivePassive,
+            Policy::RoundRobin => Fast::RoundRobin,
+            Policy::LeastQueueDepth => Fast::LeastQueueDepth,
+        };
     }
 
     /// The bdev's geometry and identifiers.
@@ -337,7 +407,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
             .iter()
             .flatten()
             .map(|p| PathIoStats {
-                inflight: p.inflight as u64,
+                inflight: p.queue.outstanding() as u64,
                 ..p.stats
             })
             .collect()
@@ -348,6 +418,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
     /// Poll until [`outstanding`](Self::outstanding) is 0 to drain.
     pub fn shutdown(&mut self) {
         self.stopping = true;
+        self.housekeeping();
     }
 
     /// Rebuilds this core's view of the path set when its generation changed.
@@ -400,6 +471,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 .count(),
             None => 0,
         };
+        self.update_fast();
     }
 
     /// Avoids path `l` until `until` (ticks) on this core; disables the fast path
@@ -411,41 +483,50 @@ impl<Q: PathQueue> MpathChannel<Q> {
         }
         self.avoid_max = self.avoid_max.max(until);
         self.tier_len = 0;
+        self.fast = Fast::No;
     }
 
-    /// The fast path's choice: valid only while this core's view is current and no
-    /// path is avoided; then every path of the best tier is usable unless its queue
-    /// failed (checked by the caller), and the choice is the one [`select`] makes.
-    #[inline]
+    /// The fast path's choice, valid while `fast` is set: this core's view is built
+    /// and no path is avoided, so every path of the best tier is usable unless its
+    /// queue failed (its refusal says so), and the choice is the one [`select`]
+    /// makes. The view is this core's copy of the path set as of its last poll: like
+    /// any RCU reader, a submit may still act on the set it last saw.
+    #[inline(always)]
     fn fast_pick(&mut self) -> Option<u8> {
-        let set: &PathSet = self.mp.cell.load(&self.reader);
-        let n = self.tier_len;
-        if set.generation != self.view_gen || n == 0 {
-            return None;
+        // The default policy first, with one compare (a `match` makes a jump table).
+        if self.fast == Fast::ActivePassive {
+            return Some(self.view[0].local);
         }
-        match self.policy {
-            Policy::ActivePassive => Some(self.view[0].local),
-            Policy::RoundRobin => {
+        let n = self.tier_len;
+        match self.fast {
+            Fast::No | Fast::ActivePassive => None,
+            Fast::RoundRobin => {
                 let i = if self.rr_next < n { self.rr_next } else { 0 };
                 self.rr_next = i + 1;
                 Some(self.view[i].local)
             }
-            Policy::LeastQueueDepth => Self::least_inflight(&self.paths, &self.view[..n]),
+            Fast::LeastQueueDepth => Self::least_inflight(&self.paths, &self.view[..n]),
         }
+    }
+
+    /// Local path `l`.
+    #[inline(always)]
+    fn local(paths: &mut [Option<LocalPath<Q>>; LOCAL_PATHS], l: u8) -> Option<&mut LocalPath<Q>> {
+        paths[l as usize % LOCAL_PATHS].as_mut()
     }
 
     /// Of `entries`, the local path with the fewest I/Os in flight from this core
     /// (the first of equals).
     #[inline(always)]
     fn least_inflight<'a>(
-        paths: &[Option<LocalPath<Q>>],
+        paths: &[Option<LocalPath<Q>>; LOCAL_PATHS],
         entries: impl IntoIterator<Item = &'a ViewEntry>,
     ) -> Option<u8> {
-        let mut best: Option<(u32, u8)> = None;
+        let mut best: Option<(usize, u8)> = None;
         for e in entries {
-            let d = paths[e.local as usize]
+            let d = paths[e.local as usize % LOCAL_PATHS]
                 .as_ref()
-                .map_or(u32::MAX, |p| p.inflight);
+                .map_or(usize::MAX, |p| p.queue.outstanding());
             if best.is_none_or(|(bd, _)| d < bd) {
                 best = Some((d, e.local));
             }
@@ -455,7 +536,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
 
     #[inline]
     fn path_ok(&self, local: u8, now: u64) -> bool {
-        match &self.paths[local as usize] {
+        match &self.paths[local as usize % LOCAL_PATHS] {
             Some(p) => !p.removing && p.avoid_until <= now && !p.queue.is_failed(),
             None => false,
         }
@@ -502,15 +583,16 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 return Dispatch::NoPath;
             };
             let io = self.tab.slots[s as usize].io;
-            let Some(p) = self.paths[l as usize].as_mut() else {
+            let Some(p) = Self::local(&mut self.paths, l) else {
                 return Dispatch::NoPath;
             };
             match p.queue.submit(&io.to_request(p.nsid, s as u64)) {
                 Ok(()) => {
-                    self.dirty |= p.dirty_bit;
-                    p.inflight += 1;
+                    self.busy |= p.bit;
                     p.stats.submitted += 1;
-                    self.tab.slots[s as usize].meta.state = SlotState::inflight(l);
+                    self.tab.slots[s as usize]
+                        .meta
+                        .set_state(SlotState::inflight(l));
                     return Dispatch::Sent;
                 }
                 Err(Refused::Busy) => return Dispatch::NoRoom,
@@ -547,36 +629,25 @@ impl<Q: PathQueue> MpathChannel<Q> {
         {
             return false;
         }
-        if self.stopping {
-            return false;
-        }
-        if !self.retry.is_empty() {
-            return false;
-        }
-        let Some(&s) = self.tab.free.get(self.tab.free_len.wrapping_sub(1)) else {
-            return false;
-        };
         let Some(l) = self.fast_pick() else {
             return false;
         };
-        let Some(Some(p)) = self.paths.get_mut(l as usize) else {
+        let Some(&s) = self.tab.free.get(self.tab.free_len.wrapping_sub(1)) else {
+            return false;
+        };
+        let Some(p) = Self::local(&mut self.paths, l) else {
             return false;
         };
         match p.queue.submit(&io.to_request(p.nsid, s as u64)) {
             Ok(()) => {
-                p.inflight += 1;
                 p.stats.submitted += 1;
-                self.dirty |= p.dirty_bit;
+                self.busy |= p.bit;
                 self.tab.free_len -= 1;
                 self.stats.submitted += 1;
                 let slot = &mut self.tab.slots[s as usize];
                 slot.io = *io;
                 // `fail_at` is already 0 in a free slot.
-                slot.meta = SlotMeta {
-                    state: SlotState::inflight(l),
-                    status: Status::SUCCESS,
-                    retries: 0,
-                };
+                slot.meta = SlotMeta::new(SlotState::inflight(l));
                 true
             }
             Err(Refused::Failed) => {
@@ -624,11 +695,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
         let s = self.tab.free[self.tab.free_len];
         self.tab.slots[s as usize] = IoSlot {
             io,
-            meta: SlotMeta {
-                state: SlotState::QUEUED,
-                status: Status::SUCCESS,
-                retries: 0,
-            },
+            meta: SlotMeta::new(SlotState::QUEUED),
             not_before: 0,
             fail_at: 0,
         };
@@ -653,7 +720,8 @@ impl<Q: PathQueue> MpathChannel<Q> {
 
     #[inline]
     fn enqueue(&mut self, s: u32) {
-        self.tab.slots[s as usize].meta.state = SlotState::QUEUED;
+        self.housekeeping();
+        self.tab.slots[s as usize].meta.set_state(SlotState::QUEUED);
         self.retry.push_back(s);
         self.stats.queued += 1;
         self.stats.queued_high_water = self.stats.queued_high_water.max(self.retry.len() as u64);
@@ -661,16 +729,17 @@ impl<Q: PathQueue> MpathChannel<Q> {
 
     fn finish_later(&mut self, s: u32, status: Status) {
         let slot = &mut self.tab.slots[s as usize];
-        slot.meta.state = SlotState::DONE;
-        slot.meta.status = status;
+        slot.meta.set_state(SlotState::DONE);
+        slot.meta.set_status(status);
         self.done.push_back(s);
+        self.housekeeping();
     }
 
     #[inline]
     fn deliver(&mut self, s: u32, status: Status, cb: &mut impl FnMut(BdevCompletion)) {
         let slot = &mut self.tab.slots[s as usize];
         let ctx = slot.io.ctx;
-        slot.meta.state = SlotState::FREE;
+        slot.meta = SlotMeta::new(SlotState::FREE);
         slot.fail_at = 0;
         self.tab.free[self.tab.free_len] = s;
         self.tab.free_len += 1;
@@ -685,7 +754,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
     fn on_completion(&mut self, l: u8, c: IoCompletion, cb: &mut impl FnMut(BdevCompletion)) {
         let s = c.ctx as u32;
         if s as usize >= self.tab.slots.len()
-            || self.tab.slots[s as usize].meta.state != SlotState::inflight(l)
+            || self.tab.slots[s as usize].meta.state() != SlotState::inflight(l)
         {
             // Not ours: a queue bug; never index out of bounds or complete twice.
             debug_assert!(
@@ -694,20 +763,17 @@ impl<Q: PathQueue> MpathChannel<Q> {
             );
             return;
         }
-        if let Some(p) = self.paths[l as usize].as_mut() {
-            p.inflight -= 1;
-        }
         let st = c.status;
         if st.is_success() || self.stopping {
             self.deliver(s, st, cb);
             return;
         }
-        self.tab.slots[s as usize].meta.status = st;
+        self.tab.slots[s as usize].meta.set_status(st);
         // Errors only: the clock is read when needed, not on every completion.
         let now = clock::ticks();
         if st.is_path_error() {
             self.avoid(l, now.saturating_add(self.avoid_ticks));
-            if let Some(p) = self.paths[l as usize].as_mut() {
+            if let Some(p) = Self::local(&mut self.paths, l) {
                 p.stats.path_errors += 1;
                 p.shared.failovers.fetch_add(1, Ordering::Relaxed);
                 if st.is_ana_error() {
@@ -721,11 +787,11 @@ impl<Q: PathQueue> MpathChannel<Q> {
             return;
         }
         let slot = &mut self.tab.slots[s as usize];
-        if st.dnr() || slot.meta.retries >= self.mp.options().retry_count {
+        if st.dnr() || slot.meta.retries() >= self.mp.options().retry_count {
             self.deliver(s, st, cb);
             return;
         }
-        slot.meta.retries += 1;
+        slot.meta.set_retries(slot.meta.retries() + 1);
         slot.not_before = now.saturating_add(self.retry_unit_ticks.saturating_mul(st.crd() as u64));
         self.stats.retries += 1;
         self.enqueue(s);
@@ -743,6 +809,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
                         }
                     }
                     self.view_gen = u64::MAX;
+                    self.housekeeping();
                 }
             }
         }
@@ -756,7 +823,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 break;
             };
             if self.stopping {
-                let st = self.tab.slots[s as usize].meta.status;
+                let st = self.tab.slots[s as usize].meta.status();
                 let st = if st.is_success() {
                     Status::ABORTED_BY_HOST
                 } else {
@@ -784,10 +851,10 @@ impl<Q: PathQueue> MpathChannel<Q> {
                         slot.fail_at = now.saturating_add(self.fast_fail_ticks);
                     }
                     if now >= slot.fail_at && now >= self.hold_until {
-                        let st = if slot.meta.status.is_success() {
+                        let st = if slot.meta.status().is_success() {
                             Status::HOST_PATHING_ERROR
                         } else {
-                            slot.meta.status
+                            slot.meta.status()
                         };
                         self.stats.fast_failed += 1;
                         self.deliver(s, st, cb);
@@ -800,172 +867,185 @@ impl<Q: PathQueue> MpathChannel<Q> {
         }
     }
 
-    /// Polls every path's queue, delivers finished I/O to `cb` (each exactly once),
-    /// re-dispatches what waits, and announces a quiescent state (this channel holds
-    /// no path-set reference between calls). Returns the number delivered.
+    /// Polls the path queues, delivers finished I/O to `cb` (each exactly once),
+    /// re-dispatches what waits, and announces a quiescent state when there is one to
+    /// announce (this channel holds no path-set reference between calls). Returns the
+    /// number delivered.
+    ///
+    /// An ordinary poll polls only the queues given I/O (`busy`) and delivers their
+    /// successful completions. A full poll also reads the mailbox, rebuilds the view
+    /// of a new path set, delivers I/O finished without a queue, polls every queue
+    /// that needs it (a reset waits for each queue's owner to acknowledge it), runs the
+    /// retry ring, retires removed paths and works out `busy` again. It happens when
+    /// the QSBR epoch moved (something was published, or a message sent), when
+    /// something asked for it (`housekeeping`), and every [`FULL_POLL_EVERY`] polls.
     #[inline]
     pub fn poll(&mut self, cb: &mut impl FnMut(BdevCompletion)) -> usize {
-        self.reader.quiescent();
         // Only delivery frees slots.
         let before = self.tab.free_len;
-        if !self.mailbox.is_empty() || !self.done.is_empty() {
-            self.poll_before(cb);
-        }
-        // Every path that needs it: one with requests outstanding, or whose controller
-        // changed its state (a reset waits, bounded, for each queue's owner to
-        // acknowledge it in a poll). Idle queues are skipped.
-        let mut from = 0;
-        while let Some((l, full)) = Self::sweep(&mut self.paths, from, &mut self.tab, cb) {
-            // A queue poll with errors to handle, or a full batch (poll it again).
-            let nerr = self.tab.nerr;
-            if nerr > 0 {
-                self.handle_errs(l as u8, nerr, cb);
+        self.countdown -= 1;
+        if self.countdown == 0 || self.reader.changed() {
+            self.poll_full(cb);
+        } else {
+            let mut busy = self.busy;
+            while busy != 0 {
+                let l = busy.trailing_zeros() as u8;
+                busy &= busy - 1;
+                self.poll_path(l, cb);
             }
-            from = if full { l } else { l + 1 };
-        }
-        if !self.retry.is_empty() || self.dirty != 0 || self.removing > 0 {
-            self.poll_after(cb);
         }
         self.tab.free_len - before
     }
 
-    /// Poll's work before the path queues, when there is any: mailbox messages and
-    /// I/O that finished without reaching a queue.
+    /// Polls local path `l`'s queue until it has no full batch left, handling what is
+    /// not a plain success as it comes.
+    #[inline(always)]
+    fn poll_path(&mut self, l: u8, cb: &mut impl FnMut(BdevCompletion)) {
+        while let Some(p) = Self::local(&mut self.paths, l) {
+            if !Self::poll_queue(p, l, &mut self.tab, cb) || !self.handle_errs(l, cb) {
+                break;
+            }
+        }
+    }
+
+    /// The full poll (see [`poll`](Self::poll)).
     #[cold]
     #[inline(never)]
-    fn poll_before(&mut self, cb: &mut impl FnMut(BdevCompletion)) {
+    fn poll_full(&mut self, cb: &mut impl FnMut(BdevCompletion)) {
+        self.reader.quiescent();
         if !self.mailbox.is_empty() {
             self.drain_mailbox();
         }
         while let Some(s) = self.done.pop_front() {
-            let st = self.tab.slots[s as usize].meta.status;
+            let st = self.tab.slots[s as usize].meta.status();
             self.deliver(s, st, cb);
         }
-    }
-
-    /// Poll's work after the path queues, when there is any: the retry ring, the
-    /// doorbells of re-dispatched I/O, and paths being removed.
-    #[cold]
-    #[inline(never)]
-    fn poll_after(&mut self, cb: &mut impl FnMut(BdevCompletion)) {
+        self.refresh_view();
+        for l in 0..self.paths_end {
+            let needs = self.paths[l].as_ref().is_some_and(|p| p.queue.needs_poll());
+            if needs {
+                self.poll_path(l as u8, cb);
+            }
+        }
         if !self.retry.is_empty() {
             self.run_retry_ring(clock::ticks(), cb);
         }
-        if self.dirty != 0 {
-            self.flush();
-        }
+        self.flush();
         if self.removing > 0 {
             self.retire_removed();
         }
+        let mut busy = 0;
+        for p in self.paths[..self.paths_end].iter().flatten() {
+            if p.queue.outstanding() > 0 {
+                busy |= p.bit;
+            }
+        }
+        self.busy = busy;
+        let more = !self.retry.is_empty() || self.removing > 0 || !self.done.is_empty();
+        self.countdown = if more { 1 } else { FULL_POLL_EVERY };
+        self.update_fast();
     }
 
     /// Rings the doorbells of the path queues with I/O queued since the last flush
     /// (poll does it too): submit, flush, poll is the shortest round trip.
     #[inline]
     pub fn flush(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        while dirty != 0 {
-            let b = dirty.trailing_zeros() as usize;
-            dirty &= dirty - 1;
-            if b < 63 {
-                if let Some(Some(p)) = self.paths.get_mut(b) {
-                    p.queue.flush();
-                }
-            } else {
-                Self::flush_rest(&mut self.paths);
+        // Every queue given I/O since the last full poll: a queue with nothing new to
+        // announce returns at once.
+        let mut busy = self.busy;
+        while busy != 0 {
+            let l = busy.trailing_zeros() as u8;
+            busy &= busy - 1;
+            if let Some(p) = Self::local(&mut self.paths, l) {
+                p.queue.flush();
             }
         }
     }
 
-    /// Flushes local paths 63 and up (they share the last `dirty` bit).
-    #[cold]
-    fn flush_rest(paths: &mut [Option<LocalPath<Q>>]) {
-        for p in paths.iter_mut().skip(63).flatten() {
-            p.queue.flush();
-        }
-    }
-
-    /// Polls the path queues from local path `from` on that need it. Successful
-    /// completions of I/O in flight on the path (the common case) are delivered
-    /// straight from the queue's callback; anything else (errors, completions while
-    /// stopping, completions that match no slot) is collected in `t.errs`, and the
-    /// sweep stops after that queue's poll so the caller, which may re-dispatch, can
-    /// handle them: it returns the path and whether its batch was full.
+    /// Polls one path queue, local path `l`. Successful completions of I/O in flight
+    /// on the path (the common case) are delivered straight from the queue's
+    /// callback; anything else (errors, completions while stopping, completions that
+    /// match no slot) is collected in `t.errs` (`t.nerr` of them) for the caller,
+    /// which may re-dispatch, to handle after the queue's poll returns. True if there
+    /// are such completions or the batch was full (`t.full`: poll it again).
     #[inline(always)]
-    fn sweep(
-        paths: &mut [Option<LocalPath<Q>>],
-        from: usize,
+    fn poll_queue(
+        p: &mut LocalPath<Q>,
+        l: u8,
         t: &mut SlotTable,
         cb: &mut impl FnMut(BdevCompletion),
-    ) -> Option<(usize, bool)> {
-        let rest = paths.get_mut(from..)?;
-        for (i, p) in rest.iter_mut().enumerate() {
-            let Some(p) = p else { continue };
-            if !p.queue.needs_poll() {
-                continue;
-            }
-            let l = (from + i) as u8;
-            t.ok = 0;
-            t.nerr = 0;
-            let tt = &mut *t;
-            let cb2 = &mut *cb;
-            let seen = p.queue.poll(POLL_BATCH, &mut move |c: IoCompletion| {
-                if c.status.is_success() {
-                    if let Some(slot) = tt.slots.get_mut(c.ctx as usize) {
-                        if slot.meta.state == SlotState::inflight(l) {
-                            slot.meta.state = SlotState::FREE;
-                            if let Some(f) = tt.free.get_mut(tt.free_len) {
-                                *f = c.ctx as u32;
-                                tt.free_len += 1;
-                            }
-                            tt.ok += 1;
-                            cb2(BdevCompletion {
-                                ctx: slot.io.ctx,
-                                status: c.status,
-                            });
-                            return;
+    ) -> bool {
+        t.nerr = 0;
+        // A `move` closure over these two references captures two pointers; a plain
+        // one would capture every field it touches, each set up at every poll.
+        let tt = &mut *t;
+        let cb = &mut *cb;
+        let seen = p.queue.poll(POLL_BATCH, &mut move |c: IoCompletion| {
+            if c.status.is_success() {
+                if let Some(slot) = tt.slots.get_mut(c.ctx as usize) {
+                    // In flight on this path, first attempt (a retried I/O has its
+                    // count and last status to clear: the cold path does that).
+                    if slot.meta == SlotMeta::new(SlotState::inflight(l)) {
+                        slot.meta = SlotMeta::new(SlotState::FREE);
+                        if let Some(f) = tt.free.get_mut(tt.free_len) {
+                            *f = c.ctx as u32;
+                            tt.free_len += 1;
                         }
+                        cb(BdevCompletion {
+                            ctx: slot.io.ctx,
+                            status: c.status,
+                        });
+                        return;
                     }
                 }
-                if let Some(e) = tt.errs.get_mut(tt.nerr) {
-                    *e = c;
-                    tt.nerr += 1;
-                } else {
-                    // More completions than slots: the queue broke its contract.
-                    debug_assert!(false, "completion for slot {} dropped", c.ctx);
-                }
-            });
-            p.inflight -= t.ok;
-            let full = seen >= POLL_BATCH;
-            if t.nerr > 0 || full {
-                return Some((from + i, full));
             }
-        }
-        None
+            if let Some(e) = tt.errs.get_mut(tt.nerr) {
+                *e = c;
+                tt.nerr += 1;
+            } else {
+                // More completions than slots: the queue broke its contractt.
+                debug_assert!(false, "completion for slot {} dropped", c.ctx);
+            }
+        });
+        t.full = seen >= POLL_BATCH;
+        t.full || t.nerr > 0
     }
 
-    /// Completions of one queue poll that were not plain successes.
+    /// After a queue poll that needs more than delivering successes: completions
+    /// that were not plain successes are handled (what they put on the retry ring is
+    /// re-dispatched at once, and the doorbells rung); true if the batch was full, so
+    /// the queue is polled again.
     #[cold]
     #[inline(never)]
-    fn handle_errs(&mut self, l: u8, nerr: usize, cb: &mut impl FnMut(BdevCompletion)) {
+    fn handle_errs(&mut self, l: u8, cb: &mut impl FnMut(BdevCompletion)) -> bool {
+        let nerr = self.tab.nerr;
         for i in 0..nerr {
             let c = self.tab.errs[i];
             self.on_completion(l, c, cb);
         }
+        if !self.retry.is_empty() {
+            self.run_retry_ring(clock::ticks(), cb);
+        }
+        self.flush();
+        self.update_fast();
+        self.tab.full
     }
-
+    /// Lets go of removed paths with nothing left in flight. (The view already leaves
+    /// them out, so it stays as it is.)
     fn retire_removed(&mut self) {
-        for i in 0..self.paths.len() {
-            let drained = self.paths[i]
+        for slot in self.paths[..self.paths_end].iter_mut() {
+            let drained = slot
                 .as_ref()
-                .is_some_and(|p| p.removing && p.inflight == 0 && p.queue.outstanding() == 0);
+                .is_some_and(|p| p.removing && p.queue.outstanding() == 0);
             if drained {
-                if let Some(p) = self.paths[i].take() {
+                if let Some(p) = slot.take() {
                     self.removing -= 1;
                     self.mp.bury(p.queue);
                 }
-                self.view_gen = u64::MAX;
             }
+        }
+        while self.paths_end > 0 && self.paths[self.paths_end - 1].is_none() {
+            self.paths_end -= 1;
         }
     }
 }

@@ -357,10 +357,12 @@ impl<Q: PathQueue> Multipath<Q> {
             return false;
         };
         w.paths.remove(pos);
-        self.publish_locked(&mut w);
+        // The message first: channels look at their mailbox when they see the epoch
+        // move, which the publication does.
         for entry in w.channels.iter_mut() {
             Self::send(entry, ChanMsg::Remove(id));
         }
+        self.publish_locked(&mut w);
         true
     }
 
@@ -405,13 +407,19 @@ impl<Q: PathQueue> Multipath<Q> {
         {
             let mut w = lock(&self.writer);
             w.channels.retain(|c| !c.closed.load(Ordering::Acquire));
+            let mut sent = false;
             for entry in w.channels.iter_mut() {
                 while let Some(m) = entry.backlog.pop_front() {
                     if let Err(m) = entry.mailbox.push(m) {
                         entry.backlog.push_front(m);
                         break;
                     }
+                    sent = true;
                 }
+            }
+            if sent {
+                // Channels look at their mailbox when the epoch moves.
+                self.cell.domain().bump();
             }
         }
         self.cell.domain().reclaim();

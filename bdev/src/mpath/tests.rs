@@ -245,6 +245,8 @@ fn no_usable_path_waits_then_fast_fails() {
             ana: AnaState::Optimized,
         },
     );
+    // A channel takes in a new path set at its next poll.
+    assert!(poll_all(&mut ch).is_empty());
     ch.submit(BdevIo::read(0, 1, buf(), 3)).unwrap();
     let t0 = std::time::Instant::now();
     let mut done = Vec::new();
@@ -325,6 +327,8 @@ fn removed_path_drains_then_is_given_back() {
     );
     ch.submit(BdevIo::read(0, 1, buf(), 1)).unwrap();
     assert!(mp.remove_path(1));
+    // The channel hears of it at its next poll, and submits after that avoid it.
+    assert!(poll_all(&mut ch).is_empty());
     ch.submit(BdevIo::read(0, 1, buf(), 2)).unwrap();
     assert_eq!(
         lock(&hs[1].inflight).len(),
