@@ -37,6 +37,8 @@ use std::sync::Arc;
 /// How long a path that returned a path error is avoided by this core, unless a new
 /// path set arrives first.
 const AVOID_US: u64 = 500;
+/// The end of the free-slot list.
+const NO_SLOT: u32 = u32::MAX;
 /// Completions taken from one path queue per poll.
 const POLL_BATCH: usize = 64;
 /// Local paths one channel can hold at once: the paths of the set plus those being
@@ -153,7 +155,10 @@ impl SlotMeta {
 struct IoSlot {
     io: BdevIo,
     meta: SlotMeta,
-    not_before: u64,
+    /// Queued for a retry: the earliest time to dispatch it (ticks; set whenever a
+    /// slot is queued). Free: the index of the next free slot ([`NO_SLOT`] ends the
+    /// free list), so freeing and taking a slot touch only the slot and the head.
+    link: u64,
     /// Deadline for finding a usable path (0: not waiting for one). 0 whenever the
     /// slot is free or in flight.
     fail_at: u64,
@@ -200,9 +205,10 @@ enum Dispatch {
 /// is materialized on the stack at every poll).
 struct SlotTable {
     slots: Box<[IoSlot]>,
-    /// Free slot indexes: `free[..free_len]` (fixed size, no capacity checks).
-    free: Box<[u32]>,
-    free_len: usize,
+    /// The first free slot ([`NO_SLOT`]: none); each free slot's `link` names the next.
+    free_head: u32,
+    /// Slots in use: I/Os accepted and not yet delivered.
+    used: usize,
     /// Completions from one path queue poll that are not plain successes of I/O in
     /// flight on it, handled after the queue's poll returns (made once). As long as
     /// the slot table: a queue may deliver more than it was asked for in one poll (a
@@ -210,8 +216,6 @@ struct SlotTable {
     /// one completion per slot.
     errs: Box<[IoCompletion]>,
     nerr: usize,
-    /// The last queue poll filled its batch.
-    full: bool,
 }
 
 /// A per-core channel to a multipath bdev. `Send`, so it can be made off-core and
@@ -279,9 +283,17 @@ impl<Q: PathQueue> MpathChannel<Q> {
         let empty = IoSlot {
             io: BdevIo::flush(0),
             meta: SlotMeta::new(SlotState::FREE),
-            not_before: 0,
+            link: 0,
             fail_at: 0,
         };
+        let mut slots = vec![empty; depth].into_boxed_slice();
+        for (i, slot) in slots.iter_mut().enumerate() {
+            slot.link = if i + 1 < depth {
+                i as u64 + 1
+            } else {
+                NO_SLOT as u64
+            };
+        }
         let opts = *mp.options();
         let paths: Box<[Option<LocalPath<Q>>]> = (0..LOCAL_PATHS).map(|_| None).collect();
         let Ok(paths) = paths.try_into() else {
@@ -297,9 +309,9 @@ impl<Q: PathQueue> MpathChannel<Q> {
             paths,
             paths_end: 0,
             tab: SlotTable {
-                slots: vec![empty; depth].into_boxed_slice(),
-                free: (0..depth as u32).rev().collect(),
-                free_len: depth,
+                slots,
+                free_head: if depth > 0 { 0 } else { NO_SLOT },
+                used: 0,
                 errs: vec![
                     IoCompletion {
                         ctx: 0,
@@ -309,7 +321,6 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 ]
                 .into_boxed_slice(),
                 nerr: 0,
-                full: false,
             },
             retry: VecDeque::with_capacity(depth),
             done: VecDeque::with_capacity(depth),
@@ -389,7 +400,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
 
     /// I/Os accepted and not yet delivered to a poll callback.
     pub fn outstanding(&self) -> usize {
-        self.tab.slots.len() - self.tab.free_len
+        self.tab.used
     }
 
     /// Counters.
@@ -632,9 +643,10 @@ impl<Q: PathQueue> MpathChannel<Q> {
         let Some(l) = self.fast_pick() else {
             return false;
         };
-        let Some(&s) = self.tab.free.get(self.tab.free_len.wrapping_sub(1)) else {
+        let s = self.tab.free_head;
+        if s == NO_SLOT {
             return false;
-        };
+        }
         let Some(p) = Self::local(&mut self.paths, l) else {
             return false;
         };
@@ -642,9 +654,10 @@ impl<Q: PathQueue> MpathChannel<Q> {
             Ok(()) => {
                 p.stats.submitted += 1;
                 self.busy |= p.bit;
-                self.tab.free_len -= 1;
                 self.stats.submitted += 1;
                 let slot = &mut self.tab.slots[s as usize];
+                self.tab.free_head = slot.link as u32;
+                self.tab.used += 1;
                 slot.io = *io;
                 // `fail_at` is already 0 in a free slot.
                 slot.meta = SlotMeta::new(SlotState::inflight(l));
@@ -688,15 +701,16 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 io,
             ));
         }
-        if self.tab.free_len == 0 {
+        let s = self.tab.free_head;
+        let Some(slot) = self.tab.slots.get_mut(s as usize) else {
             return Err((Error::Busy(self.tab.slots.len()), io));
-        }
-        self.tab.free_len -= 1;
-        let s = self.tab.free[self.tab.free_len];
-        self.tab.slots[s as usize] = IoSlot {
+        };
+        self.tab.free_head = slot.link as u32;
+        self.tab.used += 1;
+        *slot = IoSlot {
             io,
             meta: SlotMeta::new(SlotState::QUEUED),
-            not_before: 0,
+            link: 0,
             fail_at: 0,
         };
         self.stats.submitted += 1;
@@ -741,8 +755,9 @@ impl<Q: PathQueue> MpathChannel<Q> {
         let ctx = slot.io.ctx;
         slot.meta = SlotMeta::new(SlotState::FREE);
         slot.fail_at = 0;
-        self.tab.free[self.tab.free_len] = s;
-        self.tab.free_len += 1;
+        slot.link = self.tab.free_head as u64;
+        self.tab.free_head = s;
+        self.tab.used -= 1;
         if !status.is_success() {
             self.stats.failed += 1;
         }
@@ -782,7 +797,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
             }
             self.stats.failovers += 1;
             // Re-dispatched at the end of this poll, on another path if there is one.
-            self.tab.slots[s as usize].not_before = 0;
+            self.tab.slots[s as usize].link = 0;
             self.enqueue(s);
             return;
         }
@@ -792,7 +807,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
             return;
         }
         slot.meta.set_retries(slot.meta.retries() + 1);
-        slot.not_before = now.saturating_add(self.retry_unit_ticks.saturating_mul(st.crd() as u64));
+        slot.link = now.saturating_add(self.retry_unit_ticks.saturating_mul(st.crd() as u64));
         self.stats.retries += 1;
         self.enqueue(s);
     }
@@ -832,7 +847,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 self.deliver(s, st, cb);
                 continue;
             }
-            if self.tab.slots[s as usize].not_before > now {
+            if self.tab.slots[s as usize].link > now {
                 self.retry.push_back(s);
                 continue;
             }
@@ -882,7 +897,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
     #[inline]
     pub fn poll(&mut self, cb: &mut impl FnMut(BdevCompletion)) -> usize {
         // Only delivery frees slots.
-        let before = self.tab.free_len;
+        let before = self.tab.used;
         self.countdown -= 1;
         if self.countdown == 0 || self.reader.changed() {
             self.poll_full(cb);
@@ -894,7 +909,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 self.poll_path(l, cb);
             }
         }
-        self.tab.free_len - before
+        before - self.tab.used
     }
 
     /// Polls local path `l`'s queue until it has no full batch left, handling what is
@@ -902,7 +917,12 @@ impl<Q: PathQueue> MpathChannel<Q> {
     #[inline(always)]
     fn poll_path(&mut self, l: u8, cb: &mut impl FnMut(BdevCompletion)) {
         while let Some(p) = Self::local(&mut self.paths, l) {
-            if !Self::poll_queue(p, l, &mut self.tab, cb) || !self.handle_errs(l, cb) {
+            let full = Self::poll_queue(p, l, &mut self.tab, cb) >= POLL_BATCH;
+            if !full && self.tab.nerr == 0 {
+                break;
+            }
+            self.handle_errs(l, cb);
+            if !full {
                 break;
             }
         }
@@ -966,15 +986,15 @@ impl<Q: PathQueue> MpathChannel<Q> {
     /// on the path (the common case) are delivered straight from the queue's
     /// callback; anything else (errors, completions while stopping, completions that
     /// match no slot) is collected in `t.errs` (`t.nerr` of them) for the caller,
-    /// which may re-dispatch, to handle after the queue's poll returns. True if there
-    /// are such completions or the batch was full (`t.full`: poll it again).
+    /// which may re-dispatch, to handle after the queue's poll returns. Returns the
+    /// number of completions seen (a full batch: poll it again).
     #[inline(always)]
     fn poll_queue(
         p: &mut LocalPath<Q>,
         l: u8,
         t: &mut SlotTable,
         cb: &mut impl FnMut(BdevCompletion),
-    ) -> bool {
+    ) -> usize {
         t.nerr = 0;
         // A `move` closure over these two references captures two pointers; a plain
         // one would capture every field it touches, each set up at every poll.
@@ -987,10 +1007,9 @@ impl<Q: PathQueue> MpathChannel<Q> {
                     // count and last status to clear: the cold path does that).
                     if slot.meta == SlotMeta::new(SlotState::inflight(l)) {
                         slot.meta = SlotMeta::new(SlotState::FREE);
-                        if let Some(f) = tt.free.get_mut(tt.free_len) {
-                            *f = c.ctx as u32;
-                            tt.free_len += 1;
-                        }
+                        slot.link = tt.free_head as u64;
+                        tt.free_head = c.ctx as u32;
+                        tt.used -= 1;
                         cb(BdevCompletion {
                             ctx: slot.io.ctx,
                             status: c.status,
@@ -1007,17 +1026,16 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 debug_assert!(false, "completion for slot {} dropped", c.ctx);
             }
         });
-        t.full = seen >= POLL_BATCH;
-        t.full || t.nerr > 0
+        seen
     }
 
-    /// After a queue poll that needs more than delivering successes: completions
-    /// that were not plain successes are handled (what they put on the retry ring is
-    /// re-dispatched at once, and the doorbells rung); true if the batch was full, so
-    /// the queue is polled again.
+    /// After a queue poll that needs more than delivering successes (a full batch,
+    /// or completions that were not plain successes): those completions are handled,
+    /// what they put on the retry ring is re-dispatched at once, and the doorbells
+    /// rung.
     #[cold]
     #[inline(never)]
-    fn handle_errs(&mut self, l: u8, cb: &mut impl FnMut(BdevCompletion)) -> bool {
+    fn handle_errs(&mut self, l: u8, cb: &mut impl FnMut(BdevCompletion)) {
         let nerr = self.tab.nerr;
         for i in 0..nerr {
             let c = self.tab.errs[i];
@@ -1028,7 +1046,6 @@ impl<Q: PathQueue> MpathChannel<Q> {
         }
         self.flush();
         self.update_fast();
-        self.tab.full
     }
     /// Lets go of removed paths with nothing left in flight. (The view already leaves
     /// them out, so it stays as it is.)
