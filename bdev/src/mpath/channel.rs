@@ -164,7 +164,10 @@ struct IoSlot {
     fail_at: u64,
 }
 
-struct LocalPath<Q> {
+/// A path as one channel holds it: its queue and this core's bookkeeping. Boxed by
+/// whoever hands the path to the channel (the channel's maker or the path's adder),
+/// so the channel's core never allocates for it.
+pub(crate) struct LocalPath<Q> {
     shared: Arc<PathShared>,
     /// `shared.nsid`, kept at hand for the submit path.
     nsid: u32,
@@ -175,6 +178,28 @@ struct LocalPath<Q> {
     removing: bool,
     stats: PathIoStats,
 }
+
+impl<Q> LocalPath<Q> {
+    /// Path `shared` over `queue`, boxed (off the channel's core).
+    pub(crate) fn boxed(shared: Arc<PathShared>, queue: Q) -> Box<Self> {
+        Box::new(LocalPath {
+            stats: PathIoStats {
+                id: shared.id,
+                ..PathIoStats::default()
+            },
+            nsid: shared.nsid,
+            shared,
+            queue,
+            bit: 0,
+            avoid_until: 0,
+            removing: false,
+        })
+    }
+}
+
+/// The local-path table: indexed by a `u8`, so lookups need no bounds check; only
+/// the first [`LOCAL_PATHS`] entries are used.
+type PathTable<Q> = [Option<Box<LocalPath<Q>>>; 256];
 
 #[derive(Clone, Copy, Debug, Default)]
 struct ViewEntry {
@@ -235,7 +260,7 @@ pub struct MpathChannel<Q: PathQueue> {
     mailbox: Arc<Ring<ChanMsg<Q>>>,
     closed: Arc<AtomicBool>,
     /// Local paths by index; `paths_end` is one past the last one in use.
-    paths: Box<[Option<LocalPath<Q>>; LOCAL_PATHS]>,
+    paths: Box<PathTable<Q>>,
     paths_end: usize,
     tab: SlotTable,
     retry: VecDeque<u32>,
@@ -295,9 +320,9 @@ impl<Q: PathQueue> MpathChannel<Q> {
             };
         }
         let opts = *mp.options();
-        let paths: Box<[Option<LocalPath<Q>>]> = (0..LOCAL_PATHS).map(|_| None).collect();
+        let paths: Box<[Option<Box<LocalPath<Q>>>]> = (0..256).map(|_| None).collect();
         let Ok(paths) = paths.try_into() else {
-            unreachable!("LOCAL_PATHS entries were made")
+            unreachable!("256 entries were made")
         };
         let mut ch = MpathChannel {
             fast: Fast::No,
@@ -341,32 +366,22 @@ impl<Q: PathQueue> MpathChannel<Q> {
             mp,
         };
         for (shared, q) in initial {
-            ch.add_local(shared, q);
+            ch.add_local(LocalPath::boxed(shared, q));
         }
         ch
     }
 
-    fn add_local(&mut self, shared: Arc<PathShared>, queue: Q) {
+    fn add_local(&mut self, mut lp: Box<LocalPath<Q>>) {
         // The first free local index.
-        let Some(i) = self.paths.iter().position(Option::is_none) else {
+        let Some(i) = self.paths[..LOCAL_PATHS].iter().position(Option::is_none) else {
             // Only reachable with more than LOCAL_PATHS - MAX_PATHS removed paths whose
             // I/O never drains; this channel then does without the new path.
-            debug_assert!(false, "no free local path for path {}", shared.id);
-            self.mp.bury(queue);
+            debug_assert!(false, "no free local path for path {}", lp.shared.id);
+            self.mp.bury(lp.queue);
             return;
         };
-        self.paths[i] = Some(LocalPath {
-            stats: PathIoStats {
-                id: shared.id,
-                ..PathIoStats::default()
-            },
-            nsid: shared.nsid,
-            shared,
-            queue,
-            bit: 1 << i,
-            avoid_until: 0,
-            removing: false,
-        });
+        lp.bit = 1 << i;
+        self.paths[i] = Some(lp);
         self.paths_end = self.paths_end.max(i + 1);
         self.view_gen = u64::MAX;
         self.housekeeping();
@@ -522,20 +537,20 @@ impl<Q: PathQueue> MpathChannel<Q> {
 
     /// Local path `l`.
     #[inline(always)]
-    fn local(paths: &mut [Option<LocalPath<Q>>; LOCAL_PATHS], l: u8) -> Option<&mut LocalPath<Q>> {
-        paths[l as usize % LOCAL_PATHS].as_mut()
+    fn local(paths: &mut PathTable<Q>, l: u8) -> Option<&mut LocalPath<Q>> {
+        paths[l as usize].as_deref_mut()
     }
 
     /// Of `entries`, the local path with the fewest I/Os in flight from this core
     /// (the first of equals).
     #[inline(always)]
     fn least_inflight<'a>(
-        paths: &[Option<LocalPath<Q>>; LOCAL_PATHS],
+        paths: &PathTable<Q>,
         entries: impl IntoIterator<Item = &'a ViewEntry>,
     ) -> Option<u8> {
         let mut best: Option<(usize, u8)> = None;
         for e in entries {
-            let d = paths[e.local as usize % LOCAL_PATHS]
+            let d = paths[e.local as usize]
                 .as_ref()
                 .map_or(usize::MAX, |p| p.queue.outstanding());
             if best.is_none_or(|(bd, _)| d < bd) {
@@ -547,7 +562,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
 
     #[inline]
     fn path_ok(&self, local: u8, now: u64) -> bool {
-        match &self.paths[local as usize % LOCAL_PATHS] {
+        match &self.paths[local as usize] {
             Some(p) => !p.removing && p.avoid_until <= now && !p.queue.is_failed(),
             None => false,
         }
@@ -815,7 +830,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
     fn drain_mailbox(&mut self) {
         while let Some(m) = self.mailbox.pop() {
             match m {
-                ChanMsg::Add(shared, q) => self.add_local(shared, q),
+                ChanMsg::Add(lp) => self.add_local(lp),
                 ChanMsg::Remove(id) => {
                     for p in self.paths.iter_mut().flatten() {
                         if p.shared.id == id && !p.removing {
@@ -1074,8 +1089,8 @@ impl<Q: PathQueue> Drop for MpathChannel<Q> {
             self.mp.bury(p.queue);
         }
         while let Some(m) = self.mailbox.pop() {
-            if let ChanMsg::Add(_, q) = m {
-                self.mp.bury(q);
+            if let ChanMsg::Add(lp) = m {
+                self.mp.bury(lp.queue);
             }
         }
     }

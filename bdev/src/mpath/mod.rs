@@ -131,7 +131,7 @@ impl PathShared {
 }
 
 pub(crate) enum ChanMsg<Q> {
-    Add(Arc<PathShared>, Q),
+    Add(Box<channel::LocalPath<Q>>),
     Remove(u64),
 }
 
@@ -318,7 +318,10 @@ impl<Q: PathQueue> Multipath<Q> {
             queues.push(make_queue()?);
         }
         for (entry, q) in w.channels.iter_mut().zip(queues) {
-            Self::send(entry, ChanMsg::Add(path.clone(), q));
+            Self::send(
+                entry,
+                ChanMsg::Add(channel::LocalPath::boxed(path.clone(), q)),
+            );
         }
         w.paths.push(PathRecord {
             shared: path,
