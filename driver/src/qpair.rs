@@ -500,12 +500,12 @@ impl IoQpair {
     }
 
     #[inline]
-    fn ns_info(&self, nsid: u32) -> Option<NsInfo> {
+    fn ns_info(&self, nsid: u32) -> Option<&NsInfo> {
         // Almost always one namespace: check the first before searching.
         if nsid as u64 == self.ns0_key {
-            return Some(self.ns0);
+            return Some(&self.ns0);
         }
-        self.ns.iter().copied().find(|n| n.nsid == nsid)
+        self.ns.iter().find(|n| n.nsid == nsid)
     }
 
     /// True if `len` bytes at `iova` lie in one of the device's DMA windows. The
@@ -610,7 +610,8 @@ impl IoQpair {
         // nothing waiting and an identifier free. The operation is tested first so
         // the rest is straight-line code for it; anything else takes `submit_general`.
         if let (IoOp::Read | IoOp::Write, Some(ns)) = (req.op, self.ns_info(req.nsid)) {
-            if self.valid_rw(req, &ns) && !self.slow && req.nlb <= ns.max_rw_blocks {
+            if self.valid_rw(req, ns) && !self.slow && req.nlb <= ns.max_rw_blocks {
+                let block_shift = ns.block_shift;
                 if let Some(cid) = self.pop_cid() {
                     self.stats.submitted += 1;
                     let opc = if req.op == IoOp::Read {
@@ -625,7 +626,7 @@ impl IoQpair {
                         req.slba,
                         req.nlb,
                         req.buf.iova.0,
-                        ns.block_shift,
+                        block_shift,
                     );
                     self.post(cid, sqe, NO_PARENT, req.ctx);
                     return Ok(());
@@ -657,7 +658,7 @@ impl IoQpair {
             ctx,
         };
         let ns = match self.ns_info(nsid) {
-            Some(ns) if self.valid(&req, &ns) => ns,
+            Some(ns) if self.valid(&req, ns) => *ns,
             _ => return Err(Refused::Invalid),
         };
         if self.slow || self.free_len == 0 {
@@ -1103,7 +1104,7 @@ impl IoQpair {
                 break;
             };
             // Validated on submit; the namespace table does not change.
-            let Some(ns) = self.ns_info(req.nsid) else {
+            let Some(&ns) = self.ns_info(req.nsid) else {
                 continue;
             };
             self.start(&req, ns);
