@@ -42,7 +42,7 @@ fn host_run_driver(q: &mut IoQpair, buf: DmaSlice, devs: &[Arc<SoftController>],
             device_step(devs);
             // The batch the multipath channel asks each path's queue for, so both
             // loops run the same driver code.
-            let got = q.poll(64, &mut |c| {
+            let got = q.poll(256, &mut |c| {
                 if !c.status.is_success() {
                     std::process::abort();
                 }

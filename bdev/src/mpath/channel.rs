@@ -39,8 +39,8 @@ use std::sync::Arc;
 const AVOID_US: u64 = 500;
 /// The end of the free-slot list.
 const NO_SLOT: u32 = u32::MAX;
-/// Completions taken from one path queue per poll.
-const POLL_BATCH: usize = 64;
+/// Completions taken from one path queue per poll (any more wait for the next poll).
+const POLL_BATCH: usize = 256;
 /// Local paths one channel can hold at once: the paths of the set plus those being
 /// removed that still have I/O in flight. A power of two no larger than 64 (a bit
 /// each in the `busy` mask; indexes are masked, not bounds-checked).
@@ -658,10 +658,11 @@ impl<Q: PathQueue> MpathChannel<Q> {
         let Some(l) = self.fast_pick() else {
             return false;
         };
+        // `NO_SLOT` is out of range: one test for "none free" and the bounds.
         let s = self.tab.free_head;
-        if s == NO_SLOT {
+        let Some(slot) = self.tab.slots.get_mut(s as usize) else {
             return false;
-        }
+        };
         let Some(p) = Self::local(&mut self.paths, l) else {
             return false;
         };
@@ -670,7 +671,6 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 p.stats.submitted += 1;
                 self.busy |= p.bit;
                 self.stats.submitted += 1;
-                let slot = &mut self.tab.slots[s as usize];
                 self.tab.free_head = slot.link as u32;
                 self.tab.used += 1;
                 slot.io = *io;
@@ -931,14 +931,10 @@ impl<Q: PathQueue> MpathChannel<Q> {
     /// not a plain success as it comes.
     #[inline(always)]
     fn poll_path(&mut self, l: u8, cb: &mut impl FnMut(BdevCompletion)) {
-        while let Some(p) = Self::local(&mut self.paths, l) {
-            let full = Self::poll_queue(p, l, &mut self.tab, cb) >= POLL_BATCH;
-            if !full && self.tab.nerr == 0 {
-                break;
-            }
-            self.handle_errs(l, cb);
-            if !full {
-                break;
+        if let Some(p) = Self::local(&mut self.paths, l) {
+            Self::poll_queue(p, l, &mut self.tab, cb);
+            if self.tab.nerr != 0 {
+                self.handle_errs(l, cb);
             }
         }
     }
@@ -1001,21 +997,20 @@ impl<Q: PathQueue> MpathChannel<Q> {
     /// on the path (the common case) are delivered straight from the queue's
     /// callback; anything else (errors, completions while stopping, completions that
     /// match no slot) is collected in `t.errs` (`t.nerr` of them) for the caller,
-    /// which may re-dispatch, to handle after the queue's poll returns. Returns the
-    /// number of completions seen (a full batch: poll it again).
+    /// which may re-dispatch, to handle after the queue's poll returns.
     #[inline(always)]
     fn poll_queue(
         p: &mut LocalPath<Q>,
         l: u8,
         t: &mut SlotTable,
         cb: &mut impl FnMut(BdevCompletion),
-    ) -> usize {
+    ) {
         t.nerr = 0;
         // A `move` closure over these two references captures two pointers; a plain
         // one would capture every field it touches, each set up at every poll.
         let tt = &mut *t;
         let cb = &mut *cb;
-        let seen = p.queue.poll(POLL_BATCH, &mut move |c: IoCompletion| {
+        p.queue.poll(POLL_BATCH, &mut move |c: IoCompletion| {
             if c.status.is_success() {
                 if let Some(slot) = tt.slots.get_mut(c.ctx as usize) {
                     // In flight on this path, first attempt (a retried I/O has its
@@ -1037,17 +1032,15 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 *e = c;
                 tt.nerr += 1;
             } else {
-                // More completions than slots: the queue broke its contractt.
+                // More completions than slots: the queue broke its contract.
                 debug_assert!(false, "completion for slot {} dropped", c.ctx);
             }
         });
-        seen
     }
 
-    /// After a queue poll that needs more than delivering successes (a full batch,
-    /// or completions that were not plain successes): those completions are handled,
-    /// what they put on the retry ring is re-dispatched at once, and the doorbells
-    /// rung.
+    /// After a queue poll with completions that were not plain successes: they are
+    /// handled, what they put on the retry ring is re-dispatched at once, and the
+    /// doorbells rung.
     #[cold]
     #[inline(never)]
     fn handle_errs(&mut self, l: u8, cb: &mut impl FnMut(BdevCompletion)) {
