@@ -140,6 +140,9 @@ pub trait PathQueue: Send {
     fn flush(&mut self);
     /// Requests accepted and not completed.
     fn outstanding(&self) -> usize;
+    /// Requests accepted so far (the channel reports them as the I/Os dispatched on
+    /// the path).
+    fn submitted(&self) -> u64;
     /// True once the controller behind it failed for good.
     fn is_failed(&self) -> bool;
     /// True when a poll has work to do (requests outstanding, or a state change the
@@ -170,6 +173,9 @@ impl PathQueue for IoQpair {
     }
     fn outstanding(&self) -> usize {
         IoQpair::outstanding(self)
+    }
+    fn submitted(&self) -> u64 {
+        IoQpair::stats(self).submitted
     }
     #[inline]
     fn is_failed(&self) -> bool {

@@ -24,6 +24,7 @@ struct Device {
 struct ModelPath {
     dev: Arc<Mutex<Device>>,
     outstanding: usize,
+    accepted: u64,
 }
 
 impl PathQueue for ModelPath {
@@ -34,6 +35,7 @@ impl PathQueue for ModelPath {
         }
         d.inflight.push_back(*req);
         self.outstanding += 1;
+        self.accepted += 1;
         Ok(())
     }
     fn poll(&mut self, max: usize, cb: &mut impl FnMut(IoCompletion)) -> usize {
@@ -53,6 +55,9 @@ impl PathQueue for ModelPath {
     fn flush(&mut self) {}
     fn outstanding(&self) -> usize {
         self.outstanding
+    }
+    fn submitted(&self) -> u64 {
+        self.accepted
     }
     fn is_failed(&self) -> bool {
         false
@@ -104,6 +109,7 @@ fn scenario(policy: Policy) {
                 Ok(ModelPath {
                     dev: core_devs[k - 1].clone(),
                     outstanding: 0,
+                    accepted: 0,
                 })
             })
             .unwrap();
@@ -117,6 +123,7 @@ fn scenario(policy: Policy) {
             Ok(ModelPath {
                 dev: devs[core - 1][i].clone(),
                 outstanding: 0,
+                accepted: 0,
             })
         })
         .unwrap();

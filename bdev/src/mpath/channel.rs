@@ -56,7 +56,7 @@ const INVALID_FIELD_DNR: Status = Status::new(sct::GENERIC, sc::INVALID_FIELD, t
 pub struct PathIoStats {
     /// Path instance identifier.
     pub id: u64,
-    /// I/Os dispatched on the path.
+    /// I/Os dispatched on the path (its queue's count of requests accepted).
     pub submitted: u64,
     /// I/Os in flight on it from this core.
     pub inflight: u64,
@@ -434,6 +434,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
             .flatten()
             .map(|p| PathIoStats {
                 inflight: p.queue.outstanding() as u64,
+                submitted: p.queue.submitted(),
                 ..p.stats
             })
             .collect()
@@ -615,7 +616,6 @@ impl<Q: PathQueue> MpathChannel<Q> {
             match p.queue.submit(&io.to_request(p.nsid, s as u64)) {
                 Ok(()) => {
                     self.busy |= p.bit;
-                    p.stats.submitted += 1;
                     self.tab.slots[s as usize]
                         .meta
                         .set_state(SlotState::inflight(l));
@@ -668,7 +668,6 @@ impl<Q: PathQueue> MpathChannel<Q> {
         };
         match p.queue.submit(&io.to_request(p.nsid, s as u64)) {
             Ok(()) => {
-                p.stats.submitted += 1;
                 self.busy |= p.bit;
                 self.stats.submitted += 1;
                 self.tab.free_head = slot.link as u32;

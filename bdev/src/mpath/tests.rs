@@ -12,6 +12,7 @@ pub(crate) struct ModelQueue {
     pub(crate) script: Arc<Mutex<VecDeque<Status>>>,
     pub(crate) cap: usize,
     pub(crate) failed: Arc<AtomicBool>,
+    pub(crate) accepted: u64,
 }
 
 impl ModelQueue {
@@ -21,6 +22,7 @@ impl ModelQueue {
             script: Arc::default(),
             cap,
             failed: Arc::default(),
+            accepted: 0,
         }
     }
 }
@@ -35,6 +37,7 @@ impl PathQueue for ModelQueue {
             return Err(Refused::Busy);
         }
         g.push_back(*req);
+        self.accepted += 1;
         Ok(())
     }
     fn poll(&mut self, max: usize, cb: &mut impl FnMut(IoCompletion)) -> usize {
@@ -64,6 +67,9 @@ impl PathQueue for ModelQueue {
     fn flush(&mut self) {}
     fn outstanding(&self) -> usize {
         lock(&self.inflight).len()
+    }
+    fn submitted(&self) -> u64 {
+        self.accepted
     }
     fn is_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
@@ -385,11 +391,13 @@ fn bad_requests_are_handed_back() {
 struct BurstQueue {
     inflight: Arc<Mutex<VecDeque<IoRequest>>>,
     abort: Arc<AtomicBool>,
+    accepted: u64,
 }
 
 impl PathQueue for BurstQueue {
     fn submit(&mut self, req: &IoRequest) -> std::result::Result<(), Refused> {
         lock(&self.inflight).push_back(*req);
+        self.accepted += 1;
         Ok(())
     }
     fn poll(&mut self, max: usize, cb: &mut impl FnMut(IoCompletion)) -> usize {
@@ -412,6 +420,9 @@ impl PathQueue for BurstQueue {
     fn outstanding(&self) -> usize {
         lock(&self.inflight).len()
     }
+    fn submitted(&self) -> u64 {
+        self.accepted
+    }
     fn is_failed(&self) -> bool {
         false
     }
@@ -426,6 +437,7 @@ fn a_reset_completing_more_than_a_batch_at_once_loses_nothing() {
         let q = BurstQueue {
             inflight: Arc::default(),
             abort: Arc::default(),
+            accepted: 0,
         };
         aborts.push(q.abort.clone());
         let mut q = Some(q);
