@@ -232,8 +232,9 @@ struct SlotTable {
     slots: Box<[IoSlot]>,
     /// The first free slot ([`NO_SLOT`]: none); each free slot's `link` names the next.
     free_head: u32,
-    /// Slots in use: I/Os accepted and not yet delivered.
-    used: usize,
+    /// I/Os delivered so far (those accepted are `stats.submitted`; the difference
+    /// is the slots in use).
+    delivered: u64,
     /// Completions from one path queue poll that are not plain successes of I/O in
     /// flight on it, handled after the queue's poll returns (made once). As long as
     /// the slot table: a queue may deliver more than it was asked for in one poll (a
@@ -336,7 +337,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
             tab: SlotTable {
                 slots,
                 free_head: if depth > 0 { 0 } else { NO_SLOT },
-                used: 0,
+                delivered: 0,
                 errs: vec![
                     IoCompletion {
                         ctx: 0,
@@ -415,14 +416,13 @@ impl<Q: PathQueue> MpathChannel<Q> {
 
     /// I/Os accepted and not yet delivered to a poll callback.
     pub fn outstanding(&self) -> usize {
-        self.tab.used
+        (self.stats.submitted - self.tab.delivered) as usize
     }
 
     /// Counters.
     pub fn stats(&self) -> ChannelStats {
-        // Every accepted I/O holds a slot until it is delivered.
         ChannelStats {
-            completed: self.stats.submitted - self.outstanding() as u64,
+            completed: self.tab.delivered,
             ..self.stats
         }
     }
@@ -671,7 +671,6 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 self.busy |= p.bit;
                 self.stats.submitted += 1;
                 self.tab.free_head = slot.link as u32;
-                self.tab.used += 1;
                 slot.io = *io;
                 // `fail_at` is already 0 in a free slot.
                 slot.meta = SlotMeta::new(SlotState::inflight(l));
@@ -720,7 +719,6 @@ impl<Q: PathQueue> MpathChannel<Q> {
             return Err((Error::Busy(self.tab.slots.len()), io));
         };
         self.tab.free_head = slot.link as u32;
-        self.tab.used += 1;
         *slot = IoSlot {
             io,
             meta: SlotMeta::new(SlotState::QUEUED),
@@ -771,7 +769,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
         slot.fail_at = 0;
         slot.link = self.tab.free_head as u64;
         self.tab.free_head = s;
-        self.tab.used -= 1;
+        self.tab.delivered += 1;
         if !status.is_success() {
             self.stats.failed += 1;
         }
@@ -911,7 +909,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
     #[inline]
     pub fn poll(&mut self, cb: &mut impl FnMut(BdevCompletion)) -> usize {
         // Only delivery frees slots.
-        let before = self.tab.used;
+        let before = self.tab.delivered;
         self.countdown -= 1;
         if self.countdown == 0 || self.reader.changed() {
             self.poll_full(cb);
@@ -923,7 +921,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 self.poll_path(l, cb);
             }
         }
-        before - self.tab.used
+        (self.tab.delivered - before) as usize
     }
 
     /// Polls local path `l`'s queue until it has no full batch left, handling what is
@@ -1018,7 +1016,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
                         slot.meta = SlotMeta::new(SlotState::FREE);
                         slot.link = tt.free_head as u64;
                         tt.free_head = c.ctx as u32;
-                        tt.used -= 1;
+                        tt.delivered += 1;
                         cb(BdevCompletion {
                             ctx: slot.io.ctx,
                             status: c.status,
