@@ -908,7 +908,6 @@ impl<Q: PathQueue> MpathChannel<Q> {
     /// something asked for it (`housekeeping`), and every [`FULL_POLL_EVERY`] polls.
     #[inline]
     pub fn poll(&mut self, cb: &mut impl FnMut(BdevCompletion)) -> usize {
-        // Only delivery frees slots.
         let before = self.tab.delivered;
         self.countdown -= 1;
         if self.countdown == 0 || self.reader.changed() {
@@ -924,8 +923,8 @@ impl<Q: PathQueue> MpathChannel<Q> {
         (self.tab.delivered - before) as usize
     }
 
-    /// Polls local path `l`'s queue until it has no full batch left, handling what is
-    /// not a plain success as it comes.
+    /// Polls local path `l`'s queue once (up to [`POLL_BATCH`] completions), then
+    /// handles what was not a plain success.
     #[inline(always)]
     fn poll_path(&mut self, l: u8, cb: &mut impl FnMut(BdevCompletion)) {
         if let Some(p) = Self::local(&mut self.paths, l) {
