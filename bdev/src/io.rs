@@ -146,8 +146,13 @@ pub trait PathQueue: Send {
     /// True once the controller behind it failed for good.
     fn is_failed(&self) -> bool;
     /// True when a poll has work to do (requests outstanding, or a state change the
-    /// owner must acknowledge by polling, such as a reset). A channel skips polling a
-    /// queue for which this is false. The default, always true, is always safe.
+    /// owner must acknowledge by polling, such as a reset). A channel's ordinary polls
+    /// look only at the queues it gave I/O; its full polls (when the QSBR epoch moved,
+    /// and every 1024 polls) poll every queue for which this is true. A queue whose
+    /// state can change while it holds nothing should have the epoch moved when it
+    /// does ([`Qsbr::bump`](crate::qsbr::Qsbr::bump); the block layer does this for its
+    /// NVMe controllers), or it waits for the periodic full poll. The default, always
+    /// true, is always safe.
     #[inline]
     fn needs_poll(&self) -> bool {
         true

@@ -708,6 +708,11 @@ fn controller_thread(inner: Arc<Inner>, slot: Arc<CtrlSlot>) {
 fn connect(inner: &Inner, connector: &Connector) -> Result<(Controller, u64)> {
     let bus = connector()?;
     let ctrl = Controller::init(bus.clone(), inner.opts.ctrl.clone())?;
+    // Multipath channels poll only the queue pairs they gave I/O and look at the rest
+    // when the QSBR epoch moves: a reset or failure of this controller moves it, so
+    // an idle queue pair acknowledges a reset at its channel's next poll.
+    let qsbr = inner.qsbr.clone();
+    ctrl.on_queue_state_change(move || qsbr.bump())?;
     let (base, len) = inner.bufs.window();
     ctrl.add_dma_window(base, len)?;
     let space = NEXT_ID.fetch_add(1, Ordering::Relaxed);

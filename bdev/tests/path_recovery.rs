@@ -671,3 +671,68 @@ fn ana_change_hold_ends_at_the_transition_time() {
     drop(r.ch);
     r.layer.shutdown();
 }
+
+/// A reset of a path with nothing in flight is acknowledged at the channel's next
+/// poll, however seldom it polls. Ordinary polls look only at the queue pairs the
+/// channel gave I/O; the controller moves the QSBR epoch when it resets (the layer
+/// sets its queue-state notifier), which makes the next poll a full one. Polled every
+/// 5 ms, the channel would otherwise take 1024 polls (5 s) to look, past the driver's
+/// 2 s acknowledgement limit, and lose the path's queue pair on this core.
+#[test]
+fn idle_path_reset_is_acknowledged_by_a_slow_poller() {
+    let mut r = rig(Policy::ActivePassive, 1_000, 20, 5_000);
+    let buf = r.layer.alloc_buffer(NLB as usize * BS).unwrap();
+    submit_one(&mut r, &buf);
+    let c = wait_one(&mut r, Duration::from_secs(2)).expect("first read never completed");
+    assert!(c.status.is_success(), "{c:?}");
+    assert_eq!(
+        r.per_path()["softB"],
+        0,
+        "active-passive used B: it is not idle"
+    );
+
+    let (resets_before, _) = r.layer.controller_counts("softB").unwrap();
+    r.layer.request_reset("softB").unwrap();
+    let t0 = Instant::now();
+    // Take in the publication that takes B out (the controller thread makes it just
+    // before it starts the reset) at once, so the slow polls below are all that
+    // follow the reset's start.
+    while r.usable("softB") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "B never left the path set"
+        );
+        r.ch.poll(&mut |c| panic!("unexpected completion {c:?}"));
+    }
+    r.ch.poll(&mut |c| panic!("unexpected completion {c:?}"));
+    while r.layer.reset_pending("softB")
+        || r.layer.controller_counts("softB").unwrap().0 == resets_before
+        || !r.usable("softB")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "reset of B never finished"
+        );
+        r.ch.poll(&mut |c| panic!("unexpected completion {c:?}"));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "B's reset took {took:?}: it waited for an idle queue pair to acknowledge"
+    );
+
+    // B's queue pair on this core came through the reset: with A unusable, a read
+    // goes to B and succeeds.
+    let ctrl_a = r.plug.current.lock().unwrap().clone();
+    ctrl_a.set_ana_state(1, AnaState::Inaccessible).unwrap();
+    r.wait_for("A unusable", Duration::from_secs(1), |r| !r.usable("softA"));
+    submit_one(&mut r, &buf);
+    let c = wait_one(&mut r, Duration::from_secs(3)).expect("read over B never completed");
+    assert!(c.status.is_success(), "read over B after its reset: {c:?}");
+    assert!(r.per_path()["softB"] > 0);
+    eprintln!("idle reset: B reset in {took:?}");
+    drop(r.ch);
+    drop(r.mp);
+    r.layer.shutdown();
+}

@@ -25,7 +25,7 @@ use crate::spec::{
 use crossbeam_queue::ArrayQueue;
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Admin queue entries.
@@ -145,7 +145,14 @@ pub(crate) struct CtrlInner {
     pub(crate) dma_windows: Mutex<Vec<(u64, u64)>>,
     resets: AtomicU64,
     opts: ControllerOptions,
+    /// Called after queue pairs' control words change (see
+    /// [`Controller::on_queue_state_change`]).
+    queue_notifier: OnceLock<QueueNotifier>,
 }
+
+/// What an owner of queue pairs asked to be told: see
+/// [`Controller::on_queue_state_change`].
+struct QueueNotifier(Box<dyn Fn() + Send + Sync>);
 
 impl std::fmt::Debug for CtrlInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -589,6 +596,14 @@ impl CtrlInner {
         for q in lock(&self.qpairs).iter() {
             q.control.store(epoch << 2 | CTL_FAILED, Ordering::Release);
         }
+        self.notify_queues();
+    }
+
+    /// Tells the owner of the queue pairs that their control words changed.
+    fn notify_queues(&self) {
+        if let Some(n) = self.queue_notifier.get() {
+            (n.0)();
+        }
     }
 }
 
@@ -667,6 +682,7 @@ impl Controller {
             dma_windows: Mutex::new(Vec::new()),
             resets: AtomicU64::new(0),
             opts: opts.clone(),
+            queue_notifier: OnceLock::new(),
         };
         // Bring-up runs on `&CtrlInner` with the admin queue locked (uncontended: the
         // controller is not shared yet). What it learns is kept in locals and stored
@@ -795,6 +811,24 @@ impl Controller {
     /// The DMA pool for buffers this controller's queue pairs may use.
     pub fn dma_pool(&self) -> &DmaPool {
         &self.0.pool
+    }
+    /// Asks to be told, by a call of `f` on the thread making the change, whenever
+    /// this controller changes the state of its queue pairs: a reset starts (each
+    /// queue pair must then acknowledge it at its owner's next poll, or is failed after
+    /// 2 s), a reset ends, or the controller fails. For owners that skip polling queue
+    /// pairs with nothing in flight ([`IoQpair::needs_poll`](crate::IoQpair::needs_poll)
+    /// false): `f` tells them to look again. `f` must not block. One per controller;
+    /// a second call is refused with [`Error::InvalidArgument`].
+    pub fn on_queue_state_change(&self, f: impl Fn() + Send + Sync + 'static) -> Result<()> {
+        self.0
+            .queue_notifier
+            .set(QueueNotifier(Box::new(f)))
+            .map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "{}: a queue-state notifier is already set; set one per controller",
+                    self.0.name
+                ))
+            })
     }
     /// Registers another IOVA window mapped into this device's address space (by a
     /// mapper the caller drives, e.g. the block layer's buffers shared by all paths),
@@ -989,6 +1023,8 @@ impl Controller {
         for q in &qpairs {
             q.control.store(epoch << 2 | CTL_RESET, Ordering::Release);
         }
+        // Owners that poll only busy queue pairs now look at the idle ones too.
+        inner.notify_queues();
         inner.enable(aq)?;
         let granted = inner.set_num_queues(aq, inner.opts.io_queues)?;
         if granted < inner.io_queues_granted {
@@ -1026,6 +1062,7 @@ impl Controller {
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
+        inner.notify_queues();
         inner.arm_events(aq);
         inner.reset_wanted.store(false, Ordering::Release);
         while inner.aborts.pop().is_some() {}

@@ -471,8 +471,10 @@ impl IoQpair {
     /// True when a poll has work to do: requests are outstanding, or the controller
     /// changed this queue pair's state (a reset to acknowledge, a failure to report).
     /// A caller with many queue pairs may skip polling those for which this is false;
-    /// it must not skip one for which it is true, or a reset waits for its
-    /// acknowledgement (bounded, then the queue pair is failed).
+    /// it must not skip one for which it is true for long, or a reset waits for its
+    /// acknowledgement (bounded: after 2 s the queue pair is failed).
+    /// [`Controller::on_queue_state_change`](crate::Controller::on_queue_state_change)
+    /// tells such a caller when to look again.
     #[inline]
     pub fn needs_poll(&self) -> bool {
         self.stats.submitted != self.stats.completed

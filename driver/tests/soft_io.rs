@@ -664,3 +664,57 @@ fn a_buffer_from_another_controllers_pool_is_refused() {
     wait_all(&mut qp, 1, &mut done);
     assert!(done[0].status.is_success());
 }
+
+/// An owner that polls a queue pair with nothing in flight only when told: the
+/// controller's queue-state notifier fires when a reset starts (so the owner
+/// acknowledges it long before the 2 s limit), when it ends, and when the controller
+/// fails; a second notifier is refused with an error that says so.
+#[test]
+fn queue_state_notifier_tells_an_idle_owner_to_poll() {
+    let (_dev, ctrl) = soft_ns(1024, 512);
+    let mut qp = ctrl.create_io_qpair(qp_options(16)).unwrap();
+    let told = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let t2 = told.clone();
+    ctrl.on_queue_state_change(move || {
+        t2.fetch_add(1, Ordering::SeqCst);
+    })
+    .unwrap();
+    let err = ctrl.on_queue_state_change(|| {}).unwrap_err();
+    assert!(err.to_string().contains("already set"), "{err}");
+
+    let resetter = {
+        let c = ctrl.clone();
+        std::thread::spawn(move || c.reset())
+    };
+    let t0 = Instant::now();
+    let mut seen = 0;
+    while !resetter.is_finished() {
+        assert!(t0.elapsed() < DEADLINE, "reset never finished");
+        let now = told.load(Ordering::SeqCst);
+        if now != seen {
+            seen = now;
+            qp.poll(16, &mut |c| panic!("nothing was in flight: {c:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    resetter.join().unwrap().expect("reset succeeds");
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "the reset took {took:?}: the idle queue pair was not told to acknowledge it"
+    );
+    assert!(
+        told.load(Ordering::SeqCst) >= 2,
+        "told when the reset started and ended"
+    );
+    // The queue pair came through the reset.
+    assert_eq!(read_blocks(&ctrl, &mut qp, 1).len(), 512);
+    assert!(!qp.is_failed());
+
+    let before = told.load(Ordering::SeqCst);
+    ctrl.fail("test: failed on purpose");
+    assert!(
+        told.load(Ordering::SeqCst) > before,
+        "told when the controller failed"
+    );
+}

@@ -42,11 +42,12 @@ const NO_SLOT: u32 = u32::MAX;
 /// Completions taken from one path queue per poll (any more wait for the next poll).
 const POLL_BATCH: usize = 256;
 /// Local paths one channel can hold at once: the paths of the set plus those being
-/// removed that still have I/O in flight. A power of two no larger than 64 (a bit
-/// each in the `busy` mask; indexes are masked, not bounds-checked).
+/// removed that still have I/O in flight. At most 64 (a bit each in the `busy`
+/// mask); the table they live in has 256 entries so a `u8` index needs no check.
 const LOCAL_PATHS: usize = 64;
 /// A poll looks at every path (not only those given I/O) at least this often, so a
-/// queue with nothing in flight still acknowledges a reset of its controller promptly.
+/// queue with nothing in flight acknowledges a reset of its controller even when
+/// nothing moved the QSBR epoch (the block layer moves it on every reset).
 const FULL_POLL_EVERY: u32 = 1024;
 /// Status of an I/O that could not be dispatched (refused by every path's queue).
 const INVALID_FIELD_DNR: Status = Status::new(sct::GENERIC, sc::INVALID_FIELD, true);
@@ -85,6 +86,9 @@ pub struct ChannelStats {
     pub fast_failed: u64,
     /// Path-set generations seen.
     pub path_set_changes: u64,
+    /// Paths this channel could not take because its table of local paths was full
+    /// (paths being removed whose I/O never drains hold their entries).
+    pub paths_refused: u64,
 }
 
 impl ChannelStats {
@@ -101,6 +105,7 @@ impl ChannelStats {
             queued_high_water: self.queued_high_water,
             fast_failed: self.fast_failed - before.fast_failed,
             path_set_changes: self.path_set_changes - before.path_set_changes,
+            paths_refused: self.paths_refused - before.paths_refused,
         }
     }
 }
@@ -376,8 +381,8 @@ impl<Q: PathQueue> MpathChannel<Q> {
         // The first free local index.
         let Some(i) = self.paths[..LOCAL_PATHS].iter().position(Option::is_none) else {
             // Only reachable with more than LOCAL_PATHS - MAX_PATHS removed paths whose
-            // I/O never drains; this channel then does without the new path.
-            debug_assert!(false, "no free local path for path {}", lp.shared.id);
+            // I/O never drains; this channel then does without the new path (counted).
+            self.stats.paths_refused += 1;
             self.mp.bury(lp.queue);
             return;
         };
@@ -640,8 +645,9 @@ impl<Q: PathQueue> MpathChannel<Q> {
         self.submit_full(io.op, io.slba, io.nlb, io.buf, io.ctx)
     }
 
-    /// The fast path: nothing waiting, a free slot, this core's view of the path set
-    /// current and no path avoided, and the chosen path's queue takes the request.
+    /// The fast path: nothing waiting, a free slot, no path avoided, and the chosen
+    /// path's queue (from this core's view of the path set as of its last poll) takes
+    /// the request.
     /// False if it did not take the I/O (nothing changed but, for a failed path, its
     /// avoidance). A queue that checks requests itself (the NVMe queue pair checks
     /// range and buffer against the same namespace geometry) saves the layer its own
@@ -1051,6 +1057,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
         self.flush();
         self.update_fast();
     }
+
     /// Lets go of removed paths with nothing left in flight. (The view already leaves
     /// them out, so it stays as it is.)
     fn retire_removed(&mut self) {

@@ -352,8 +352,9 @@ impl<Q: PathQueue> Multipath<Q> {
         true
     }
 
-    /// Removes a path: publishes the set without it, then tells every channel to
-    /// finish its I/O on the path and let go of its queue. Returns false if unknown.
+    /// Removes a path: tells every channel to finish its I/O on the path and let go of
+    /// its queue, then publishes the set without it (the publication is what makes
+    /// channels read their mailbox). Returns false if unknown.
     pub fn remove_path(&self, id: u64) -> bool {
         let mut w = lock(&self.writer);
         let Some(pos) = w.paths.iter().position(|p| p.shared.id == id) else {
