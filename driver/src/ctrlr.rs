@@ -147,12 +147,8 @@ pub(crate) struct CtrlInner {
     opts: ControllerOptions,
     /// Called after queue pairs' control words change (see
     /// [`Controller::on_queue_state_change`]).
-    queue_notifier: OnceLock<QueueNotifier>,
+    queue_notifier: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
-
-/// What an owner of queue pairs asked to be told: see
-/// [`Controller::on_queue_state_change`].
-struct QueueNotifier(Box<dyn Fn() + Send + Sync>);
 
 impl std::fmt::Debug for CtrlInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -602,7 +598,7 @@ impl CtrlInner {
     /// Tells the owner of the queue pairs that their control words changed.
     fn notify_queues(&self) {
         if let Some(n) = self.queue_notifier.get() {
-            (n.0)();
+            n();
         }
     }
 }
@@ -820,15 +816,12 @@ impl Controller {
     /// false): `f` tells them to look again. `f` must not block. One per controller;
     /// a second call is refused with [`Error::InvalidArgument`].
     pub fn on_queue_state_change(&self, f: impl Fn() + Send + Sync + 'static) -> Result<()> {
-        self.0
-            .queue_notifier
-            .set(QueueNotifier(Box::new(f)))
-            .map_err(|_| {
-                Error::InvalidArgument(format!(
-                    "{}: a queue-state notifier is already set; set one per controller",
-                    self.0.name
-                ))
-            })
+        self.0.queue_notifier.set(Box::new(f)).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "{}: a queue-state notifier is already set; set one per controller",
+                self.0.name
+            ))
+        })
     }
     /// Registers another IOVA window mapped into this device's address space (by a
     /// mapper the caller drives, e.g. the block layer's buffers shared by all paths),

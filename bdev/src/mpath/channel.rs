@@ -212,15 +212,6 @@ struct ViewEntry {
     optimized: bool,
 }
 
-/// Whether submit may take the fast path, and the policy's pick there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fast {
-    No,
-    ActivePassive,
-    RoundRobin,
-    LeastQueueDepth,
-}
-
 enum Dispatch {
     Sent,
     /// No usable path right now.
@@ -253,8 +244,9 @@ struct SlotTable {
 /// moved to its reactor; used by one thread at a time (`&mut self`).
 pub struct MpathChannel<Q: PathQueue> {
     /// Submit may take the fast path (not stopping, nothing on the retry ring, the
-    /// view built and no path avoided, so `tier_len > 0`), and with which policy.
-    fast: Fast,
+    /// view built and no path avoided, so `tier_len > 0`): the policy to pick with
+    /// there, or `None`.
+    fast: Option<Policy>,
     /// Polls until the next full one (see [`poll`](Self::poll)); 1 when there is
     /// housekeeping for the next poll.
     countdown: u32,
@@ -331,7 +323,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
             unreachable!("256 entries were made")
         };
         let mut ch = MpathChannel {
-            fast: Fast::No,
+            fast: None,
             countdown: 1,
             busy: 0,
             reader,
@@ -396,7 +388,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
     /// Sends the next submit down the full path and makes the next poll a full one.
     #[inline]
     fn housekeeping(&mut self) {
-        self.fast = Fast::No;
+        self.fast = None;
         self.countdown = 1;
     }
 
@@ -406,12 +398,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
             && self.retry.is_empty()
             && self.tier_len > 0
             && self.view_gen != u64::MAX;
-        self.fast = match self.policy {
-            _ if !ok => Fast::No,
-            Policy::ActivePassive => Fast::ActivePassive,
-            Policy::RoundRobin => Fast::RoundRobin,
-            Policy::LeastQueueDepth => Fast::LeastQueueDepth,
-        };
+        self.fast = ok.then_some(self.policy);
     }
 
     /// The bdev's geometry and identifiers.
@@ -515,7 +502,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
         }
         self.avoid_max = self.avoid_max.max(until);
         self.tier_len = 0;
-        self.fast = Fast::No;
+        self.fast = None;
     }
 
     /// The fast path's choice, valid while `fast` is set: this core's view is built
@@ -526,18 +513,18 @@ impl<Q: PathQueue> MpathChannel<Q> {
     #[inline(always)]
     fn fast_pick(&mut self) -> Option<u8> {
         // The default policy first, with one compare (a `match` makes a jump table).
-        if self.fast == Fast::ActivePassive {
+        if self.fast == Some(Policy::ActivePassive) {
             return Some(self.view[0].local);
         }
         let n = self.tier_len;
-        match self.fast {
-            Fast::No | Fast::ActivePassive => None,
-            Fast::RoundRobin => {
+        match self.fast? {
+            Policy::ActivePassive => Some(self.view[0].local),
+            Policy::RoundRobin => {
                 let i = if self.rr_next < n { self.rr_next } else { 0 };
                 self.rr_next = i + 1;
                 Some(self.view[i].local)
             }
-            Fast::LeastQueueDepth => Self::least_inflight(&self.paths, &self.view[..n]),
+            Policy::LeastQueueDepth => Self::least_inflight(&self.paths, &self.view[..n]),
         }
     }
 
