@@ -315,6 +315,14 @@ impl Channel {
             Channel::Nvme(c) => c.qpair.outstanding(),
         }
     }
+    /// The queue pair's ID for a namespace bdev's channel (one queue pair); `None` for
+    /// a multipath channel, which drives one queue pair per path.
+    pub fn qid(&self) -> Option<u16> {
+        match self {
+            Channel::Mpath(_) => None,
+            Channel::Nvme(c) => Some(c.qpair.qid()),
+        }
+    }
     /// Stop mode (see [`MpathChannel::shutdown`]); poll until `outstanding() == 0`.
     pub fn shutdown(&mut self) {
         if let Channel::Mpath(c) = self {

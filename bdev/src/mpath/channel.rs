@@ -421,15 +421,20 @@ impl<Q: PathQueue> MpathChannel<Q> {
 
     /// Per-path counters of this channel.
     pub fn path_stats(&self) -> Vec<PathIoStats> {
-        self.paths
-            .iter()
-            .flatten()
-            .map(|p| PathIoStats {
-                inflight: p.queue.outstanding() as u64,
-                submitted: p.queue.submitted(),
-                ..p.stats
-            })
-            .collect()
+        let mut out = Vec::new();
+        self.path_stats_into(&mut out);
+        out
+    }
+
+    /// Per-path counters into `out` (cleared first): no allocation while `out` has the
+    /// capacity, so a poller can sample them.
+    pub fn path_stats_into(&self, out: &mut Vec<PathIoStats>) {
+        out.clear();
+        out.extend(self.paths.iter().flatten().map(|p| PathIoStats {
+            inflight: p.queue.outstanding() as u64,
+            submitted: p.queue.submitted(),
+            ..p.stats
+        }));
     }
 
     /// Stop mode: I/O waiting for a path or a retry fails at the next poll instead of
