@@ -19,6 +19,7 @@
 //! ```
 #![deny(missing_docs)]
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -402,4 +403,70 @@ mod tests {
             r#"echo '@@QMP {"execute":"device_del","arguments":{"id":"c1"}}@@'"#
         );
     }
+}
+
+// ------------------------------------------------------------- many cases per boot
+
+/// Defines `run_case NAME CMD...` in the guest script: it prints the command's exit
+/// status, stdout and stderr between markers (the guest's stderr is a separate serial
+/// port, so per-command files keep them apart); [`cases`] reads them back.
+pub const RUN_CASE: &str = r#"
+run_case() {
+    name=$1; shift
+    "$@" >/tmp/case.out 2>/tmp/case.err
+    rc=$?
+    echo "@@CASE $name $rc@@"
+    cat /tmp/case.out
+    printf '\n@@STDERR@@\n'
+    cat /tmp/case.err
+    printf '\n@@END@@\n'
+}
+"#;
+
+/// One command's exit status and output.
+#[derive(Debug)]
+pub struct Case {
+    /// Exit status.
+    pub rc: i32,
+    /// Standard output.
+    pub out: String,
+    /// Standard error.
+    pub err: String,
+}
+
+/// The `run_case` results of a guest's stdout, by name.
+pub fn cases(out: &GuestOutput) -> BTreeMap<String, Case> {
+    let mut map = BTreeMap::new();
+    let mut rest = out.stdout.as_str();
+    while let Some(start) = rest.find("@@CASE ") {
+        rest = &rest[start + "@@CASE ".len()..];
+        let (head, body) = rest.split_once("@@\n").expect("case header");
+        let (name, rc) = head.rsplit_once(' ').expect("case name and status");
+        let (block, after) = body.split_once("@@END@@").expect("case end");
+        let (o, e) = block.split_once("@@STDERR@@").expect("case stderr");
+        map.insert(
+            name.to_string(),
+            Case {
+                rc: rc.parse().expect("case status"),
+                out: o.trim_end().to_string(),
+                err: e.trim().to_string(),
+            },
+        );
+        rest = after;
+    }
+    map
+}
+
+/// The case `name`, which must have run.
+pub fn case<'a>(cases: &'a BTreeMap<String, Case>, name: &str, out: &GuestOutput) -> &'a Case {
+    cases
+        .get(name)
+        .unwrap_or_else(|| panic!("case {name} did not run:\n{out}"))
+}
+
+/// Asserts a case exited 0.
+pub fn ok<'a>(cases: &'a BTreeMap<String, Case>, name: &str, out: &GuestOutput) -> &'a Case {
+    let c = case(cases, name, out);
+    assert_eq!(c.rc, 0, "{name} failed: {c:#?}");
+    c
 }

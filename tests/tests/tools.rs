@@ -17,66 +17,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{repo_root, Backing, Bind, Guest, GuestOutput, Topology};
+use e2e::{case, cases, ok, repo_root, Backing, Bind, Case, Guest, Topology, RUN_CASE};
 use serde_json::Value;
-
-/// Defines `run_case NAME CMD...` in the guest script.
-const RUN_CASE: &str = r#"
-run_case() {
-    name=$1; shift
-    "$@" >/tmp/case.out 2>/tmp/case.err
-    rc=$?
-    echo "@@CASE $name $rc@@"
-    cat /tmp/case.out
-    printf '\n@@STDERR@@\n'
-    cat /tmp/case.err
-    printf '\n@@END@@\n'
-}
-"#;
-
-/// One command's exit status and output.
-#[derive(Debug)]
-struct Case {
-    rc: i32,
-    out: String,
-    err: String,
-}
-
-/// The `run_case` results of a guest's stdout, by name.
-fn cases(out: &GuestOutput) -> BTreeMap<String, Case> {
-    let mut map = BTreeMap::new();
-    let mut rest = out.stdout.as_str();
-    while let Some(start) = rest.find("@@CASE ") {
-        rest = &rest[start + "@@CASE ".len()..];
-        let (head, body) = rest.split_once("@@\n").expect("case header");
-        let (name, rc) = head.rsplit_once(' ').expect("case name and status");
-        let (block, after) = body.split_once("@@END@@").expect("case end");
-        let (o, e) = block.split_once("@@STDERR@@").expect("case stderr");
-        map.insert(
-            name.to_string(),
-            Case {
-                rc: rc.parse().expect("case status"),
-                out: o.trim_end().to_string(),
-                err: e.trim().to_string(),
-            },
-        );
-        rest = after;
-    }
-    map
-}
-
-fn case<'a>(cases: &'a BTreeMap<String, Case>, name: &str, out: &GuestOutput) -> &'a Case {
-    cases
-        .get(name)
-        .unwrap_or_else(|| panic!("case {name} did not run:\n{out}"))
-}
-
-/// Asserts a case exited 0.
-fn ok<'a>(cases: &'a BTreeMap<String, Case>, name: &str, out: &GuestOutput) -> &'a Case {
-    let c = case(cases, name, out);
-    assert_eq!(c.rc, 0, "{name} failed: {c:#?}");
-    c
-}
 
 // ---------------------------------------------------------------- nvme-perf's table
 

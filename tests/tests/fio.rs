@@ -1,0 +1,276 @@
+//! The fio engines (`tools/fio`, `libnvme_fio.so`) driven by the real fio against
+//! QEMU's NVMe controllers in a guest: data written is read back and verified by fio
+//! (crc32c, md5), through both ways fio loads an external engine (LD_PRELOAD and
+//! `external:`); SPDK-shaped job files run unchanged; the bdev engine keeps verified
+//! I/O going while a path is hot-unplugged and its per-path counts show the failover;
+//! several jobs and files keep both controllers busy and the engine's counts add up to
+//! fio's; a controller not bound to vfio-pci is refused with the way to bind it.
+//! (Refusals that need no device run on the host: `tools/fio/tests/refusals.rs`.)
+
+use e2e::{case, cases, ok, repo_root, Bind, Guest, GuestOutput, Topology, RUN_CASE};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const SO: &str = "/usr/local/lib/libnvme_fio.so";
+const C0: &str = "trtype=PCIe traddr=0000.01.00.0 ns=1";
+const C1: &str = "trtype=PCIe traddr=0000.02.00.0 ns=1";
+
+fn engine() -> PathBuf {
+    let so = repo_root().join("target/release/libnvme_fio.so");
+    assert!(
+        so.is_file(),
+        "{} is missing: build it with cargo build --release -p nvme-fio (tests/run does)",
+        so.display()
+    );
+    so
+}
+
+fn example(name: &str) -> PathBuf {
+    repo_root().join("tools/fio/examples").join(name)
+}
+
+fn guest(topology: Topology) -> Guest {
+    Guest::new(topology)
+        .include("fio")
+        .include(engine())
+        .timeout(Duration::from_secs(240))
+}
+
+/// fio's JSON report (the text from the first `{` on: log lines may come first).
+fn report(text: &str) -> Value {
+    let start = text
+        .find('{')
+        .unwrap_or_else(|| panic!("no JSON in:\n{text}"));
+    serde_json::from_str(&text[start..]).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{text}"))
+}
+
+/// Per job: (read, write, trim) I/Os and fio's error value.
+fn job_ios(v: &Value) -> Vec<(u64, u64, u64, i64)> {
+    v["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| {
+            let n = |d: &str| j[d]["total_ios"].as_u64().expect("total_ios");
+            (
+                n("read"),
+                n("write"),
+                n("trim"),
+                j["error"].as_i64().expect("error"),
+            )
+        })
+        .collect()
+}
+
+/// The engine's `nvme_stats` lines: (file, I/Os) per file, in order.
+fn engine_counts(stderr: &str) -> Vec<(String, u64)> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("spdk") && l.contains(": job "))
+        .filter_map(|l| {
+            let (head, rest) = l.rsplit_once(" I/Os").map(|(h, _)| (h, ()))?;
+            let (file, n) = head.rsplit_once(": ")?;
+            let file = file.split_once(": job ")?.1.split_once(": ")?.1;
+            Some((file.to_string(), n.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The case's fio run finished cleanly: exit 0, no job error, no I/O error message.
+fn clean<'a>(
+    all: &'a std::collections::BTreeMap<String, e2e::Case>,
+    name: &str,
+    out: &GuestOutput,
+) -> &'a e2e::Case {
+    let c = ok(all, name, out);
+    assert!(
+        !c.err.contains("I/O failed") && !c.err.contains("verify"),
+        "{name}: errors reported:\n{}",
+        c.err
+    );
+    c
+}
+
+#[test]
+fn nvme_engine_verifies_data_through_both_loading_methods() {
+    let job_file = example("nvme.fio");
+    let script = format!(
+        r#"{RUN_CASE}
+F='{C0}'
+run_case preload env LD_PRELOAD={SO} fio --name=pre --ioengine=spdk --thread=1 --filename="$F" \
+    --rw=randwrite --bs=4k --iodepth=16 --size=8m --verify=crc32c --do_verify=1 \
+    --nvme_stats=1 --output-format=json
+run_case external fio --name=ext --ioengine=external:{SO} --thread=1 --filename="$F" \
+    --rw=randwrite --bsrange=4k-64k --iodepth=8 --offset=8m --size=8m --verify=md5 \
+    --do_verify=1 --nvme_stats=1 --output-format=json
+run_case example env LD_PRELOAD={SO} fio --ioengine=spdk --nvme_stats=1 --output-format=json /usr/local/bin/nvme.fio
+run_case mixed env LD_PRELOAD={SO} fio --name=mix --ioengine=spdk --thread=1 --filename="$F" \
+    --rw=randrw --rwmixread=70 --bssplit=4k/50:16k/30:64k/20 --iodepth=32 \
+    --iodepth_batch_submit=8 --iodepth_batch_complete_min=4 --fsync=16 --time_based --runtime=2 \
+    --numjobs=2 --group_reporting --norandommap --nvme_stats=1 --output-format=json
+run_case trim env LD_PRELOAD={SO} fio --name=trim --ioengine=spdk --thread=1 --filename="$F" \
+    --rw=randtrim --bs=64k --size=4m --nvme_stats=1 --output-format=json
+run_case qid env LD_PRELOAD={SO} fio --name=q --ioengine=spdk --thread=1 --filename="$F" \
+    --rw=read --size=64k --print_qid_mappings=1
+"#
+    );
+    let out = guest(Topology::Single).include(&job_file).run(&script);
+    out.assert_success();
+    let all = cases(&out);
+
+    // Written, then read back and verified by fio: every I/O went through the engine.
+    for (name, writes) in [("preload", 2048), ("external", 0), ("example", 4096)] {
+        let c = clean(&all, name, &out);
+        let r = report(&c.out);
+        let ios = job_ios(&r);
+        assert_eq!(ios.len(), 1, "{name}: {ios:?}");
+        let (reads, w, _, err) = ios[0];
+        assert_eq!(err, 0, "{name}: fio reports an error");
+        if writes > 0 {
+            assert_eq!(w, writes, "{name}: writes");
+        }
+        assert_eq!(
+            reads, w,
+            "{name}: every block written was read back and verified"
+        );
+        let counted: u64 = engine_counts(&c.err).iter().map(|(_, n)| n).sum();
+        assert_eq!(
+            counted,
+            reads + w,
+            "{name}: the engine queued what fio counted:\n{}",
+            c.err
+        );
+    }
+
+    // Mixed reads and writes, block-size split, batches, fsync, two jobs.
+    let c = clean(&all, "mixed", &out);
+    let ios = job_ios(&report(&c.out));
+    let (reads, writes, _, err) = ios[0];
+    assert_eq!(err, 0);
+    assert!(reads > writes && writes > 0, "rwmixread=70: {ios:?}");
+    let counts = engine_counts(&c.err);
+    assert_eq!(counts.len(), 2, "one line per job: {counts:?}");
+    // The engine also counts the fsyncs (Flush) fio issued besides reads and writes.
+    let counted: u64 = counts.iter().map(|(_, n)| n).sum();
+    assert!(counted >= reads + writes, "{counted} < {reads} + {writes}");
+
+    // Trim: Dataset Management deallocate, 64 ranges of 64 KiB.
+    let c = clean(&all, "trim", &out);
+    let (_, _, trims, err) = job_ios(&report(&c.out))[0];
+    assert_eq!((trims, err), (64, 0));
+
+    let c = ok(&all, "qid", &out);
+    assert!(
+        c.out.contains(&format!("job q: {C0} qid 1")),
+        "print_qid_mappings: {c:#?}"
+    );
+}
+
+#[test]
+fn bdev_engine_keeps_verified_io_going_while_a_path_is_unplugged() {
+    // SPDK-shaped job and config, unchanged: Nvme0 has two paths (c0, c1), round robin.
+    // (Engine options on fio's command line need --ioengine there too.)
+    let script = format!(
+        r#"{RUN_CASE}
+cd /usr/local/bin
+( sleep 3; {unplug} ) &
+run_case failover env LD_PRELOAD={SO} fio --ioengine=spdk_bdev --nvme_stats=1 --output-format=json bdev.fio
+wait
+[ -e /sys/bus/pci/devices/0000:02:00.0 ] && echo "c1 still present" || echo "c1 left the PCI bus"
+"#,
+        unplug = e2e::device_del_cmd("c1")
+    );
+    let out = guest(Topology::Mpath)
+        .include(example("bdev.fio"))
+        .include(example("bdev.json"))
+        .run(&script);
+    out.assert_success();
+    assert!(out.stdout.contains("c1 left the PCI bus"), "{out}");
+    let all = cases(&out);
+    let c = clean(&all, "failover", &out);
+    let (reads, writes, _, err) = job_ios(&report(&c.out))[0];
+    assert_eq!(err, 0, "fio reports an error");
+    assert!(writes > 0 && reads > 0, "verified writes: {reads} {writes}");
+
+    // "spdk_bdev: job test: Nvme0n1: N I/Os; per path: 0000:01:00.0 A, 0000:02:00.0 B;
+    // failovers F, retries R"
+    let line = c
+        .err
+        .lines()
+        .find(|l| l.contains("per path:"))
+        .unwrap_or_else(|| panic!("no per-path counts:\n{}", c.err));
+    let per_path = |bdf: &str| -> u64 {
+        let at = line
+            .find(bdf)
+            .unwrap_or_else(|| panic!("{bdf} missing: {line}"));
+        line[at + bdf.len()..]
+            .split(|ch: char| ch == ',' || ch == ';')
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("count of {bdf}: {line}"))
+    };
+    let (a, b) = (per_path("0000:01:00.0"), per_path("0000:02:00.0"));
+    let total: u64 = engine_counts(&c.err).iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        total,
+        reads + writes,
+        "the engine queued what fio counted: {line}"
+    );
+    assert!(b > 0, "round robin used c1 before it left: {line}");
+    assert!(a > b, "c0 carried the rest after c1 left: {line}");
+    // Each dispatch to a path counts once, failovers again on the path that took them.
+    assert!(a + b >= total, "{line}");
+    eprintln!("{line}");
+}
+
+#[test]
+fn two_jobs_two_files_each_keep_both_controllers_busy() {
+    let script = format!(
+        r#"{RUN_CASE}
+run_case jobs env LD_PRELOAD={SO} fio --name=two --ioengine=spdk --thread=1 \
+    --filename='{C0}:{C1}' --rw=randread --bs=4k --iodepth=16 --size=16m --numjobs=2 \
+    --group_reporting --nvme_stats=1 --output-format=json
+"#
+    );
+    let out = guest(Topology::Multi).run(&script);
+    out.assert_success();
+    let all = cases(&out);
+    let c = clean(&all, "jobs", &out);
+    let ios = job_ios(&report(&c.out));
+    assert_eq!(ios.len(), 1, "group_reporting: {ios:?}");
+    // size=16m per job over its two files: 4096 reads per job.
+    assert_eq!(ios[0], (8192, 0, 0, 0), "{ios:?}");
+    let counts = engine_counts(&c.err);
+    assert_eq!(counts.len(), 4, "two jobs, two files each: {counts:?}");
+    for file in [C0, C1] {
+        let n: u64 = counts
+            .iter()
+            .filter(|(f, _)| f == file)
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(n, 4096, "{file}: {counts:?}");
+    }
+}
+
+#[test]
+fn a_controller_not_on_vfio_pci_is_refused_with_the_fix() {
+    let script = format!(
+        r#"{RUN_CASE}
+run_case unbound env LD_PRELOAD={SO} fio --name=x --ioengine=spdk --thread=1 \
+    --filename='{C0}' --rw=read --size=64k
+"#
+    );
+    let out = guest(Topology::Single).bind(Bind::Nvme).run(&script);
+    out.assert_success();
+    let all = cases(&out);
+    let c = case(&all, "unbound", &out);
+    assert_ne!(c.rc, 0, "fio must fail: {c:#?}");
+    for want in [
+        "0000:01:00.0",
+        "bound to the nvme driver, not to vfio-pci",
+        "nvme-setup bind 0000:01:00.0",
+    ] {
+        assert!(c.err.contains(want), "{want:?} missing: {c:#?}");
+    }
+}
