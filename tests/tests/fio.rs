@@ -69,7 +69,7 @@ fn engine_counts(stderr: &str) -> Vec<(String, u64)> {
         .lines()
         .filter(|l| l.starts_with("spdk") && l.contains(": job "))
         .filter_map(|l| {
-            let (head, rest) = l.rsplit_once(" I/Os").map(|(h, _)| (h, ()))?;
+            let (head, _) = l.rsplit_once(" I/Os")?;
             let (file, n) = head.rsplit_once(": ")?;
             let file = file.split_once(": job ")?.1.split_once(": ")?.1;
             Some((file.to_string(), n.trim().parse().ok()?))
@@ -205,7 +205,7 @@ wait
             .find(bdf)
             .unwrap_or_else(|| panic!("{bdf} missing: {line}"));
         line[at + bdf.len()..]
-            .split(|ch: char| ch == ',' || ch == ';')
+            .split([',', ';'])
             .next()
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or_else(|| panic!("count of {bdf}: {line}"))
