@@ -6,7 +6,8 @@ use crate::log;
 use nvme_bdev::mpath::PathIoStats;
 use nvme_bdev::{Bdev, BdevIo, BlockLayer, Channel, Error, IoBuf, LayerOptions};
 use nvme_driver::bus::Bus;
-use nvme_driver::{QpairOptions, Status};
+use nvme_driver::dma::Iova;
+use nvme_driver::{DmaSlice, QpairOptions, Status};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -86,6 +87,26 @@ fn attach_pcie(g: &mut Global, traddr: &str) -> Result<Vec<String>, String> {
         .map_err(|e| format!("cannot attach {traddr}: {e}"))?;
     g.attached.push((traddr.to_string(), names.clone()));
     Ok(names)
+}
+
+/// Attaches an already-open controller (a software one) under `name` as if it were the
+/// PCIe controller of that address: for benchmarks and tests that drive the engine
+/// without VFIO (`examples/engine_cost.rs`). Makes the block layer when needed.
+pub fn attach_bus(name: &str, bus: Arc<dyn Bus>) -> Result<(), String> {
+    let mut g = global();
+    if g.is_none() {
+        *g = Some(Global {
+            layer: BlockLayer::new(layer_options(None)).map_err(|e| e.to_string())?,
+            attached: Vec::new(),
+            targets: Vec::new(),
+            json_conf: None,
+            bdev_names: Vec::new(),
+        });
+    }
+    let g = g.as_mut().expect("made above");
+    let names = g.layer.attach_bus(name, bus).map_err(|e| e.to_string())?;
+    g.attached.push((name.to_string(), names));
+    Ok(())
 }
 
 /// First call of a job's setup: makes the block layer (once per process) and, for the
@@ -287,7 +308,12 @@ pub struct Thread {
     print_qid: bool,
     stats: bool,
     files: Vec<File>,
+    /// fio's I/O memory (kept alive here) and where it is: host address, length and
+    /// device address (the same in every controller).
     buf: Option<IoBuf>,
+    mem_addr: usize,
+    mem_len: usize,
+    mem_iova: u64,
     /// Completed I/Os: fio's `io_u` pointer and the NVMe status (0 for success).
     ready: Vec<(u64, u16)>,
     /// How many of `ready` the last `getevents` handed to fio.
@@ -297,6 +323,7 @@ pub struct Thread {
     errors: u64,
     refusal_printed: bool,
     polls: u32,
+    spins: u32,
     scratch: Vec<PathIoStats>,
 }
 
@@ -320,17 +347,18 @@ pub enum Queued {
     Failed(i32),
 }
 
-/// The operations fio asks for.
+/// The operations fio asks for, numbered as the glue passes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
 pub enum Op {
     /// Read.
-    Read,
+    Read = 0,
     /// Write.
-    Write,
+    Write = 1,
     /// Trim: Dataset Management, deallocate.
-    Trim,
+    Trim = 2,
     /// fsync/fdatasync: Flush.
-    Flush,
+    Flush = 3,
 }
 
 impl Thread {
@@ -344,12 +372,16 @@ impl Thread {
             stats,
             files: Vec::new(),
             buf: None,
+            mem_addr: 0,
+            mem_len: 0,
+            mem_iova: 0,
             ready: Vec::with_capacity(depth + 256),
             handed: 0,
             seen_errors: Vec::with_capacity(8),
             errors: 0,
             refusal_printed: false,
             polls: 0,
+            spins: 0,
             scratch: Vec::with_capacity(16),
         }
     }
@@ -401,6 +433,7 @@ impl Thread {
             )
         })?;
         let p = buf.as_ptr();
+        (self.mem_addr, self.mem_len, self.mem_iova) = (p as usize, buf.len(), buf.whole().iova.0);
         self.buf = Some(buf);
         Ok(p)
     }
@@ -423,7 +456,8 @@ impl Thread {
         let mask = (1u64 << shift) - 1;
         let io = match op {
             Op::Flush => BdevIo::flush(ctx),
-            _ if (offset | len) & mask != 0 || len == 0 || len >> shift > u32::MAX as u64 => {
+            // Whole blocks; the queue pair checks the range and the length (nlb >= 1).
+            _ if (offset | len) & mask != 0 => {
                 return self.refuse(slot, format!(
                     "offset {offset} and length {len} must be whole blocks of {} bytes (set bs and offset to multiples of it)",
                     1u64 << shift
@@ -431,11 +465,14 @@ impl Thread {
             }
             Op::Trim => BdevIo::unmap(offset >> shift, (len >> shift) as u32, ctx),
             Op::Read | Op::Write => {
-                let Some(slice) = self.buf.as_ref().and_then(|b| {
-                    let off = (data as usize).checked_sub(b.as_ptr() as usize)?;
-                    b.slice(off, len as usize).ok()
-                }) else {
+                // Where in the I/O memory (one buffer, mapped into every controller).
+                let off = (data as usize).wrapping_sub(self.mem_addr);
+                if off > self.mem_len || len as usize > self.mem_len - off {
                     return self.refuse(slot, "the I/O buffer is not the engine's I/O memory (do not set mem/iomem with this engine)".into());
+                }
+                let slice = DmaSlice {
+                    iova: Iova(self.mem_iova + off as u64),
+                    len: len as u32,
                 };
                 let (slba, nlb) = (offset >> shift, (len >> shift) as u32);
                 if op == Op::Read {
@@ -485,10 +522,14 @@ impl Thread {
     /// Polls until at least `min` I/Os completed (or `timeout` passed); returns how
     /// many (at most `max`) fio may take with [`event`](Self::event).
     pub fn getevents(&mut self, min: usize, max: usize, timeout: Option<Duration>) -> usize {
-        self.ready.drain(..self.handed);
-        self.handed = 0;
-        let start = timeout.map(|_| Instant::now());
-        let mut spins = 0u32;
+        // What fio took last time goes; what it could not take (more than its `max`)
+        // stays, in order.
+        if self.handed == self.ready.len() {
+            self.ready.clear();
+        } else {
+            self.ready.drain(..self.handed);
+        }
+        let mut start = None;
         loop {
             let ready = &mut self.ready;
             for f in &mut self.files {
@@ -497,16 +538,20 @@ impl Thread {
             if self.ready.len() >= min {
                 break;
             }
-            spins = spins.wrapping_add(1);
-            if let (Some(t), Some(s)) = (timeout, start) {
-                if spins.is_multiple_of(64) && s.elapsed() >= t {
+            // The clock only once a pass came up short, and then every 64 passes.
+            if let Some(t) = timeout {
+                let s = *start.get_or_insert_with(Instant::now);
+                self.spins = self.spins.wrapping_add(1);
+                if self.spins.is_multiple_of(64) && s.elapsed() >= t {
                     break;
                 }
             }
         }
-        self.polls = self.polls.wrapping_add(1);
-        if self.stats && self.polls.is_multiple_of(PATH_SAMPLE) {
-            self.sample_paths();
+        if self.stats {
+            self.polls = self.polls.wrapping_add(1);
+            if self.polls.is_multiple_of(PATH_SAMPLE) {
+                self.sample_paths();
+            }
         }
         self.handed = self.ready.len().min(max);
         self.handed

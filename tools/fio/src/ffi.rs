@@ -221,6 +221,8 @@ pub unsafe extern "C" fn nvme_fio_iomem_alloc(
 /// # Safety
 /// `t` from [`nvme_fio_thread_new`]; `buf` points into the thread's I/O memory for
 /// reads and writes.
+// Not inlined into Rust callers (the benchmark): fio calls it through the C glue.
+#[inline(never)]
 #[no_mangle]
 pub unsafe extern "C" fn nvme_fio_queue(
     t: *mut c_void,
@@ -237,7 +239,8 @@ pub unsafe extern "C" fn nvme_fio_queue(
         0 => Op::Read,
         1 => Op::Write,
         2 => Op::Trim,
-        _ => Op::Flush,
+        3 => Op::Flush,
+        _ => return libc::EINVAL,
     };
     match th.queue(slot, op, offset, len, buf.cast(), io_u as u64) {
         Queued::InFlight => 0,
@@ -250,6 +253,8 @@ pub unsafe extern "C" fn nvme_fio_queue(
 ///
 /// # Safety
 /// `t` from [`nvme_fio_thread_new`].
+// Not inlined into Rust callers (the benchmark): fio calls it through the C glue.
+#[inline(never)]
 #[no_mangle]
 pub unsafe extern "C" fn nvme_fio_commit(t: *mut c_void) {
     // SAFETY: per this function's contract.
@@ -260,6 +265,8 @@ pub unsafe extern "C" fn nvme_fio_commit(t: *mut c_void) {
 ///
 /// # Safety
 /// `t` from [`nvme_fio_thread_new`].
+// Not inlined into Rust callers (the benchmark): fio calls it through the C glue.
+#[inline(never)]
 #[no_mangle]
 pub unsafe extern "C" fn nvme_fio_getevents(
     t: *mut c_void,
@@ -278,6 +285,8 @@ pub unsafe extern "C" fn nvme_fio_getevents(
 /// # Safety
 /// `t` from [`nvme_fio_thread_new`]; `i` below what `getevents` returned; `status`
 /// writable.
+// Not inlined into Rust callers (the benchmark): fio calls it through the C glue.
+#[inline(never)]
 #[no_mangle]
 pub unsafe extern "C" fn nvme_fio_event(t: *mut c_void, i: c_int, status: *mut u16) -> *mut c_void {
     // SAFETY: per this function's contract.

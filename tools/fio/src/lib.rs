@@ -21,7 +21,7 @@ pub mod ffi;
 pub mod filename;
 mod log;
 
-pub use engine::{Kind, Thread};
+pub use engine::{attach_bus, Kind, Thread};
 
 /// The fio version and ioengine interface version this library was built against.
 pub const BUILT_FIO_VERSION: &str = env!("NVME_FIO_BUILT_FIO_VERSION");
