@@ -174,7 +174,17 @@ fn bdev_engine_keeps_verified_io_going_while_a_path_is_unplugged() {
     let script = format!(
         r#"{RUN_CASE}
 cd /usr/local/bin
-( sleep 3; {unplug} ) &
+# Unplug c1 2 s after fio holds both controllers (their VFIO groups open), so the
+# hot-unplug lands in the middle of the I/O, however long start-up takes.
+(
+    i=0
+    while [ $i -lt 600 ]; do
+        p=$(pidof fio)
+        [ -n "$p" ] && [ "$(ls -l /proc/$p/fd 2>/dev/null | grep -c '/dev/vfio/[0-9]')" -ge 2 ] && break
+        i=$((i + 1)); sleep 0.1
+    done
+    sleep 2; {unplug}
+) &
 run_case failover env LD_PRELOAD={SO} fio --ioengine=spdk_bdev --nvme_stats=1 --output-format=json bdev.fio
 wait
 [ -e /sys/bus/pci/devices/0000:02:00.0 ] && echo "c1 still present" || echo "c1 left the PCI bus"

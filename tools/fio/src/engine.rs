@@ -74,9 +74,36 @@ fn layer_options(cfg: Option<&config::BdevConfig>) -> LayerOptions {
     o
 }
 
+/// `NVME_FIO_SOFTCTRL=1`: every controller a job names is an in-process software
+/// controller (one namespace of 64 MiB, no data kept beyond it), for measuring fio and
+/// the engine on a machine without NVMe devices (`docs/BENCHMARKS.md`: where fio's
+/// time goes, under callgrind on the host). Never set in production use.
+const SOFTCTRL_ENV: &str = "NVME_FIO_SOFTCTRL";
+
+fn soft_controller(traddr: &str) -> Result<Arc<dyn Bus>, String> {
+    use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
+    let ns = Namespace::new(1, 1 << 17, 512).map_err(|e| e.to_string())?;
+    log::err(&format!(
+        "nvme-fio: {SOFTCTRL_ENV} is set: {traddr} is a software controller in this process, not a device"
+    ));
+    Ok(SoftController::start(SoftConfig {
+        name: traddr.to_string(),
+        namespaces: vec![Arc::new(ns)],
+        ..SoftConfig::default()
+    }))
+}
+
 fn attach_pcie(g: &mut Global, traddr: &str) -> Result<Vec<String>, String> {
     if let Some((_, names)) = g.attached.iter().find(|(n, _)| n == traddr) {
         return Ok(names.clone());
+    }
+    if std::env::var_os(SOFTCTRL_ENV).is_some_and(|v| v == "1") {
+        let names = g
+            .layer
+            .attach_bus(traddr, soft_controller(traddr)?)
+            .map_err(|e| format!("cannot attach {traddr}: {e}"))?;
+        g.attached.push((traddr.to_string(), names.clone()));
+        return Ok(names);
     }
     let bdf = traddr.to_string();
     let connector: nvme_bdev::layer::Connector =
