@@ -565,6 +565,11 @@ impl Thread {
             if self.ready.len() >= min {
                 break;
             }
+            // Never wait for more than can still come: fio asks for at most what it
+            // has in flight, but a wait must end whatever it asks.
+            if !self.more_can_come(min) {
+                break;
+            }
             // The clock only once a pass came up short, and then every 64 passes.
             if let Some(t) = timeout {
                 let s = *start.get_or_insert_with(Instant::now);
@@ -582,6 +587,14 @@ impl Thread {
         }
         self.handed = self.ready.len().min(max);
         self.handed
+    }
+
+    /// True if the I/Os in flight could still bring the completions up to `min`.
+    #[cold]
+    #[inline(never)]
+    fn more_can_come(&self, min: usize) -> bool {
+        let coming: usize = self.files.iter().map(|f| f.ch.outstanding()).sum();
+        self.ready.len() + coming >= min
     }
 
     /// The `i`th I/O of the last `getevents`: fio's `io_u` and its NVMe status.
