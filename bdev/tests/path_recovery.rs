@@ -309,8 +309,20 @@ impl Traffic {
     }
 }
 
+/// Completions the channel dropped because they matched no I/O in flight (a queue
+/// delivering one twice): zero, or "exactly once" only held by luck.
+fn assert_no_stray(ch: &Channel) {
+    if let Channel::Mpath(c) = ch {
+        let st = c.stats();
+        assert_eq!(st.stray_completions, 0, "stray completions: {st:?}");
+    }
+}
+
 fn finish(r: Rig, t: &mut Traffic) {
-    t.drain(&mut { r.ch }, Duration::from_secs(2));
+    let mut ch = r.ch;
+    t.drain(&mut ch, Duration::from_secs(2));
+    assert_no_stray(&ch);
+    drop(ch);
     drop(r.mp);
     r.layer.shutdown();
     drop(r.b);
@@ -497,6 +509,7 @@ fn no_path_fails_after_fast_io_fail_timeout() {
         c.status,
         t_start.elapsed()
     );
+    assert_no_stray(&r.ch);
     drop(r.ch);
     r.layer.shutdown();
 }
@@ -535,6 +548,7 @@ fn waiting_io_succeeds_when_a_path_returns() {
     assert_eq!(r.mpch().stats().fast_failed, 0);
     assert!(wait_one(&mut r, Duration::from_millis(20)).is_none());
     eprintln!("path back after {waited:?}, {:?}", t_start.elapsed());
+    assert_no_stray(&r.ch);
     drop(r.ch);
     r.layer.shutdown();
 }
@@ -622,6 +636,7 @@ fn ana_change_holds_io_past_fast_fail() {
         "ana change hold: done after {waited:?}, {:?}",
         t_start.elapsed()
     );
+    assert_no_stray(&r.ch);
     drop(r.ch);
     r.layer.shutdown();
 }
@@ -668,6 +683,7 @@ fn ana_change_hold_ends_at_the_transition_time() {
         c.status,
         t_start.elapsed()
     );
+    assert_no_stray(&r.ch);
     drop(r.ch);
     r.layer.shutdown();
 }
@@ -732,6 +748,7 @@ fn idle_path_reset_is_acknowledged_by_a_slow_poller() {
     assert!(c.status.is_success(), "read over B after its reset: {c:?}");
     assert!(r.per_path()["softB"] > 0);
     eprintln!("idle reset: B reset in {took:?}");
+    assert_no_stray(&r.ch);
     drop(r.ch);
     drop(r.mp);
     r.layer.shutdown();
