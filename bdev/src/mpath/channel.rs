@@ -40,7 +40,7 @@ const AVOID_US: u64 = 500;
 /// The end of the free-slot list.
 const NO_SLOT: u32 = u32::MAX;
 /// Completions taken from one path queue per poll (any more wait for the next poll).
-const POLL_BATCH: usize = 256;
+pub(super) const POLL_BATCH: usize = 256;
 /// Local paths one channel can hold at once: the paths of the set plus those being
 /// removed that still have I/O in flight. At most 64 (a bit each in the `busy`
 /// mask); the table they live in has 256 entries so a `u8` index needs no check.

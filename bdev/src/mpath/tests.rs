@@ -1,5 +1,6 @@
 //! Failover logic against model path queues.
 
+use super::channel::POLL_BATCH;
 use super::*;
 use crate::io::{BdevCompletion, BdevIo};
 use nvme_driver::spec::{sc, sct};
@@ -482,7 +483,9 @@ fn a_reset_completing_more_than_a_batch_at_once_loses_nothing() {
         .unwrap();
     }
     ch.poll(&mut |_| {});
-    let n = 192u64; // three times the channel's poll batch
+    // Three times the channel's poll batch, all completed by one queue poll.
+    let n = 3 * POLL_BATCH as u64;
+    assert!(n as usize <= MpathOptions::default().channel_depth);
     for i in 0..n {
         ch.submit(BdevIo::read(i % 900, 1, buf(), i)).unwrap();
     }
