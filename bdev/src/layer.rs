@@ -569,7 +569,7 @@ impl BlockLayer {
                 })?;
             g.remove(pos)
         };
-        stop_slot(&self.inner, &slot);
+        stop_slot(&self.inner, &slot, true);
         Ok(())
     }
 
@@ -578,7 +578,7 @@ impl BlockLayer {
     pub fn shutdown(&self) {
         let all = std::mem::take(&mut *lock(&self.inner.ctrls));
         for s in all {
-            stop_slot(&self.inner, &s);
+            stop_slot(&self.inner, &s, false);
         }
         for b in lock(&self.inner.bdevs).iter() {
             if let Bdev::Mpath(m) = b {
@@ -623,10 +623,23 @@ fn remove_paths(slot: &CtrlSlot) {
     }
 }
 
-fn stop_slot(inner: &Inner, slot: &Arc<CtrlSlot>) {
+/// Stops a controller's thread and takes its paths and namespace bdevs away. With
+/// `fail_ctrl` (detach, where channels may still have I/O on the controller) the
+/// controller is failed first: the device stops touching memory before the buffer
+/// window is unmapped from its address space, and what its queue pairs hold comes
+/// back to their owners as path errors (retried on another path) instead of being
+/// finished against unmapped memory (a Data Transfer Error, which does not retry).
+fn stop_slot(inner: &Inner, slot: &Arc<CtrlSlot>, fail_ctrl: bool) {
     slot.stop.store(true, Ordering::Release);
     if let Some(t) = lock(&slot.thread).take() {
         let _ = t.join();
+    }
+    if fail_ctrl {
+        // After the thread stopped: it would take the failure for a loss and
+        // reconnect.
+        if let Some(c) = lock(&slot.ctrl).as_ref() {
+            c.fail("detached");
+        }
     }
     remove_paths(slot);
     inner.bufs.fanout.detach(slot.space.load(Ordering::Relaxed));

@@ -301,16 +301,32 @@ impl Traffic {
         assert_eq!(self.mismatches, 0, "data mismatches");
         assert_eq!(self.duplicates, 0, "duplicate completions");
         assert!(self.out.iter().all(|&o| o == u64::MAX), "I/O left out");
+        // Only a loose bound, below the driver's 2 s limit for a queue pair's owner to
+        // acknowledge a reset (how long a submit that waited for a reset it must
+        // acknowledge would be stuck); that submit never waits is shown without a
+        // clock by deadlock.rs's `submit_returns_while_a_reset_is_frozen`.
         assert!(
-            self.longest_submit < Duration::from_millis(20),
+            self.longest_submit < Duration::from_secs(1),
             "a submit call took {:?}",
             self.longest_submit
         );
     }
 }
 
+/// Completions the channel dropped because they matched no I/O in flight (a queue
+/// delivering one twice): zero, or "exactly once" only held by luck.
+fn assert_no_stray(ch: &Channel) {
+    if let Channel::Mpath(c) = ch {
+        let st = c.stats();
+        assert_eq!(st.stray_completions, 0, "stray completions: {st:?}");
+    }
+}
+
 fn finish(r: Rig, t: &mut Traffic) {
-    t.drain(&mut { r.ch }, Duration::from_secs(2));
+    let mut ch = r.ch;
+    t.drain(&mut ch, Duration::from_secs(2));
+    assert_no_stray(&ch);
+    drop(ch);
     drop(r.mp);
     r.layer.shutdown();
     drop(r.b);
@@ -345,13 +361,16 @@ fn lost_controller_reconnects_and_is_used_again() {
     let b_after = r.per_path().get("softB").copied().unwrap_or(0);
     assert!(done_while_down > 0, "no I/O completed while A was down");
     assert!(b_after > b_before, "B carried no I/O while A was down");
+    // The connector is tried again and again while it fails (how often depends on
+    // the clock: at least twice is what the loop guarantees).
+    let t0 = Instant::now();
+    while r.plug.calls.load(Ordering::Relaxed) - calls0 < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(2), "no second attempt");
+        t.run_for(&mut r.ch, Duration::from_millis(5));
+    }
     let attempts = r.plug.calls.load(Ordering::Relaxed) - calls0;
-    // 150 ms at 20 ms intervals: about 7 attempts; allow for scheduling.
-    assert!(
-        (3..=12).contains(&attempts),
-        "{attempts} reconnect attempts in ~150 ms at 20 ms intervals"
-    );
     assert_eq!(r.layer.controller_counts("softA").unwrap().1, 0);
+    assert!(!r.usable("softA"));
 
     // A comes back: a fresh controller on the same namespace.
     *r.plug.current.lock().unwrap() = soft("softA", 1, &r.ns, 10);
@@ -369,6 +388,15 @@ fn lost_controller_reconnects_and_is_used_again() {
         "A unused after reconnect: {after:?}"
     );
     assert!(after.get("softB").copied().unwrap_or(0) > b_after);
+    // Reconnected once, and the connector is no longer called.
+    assert_eq!(r.layer.controller_counts("softA").unwrap().1, 1);
+    let calls = r.plug.calls.load(Ordering::Relaxed);
+    t.run_for(&mut r.ch, Duration::from_millis(50));
+    assert_eq!(
+        r.plug.calls.load(Ordering::Relaxed),
+        calls,
+        "attempts after reconnect"
+    );
     t.drain(&mut r.ch, Duration::from_secs(2));
     t.assert_clean();
     eprintln!(
@@ -377,7 +405,6 @@ fn lost_controller_reconnects_and_is_used_again() {
         t_start.elapsed()
     );
     finish(r, &mut t);
-    assert!(t_start.elapsed() < Duration::from_secs(3));
 }
 
 /// Case 2: the connector keeps failing: at `ctrl_loss_timeout_ms` the path is removed; I/O
@@ -410,10 +437,8 @@ fn ctrl_loss_timeout_removes_the_path() {
     assert_eq!(paths.len(), 1, "{paths:?}");
     assert_eq!(paths[0].name, "softB");
     let attempts = r.plug.calls.load(Ordering::Relaxed) - calls0;
-    assert!(
-        (4..=15).contains(&attempts),
-        "{attempts} attempts in {removed_after:?} at 20 ms intervals"
-    );
+    // Removal is not the first failed attempt: the connector was tried again.
+    assert!(attempts >= 2, "{attempts} attempts before the removal");
     // No more attempts once the path is gone.
     std::thread::sleep(Duration::from_millis(60));
     let later = r.plug.calls.load(Ordering::Relaxed) - calls0;
@@ -431,7 +456,6 @@ fn ctrl_loss_timeout_removes_the_path() {
         t_start.elapsed()
     );
     finish(r, &mut t);
-    assert!(t_start.elapsed() < Duration::from_secs(3));
 }
 
 fn make_unusable(r: &mut Rig, a: AnaState, b: AnaState) {
@@ -441,15 +465,24 @@ fn make_unusable(r: &mut Rig, a: AnaState, b: AnaState) {
     r.wait_for("both paths unusable", Duration::from_secs(1), |r| {
         !r.usable("softA") && !r.usable("softB")
     });
+    // The channel takes the new path set in at its next poll: after this one, a
+    // submit finds no usable path (and does not go to a path by its older view).
+    r.ch.poll(&mut |c| panic!("unexpected completion {c:?}"));
 }
 
-/// Submits one 4 KiB read of block 0 (context 77); returns how long submit took.
-fn submit_one(r: &mut Rig, buf: &IoBuf) -> Duration {
-    let t0 = Instant::now();
+/// Submits one 4 KiB read of block 0 (context 77).
+fn submit_one(r: &mut Rig, buf: &IoBuf) {
     r.ch.submit(BdevIo::read(0, NLB, buf.whole(), 77))
         .map_err(|(e, _)| e)
         .expect("submit never refuses for lack of a path");
-    t0.elapsed()
+}
+
+/// The one I/O submitted with no usable path returned from submit and waits on the
+/// retry ring (counted, not timed).
+fn assert_queued(r: &Rig) {
+    let st = r.mpch().stats();
+    assert_eq!((st.submitted, st.queued), (st.completed + 1, 1), "{st:?}");
+    assert_eq!(r.ch.outstanding(), 1);
 }
 
 /// Polls until the one I/O completes (or `limit`).
@@ -476,8 +509,8 @@ fn no_path_fails_after_fast_io_fail_timeout() {
     make_unusable(&mut r, AnaState::Inaccessible, AnaState::Inaccessible);
     let buf = r.layer.alloc_buffer(NLB as usize * BS).unwrap();
     let t0 = Instant::now();
-    let took = submit_one(&mut r, &buf);
-    assert!(took < Duration::from_millis(5), "submit took {took:?}");
+    submit_one(&mut r, &buf);
+    assert_queued(&r);
     let early = wait_one(&mut r, ff - Duration::from_millis(30));
     assert!(early.is_none(), "completed before fast fail: {early:?}");
     let c = wait_one(&mut r, Duration::from_secs(1)).expect("never failed");
@@ -485,11 +518,9 @@ fn no_path_fails_after_fast_io_fail_timeout() {
     assert_eq!(c.ctx, 77);
     assert!(!c.status.is_success(), "{}", c.status);
     assert!(c.status.is_path_error(), "not a path error: {}", c.status);
+    // Not before the timeout (a lower bound is safe on a slow machine); how soon
+    // after is the clock's business: it failed once, as fast-failed.
     assert!(waited >= ff, "failed after {waited:?}");
-    assert!(
-        waited < ff + Duration::from_millis(500),
-        "failed after {waited:?}"
-    );
     assert_eq!(r.ch.outstanding(), 0);
     assert_eq!(r.mpch().stats().fast_failed, 1);
     eprintln!(
@@ -497,6 +528,7 @@ fn no_path_fails_after_fast_io_fail_timeout() {
         c.status,
         t_start.elapsed()
     );
+    assert_no_stray(&r.ch);
     drop(r.ch);
     r.layer.shutdown();
 }
@@ -520,21 +552,22 @@ fn waiting_io_succeeds_when_a_path_returns() {
     make_unusable(&mut r, AnaState::Inaccessible, AnaState::Inaccessible);
     let buf = r.layer.alloc_buffer(NLB as usize * BS).unwrap();
     let t0 = Instant::now();
-    let took = submit_one(&mut r, &buf);
-    assert!(took < Duration::from_millis(5), "submit took {took:?}");
+    submit_one(&mut r, &buf);
+    assert_queued(&r);
     assert!(wait_one(&mut r, Duration::from_millis(60)).is_none());
     r.b.set_ana_state(1, AnaState::Optimized).unwrap();
     let c = wait_one(&mut r, Duration::from_secs(1)).expect("never completed");
     let waited = t0.elapsed();
     assert_eq!(c.ctx, 77);
-    assert!(c.status.is_success(), "{}", c.status);
-    assert!(waited < Duration::from_millis(400), "took {waited:?}");
+    // Success, not fast-failed: the path came back before the timeout.
+    assert!(c.status.is_success(), "{} after {waited:?}", c.status);
     let mut got = vec![0u8; buf.len()];
     buf.read_at(0, &mut got).unwrap();
     assert_eq!(got, data);
     assert_eq!(r.mpch().stats().fast_failed, 0);
     assert!(wait_one(&mut r, Duration::from_millis(20)).is_none());
     eprintln!("path back after {waited:?}, {:?}", t_start.elapsed());
+    assert_no_stray(&r.ch);
     drop(r.ch);
     r.layer.shutdown();
 }
@@ -605,8 +638,8 @@ fn ana_change_holds_io_past_fast_fail() {
         .any(|p| p.name == "softB" && p.state.ana == AnaState::Change));
     let buf = r.layer.alloc_buffer(NLB as usize * BS).unwrap();
     let t0 = Instant::now();
-    let took = submit_one(&mut r, &buf);
-    assert!(took < Duration::from_millis(5), "submit took {took:?}");
+    submit_one(&mut r, &buf);
+    assert_queued(&r);
     let early = wait_one(&mut r, ff * 5);
     assert!(
         early.is_none(),
@@ -622,6 +655,7 @@ fn ana_change_holds_io_past_fast_fail() {
         "ana change hold: done after {waited:?}, {:?}",
         t_start.elapsed()
     );
+    assert_no_stray(&r.ch);
     drop(r.ch);
     r.layer.shutdown();
 }
@@ -644,8 +678,8 @@ fn ana_change_hold_ends_at_the_transition_time() {
     make_unusable(&mut r, AnaState::Inaccessible, AnaState::Change);
     let buf = r.layer.alloc_buffer(NLB as usize * BS).unwrap();
     let t0 = Instant::now();
-    let took = submit_one(&mut r, &buf);
-    assert!(took < Duration::from_millis(5), "submit took {took:?}");
+    submit_one(&mut r, &buf);
+    assert_queued(&r);
     // B entered change just before `t0`, so the hold ends a little less than ANATT
     // after it: nothing may complete in the first 70% of it (14 fast-fail periods).
     let early = wait_one(&mut r, anatt * 7 / 10);
@@ -659,7 +693,6 @@ fn ana_change_hold_ends_at_the_transition_time() {
         !c.status.is_success(),
         "completed with success after {waited:?}"
     );
-    assert!(waited < anatt + anatt / 2, "failed only after {waited:?}");
     assert_eq!(r.mpch().stats().fast_failed, 1);
     // Exactly once: nothing else arrives.
     assert!(wait_one(&mut r, Duration::from_millis(50)).is_none());
@@ -668,6 +701,7 @@ fn ana_change_hold_ends_at_the_transition_time() {
         c.status,
         t_start.elapsed()
     );
+    assert_no_stray(&r.ch);
     drop(r.ch);
     r.layer.shutdown();
 }
@@ -717,10 +751,9 @@ fn idle_path_reset_is_acknowledged_by_a_slow_poller() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let took = t0.elapsed();
-    assert!(
-        took < Duration::from_millis(1500),
-        "B's reset took {took:?}: it waited for an idle queue pair to acknowledge"
-    );
+    // No bound on `took`: had the idle queue pair not acknowledged, the driver would
+    // have failed it after its 2 s limit, and the read over B below could not
+    // succeed (a failed queue pair refuses it, and it would fast-fail).
 
     // B's queue pair on this core came through the reset: with A unusable, a read
     // goes to B and succeeds.
@@ -732,6 +765,7 @@ fn idle_path_reset_is_acknowledged_by_a_slow_poller() {
     assert!(c.status.is_success(), "read over B after its reset: {c:?}");
     assert!(r.per_path()["softB"] > 0);
     eprintln!("idle reset: B reset in {took:?}");
+    assert_no_stray(&r.ch);
     drop(r.ch);
     drop(r.mp);
     r.layer.shutdown();

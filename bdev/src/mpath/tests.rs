@@ -1,5 +1,6 @@
 //! Failover logic against model path queues.
 
+use super::channel::POLL_BATCH;
 use super::*;
 use crate::io::{BdevCompletion, BdevIo};
 use nvme_driver::spec::{sc, sct};
@@ -171,6 +172,38 @@ fn active_passive_prefers_optimized_and_fails_over_on_path_error() {
     assert_eq!(ch.stats().failovers, 1);
     assert_eq!(mp.paths()[1].failovers, 1);
     assert_eq!(ch.outstanding(), 0);
+    assert_eq!(ch.stats().stray_completions, 0);
+}
+
+/// A queue that delivers a completion twice, or one for a context that is no slot:
+/// the channel delivers each I/O once and counts the rest as stray (in release builds
+/// too: nothing here depends on `debug_assert!`).
+#[test]
+fn stray_and_duplicate_completions_are_counted_not_delivered() {
+    let (_mp, mut ch, hs) = setup(MpathOptions::default(), &[live(AnaState::Optimized)]);
+    ch.submit(BdevIo::read(0, 8, buf(), 7)).unwrap();
+    let req = lock(&hs[0].inflight)[0];
+    complete(&hs[0], Status::SUCCESS);
+    assert_eq!(poll_all(&mut ch).len(), 1);
+    assert_eq!(ch.stats().stray_completions, 0);
+    // The same completion again (a success, then with an error status: both leave
+    // the fast path, which only takes successes of I/O in flight).
+    for st in [Status::SUCCESS, Status::ABORTED_SQ_DELETION] {
+        lock(&hs[0].inflight).push_back(req);
+        complete(&hs[0], st);
+        assert!(poll_all(&mut ch).is_empty(), "delivered twice ({st})");
+    }
+    // A context past the slot table.
+    lock(&hs[0].inflight).push_back(IoRequest {
+        ctx: u64::MAX - 1,
+        ..req
+    });
+    complete(&hs[0], Status::SUCCESS);
+    assert!(poll_all(&mut ch).is_empty());
+    let st = ch.stats();
+    assert_eq!(st.stray_completions, 3, "{st:?}");
+    assert_eq!((st.submitted, st.completed, st.failovers), (1, 1, 0));
+    assert_eq!(ch.outstanding(), 0);
 }
 
 #[test]
@@ -212,6 +245,7 @@ fn retryable_errors_honour_count_and_dnr_completes() {
         }]
     );
     assert_eq!(ch.stats().retries, 2);
+    assert_eq!(ch.stats().stray_completions, 0);
     let dnr = Status::new(sct::GENERIC, sc::INTERNAL_ERROR, true);
     ch.submit(BdevIo::read(0, 1, buf(), 2)).unwrap();
     complete(&hs[0], dnr);
@@ -295,6 +329,7 @@ fn tag_exhaustion_queues_and_busy_hands_back() {
         .iter()
         .enumerate()
         .all(|(i, c)| c.ctx == i as u64 && c.status.is_success()));
+    assert_eq!(ch.stats().stray_completions, 0);
 }
 
 #[test]
@@ -347,6 +382,7 @@ fn removed_path_drains_then_is_given_back() {
     complete(&hs[1], Status::SUCCESS);
     assert_eq!(poll_all(&mut ch).len(), 2);
     assert_eq!(ch.path_stats().len(), 1);
+    assert_eq!(ch.stats().stray_completions, 0);
     mp.tick();
     assert!(lock(&mp.graveyard).is_empty());
     assert!(mp.cell.domain().pending() <= 1);
@@ -447,7 +483,9 @@ fn a_reset_completing_more_than_a_batch_at_once_loses_nothing() {
         .unwrap();
     }
     ch.poll(&mut |_| {});
-    let n = 192u64; // three times the channel's poll batch
+    // Three times the channel's poll batch, all completed by one queue poll.
+    let n = 3 * POLL_BATCH as u64;
+    assert!(n as usize <= MpathOptions::default().channel_depth);
     for i in 0..n {
         ch.submit(BdevIo::read(i % 900, 1, buf(), i)).unwrap();
     }
@@ -466,4 +504,5 @@ fn a_reset_completing_more_than_a_batch_at_once_loses_nothing() {
     assert!(seen.iter().all(|&k| k == 1), "each I/O exactly once");
     assert_eq!(ch.stats().failovers, n);
     assert_eq!(ch.stats().completed, n);
+    assert_eq!(ch.stats().stray_completions, 0);
 }

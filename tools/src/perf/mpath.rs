@@ -427,6 +427,7 @@ mod tests {
             })
         };
         let (a, b) = (soft("softA", 1), soft("softB", 2));
+        const HELD: u32 = 4;
         let o = opts(
             "-q 8 -o 4096 -w randrw -M 50 -t 2 -c 0x3 --verify --multipath --policy round-robin",
         );
@@ -440,8 +441,18 @@ mod tests {
         let workers = build_workers(&o, &layer, &bdevs, policy).unwrap();
         let rows = std::thread::scope(|s| {
             let h = s.spawn(|| with_quiet_ui(|ui| run_mpath(&o, workers, ui)));
-            // Reset path A under load: its I/O fails over to B.
+            // Reset path A under load: its I/O fails over to B. A's device first holds
+            // the completions of its next commands, so they are in flight when the
+            // reset deletes A's queues (they come back "aborted: SQ deletion", a
+            // path error): without the hold the device may have finished them all
+            // by then and nothing would fail over.
             std::thread::sleep(std::time::Duration::from_millis(500));
+            a.faults().drop_io_completions(HELD);
+            let t0 = std::time::Instant::now();
+            while a.counters().held_commands() < HELD as u64 {
+                assert!(t0.elapsed().as_secs() < 10, "A never held {HELD} commands");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             layer.request_reset("softA").unwrap();
             h.join().unwrap()
         });
@@ -456,8 +467,25 @@ mod tests {
                 "round robin uses both: {m:?}"
             );
             assert_eq!(m.paths[0].name, "softA");
+            assert_eq!(m.channel.stray_completions, 0, "{m:?}");
         }
         assert_eq!(layer.controller_counts("softA").unwrap().0, 1);
+        // The held commands failed over: counted by the channels (measured phase =
+        // whole run here) and on path A.
+        let failovers: u64 = rows
+            .iter()
+            .map(|r| r.mpath.as_ref().unwrap().channel.failovers)
+            .sum();
+        let per_core: Vec<_> = rows.iter().map(|r| r.mpath.as_ref().unwrap()).collect();
+        assert!(
+            failovers >= HELD as u64,
+            "{failovers} failovers: {per_core:?}"
+        );
+        let paths = bdevs[0].0.multipath().unwrap().paths();
+        assert!(
+            paths[0].name == "softA" && paths[0].failovers >= HELD as u64,
+            "{paths:?}"
+        );
         let text = report::text(&o, &rows);
         assert!(
             text.contains("MPATH (nqn.2024-01.org.nvme-tools:perf:n1) from core  1"),
@@ -468,6 +496,11 @@ mod tests {
         let summary = path_summary(&layer, &bdevs);
         assert!(summary.contains("softA Optimized"), "{summary}");
         assert!(summary.contains("1 resets"), "{summary}");
+        assert!(
+            !summary.contains("softA Optimized, 0 failovers"),
+            "{summary}"
+        );
+        eprintln!("{summary}");
         let json = report::to_json(&o, &rows);
         assert_eq!(json["config"]["multipath"], "round-robin");
         assert!(
