@@ -536,6 +536,19 @@ impl CtrlInner {
         Ok(())
     }
 
+    /// Deletes every queue pair's I/O queues on the device, best effort: 1 s per
+    /// command at most (or the admin timeout if shorter), stopping at the first that
+    /// fails (the device is not answering; the disable that follows stops it anyway).
+    fn delete_all_io_queues(&self, aq: &mut AdminQueue) {
+        let qids: Vec<u16> = lock(&self.qpairs).iter().map(|q| q.qid).collect();
+        let within = self.admin_timeout().min(Duration::from_secs(1));
+        for qid in qids {
+            if self.delete_io_queues_within(aq, qid, within).is_err() {
+                break;
+            }
+        }
+    }
+
     fn delete_io_queues(&self, aq: &mut AdminQueue, qid: u16) -> Result<()> {
         self.delete_io_queues_within(aq, qid, self.admin_timeout())
     }
@@ -590,8 +603,19 @@ impl CtrlInner {
             *f = Some(reason);
         }
         // Stop the device touching memory before requests are handed back (best
-        // effort: a removed device ignores it).
-        if !self.csts().is_all_ones() {
+        // effort: a removed device ignores it). A controller that still answers gets
+        // its I/O queues deleted first, as in a reset (and as Linux's
+        // nvme_dev_disable does): never disable a controller with I/O queues alive.
+        // Skipped if another thread holds the admin queue (it may be stuck on this
+        // very device); completions the deletion produces are path errors, and the
+        // queue pairs deliver each request once either way.
+        let csts = self.csts();
+        if !csts.is_all_ones() {
+            if csts.rdy() && !csts.cfs() && csts.shst() == 0 {
+                if let Ok(mut aq) = self.admin.try_lock() {
+                    self.delete_all_io_queues(&mut aq);
+                }
+            }
             let _ = self.disable();
         }
         self.state.store(ST_FAILED, Ordering::Release);
@@ -1005,19 +1029,7 @@ impl Controller {
         // flight). Best effort with a short deadline; the disable follows regardless.
         let csts = inner.csts();
         if csts.rdy() && !csts.cfs() && !csts.is_all_ones() {
-            let qids: Vec<u16> = lock(&inner.qpairs).iter().map(|q| q.qid).collect();
-            for qid in qids {
-                if inner
-                    .delete_io_queues_within(
-                        aq,
-                        qid,
-                        inner.admin_timeout().min(Duration::from_secs(1)),
-                    )
-                    .is_err()
-                {
-                    break;
-                }
-            }
+            inner.delete_all_io_queues(aq);
         }
         inner.disable()?;
         // The device no longer touches any queue: now queue pairs may hand back
@@ -1146,7 +1158,9 @@ impl Controller {
         if inner.state() == CtrlState::Failed {
             return Ok(());
         }
-        let _aq = lock(&inner.admin);
+        let mut aq = lock(&inner.admin);
+        // Queue pairs still alive lose their queues first (see `fail`).
+        inner.delete_all_io_queues(&mut aq);
         let cc = Cc(inner.regs().read32(regs::CC));
         inner.regs().write32(regs::CC, cc.with_shn(1).0);
         let start = Instant::now();
@@ -1158,7 +1172,7 @@ impl Controller {
             }
             std::thread::sleep(Duration::from_micros(200));
         }
-        drop(_aq);
+        drop(aq);
         inner.fail("controller shut down".into());
         Ok(())
     }

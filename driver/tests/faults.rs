@@ -548,3 +548,104 @@ fn admin_command_timeout_is_an_error_and_the_controller_lives_on() {
     assert!(b.failed().is_empty(), "statuses: {:?}", b.status);
     assert_no_stray(&qp.stats());
 }
+
+/// The driver never clears CC.EN while I/O queues are alive on a controller that
+/// could delete them (QEMU 7.2's controller crashed, rarely, when that happened with
+/// I/O in flight): the software controller counts it, and the count stays zero
+/// across resets under traffic, fatal status, a failure the device caused, a
+/// detach, a shutdown, surprise removal and an orderly drop.
+#[test]
+fn never_disabled_with_io_queues_alive() {
+    let disabled = |dev: &SoftController| dev.counters().disabled_with_io_queues();
+
+    // Resets under traffic, then fatal status (a reset of a dead controller, which
+    // cannot delete queues and is not counted), then a failure the device caused.
+    let (dev, ctrl) = soft(63);
+    let mut qp = qpair(&ctrl, 64, 10_000);
+    for round in 0..3 {
+        let mut b = Batch::new(&ctrl, 32);
+        dev.faults().drop_io_completions(4);
+        b.submit_all(&mut qp);
+        // Four commands held in flight on the device when the reset starts.
+        b.poll_until(&mut qp, "commands held", |_, _| {
+            dev.counters().held_commands() == 4
+        });
+        let resetter = {
+            let c = ctrl.clone();
+            std::thread::spawn(move || c.reset())
+        };
+        b.poll_until(&mut qp, "reset under traffic", |_, _| {
+            resetter.is_finished()
+        });
+        resetter.join().unwrap().expect("the reset succeeds");
+        for seq in b.failed() {
+            b.status[seq] = None;
+            b.seen[seq] = 0;
+            b.submit(&mut qp, seq);
+        }
+        b.poll_all(&mut qp, "I/O after a reset");
+        b.assert_exactly_once();
+        assert_eq!(disabled(&dev), 0, "after reset {round}");
+    }
+    assert_eq!(ctrl.reset_count(), 3);
+    {
+        let _admin = AdminThread::start(&ctrl);
+        let mut b = Batch::new(&ctrl, 8);
+        dev.faults().set_fatal();
+        b.submit_all(&mut qp);
+        b.poll_until(&mut qp, "reset after fatal status", |b, _| {
+            b.completed() == b.len() && ctrl.reset_count() == 4
+        });
+        assert_eq!(disabled(&dev), 0, "after fatal status");
+        let mut b = Batch::new(&ctrl, 8);
+        dev.faults().post_bogus_completion(qp.qid(), 4000);
+        b.submit_all(&mut qp);
+        wait_state(&ctrl, &mut qp, &mut b, CtrlState::Failed);
+        b.poll_all(&mut qp, "failure after a bogus completion");
+        b.assert_exactly_once();
+    }
+    assert_eq!(disabled(&dev), 0, "after a failure the device caused");
+    drop(qp);
+    drop(ctrl);
+    assert_eq!(disabled(&dev), 0);
+
+    // Detach (fail on purpose) with I/O in flight.
+    let (dev, ctrl) = soft(63);
+    let mut qp = qpair(&ctrl, 64, 10_000);
+    let mut b = Batch::new(&ctrl, 16);
+    dev.faults().drop_io_completions(16);
+    b.submit_all(&mut qp);
+    b.poll_until(&mut qp, "commands held", |_, _| {
+        dev.counters().held_commands() == 16
+    });
+    ctrl.fail("test: detach");
+    b.poll_all(&mut qp, "detach");
+    b.assert_exactly_once();
+    for seq in 0..b.len() {
+        assert!(b.status[seq].unwrap().is_path_error(), "request {seq}");
+    }
+    assert_eq!(disabled(&dev), 0, "after a detach");
+
+    // Shutdown with a queue pair still alive.
+    let (dev, ctrl) = soft(63);
+    let qp = qpair(&ctrl, 64, 10_000);
+    ctrl.shutdown().unwrap();
+    drop(qp);
+    assert_eq!(disabled(&dev), 0, "after a shutdown");
+
+    // Surprise removal, then the orderly end of a healthy controller.
+    let (dev, ctrl) = soft(63);
+    let mut qp = qpair(&ctrl, 64, 10_000);
+    let mut b = Batch::new(&ctrl, 8);
+    dev.faults().simulate_removal();
+    b.submit_all(&mut qp);
+    assert_eq!(ctrl.process_admin(), CtrlState::Failed);
+    b.poll_all(&mut qp, "removal");
+    b.assert_exactly_once();
+    assert_eq!(disabled(&dev), 0, "after removal");
+    let (dev, ctrl) = soft(63);
+    let qp = qpair(&ctrl, 64, 10_000);
+    drop(qp);
+    drop(ctrl);
+    assert_eq!(disabled(&dev), 0, "after an orderly drop");
+}
