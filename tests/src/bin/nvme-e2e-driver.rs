@@ -158,9 +158,12 @@ fn rw(bdf: &str) -> R<()> {
     }
     let st = qp.stats();
     println!(
-        "rw: {n} write/read pairs verified; {} requests as {} commands",
-        st.submitted, st.commands
+        "rw: {n} write/read pairs verified; {} requests as {} commands; stray completions {}, malformed {}",
+        st.submitted, st.commands, st.stray_completions, st.malformed_completions
     );
+    if st.submitted != st.completed || st.stray_completions + st.malformed_completions != 0 {
+        return Err(format!("counts do not add up: {st:?}"));
+    }
     Ok(())
 }
 
@@ -344,7 +347,8 @@ fn traffic(
             let s = (c.ctx >> 1 & 0x7fff) as usize;
             if s >= slots || phase[s] == 0 || c.ctx != waiting[s] {
                 return Err(format!(
-                    "completion with context {:#x} (sequence {}, slot {s}, write {}) is not                      one a slot waits for: a request completed twice, or a stray",
+                    "completion with context {:#x} (sequence {}, slot {s}, write {}) is not \
+                     one a slot waits for: a request completed twice, or a stray",
                     c.ctx,
                     c.ctx >> 16,
                     c.ctx & 1
