@@ -32,8 +32,6 @@ use std::time::{Duration, Instant};
 const ADMIN_ENTRIES: u16 = 32;
 /// Async Event Requests kept outstanding, at most.
 const AER_MAX: usize = 4;
-/// How long admin commands may take.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Queue pairs get this long to acknowledge a reset before they are failed.
 const RESET_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -44,6 +42,10 @@ pub struct ControllerOptions {
     pub io_queues: u16,
     /// Keep an eye on the device's removal request; fail and release on it.
     pub release_on_removal: bool,
+    /// How long an admin command may take before it is given up with
+    /// [`Error::Timeout`] (its late completion, if any, is then ignored). The Delete
+    /// I/O queue commands of a reset wait at most 1 s, or this if shorter.
+    pub admin_timeout_ms: u64,
 }
 
 impl Default for ControllerOptions {
@@ -51,6 +53,7 @@ impl Default for ControllerOptions {
         ControllerOptions {
             io_queues: 64,
             release_on_removal: true,
+            admin_timeout_ms: 10_000,
         }
     }
 }
@@ -187,6 +190,10 @@ impl CtrlInner {
             ST_RESETTING => CtrlState::Resetting,
             _ => CtrlState::Failed,
         }
+    }
+
+    fn admin_timeout(&self) -> Duration {
+        Duration::from_millis(self.opts.admin_timeout_ms.max(1))
     }
 
     fn regs(&self) -> &crate::mmio::Mmio {
@@ -455,7 +462,7 @@ impl CtrlInner {
         let mut sqe = Sqe::new(opc);
         sqe.cdw10 = fid as u32;
         sqe.cdw11 = cdw11;
-        Ok(self.admin_cmd(aq, sqe, ADMIN_TIMEOUT)?.dw0)
+        Ok(self.admin_cmd(aq, sqe, self.admin_timeout())?.dw0)
     }
 
     /// Posts one Async Event Request unless the controller's limit is reached.
@@ -489,7 +496,7 @@ impl CtrlInner {
         .map_err(|e| Error::InvalidArgument(format!("admin data of {len} bytes: {e:?}")))?;
         sqe.prp1 = prps.prp1;
         sqe.prp2 = prps.prp2;
-        self.admin_cmd(aq, sqe, ADMIN_TIMEOUT)?;
+        self.admin_cmd(aq, sqe, self.admin_timeout())?;
         let mut out = vec![0u8; len];
         aq.data.read_at(0, &mut out)?;
         Ok(out)
@@ -519,18 +526,31 @@ impl CtrlInner {
         sqe.prp1 = q.cq_iova.0;
         sqe.cdw10 = (q.cq_entries as u32 - 1) << 16 | q.qid as u32;
         sqe.cdw11 = 1; // PC
-        self.admin_cmd(aq, sqe, ADMIN_TIMEOUT)?;
+        self.admin_cmd(aq, sqe, self.admin_timeout())?;
         // Create I/O Submission Queue (section 5.5), bound to the CQ of the same id.
         let mut sqe = Sqe::new(admin_opc::CREATE_IO_SQ);
         sqe.prp1 = q.sq_iova.0;
         sqe.cdw10 = (q.entries as u32 - 1) << 16 | q.qid as u32;
         sqe.cdw11 = (q.qid as u32) << 16 | 1; // CQID, PC
-        self.admin_cmd(aq, sqe, ADMIN_TIMEOUT)?;
+        self.admin_cmd(aq, sqe, self.admin_timeout())?;
         Ok(())
     }
 
+    /// Deletes every queue pair's I/O queues on the device, best effort: 1 s per
+    /// command at most (or the admin timeout if shorter), stopping at the first that
+    /// fails (the device is not answering; the disable that follows stops it anyway).
+    fn delete_all_io_queues(&self, aq: &mut AdminQueue) {
+        let qids: Vec<u16> = lock(&self.qpairs).iter().map(|q| q.qid).collect();
+        let within = self.admin_timeout().min(Duration::from_secs(1));
+        for qid in qids {
+            if self.delete_io_queues_within(aq, qid, within).is_err() {
+                break;
+            }
+        }
+    }
+
     fn delete_io_queues(&self, aq: &mut AdminQueue, qid: u16) -> Result<()> {
-        self.delete_io_queues_within(aq, qid, ADMIN_TIMEOUT)
+        self.delete_io_queues_within(aq, qid, self.admin_timeout())
     }
 
     fn delete_io_queues_within(
@@ -583,8 +603,19 @@ impl CtrlInner {
             *f = Some(reason);
         }
         // Stop the device touching memory before requests are handed back (best
-        // effort: a removed device ignores it).
-        if !self.csts().is_all_ones() {
+        // effort: a removed device ignores it). A controller that still answers gets
+        // its I/O queues deleted first, as in a reset (and as Linux's
+        // nvme_dev_disable does): never disable a controller with I/O queues alive.
+        // Skipped if another thread holds the admin queue (it may be stuck on this
+        // very device); completions the deletion produces are path errors, and the
+        // queue pairs deliver each request once either way.
+        let csts = self.csts();
+        if !csts.is_all_ones() {
+            if csts.rdy() && !csts.cfs() && csts.shst() == 0 {
+                if let Ok(mut aq) = self.admin.try_lock() {
+                    self.delete_all_io_queues(&mut aq);
+                }
+            }
             let _ = self.disable();
         }
         self.state.store(ST_FAILED, Ordering::Release);
@@ -998,15 +1029,7 @@ impl Controller {
         // flight). Best effort with a short deadline; the disable follows regardless.
         let csts = inner.csts();
         if csts.rdy() && !csts.cfs() && !csts.is_all_ones() {
-            let qids: Vec<u16> = lock(&inner.qpairs).iter().map(|q| q.qid).collect();
-            for qid in qids {
-                if inner
-                    .delete_io_queues_within(aq, qid, Duration::from_secs(1))
-                    .is_err()
-                {
-                    break;
-                }
-            }
+            inner.delete_all_io_queues(aq);
         }
         inner.disable()?;
         // The device no longer touches any queue: now queue pairs may hand back
@@ -1135,7 +1158,9 @@ impl Controller {
         if inner.state() == CtrlState::Failed {
             return Ok(());
         }
-        let _aq = lock(&inner.admin);
+        let mut aq = lock(&inner.admin);
+        // Queue pairs still alive lose their queues first (see `fail`).
+        inner.delete_all_io_queues(&mut aq);
         let cc = Cc(inner.regs().read32(regs::CC));
         inner.regs().write32(regs::CC, cc.with_shn(1).0);
         let start = Instant::now();
@@ -1147,7 +1172,7 @@ impl Controller {
             }
             std::thread::sleep(Duration::from_micros(200));
         }
-        drop(_aq);
+        drop(aq);
         inner.fail("controller shut down".into());
         Ok(())
     }

@@ -19,7 +19,9 @@
 //!   worth of completions instead of once per poll. Under emulation each doorbell
 //!   write is a trap into the device model, so this halves the MMIO at depth 1.
 //! - Every completion's identifier, SQ head and SQ identifier is checked; a bad one
-//!   fails the controller rather than corrupting state.
+//!   (a stray or duplicated completion, an impossible SQ head) is counted in
+//!   [`QpairStats`], never delivered, and fails the controller rather than corrupting
+//!   state.
 //! - The controller signals resets and failure through one atomic control word that
 //!   each poll reads once (see [`QpairShared`]).
 
@@ -162,6 +164,15 @@ pub struct QpairStats {
     pub timeouts: u64,
     /// Commands aborted by controller resets.
     pub reset_aborts: u64,
+    /// Completions whose command identifier matched no command in flight: out of
+    /// range, never issued, or already completed (a duplicate). Each is counted once
+    /// and never delivered; the controller is failed, as the device misbehaved.
+    /// Zero on a healthy device: tests assert it, in release builds too.
+    pub stray_completions: u64,
+    /// Completions for a command in flight that carried an SQ head or SQ identifier
+    /// out of range. Counted once each, not delivered (the command completes when the
+    /// controller is failed); zero on a healthy device.
+    pub malformed_completions: u64,
 }
 
 impl QpairStats {
@@ -181,6 +192,8 @@ impl QpairStats {
             busy: self.busy - before.busy,
             timeouts: self.timeouts - before.timeouts,
             reset_aborts: self.reset_aborts - before.reset_aborts,
+            stray_completions: self.stray_completions - before.stray_completions,
+            malformed_completions: self.malformed_completions - before.malformed_completions,
         }
     }
 }
@@ -313,6 +326,10 @@ pub struct IoQpair {
     failed: bool,
     timeout_ticks: u64,
     next_timeout_scan: u64,
+    /// Where the last invalid completion sat (`cq_head | phase << 16 | 1 << 17`, 0 for
+    /// none): the queue pair stops at it until the controller fails, and polls that
+    /// find it again must not count it again.
+    bad_at: u32,
     stats: QpairStats,
 }
 
@@ -444,6 +461,7 @@ impl IoQpair {
             control_seen,
             timeout_ticks: clock::ms_to_ticks(opts.timeout_ms.max(1)),
             next_timeout_scan: TIMEOUT_SCAN_POLLS,
+            bad_at: 0,
             stats: QpairStats::default(),
             ctrl,
             shared,
@@ -1021,15 +1039,31 @@ impl IoQpair {
         delivered
     }
 
-    /// A completion that does not match a command in flight: the controller is failed
-    /// (by its owner) rather than trusted with this queue's state.
+    /// A completion that does not match a command in flight, or names one with an
+    /// impossible SQ head or SQ identifier: it is counted (once, however many polls
+    /// find it) and never delivered, and the controller is failed (by its owner)
+    /// rather than trusted with this queue's state. The queue pair consumes nothing
+    /// past it; the failure completes what is in flight.
     #[cold]
     #[inline(never)]
-    fn bad_completion(&self, dw2: u32, dw3: u32) {
+    fn bad_completion(&mut self, dw2: u32, dw3: u32) {
+        let at = self.cq_head as u32 | (self.phase as u32) << 16 | 1 << 17;
+        if self.bad_at == at {
+            return;
+        }
+        self.bad_at = at;
+        let cid = dw3 as u16;
+        let stray = self.trackers.get(cid as usize).is_none_or(|t| !t.active);
+        let what = if stray {
+            self.stats.stray_completions += 1;
+            "no command in flight has this identifier (unknown, or a duplicate)"
+        } else {
+            self.stats.malformed_completions += 1;
+            "the SQ head or SQ identifier is out of range"
+        };
         let reason = format!(
-            "queue {}: invalid completion (cid {}, sq_head {}, sq_id {}) with {} trackers and {} entries",
+            "queue {}: invalid completion (cid {cid}, sq_head {}, sq_id {}) with {} trackers and {} entries: {what}",
             self.qid,
-            dw3 as u16,
             dw2 as u16,
             dw2 >> 16,
             self.trackers.len(),
@@ -1182,6 +1216,7 @@ impl IoQpair {
         self.cq_unreported = 0;
         self.phase = true;
         self.sq_dirty = false;
+        self.bad_at = 0;
     }
 
     #[cold]
@@ -1236,5 +1271,29 @@ mod tests {
         assert_eq!((r.op, r.nsid, r.ctx), (IoOp::Flush, 3, 9));
         let r = IoRequest::no_data(IoOp::Deallocate, 1, 10, 20, 0);
         assert_eq!((r.slba, r.nlb), (10, 20));
+    }
+
+    #[test]
+    fn since_subtracts_every_count() {
+        let before = QpairStats {
+            completed: 5,
+            stray_completions: 1,
+            malformed_completions: 2,
+            pending_high_water: 9,
+            ..QpairStats::default()
+        };
+        let now = QpairStats {
+            completed: 8,
+            stray_completions: 4,
+            malformed_completions: 2,
+            pending_high_water: 3,
+            ..QpairStats::default()
+        };
+        let d = now.since(&before);
+        assert_eq!(
+            (d.completed, d.stray_completions, d.malformed_completions),
+            (3, 3, 0)
+        );
+        assert_eq!(d.pending_high_water, 3, "the high-water mark stays current");
     }
 }

@@ -46,13 +46,22 @@ fn qp_options(entries: u16) -> QpairOptions {
     }
 }
 
-/// Reads blocks `0..n` (512 bytes each) of namespace 1 and returns them.
+/// Reads blocks `0..n` (512 bytes each) of namespace 1 and returns them; fails the
+/// test unless the read completes once, with success.
 fn read_blocks(ctrl: &Controller, qp: &mut IoQpair, n: usize) -> Vec<u8> {
+    const CTX: u64 = 0x7ead;
     let rbuf = ctrl.alloc_buffer(n * 512).unwrap();
-    qp.submit(IoRequest::read(1, 0, n as u32, rbuf.whole(), 0))
+    qp.submit(IoRequest::read(1, 0, n as u32, rbuf.whole(), CTX))
         .unwrap();
     let mut done = Vec::new();
     wait_all(qp, 1, &mut done);
+    assert_eq!(done.len(), 1, "one read, one completion: {done:?}");
+    assert_eq!(done[0].ctx, CTX);
+    assert!(
+        done[0].status.is_success(),
+        "read of blocks 0..{n}: {}",
+        done[0].status
+    );
     contents(&rbuf)
 }
 
@@ -250,9 +259,16 @@ fn tag_exhaustion_uses_the_pending_ring_in_order() {
     let st = qp.stats();
     assert_eq!(st.pending_high_water, 64);
     assert_eq!(st.busy, 2);
-    // Pending requests leave the ring in submission order: with one tag left free at
-    // a time the device sees them in order; the commands counter tells all went out.
     assert_eq!(st.commands, n as u64);
+    // Pending requests leave the ring in submission order: each is issued as a
+    // completion frees a tag, and this device completes commands in the order it
+    // fetches them, so completions come back in submission order.
+    let order: Vec<u64> = done.iter().map(|c| c.ctx).collect();
+    assert_eq!(
+        order,
+        (0..n as u64).collect::<Vec<_>>(),
+        "completion order differs from submission order"
+    );
     for _ in 0..1000 {
         qp.poll(64, &mut |c| panic!("unexpected completion {c:?}"));
     }
@@ -436,21 +452,39 @@ fn bogus_completion_fails_the_controller() {
     for i in 0..10 {
         qp.submit(IoRequest::read(1, i, 1, buf.whole(), i)).unwrap();
     }
+    // The queue pair stops at the bogus entry and asks for the failure; polls before
+    // the admin side acts find the same entry again.
     let start = Instant::now();
+    while qp.stats().stray_completions == 0 {
+        qp.poll(64, &mut |c| done.push(c));
+        assert!(start.elapsed() < DEADLINE, "the bogus entry never showed");
+    }
+    for _ in 0..100 {
+        qp.poll(64, &mut |c| done.push(c));
+    }
     while ctrl.state() != CtrlState::Failed {
         qp.poll(64, &mut |c| done.push(c));
         ctrl.process_admin();
         assert!(start.elapsed() < DEADLINE);
     }
+    let failure = ctrl.failure().unwrap();
     assert!(
-        ctrl.failure().unwrap().contains("invalid completion"),
-        "{:?}",
-        ctrl.failure()
+        failure.contains("invalid completion (cid 4000") && failure.contains("duplicate"),
+        "{failure}"
     );
     wait_all(&mut qp, 10, &mut done);
     let mut ctxs: Vec<u64> = done.iter().map(|c| c.ctx).collect();
     ctxs.sort();
     assert_eq!(ctxs, (0..10).collect::<Vec<_>>());
+    // The bogus entry is counted once, however many polls found it before the
+    // failure reached the queue pair, and was never delivered.
+    let st = qp.stats();
+    assert_eq!(
+        (st.stray_completions, st.malformed_completions),
+        (1, 0),
+        "{st:?}"
+    );
+    assert_eq!(st.completed, 10);
 }
 
 #[test]
@@ -486,44 +520,78 @@ fn timed_out_command_is_aborted() {
     assert_eq!(qp.stats().timeouts, 1);
 }
 
+/// Controller Fatal Status with one read in flight: the admin side resets the
+/// controller (once); the read in flight comes back exactly once with "aborted: SQ
+/// deletion" (retryable), every other read succeeds, and afterwards the controller
+/// is live, not failed, its fatal condition gone, and the queue pair carries I/O.
 #[test]
 fn fatal_status_resets_the_controller() {
     let (dev, ctrl) = soft_ns(1 << 12, 512);
     let c2 = ctrl.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
-    // The owner keeps polling so it can acknowledge the reset.
+    // The owner keeps polling so it can acknowledge the reset; one read at a time.
     let worker = std::thread::spawn(move || {
         let mut qp = c2.create_io_qpair(QpairOptions::default()).unwrap();
         let buf = c2.alloc_buffer(512).unwrap();
-        let mut n = 0;
-        let mut statuses = Vec::new();
-        while !s2.load(Ordering::Acquire) {
+        let mut n = 0u64;
+        let mut done: Vec<IoCompletion> = Vec::new();
+        let start = Instant::now();
+        loop {
+            let stopping = s2.load(Ordering::Acquire);
             if qp.outstanding() == 0 {
+                if stopping {
+                    break;
+                }
                 qp.submit(IoRequest::read(1, 0, 1, buf.whole(), n)).unwrap();
                 n += 1;
             }
-            qp.poll(8, &mut |c| statuses.push(c.status));
+            qp.poll(8, &mut |c| done.push(c));
+            assert!(start.elapsed() < DEADLINE, "the reads did not drain");
         }
-        (n, statuses)
+        (n, done, qp.stats(), qp.is_failed())
     });
     std::thread::sleep(Duration::from_millis(30));
     dev.faults().set_fatal();
     let start = Instant::now();
     while ctrl.reset_count() == 0 && ctrl.state() != CtrlState::Failed {
         ctrl.process_admin();
-        assert!(start.elapsed() < DEADLINE);
+        assert!(start.elapsed() < DEADLINE, "fatal status was not acted on");
         std::thread::sleep(Duration::from_millis(1));
     }
+    // Some I/O after the reset before stopping.
     std::thread::sleep(Duration::from_millis(30));
     stop.store(true, Ordering::Release);
-    let (n, statuses) = worker.join().unwrap();
-    assert!(n > 0);
-    assert!(statuses.len() as u64 >= n - 1);
-    eprintln!(
-        "after fatal status: state {:?}, resets {}",
-        ctrl.state(),
-        ctrl.reset_count()
+    let (n, done, stats, qp_failed) = worker.join().expect("worker passes its checks");
+    assert_eq!(ctrl.state(), CtrlState::Live, "{:?}", ctrl.failure());
+    assert_eq!(ctrl.reset_count(), 1);
+    assert_eq!(ctrl.failure(), None);
+    assert!(
+        !dev.faults().is_fatal(),
+        "the reset cleared the fatal condition"
+    );
+    assert!(!qp_failed);
+    // Every read completed exactly once, in order (one at a time).
+    let ctxs: Vec<u64> = done.iter().map(|c| c.ctx).collect();
+    assert_eq!(ctxs, (0..n).collect::<Vec<_>>());
+    let aborted: Vec<u64> = done
+        .iter()
+        .filter(|c| !c.status.is_success())
+        .map(|c| {
+            assert_eq!(c.status, Status::ABORTED_SQ_DELETION, "read {}", c.ctx);
+            c.ctx
+        })
+        .collect();
+    assert_eq!(aborted.len(), 1, "the one read in flight: {aborted:?}");
+    assert!(
+        aborted[0] + 1 < n,
+        "reads succeeded after the reset: {} of {n}",
+        aborted[0]
+    );
+    assert_eq!(stats.reset_aborts, 1, "{stats:?}");
+    assert_eq!(
+        (stats.stray_completions, stats.malformed_completions),
+        (0, 0)
     );
 }
 
@@ -681,13 +749,23 @@ fn queue_state_notifier_tells_an_idle_owner_to_poll() {
     .unwrap();
     let err = ctrl.on_queue_state_change(|| {}).unwrap_err();
     assert!(err.to_string().contains("already set"), "{err}");
+    // A block with known contents, to read back after the reset.
+    let mut wbuf = ctrl.alloc_buffer(512).unwrap();
+    pattern(&mut wbuf, 0x51);
+    let before_reset = contents(&wbuf);
+    qp.submit(IoRequest::write(1, 0, 1, wbuf.whole(), 1))
+        .unwrap();
+    let mut done = Vec::new();
+    wait_all(&mut qp, 1, &mut done);
+    assert!(done[0].status.is_success(), "{}", done[0].status);
+    let seen_before = told.load(Ordering::SeqCst);
 
     let resetter = {
         let c = ctrl.clone();
         std::thread::spawn(move || c.reset())
     };
     let t0 = Instant::now();
-    let mut seen = 0;
+    let mut seen = seen_before;
     while !resetter.is_finished() {
         assert!(t0.elapsed() < DEADLINE, "reset never finished");
         let now = told.load(Ordering::SeqCst);
@@ -704,11 +782,11 @@ fn queue_state_notifier_tells_an_idle_owner_to_poll() {
         "the reset took {took:?}: the idle queue pair was not told to acknowledge it"
     );
     assert!(
-        told.load(Ordering::SeqCst) >= 2,
+        told.load(Ordering::SeqCst) >= seen_before + 2,
         "told when the reset started and ended"
     );
-    // The queue pair came through the reset.
-    assert_eq!(read_blocks(&ctrl, &mut qp, 1).len(), 512);
+    // The queue pair came through the reset: what was written before it reads back.
+    assert_eq!(read_blocks(&ctrl, &mut qp, 1), before_reset);
     assert!(!qp.is_failed());
 
     let before = told.load(Ordering::SeqCst);

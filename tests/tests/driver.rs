@@ -2,9 +2,47 @@
 //! identify, write and read back over sizes and PRP-list offsets, two threads with
 //! their own queue pairs, controller resets in the middle of verified traffic, and a
 //! hot-unplug in the middle of traffic. The scenarios live in the guest binary
-//! `nvme-e2e-driver`, which prints `PASS <scenario>` for each one that held.
+//! `nvme-e2e-driver`, which prints `PASS <scenario>` for each one that held (it fails
+//! itself when the counts do not add up) and a `<scenario>: counts k=v ...` line
+//! whose counts these tests check again: every accepted request completed once, the
+//! outcomes add up, no stray or malformed completion.
 
 use e2e::{Guest, Topology};
+
+/// The counts `scenario` printed on its `<scenario>: counts k=v ...` line.
+fn counts(out: &e2e::GuestOutput, scenario: &str) -> std::collections::HashMap<String, u64> {
+    let prefix = format!("{scenario}: counts ");
+    let line = out
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` line:\n{out}"));
+    line.split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .unwrap_or_else(|| panic!("bad count {kv:?} in {line:?}"));
+            let v = v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad count {kv:?} in {line:?}"));
+            (k.to_string(), v)
+        })
+        .collect()
+}
+
+/// Every accepted request completed once, the outcomes add up, and the driver saw no
+/// stray or malformed completion.
+fn assert_counts_add_up(c: &std::collections::HashMap<String, u64>, out: &e2e::GuestOutput) {
+    let n = |k: &str| *c.get(k).unwrap_or_else(|| panic!("no count {k}:\n{out}"));
+    assert_eq!(n("completions"), n("accepted"), "{out}");
+    assert_eq!(
+        n("succeeded") + n("aborted") + n("failed"),
+        n("completions"),
+        "{out}"
+    );
+    assert_eq!((n("stray"), n("malformed")), (0, 0), "{out}");
+    assert!(n("succeeded") > 0, "{out}");
+}
 
 fn assert_passed(out: &e2e::GuestOutput, scenarios: &[&str]) {
     out.assert_success();
@@ -22,11 +60,17 @@ fn identify_rw_threads_and_reset_on_one_controller() {
         "set -e; for s in identify rw threads reset; do nvme-e2e-driver $s 0000:01:00.0; done",
     );
     assert_passed(&out, &["identify", "rw", "threads", "reset"]);
-    assert!(
-        out.stdout
-            .contains("aborted by resets and resubmitted, data verified"),
+    let threads = counts(&out, "threads");
+    assert_counts_add_up(&threads, &out);
+    assert_eq!(
+        threads["aborted"] + threads["failed"] + threads["refused"],
+        0,
         "{out}"
     );
+    let reset = counts(&out, "reset");
+    assert_counts_add_up(&reset, &out);
+    assert_eq!(reset["resets"], 3, "{out}");
+    assert_eq!((reset["failed"], reset["refused"]), (0, 0), "{out}");
 }
 
 #[test]
@@ -34,9 +78,11 @@ fn hot_unplug_during_traffic_fails_every_io_once_and_releases_the_device() {
     let out = Guest::new(Topology::Mpath)
         .run("nvme-e2e-driver unplug 0000:02:00.0 c1 && ls /sys/bus/pci/devices");
     assert_passed(&out, &["unplug"]);
+    let unplug = counts(&out, "unplug");
+    assert_counts_add_up(&unplug, &out);
     assert!(
-        out.stdout.contains("completed with an error, none lost"),
-        "{out}"
+        unplug["failed"] > 0,
+        "requests in flight at the unplug completed with an error:\n{out}"
     );
     assert!(
         out.stdout.contains("0000:01:00.0"),

@@ -306,6 +306,14 @@ impl Device {
             self.enable(cc);
         } else if !cc.en() && self.last_en {
             self.last_en = false;
+            let io_queues = self.sqs[1..].iter().any(|q| q.is_some())
+                || self.cqs[1..].iter().any(|q| q.is_some());
+            if io_queues && !self.sh.faults.is_fatal() {
+                self.sh
+                    .counters
+                    .disabled_with_io_queues
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             self.reset();
         }
         let shst = if cc.shn() != 0 { CSTS_SHST_COMPLETE } else { 0 };

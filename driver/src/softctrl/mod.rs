@@ -163,6 +163,7 @@ pub struct Counters {
     invalid_doorbell_writes: AtomicU64,
     held: AtomicU64,
     scans: AtomicU64,
+    disabled_with_io_queues: AtomicU64,
 }
 
 impl fmt::Debug for Counters {
@@ -171,6 +172,7 @@ impl fmt::Debug for Counters {
             .field("commands_fetched", &self.commands_fetched())
             .field("completions_posted", &self.completions_posted())
             .field("held", &self.held_commands())
+            .field("disabled_with_io_queues", &self.disabled_with_io_queues())
             .finish()
     }
 }
@@ -184,6 +186,7 @@ impl Counters {
             invalid_doorbell_writes: AtomicU64::new(0),
             held: AtomicU64::new(0),
             scans: AtomicU64::new(0),
+            disabled_with_io_queues: AtomicU64::new(0),
         }
     }
     /// Admin commands with opcode `opc` fetched from the admin SQ.
@@ -217,6 +220,13 @@ impl Counters {
     /// Scans of the register file by the device thread.
     pub fn scans(&self) -> u64 {
         self.scans.load(Ordering::Relaxed)
+    }
+    /// Times the host cleared CC.EN while I/O submission or completion queues still
+    /// existed on a controller that could have deleted them (not in fatal status).
+    /// A host must delete its I/O queues first: QEMU 7.2's controller crashed, rarely,
+    /// when disabled with I/O queues alive. Zero for a well-behaved host.
+    pub fn disabled_with_io_queues(&self) -> u64 {
+        self.disabled_with_io_queues.load(Ordering::Relaxed)
     }
 }
 

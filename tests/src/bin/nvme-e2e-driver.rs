@@ -158,22 +158,151 @@ fn rw(bdf: &str) -> R<()> {
     }
     let st = qp.stats();
     println!(
-        "rw: {n} write/read pairs verified; {} requests as {} commands",
-        st.submitted, st.commands
+        "rw: {n} write/read pairs verified; {} requests as {} commands; stray completions {}, malformed {}",
+        st.submitted, st.commands, st.stray_completions, st.malformed_completions
     );
+    if st.submitted != st.completed || st.stray_completions + st.malformed_completions != 0 {
+        return Err(format!("counts do not add up: {st:?}"));
+    }
     Ok(())
+}
+
+/// What became of the requests of [`traffic`]. Every request accepted by `submit`
+/// completes exactly once: `completions == accepted` and
+/// `completions == succeeded + aborted + failed`; [`Tally::check`] says so or why not.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    /// Requests accepted by `submit` (a resubmission is a new request).
+    accepted: u64,
+    /// Submits refused (only when failure is allowed: the controller is gone).
+    refused: u64,
+    /// Completions delivered.
+    completions: u64,
+    /// Completed with success.
+    succeeded: u64,
+    /// Completed with a path error while the queue pair was alive (a reset aborted
+    /// them) and resubmitted.
+    aborted: u64,
+    /// Completed with an error and not resubmitted.
+    failed: u64,
+    /// The queue pair's count of completions that matched no command in flight, and
+    /// of those with an impossible SQ head: both must be zero.
+    stray: u64,
+    malformed: u64,
+}
+
+impl Tally {
+    fn add(&mut self, o: &Tally) {
+        self.accepted += o.accepted;
+        self.refused += o.refused;
+        self.completions += o.completions;
+        self.succeeded += o.succeeded;
+        self.aborted += o.aborted;
+        self.failed += o.failed;
+        self.stray += o.stray;
+        self.malformed += o.malformed;
+    }
+
+    /// The line the host-side test parses.
+    fn line(&self) -> String {
+        format!(
+            "accepted={} completions={} succeeded={} aborted={} failed={} refused={} stray={} malformed={}",
+            self.accepted,
+            self.completions,
+            self.succeeded,
+            self.aborted,
+            self.failed,
+            self.refused,
+            self.stray,
+            self.malformed
+        )
+    }
+
+    /// Every accepted request completed once, the outcomes add up, nothing stray.
+    fn check(&self) -> R<()> {
+        if self.completions != self.accepted {
+            return Err(format!(
+                "{} requests accepted but {} completions: {}",
+                self.accepted,
+                self.completions,
+                self.line()
+            ));
+        }
+        if self.succeeded + self.aborted + self.failed != self.completions {
+            return Err(format!(
+                "outcomes do not add up to the completions: {}",
+                self.line()
+            ));
+        }
+        if self.stray != 0 || self.malformed != 0 {
+            return Err(format!(
+                "invalid completions from the device: {}",
+                self.line()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The context word of a request: a sequence number (unique per request), the slot,
+/// and a read/write bit, so a completion is matched to exactly the request it ends.
+fn ctx_word(seq: u64, slot: usize, write: bool) -> u64 {
+    seq << 16 | (slot as u64) << 1 | write as u64
+}
+
+/// Issues the steps of [`traffic`]'s slots with fresh context words.
+struct Submitter {
+    base: u64,
+    allow_failure: bool,
+    seq: u64,
+}
+
+impl Submitter {
+    /// Submits slot `s`'s write or read of `buf`; records the context word the slot
+    /// now waits for. False if refused (only when failure is allowed).
+    fn submit(
+        &mut self,
+        qp: &mut IoQpair,
+        s: usize,
+        write: bool,
+        buf: &DmaBuf,
+        waiting: &mut [u64],
+        t: &mut Tally,
+    ) -> R<bool> {
+        self.seq += 1;
+        let ctx = ctx_word(self.seq, s, write);
+        let lba = self.base + 8 * s as u64;
+        let req = if write {
+            IoRequest::write(1, lba, 8, buf.whole(), ctx)
+        } else {
+            IoRequest::read(1, lba, 8, buf.whole(), ctx)
+        };
+        match qp.submit(req) {
+            Ok(()) => {
+                t.accepted += 1;
+                waiting[s] = ctx;
+                Ok(true)
+            }
+            Err(_) if self.allow_failure => {
+                t.refused += 1;
+                Ok(false)
+            }
+            Err((e, _)) => Err(e.to_string()),
+        }
+    }
 }
 
 /// Runs verified traffic on its own queue pair: `slots` requests in flight, each
 /// owning 8 blocks at `base + 8 * slot`, writing then reading back. Requests aborted by
-/// a reset are resubmitted. Returns (completions, aborted, failed).
+/// a reset are resubmitted. Fails on a completion that is not the one its slot waits
+/// for (a duplicate or a stray), and when the counts do not add up.
 fn traffic(
     ctrl: &Controller,
     base: u64,
     slots: usize,
     stop: &AtomicBool,
     allow_failure: bool,
-) -> R<(u64, u64, u64)> {
+) -> R<Tally> {
     let mut qp = ctrl
         .create_io_qpair(QpairOptions {
             entries: 64,
@@ -189,10 +318,16 @@ fn traffic(
         wbufs.push(ctrl.alloc_buffer(len).map_err(|e| e.to_string())?);
         rbufs.push(ctrl.alloc_buffer(len).map_err(|e| e.to_string())?);
     }
-    // Per slot: 0 idle, 1 writing, 2 reading.
+    // Per slot: 0 idle, 1 writing, 2 reading; the context word it waits for.
     let mut phase = vec![0u8; slots];
+    let mut waiting = vec![u64::MAX; slots];
     let mut gen = vec![0u64; slots];
-    let (mut completions, mut aborted, mut failed) = (0u64, 0u64, 0u64);
+    let mut t = Tally::default();
+    let mut sub = Submitter {
+        base,
+        allow_failure,
+        seq: 0,
+    };
     let mut done = Vec::with_capacity(1024);
     let start = Instant::now();
     loop {
@@ -201,35 +336,39 @@ fn traffic(
             if phase[s] == 0 && !stopping {
                 gen[s] += 1;
                 fill(&mut wbufs[s], gen[s] * 1000 + s as u64 + base)?;
-                let lba = base + 8 * s as u64;
-                match qp.submit(IoRequest::write(1, lba, 8, wbufs[s].whole(), s as u64)) {
-                    Ok(()) => phase[s] = 1,
-                    Err(_) if allow_failure => {}
-                    Err((e, _)) => return Err(e.to_string()),
+                if sub.submit(&mut qp, s, true, &wbufs[s], &mut waiting, &mut t)? {
+                    phase[s] = 1;
                 }
             }
         }
         done.clear();
         qp.poll(256, &mut |c| done.push(c));
         for c in &done {
-            let s = c.ctx as usize;
-            if phase[s] == 0 {
+            let s = (c.ctx >> 1 & 0x7fff) as usize;
+            if s >= slots || phase[s] == 0 || c.ctx != waiting[s] {
                 return Err(format!(
-                    "slot {s} completed while idle: a request completed twice"
+                    "completion with context {:#x} (sequence {}, slot {s}, write {}) is not \
+                     one a slot waits for: a request completed twice, or a stray",
+                    c.ctx,
+                    c.ctx >> 16,
+                    c.ctx & 1
                 ));
             }
-            completions += 1;
+            if (c.ctx & 1 == 1) != (phase[s] == 1) {
+                return Err(format!(
+                    "slot {s}: the read/write bit of {:#x} is wrong",
+                    c.ctx
+                ));
+            }
+            waiting[s] = u64::MAX;
+            t.completions += 1;
             let lba = base + 8 * s as u64;
             if c.status.is_success() {
+                t.succeeded += 1;
                 if phase[s] == 1 {
                     phase[s] = 2;
                     rbufs[s].fill(0);
-                    if let Err((e, _)) =
-                        qp.submit(IoRequest::read(1, lba, 8, rbufs[s].whole(), s as u64))
-                    {
-                        if !allow_failure {
-                            return Err(e.to_string());
-                        }
+                    if !sub.submit(&mut qp, s, false, &rbufs[s], &mut waiting, &mut t)? {
                         phase[s] = 0;
                     }
                 } else {
@@ -242,21 +381,17 @@ fn traffic(
                 }
             } else if c.status.is_path_error() && !qp.is_failed() {
                 // Aborted by a reset: resubmit the same step.
-                aborted += 1;
-                let req = if phase[s] == 1 {
-                    IoRequest::write(1, lba, 8, wbufs[s].whole(), s as u64)
+                t.aborted += 1;
+                let (write, buf) = if phase[s] == 1 {
+                    (true, &wbufs[s])
                 } else {
-                    IoRequest::read(1, lba, 8, rbufs[s].whole(), s as u64)
+                    (false, &rbufs[s])
                 };
-                if let Err((e, _)) = qp.submit(req) {
-                    if !allow_failure {
-                        return Err(e.to_string());
-                    }
+                if !sub.submit(&mut qp, s, write, buf, &mut waiting, &mut t)? {
                     phase[s] = 0;
-                    failed += 1;
                 }
             } else if allow_failure {
-                failed += 1;
+                t.failed += 1;
                 phase[s] = 0;
             } else {
                 return Err(format!("LBA {lba}: {}", c.status));
@@ -276,11 +411,21 @@ fn traffic(
     if qp.outstanding() != 0 {
         return Err(format!("{} requests never completed", qp.outstanding()));
     }
-    Ok((completions, aborted, failed))
+    let st = qp.stats();
+    t.stray = st.stray_completions;
+    t.malformed = st.malformed_completions;
+    if st.submitted != t.accepted || st.completed != t.completions {
+        return Err(format!(
+            "the queue pair counted {} submitted and {} completed, the caller {} and {}",
+            st.submitted, st.completed, t.accepted, t.completions
+        ));
+    }
+    t.check()?;
+    Ok(t)
 }
 
 /// [`traffic`] on a thread of its own, with its own handle to the controller.
-struct TrafficThread(std::thread::JoinHandle<R<(u64, u64, u64)>>);
+struct TrafficThread(std::thread::JoinHandle<R<Tally>>);
 
 impl TrafficThread {
     fn spawn(
@@ -297,7 +442,7 @@ impl TrafficThread {
     }
 
     /// Waits for the thread and returns what [`traffic`] returned.
-    fn join(self) -> R<(u64, u64, u64)> {
+    fn join(self) -> R<Tally> {
         self.0
             .join()
             .map_err(|_| "traffic thread panicked".to_string())?
@@ -312,14 +457,23 @@ fn threads(bdf: &str) -> R<()> {
         .collect();
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Release);
+    let mut all = Tally::default();
     for (t, h) in handles.into_iter().enumerate() {
-        let (n, _, _) = h.join()?;
-        println!("threads: thread {t}: {n} verified completions");
-        if n == 0 {
+        let tally = h.join()?;
+        println!("threads: thread {t}: {}", tally.line());
+        if tally.succeeded == 0 {
             return Err(format!("thread {t} completed nothing"));
         }
+        if tally.aborted + tally.failed + tally.refused != 0 {
+            return Err(format!(
+                "thread {t}: errors without a reset: {}",
+                tally.line()
+            ));
+        }
+        all.add(&tally);
     }
-    Ok(())
+    println!("threads: counts {}", all.line());
+    all.check()
 }
 
 fn reset(bdf: &str) -> R<()> {
@@ -337,8 +491,26 @@ fn reset(bdf: &str) -> R<()> {
     }
     std::thread::sleep(Duration::from_millis(700));
     stop.store(true, Ordering::Release);
-    let (n, aborted, _) = h.join()?;
-    println!("reset: {n} completions, {aborted} aborted by resets and resubmitted, data verified");
+    let t = h.join()?;
+    println!("reset: counts {} resets={}", t.line(), ctrl.reset_count());
+    println!(
+        "reset: {} completions = {} succeeded + {} aborted by resets and resubmitted \
+         + {} failed, of {} accepted; data verified",
+        t.completions, t.succeeded, t.aborted, t.failed, t.accepted
+    );
+    t.check()?;
+    if t.failed != 0 || t.refused != 0 {
+        return Err(format!("requests failed across resets: {}", t.line()));
+    }
+    if ctrl.reset_count() != 3 {
+        return Err(format!(
+            "{} resets completed, 3 expected",
+            ctrl.reset_count()
+        ));
+    }
+    if t.succeeded == 0 {
+        return Err("no request succeeded".into());
+    }
     Ok(())
 }
 
@@ -365,8 +537,20 @@ fn unplug(bdf: &str, id: &str) -> R<()> {
         ctrl.failure().unwrap_or_default()
     );
     stop.store(true, Ordering::Release);
-    let (n, _, failed) = h.join()?;
-    println!("unplug: {n} completions, {failed} completed with an error, none lost");
+    let t = h.join()?;
+    println!("unplug: counts {}", t.line());
+    println!(
+        "unplug: {} completions of {} accepted: {} succeeded, {} aborted and resubmitted, \
+         {} completed with an error; {} submits refused",
+        t.completions, t.accepted, t.succeeded, t.aborted, t.failed, t.refused
+    );
+    t.check()?;
+    if t.failed == 0 {
+        return Err(format!(
+            "no request in flight completed with an error: the unplug did not hit traffic: {}",
+            t.line()
+        ));
+    }
     // The device is released: the kernel finishes the unplug.
     let path = format!("/sys/bus/pci/devices/{bdf}");
     let t = Instant::now();

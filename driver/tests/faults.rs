@@ -1,0 +1,651 @@
+//! Device misbehaviour shown to the real driver: each software-controller fault knob
+//! against a real [`IoQpair`]. For each, what the driver must do: tolerate it (reordered
+//! and late completions), or recover (a lost completion: timeout, abort, reset), or
+//! fail the controller cleanly (a duplicated completion, an impossible SQ head); and
+//! in every case complete each request exactly once and never deliver a completion
+//! the device should not have posted.
+//!
+//! Every request carries a context word `seq << 1 | write`: a completion is counted
+//! against its sequence number, and its read/write bit must match the request's, so a
+//! duplicated write completion shows up as a duplicate, not as a data mismatch.
+//! Writes go to block `seq`, reads come from block `READ_BASE + seq`, prefilled; the
+//! data of every request that succeeded is checked.
+//!
+//! Not here: retry delays from a completion's CRD field. The driver does not retry
+//! (it delivers the status, CRD included, to the caller); the block layer's
+//! multipath channel honours the delay, and is tested there.
+
+use nvme_driver::bus::Bus;
+use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
+use nvme_driver::{
+    Controller, ControllerOptions, CtrlState, DmaBuf, Error, IoCompletion, IoQpair, IoRequest,
+    QpairOptions, QpairStats, Status,
+};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The longest any wait here may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(10);
+const BS: usize = 512;
+/// Reads come from blocks `READ_BASE..`, writes go to blocks `0..READ_BASE`.
+const READ_BASE: u64 = 1024;
+
+fn ctx(seq: usize, write: bool) -> u64 {
+    (seq as u64) << 1 | write as u64
+}
+
+/// The byte pattern of block `lba` written by request `seq` (0 for the prefill).
+fn block_pattern(lba: u64, seq: usize) -> Vec<u8> {
+    (0..BS)
+        .map(|i| (lba as usize * 31 + seq * 7 + i) as u8 ^ 0x5a)
+        .collect()
+}
+
+fn soft(mqes: u16) -> (Arc<SoftController>, Controller) {
+    soft_with(mqes, ControllerOptions::default())
+}
+
+fn soft_with(mqes: u16, opts: ControllerOptions) -> (Arc<SoftController>, Controller) {
+    let dev = SoftController::start(SoftConfig {
+        mqes,
+        namespaces: vec![Arc::new(
+            Namespace::new(1, 2 * READ_BASE, BS as u32).unwrap(),
+        )],
+        ..SoftConfig::default()
+    });
+    let ns = &dev.namespaces()[0];
+    for b in READ_BASE..2 * READ_BASE {
+        ns.write_bytes(b * BS as u64, &block_pattern(b, 0)).unwrap();
+    }
+    let ctrl = Controller::init(dev.clone() as Arc<dyn Bus>, opts).expect("controller comes up");
+    (dev, ctrl)
+}
+
+fn qpair(ctrl: &Controller, entries: u16, timeout_ms: u64) -> IoQpair {
+    ctrl.create_io_qpair(QpairOptions {
+        entries,
+        pending_max: 256,
+        timeout_ms,
+    })
+    .unwrap()
+}
+
+/// `process_admin` every millisecond on a thread of its own, as an application's
+/// admin thread would: aborts, resets and failures happen there while the test
+/// thread polls (a reset waits for the queue pair's owner to acknowledge it).
+struct AdminThread {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl AdminThread {
+    fn start(ctrl: &Controller) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (ctrl.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Acquire) {
+                c.process_admin();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        AdminThread {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for AdminThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A set of requests and what became of them.
+struct Batch {
+    /// Per sequence number: write?, block, buffer.
+    ios: Vec<(bool, u64, DmaBuf)>,
+    /// Completions seen per sequence number.
+    seen: Vec<u32>,
+    /// The last status per sequence number.
+    status: Vec<Option<Status>>,
+    /// Sequence numbers in delivery order.
+    order: Vec<usize>,
+    /// Completions whose context word was not one we issued (unknown sequence number
+    /// or the wrong read/write bit).
+    foreign: Vec<u64>,
+}
+
+impl Batch {
+    /// `n` requests alternating write (even) and read (odd).
+    fn new(ctrl: &Controller, n: usize) -> Self {
+        let ios = (0..n)
+            .map(|seq| {
+                let write = seq % 2 == 0;
+                let lba = if write {
+                    seq as u64
+                } else {
+                    READ_BASE + seq as u64
+                };
+                let mut buf = ctrl.alloc_buffer(BS).unwrap();
+                if write {
+                    buf.write_at(0, &block_pattern(lba, seq)).unwrap();
+                }
+                (write, lba, buf)
+            })
+            .collect();
+        Batch {
+            ios,
+            seen: vec![0; n],
+            status: vec![None; n],
+            order: Vec::new(),
+            foreign: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ios.len()
+    }
+
+    fn submit(&self, qp: &mut IoQpair, seq: usize) {
+        let (write, lba, buf) = &self.ios[seq];
+        let req = if *write {
+            IoRequest::write(1, *lba, 1, buf.whole(), ctx(seq, true))
+        } else {
+            IoRequest::read(1, *lba, 1, buf.whole(), ctx(seq, false))
+        };
+        qp.submit(req).map_err(|(e, _)| e).unwrap();
+    }
+
+    fn submit_all(&self, qp: &mut IoQpair) {
+        for seq in 0..self.len() {
+            self.submit(qp, seq);
+        }
+        qp.flush();
+    }
+
+    fn record(&mut self, c: IoCompletion) {
+        let seq = (c.ctx >> 1) as usize;
+        match self.ios.get(seq) {
+            Some((write, _, _)) if *write == (c.ctx & 1 == 1) => {
+                self.seen[seq] += 1;
+                self.status[seq] = Some(c.status);
+                self.order.push(seq);
+            }
+            _ => self.foreign.push(c.ctx),
+        }
+    }
+
+    /// Requests completed at least once.
+    fn completed(&self) -> usize {
+        self.seen.iter().filter(|&&k| k > 0).count()
+    }
+
+    /// Polls until `until` holds; fails the test at the deadline with `what`.
+    fn poll_until(
+        &mut self,
+        qp: &mut IoQpair,
+        what: &str,
+        until: impl Fn(&Self, &IoQpair) -> bool,
+    ) {
+        let start = Instant::now();
+        let mut done = Vec::with_capacity(64);
+        while !until(self, qp) {
+            done.clear();
+            qp.poll(64, &mut |c| done.push(c));
+            for c in done.drain(..) {
+                self.record(c);
+                let seq = (c.ctx >> 1) as usize;
+                assert!(
+                    self.seen.get(seq).is_none_or(|&k| k <= 1),
+                    "{what}: request {seq} completed twice ({}, then {})",
+                    self.status[seq].map_or("?".into(), |s| s.to_string()),
+                    c.status
+                );
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{what}: not within {DEADLINE:?}; {} of {} completed, stats {:?}",
+                self.completed(),
+                self.len(),
+                qp.stats()
+            );
+        }
+    }
+
+    /// Polls until every request completed, then keeps polling a little to give a
+    /// second completion of any of them the chance to show.
+    fn poll_all(&mut self, qp: &mut IoQpair, what: &str) {
+        self.poll_until(qp, what, |b, _| b.completed() == b.len());
+        self.poll_until(qp, what, {
+            let t = Instant::now();
+            move |_, _| t.elapsed() > Duration::from_millis(20)
+        });
+    }
+
+    /// Each request completed exactly once, and nothing else was delivered.
+    fn assert_exactly_once(&self) {
+        let twice: Vec<usize> = (0..self.len()).filter(|&s| self.seen[s] > 1).collect();
+        let never: Vec<usize> = (0..self.len()).filter(|&s| self.seen[s] == 0).collect();
+        assert!(
+            twice.is_empty() && never.is_empty() && self.foreign.is_empty(),
+            "completed twice: {twice:?}; never completed: {never:?}; unknown contexts: {:?}",
+            self.foreign
+        );
+    }
+
+    /// Sequence numbers whose status is not success.
+    fn failed(&self) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&s| self.status[s].is_some_and(|st| !st.is_success()))
+            .collect()
+    }
+
+    /// Every request that succeeded moved its data: a write is on the medium, a read
+    /// brought the prefilled block.
+    fn assert_data(&self, dev: &SoftController) {
+        let ns = &dev.namespaces()[0];
+        for (seq, (write, lba, buf)) in self.ios.iter().enumerate() {
+            if self.status[seq] != Some(Status::SUCCESS) {
+                continue;
+            }
+            let got = if *write {
+                let mut v = vec![0u8; BS];
+                ns.read_bytes(lba * BS as u64, &mut v).unwrap();
+                v
+            } else {
+                let mut v = vec![0u8; BS];
+                buf.read_at(0, &mut v).unwrap();
+                v
+            };
+            let want = block_pattern(*lba, if *write { seq } else { 0 });
+            assert!(
+                got == want,
+                "request {seq} (write {write}, block {lba}): data differs"
+            );
+        }
+    }
+}
+
+fn assert_no_stray(st: &QpairStats) {
+    assert_eq!(
+        (st.stray_completions, st.malformed_completions),
+        (0, 0),
+        "no invalid completions: {st:?}"
+    );
+}
+
+/// Waits (bounded) for the controller to reach `state`, polling the queue pair.
+fn wait_state(ctrl: &Controller, qp: &mut IoQpair, b: &mut Batch, state: CtrlState) {
+    b.poll_until(qp, &format!("controller {state:?}"), |_, _| {
+        ctrl.state() == state
+    });
+}
+
+/// The device posts one completion twice. The second names a command that is no
+/// longer in flight: it is counted as stray, never delivered, and the controller is
+/// failed (the device broke the protocol); every request completes exactly once, the
+/// duplicated one with its real status, the rest with success or a path error.
+#[test]
+fn duplicated_completion_is_counted_not_delivered_and_fails_the_controller() {
+    let (dev, ctrl) = soft(63);
+    let _admin = AdminThread::start(&ctrl);
+    let mut qp = qpair(&ctrl, 64, 10_000);
+    let mut b = Batch::new(&ctrl, 48);
+    // Nothing is submitted after this batch, so no identifier is reused before the
+    // duplicate arrives: it cannot pass for another command's completion.
+    dev.faults().duplicate_next_completion();
+    b.submit_all(&mut qp);
+    wait_state(&ctrl, &mut qp, &mut b, CtrlState::Failed);
+    b.poll_all(&mut qp, "duplicated completion");
+    b.assert_exactly_once();
+    let st = qp.stats();
+    assert_eq!(
+        st.stray_completions, 1,
+        "the duplicate is counted once: {st:?}"
+    );
+    assert_eq!(st.malformed_completions, 0, "{st:?}");
+    assert_eq!(st.completed, 48, "{st:?}");
+    let failure = ctrl.failure().unwrap_or_default();
+    assert!(failure.contains("duplicate"), "{failure}");
+    // The first completion posted was delivered once, with success.
+    assert_eq!(b.status[b.order[0]], Some(Status::SUCCESS));
+    for seq in b.failed() {
+        let st = b.status[seq].unwrap();
+        assert!(st.is_path_error(), "request {seq}: {st}");
+    }
+    assert!(dev.counters().completions_posted() > 0);
+    b.assert_data(&dev);
+}
+
+/// Commands fetched together complete in reverse order: tolerated. Every request
+/// completes once with success, out of submission order (the premise), data intact,
+/// the controller live.
+#[test]
+fn reordered_completions_are_tolerated() {
+    let (dev, ctrl) = soft(63);
+    let mut qp = qpair(&ctrl, 64, 10_000);
+    dev.faults().set_reorder(true);
+    let mut b = Batch::new(&ctrl, 48);
+    b.submit_all(&mut qp);
+    b.poll_all(&mut qp, "reordered completions");
+    b.assert_exactly_once();
+    assert!(b.failed().is_empty(), "statuses: {:?}", b.status);
+    let inversions = b.order.windows(2).filter(|w| w[0] > w[1]).count();
+    assert!(
+        inversions > 0,
+        "the device did reorder: delivery order {:?}",
+        b.order
+    );
+    assert_no_stray(&qp.stats());
+    assert_eq!(ctrl.state(), CtrlState::Live);
+    b.assert_data(&dev);
+}
+
+/// One completion is posted with the wrong phase tag: the host sees no new entry
+/// there, so it and everything behind it look lost. The deadline fires, the abort
+/// finds nothing to abort, the controller is reset, and every request comes back
+/// exactly once ("aborted: SQ deletion", resubmitted) or with success; nothing is
+/// delivered from the stale queue after the reset.
+#[test]
+fn wrong_phase_completion_is_recovered_by_timeout_and_reset() {
+    let (dev, ctrl) = soft(63);
+    let _admin = AdminThread::start(&ctrl);
+    let mut qp = qpair(&ctrl, 64, 50);
+    let mut b = Batch::new(&ctrl, 32);
+    dev.faults().corrupt_next_phase();
+    b.submit_all(&mut qp);
+    b.poll_until(&mut qp, "lost completions aborted by a reset", |b, _| {
+        b.completed() == b.len()
+    });
+    // The corrupted entry was the first posted, so the host saw none of them.
+    let aborted = b.failed();
+    assert_eq!(aborted.len(), b.len(), "statuses: {:?}", b.status);
+    for &seq in &aborted {
+        assert_eq!(
+            b.status[seq],
+            Some(Status::ABORTED_SQ_DELETION),
+            "request {seq}"
+        );
+    }
+    // The aborts were handed back when the reset disabled the controller; it then
+    // recreates the queues and ends.
+    b.poll_until(&mut qp, "the reset ends", |_, _| ctrl.reset_count() == 1);
+    assert_eq!(ctrl.state(), CtrlState::Live);
+    let st = qp.stats();
+    assert!(st.timeouts >= aborted.len() as u64, "{st:?}");
+    assert_eq!(st.reset_aborts, aborted.len() as u64, "{st:?}");
+    // The caller retries what the reset aborted; the controller works again.
+    for &seq in &aborted {
+        b.status[seq] = None;
+        b.seen[seq] = 0;
+        b.submit(&mut qp, seq);
+    }
+    b.poll_all(&mut qp, "resubmitted after the reset");
+    b.assert_exactly_once();
+    assert!(b.failed().is_empty(), "statuses: {:?}", b.status);
+    assert_no_stray(&qp.stats());
+    b.assert_data(&dev);
+}
+
+/// A completion for a command in flight carries an SQ head past the end of the SQ:
+/// counted as malformed, not delivered, the controller failed; every request completes
+/// exactly once, with success or a path error.
+#[test]
+fn impossible_sq_head_fails_the_controller() {
+    let (dev, ctrl) = soft(31);
+    let _admin = AdminThread::start(&ctrl);
+    let mut qp = qpair(&ctrl, 32, 10_000);
+    let mut b = Batch::new(&ctrl, 24);
+    dev.faults().corrupt_next_sq_head(999);
+    b.submit_all(&mut qp);
+    wait_state(&ctrl, &mut qp, &mut b, CtrlState::Failed);
+    b.poll_all(&mut qp, "impossible SQ head");
+    b.assert_exactly_once();
+    let st = qp.stats();
+    assert_eq!(
+        (st.malformed_completions, st.stray_completions),
+        (1, 0),
+        "{st:?}"
+    );
+    let failure = ctrl.failure().unwrap_or_default();
+    assert!(failure.contains("sq_head 999"), "{failure}");
+    // The entry with the bad SQ head was the first posted: its request was not
+    // delivered from it, and came back with a path error when the controller failed.
+    let failed = b.failed();
+    assert!(!failed.is_empty());
+    for &seq in &failed {
+        assert_eq!(
+            b.status[seq],
+            Some(Status::ABORTED_BY_HOST),
+            "request {seq}"
+        );
+    }
+    b.assert_data(&dev);
+}
+
+/// Completions 20 ms late, well inside the deadline: tolerated, each delivered once
+/// with success, no timeouts, no reset.
+#[test]
+fn late_completions_within_the_deadline_are_tolerated() {
+    let (dev, ctrl) = soft(63);
+    let mut qp = qpair(&ctrl, 64, 5_000);
+    dev.faults().set_completion_delay_us(20_000);
+    let mut b = Batch::new(&ctrl, 32);
+    let t0 = Instant::now();
+    b.submit_all(&mut qp);
+    b.poll_until(&mut qp, "late completions", |b, _| b.completed() > 0);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(20),
+        "the first completion came after {:?}: the delay took effect",
+        t0.elapsed()
+    );
+    b.poll_all(&mut qp, "late completions");
+    b.assert_exactly_once();
+    assert!(b.failed().is_empty(), "statuses: {:?}", b.status);
+    let st = qp.stats();
+    assert_eq!(st.timeouts, 0, "{st:?}");
+    assert_no_stray(&st);
+    assert_eq!(ctrl.reset_count(), 0);
+    b.assert_data(&dev);
+}
+
+/// Completions later than the deadline (admin ones too: the knob delays every
+/// completion). Each command times out and is aborted, the Abort answers late
+/// ("not aborted"), and the late completions then arrive: each request is delivered
+/// exactly once, from its own completion, with success. A driver that gave up on a
+/// timed-out command by itself would see the late completion as stray.
+#[test]
+fn completions_later_than_the_deadline_are_delivered_once() {
+    let (dev, ctrl) = soft(63);
+    let _admin = AdminThread::start(&ctrl);
+    let mut qp = qpair(&ctrl, 64, 30);
+    dev.faults().set_completion_delay_us(300_000);
+    let mut b = Batch::new(&ctrl, 16);
+    b.submit_all(&mut qp);
+    b.poll_until(&mut qp, "late completions", |b, _| b.completed() == b.len());
+    dev.faults().set_completion_delay_us(0);
+    // Past the reset the second expiry asked for (it finds nothing in flight).
+    let c = ctrl.clone();
+    b.poll_until(&mut qp, "quiet after the delay", move |_, _| {
+        c.state() == CtrlState::Live && c.reset_count() > 0
+    });
+    b.assert_exactly_once();
+    assert!(b.failed().is_empty(), "statuses: {:?}", b.status);
+    let st = qp.stats();
+    assert_eq!(st.timeouts, 16, "every command passed its deadline: {st:?}");
+    assert!(
+        dev.counters()
+            .admin_fetched(nvme_driver::spec::admin_opc::ABORT)
+            > 0,
+        "the driver asked to abort"
+    );
+    assert_eq!(st.reset_aborts, 0, "{st:?}");
+    assert_no_stray(&st);
+    b.assert_data(&dev);
+}
+
+/// An admin command whose completion never comes is a clear timeout error naming
+/// the command, after the configured admin timeout; the controller stays live and
+/// I/O flows. A reset whose Delete I/O SQ goes unanswered gives up on it after the
+/// timeout and still brings the controller and the queue pair back.
+#[test]
+fn admin_command_timeout_is_an_error_and_the_controller_lives_on() {
+    let (dev, ctrl) = soft_with(
+        63,
+        ControllerOptions {
+            admin_timeout_ms: 100,
+            ..ControllerOptions::default()
+        },
+    );
+    let mut qp = qpair(&ctrl, 64, 10_000);
+    dev.faults().drop_admin_completions(1);
+    let t0 = Instant::now();
+    let err = ctrl
+        .get_feature(nvme_driver::spec::feature_id::NUMBER_OF_QUEUES, 0)
+        .unwrap_err();
+    let took = t0.elapsed();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Timeout { .. }), "{msg}");
+    assert!(msg.contains("get features"), "{msg}");
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_secs(2),
+        "the wait follows admin_timeout_ms: {took:?}"
+    );
+    assert_eq!(ctrl.state(), CtrlState::Live);
+    // The next admin command gets its own answer.
+    assert!(ctrl
+        .get_feature(nvme_driver::spec::feature_id::NUMBER_OF_QUEUES, 0)
+        .is_ok());
+    let mut b = Batch::new(&ctrl, 16);
+    b.submit_all(&mut qp);
+    b.poll_all(&mut qp, "I/O after an admin timeout");
+    b.assert_exactly_once();
+    assert!(b.failed().is_empty(), "statuses: {:?}", b.status);
+
+    // A reset during which the device ignores Delete I/O SQ.
+    dev.faults().drop_admin_completions(1);
+    let resetter = {
+        let c = ctrl.clone();
+        std::thread::spawn(move || c.reset())
+    };
+    let mut idle = Batch::new(&ctrl, 0);
+    idle.poll_until(&mut qp, "reset with an unanswered Delete I/O SQ", |_, _| {
+        resetter.is_finished()
+    });
+    resetter.join().unwrap().expect("the reset succeeds");
+    assert_eq!(ctrl.state(), CtrlState::Live);
+    assert_eq!(ctrl.reset_count(), 1);
+    let mut b = Batch::new(&ctrl, 16);
+    b.submit_all(&mut qp);
+    b.poll_all(&mut qp, "I/O after the reset");
+    b.assert_exactly_once();
+    assert!(b.failed().is_empty(), "statuses: {:?}", b.status);
+    assert_no_stray(&qp.stats());
+}
+
+/// The driver never clears CC.EN while I/O queues are alive on a controller that
+/// could delete them (QEMU 7.2's controller crashed, rarely, when that happened with
+/// I/O in flight): the software controller counts it, and the count stays zero
+/// across resets under traffic, fatal status, a failure the device caused, a
+/// detach, a shutdown, surprise removal and an orderly drop.
+#[test]
+fn never_disabled_with_io_queues_alive() {
+    let disabled = |dev: &SoftController| dev.counters().disabled_with_io_queues();
+
+    // Resets under traffic, then fatal status (a reset of a dead controller, which
+    // cannot delete queues and is not counted), then a failure the device caused.
+    let (dev, ctrl) = soft(63);
+    let mut qp = qpair(&ctrl, 64, 10_000);
+    for round in 0..3 {
+        let mut b = Batch::new(&ctrl, 32);
+        dev.faults().drop_io_completions(4);
+        b.submit_all(&mut qp);
+        // Four commands held in flight on the device when the reset starts.
+        b.poll_until(&mut qp, "commands held", |_, _| {
+            dev.counters().held_commands() == 4
+        });
+        let resetter = {
+            let c = ctrl.clone();
+            std::thread::spawn(move || c.reset())
+        };
+        b.poll_until(&mut qp, "reset under traffic", |_, _| {
+            resetter.is_finished()
+        });
+        resetter.join().unwrap().expect("the reset succeeds");
+        for seq in b.failed() {
+            b.status[seq] = None;
+            b.seen[seq] = 0;
+            b.submit(&mut qp, seq);
+        }
+        b.poll_all(&mut qp, "I/O after a reset");
+        b.assert_exactly_once();
+        assert_eq!(disabled(&dev), 0, "after reset {round}");
+    }
+    assert_eq!(ctrl.reset_count(), 3);
+    {
+        let _admin = AdminThread::start(&ctrl);
+        let mut b = Batch::new(&ctrl, 8);
+        dev.faults().set_fatal();
+        b.submit_all(&mut qp);
+        b.poll_until(&mut qp, "reset after fatal status", |b, _| {
+            b.completed() == b.len() && ctrl.reset_count() == 4
+        });
+        assert_eq!(disabled(&dev), 0, "after fatal status");
+        let mut b = Batch::new(&ctrl, 8);
+        dev.faults().post_bogus_completion(qp.qid(), 4000);
+        b.submit_all(&mut qp);
+        wait_state(&ctrl, &mut qp, &mut b, CtrlState::Failed);
+        b.poll_all(&mut qp, "failure after a bogus completion");
+        b.assert_exactly_once();
+    }
+    assert_eq!(disabled(&dev), 0, "after a failure the device caused");
+    drop(qp);
+    drop(ctrl);
+    assert_eq!(disabled(&dev), 0);
+
+    // Detach (fail on purpose) with I/O in flight.
+    let (dev, ctrl) = soft(63);
+    let mut qp = qpair(&ctrl, 64, 10_000);
+    let mut b = Batch::new(&ctrl, 16);
+    dev.faults().drop_io_completions(16);
+    b.submit_all(&mut qp);
+    b.poll_until(&mut qp, "commands held", |_, _| {
+        dev.counters().held_commands() == 16
+    });
+    ctrl.fail("test: detach");
+    b.poll_all(&mut qp, "detach");
+    b.assert_exactly_once();
+    for seq in 0..b.len() {
+        assert!(b.status[seq].unwrap().is_path_error(), "request {seq}");
+    }
+    assert_eq!(disabled(&dev), 0, "after a detach");
+
+    // Shutdown with a queue pair still alive.
+    let (dev, ctrl) = soft(63);
+    let qp = qpair(&ctrl, 64, 10_000);
+    ctrl.shutdown().unwrap();
+    drop(qp);
+    assert_eq!(disabled(&dev), 0, "after a shutdown");
+
+    // Surprise removal, then the orderly end of a healthy controller.
+    let (dev, ctrl) = soft(63);
+    let mut qp = qpair(&ctrl, 64, 10_000);
+    let mut b = Batch::new(&ctrl, 8);
+    dev.faults().simulate_removal();
+    b.submit_all(&mut qp);
+    assert_eq!(ctrl.process_admin(), CtrlState::Failed);
+    b.poll_all(&mut qp, "removal");
+    b.assert_exactly_once();
+    assert_eq!(disabled(&dev), 0, "after removal");
+    let (dev, ctrl) = soft(63);
+    let qp = qpair(&ctrl, 64, 10_000);
+    drop(qp);
+    drop(ctrl);
+    assert_eq!(disabled(&dev), 0, "after an orderly drop");
+}
