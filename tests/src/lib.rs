@@ -17,6 +17,11 @@
 //! out.assert_success();
 //! assert_eq!(out.stdout.lines().filter(|l| l.parse::<u32>().is_ok()).count(), 2);
 //! ```
+//!
+//! A test that cannot check something on this machine (say, the kernel cache has no
+//! ext4 modules) calls [`skip`]: that fails the test unless `NVME_TESTS_ALLOW_SKIP=1`
+//! says skipping is expected, and records the skip in `$NVME_TESTS_SKIP_LOG`, which
+//! `tests/run` prints at the end. No test skips silently.
 #![deny(missing_docs)]
 
 use std::collections::BTreeMap;
@@ -25,6 +30,59 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// The environment variable that says skipping is expected: with
+/// `NVME_TESTS_ALLOW_SKIP=1` a test that cannot check something on this machine
+/// records a skip and passes; without it, [`skip`] fails the test. A check that
+/// silently does not happen is a check that can no longer fail.
+pub const ALLOW_SKIP_ENV: &str = "NVME_TESTS_ALLOW_SKIP";
+
+/// The environment variable naming a file every [`skip`] appends a line to.
+/// `tests/run` sets it and prints the file at the end, outside libtest's capture
+/// (which hides a passing test's stderr).
+pub const SKIP_LOG_ENV: &str = "NVME_TESTS_SKIP_LOG";
+
+/// Records that `test` could not check `what` here, because `why`. The line
+/// `SKIP test: what (why)` goes to stderr and is appended to `$NVME_TESTS_SKIP_LOG`
+/// when that is set; then, unless `NVME_TESTS_ALLOW_SKIP=1`, the test fails (panics)
+/// with that line. Call it where a test would otherwise pass without checking:
+///
+/// ```no_run
+/// let modules: Option<Vec<std::path::PathBuf>> = None;
+/// if modules.is_none() {
+///     e2e::skip("my_test", "the mount refusal", "no ext4 modules in the kernel cache");
+/// }
+/// ```
+pub fn skip(test: &str, what: &str, why: &str) {
+    let log = std::env::var_os(SKIP_LOG_ENV).map(PathBuf::from);
+    record_skip(test, what, why, log.as_deref(), skipping_allowed());
+}
+
+/// [`skip`] with the environment read by the caller (so unit tests need not set it).
+fn record_skip(test: &str, what: &str, why: &str, log: Option<&Path>, allowed: bool) {
+    let line = format!("SKIP {test}: {what} ({why})");
+    eprintln!("{line}");
+    if let Some(log) = log {
+        // One write of one short line with O_APPEND: lines from parallel tests and
+        // test processes do not interleave.
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()));
+        if let Err(e) = written {
+            panic!("{line}; and it could not be recorded in {log:?}: {e}");
+        }
+    }
+    if !allowed {
+        panic!("{line}: a skip is a failure unless {ALLOW_SKIP_ENV}=1 says skipping is expected");
+    }
+}
+
+/// True when `NVME_TESTS_ALLOW_SKIP=1` (see [`skip`]).
+pub fn skipping_allowed() -> bool {
+    std::env::var_os(ALLOW_SKIP_ENV).is_some_and(|v| v == "1")
+}
 
 /// Orders the guests of one test process (threads); `qemu/run` orders processes.
 static GUEST_LOCK: Mutex<()> = Mutex::new(());
@@ -402,6 +460,42 @@ mod tests {
             device_del_cmd("c1"),
             r#"echo '@@QMP {"execute":"device_del","arguments":{"id":"c1"}}@@'"#
         );
+    }
+
+    fn log_file(name: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("e2e-skip-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    #[test]
+    fn a_skip_fails_the_test_unless_allowed_and_is_logged_either_way() {
+        let log = log_file("refused");
+        let r = std::panic::catch_unwind(|| {
+            record_skip("t1", "a check", "a reason", Some(&log), false)
+        });
+        let msg = r.expect_err("a skip without NVME_TESTS_ALLOW_SKIP=1 must fail the test");
+        let msg = msg
+            .downcast_ref::<String>()
+            .expect("the panic carries the skip line");
+        assert!(msg.starts_with("SKIP t1: a check (a reason)"), "{msg}");
+        assert!(msg.contains("NVME_TESTS_ALLOW_SKIP=1"), "{msg}");
+
+        record_skip("t2", "another check", "another reason", Some(&log), true);
+        let text = std::fs::read_to_string(&log).expect("the skip log was written");
+        assert_eq!(
+            text,
+            "SKIP t1: a check (a reason)\nSKIP t2: another check (another reason)\n"
+        );
+        std::fs::remove_file(&log).expect("remove the log");
+    }
+
+    #[test]
+    fn a_skip_that_cannot_be_logged_fails_even_when_allowed() {
+        let log = Path::new("/nonexistent-dir/e2e-skips");
+        let r =
+            std::panic::catch_unwind(|| record_skip("t", "a check", "a reason", Some(log), true));
+        assert!(r.is_err(), "an unrecorded skip would be a silent one");
     }
 }
 

@@ -513,7 +513,9 @@ fn status_line<'a>(c: &'a Case, bdf: &str) -> Vec<&'a str> {
 /// nvme-perf --verify passes on what a write run wrote, fails with another seed and,
 /// naming the first overwritten LBA, after dd overwrote blocks through the kernel
 /// driver (nvme-setup unbind, dd, bind); nvme-setup refuses a controller with a mounted
-/// filesystem and one used as swap.
+/// filesystem and one used as swap. Without ext4 modules in the kernel cache the
+/// mounted-filesystem refusal cannot be staged: that is a skip (`e2e::skip`), a failure
+/// unless `NVME_TESTS_ALLOW_SKIP=1`.
 #[test]
 fn setup_bind_unbind_verify_and_refusals_on_single() {
     let started = Instant::now();
@@ -676,8 +678,6 @@ run_case status_last nvme-setup status
         );
         let d = ok(&cs, "driver_mounted", &out);
         assert!(d.out.ends_with("/nvme"), "{d:#?}");
-    } else {
-        eprintln!("mount refusal skipped: no ext4 modules in the QEMU kernel cache");
     }
     assert!(out.stdout.contains("SWAPON"), "swapon failed:\n{out}");
     let r = case(&cs, "bind_swap", &out);
@@ -694,6 +694,15 @@ run_case status_last nvme-setup status
         "vfio-pci"
     );
     eprintln!("setup: guest {:.1} s", started.elapsed().as_secs_f64());
+    // Last, so that every other check has run: a skip fails the test unless
+    // NVME_TESTS_ALLOW_SKIP=1 (Debian kernels whose modules are compressed land here).
+    if mods.is_none() {
+        e2e::skip(
+            "setup_bind_unbind_verify_and_refusals_on_single",
+            "the refusal to bind a controller with a mounted filesystem",
+            "no uncompressed ext4 modules (and their dependencies) in the QEMU kernel cache",
+        );
+    }
 }
 
 /// The main job: `qemu/perf -- OPTIONS` builds, boots and prints nvme-perf's table.
