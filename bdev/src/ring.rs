@@ -154,6 +154,11 @@ impl<T> Drop for Ring<T> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// Far beyond what 40 000 pushes and pops take even on a loaded machine; only a
+    /// ring that lost or withheld values gets near it.
+    const DEADLINE: Duration = Duration::from_secs(60);
 
     #[test]
     fn fifo_bounded_and_wraps() {
@@ -174,6 +179,7 @@ mod tests {
     #[test]
     fn many_producers_one_consumer_lose_nothing() {
         let r = Arc::new(Ring::new(64));
+        let deadline = Instant::now() + DEADLINE;
         let producers: Vec<_> = (0..4u64)
             .map(|p| {
                 let r = r.clone();
@@ -181,6 +187,10 @@ mod tests {
                     for i in 0..10_000u64 {
                         let mut v = p << 32 | i;
                         while let Err(back) = r.push(v) {
+                            assert!(
+                                Instant::now() < deadline,
+                                "producer {p}: value {i} not taken within {DEADLINE:?}"
+                            );
                             v = back;
                             std::hint::spin_loop();
                         }
@@ -191,6 +201,10 @@ mod tests {
         let mut next = [0u64; 4];
         let mut got = 0;
         while got < 40_000 {
+            assert!(
+                Instant::now() < deadline,
+                "{got} of 40000 values popped within {DEADLINE:?}; next per producer {next:?}"
+            );
             if let Some(v) = r.pop() {
                 let (p, i) = ((v >> 32) as usize, v & 0xffff_ffff);
                 assert_eq!(i, next[p], "per-producer order");

