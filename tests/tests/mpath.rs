@@ -1,19 +1,38 @@
 //! The multipath bdev against QEMU's `mpath` topology (one subsystem, controllers c0
 //! at 0000:01:00.0 and c1 at 0000:02:00.0 sharing namespace 1), once per policy:
 //! verified traffic through the multipath bdev while controller A is reset
-//! repeatedly through the block layer, then controller B is hot-unplugged over QMP
-//! while traffic runs. Every I/O completes exactly once, successfully, data intact,
-//! and traffic carries on over the surviving path. The scenario lives in the guest
-//! binary `nvme-e2e-mpath`, which prints `PASS mpath-<policy>` and, per phase, the
-//! longest pause between completions and the longest submit call (the failover
-//! figures of docs/BENCHMARKS.md; shown with `--nocapture`).
+//! repeatedly through the block layer, then a controller carrying I/O is
+//! hot-unplugged over QMP while traffic runs: B (c1) under round-robin and
+//! least-queue-depth, the active path A (c0) under active-passive (unplugging the idle
+//! passive path would fail nothing over). Every I/O completes exactly once,
+//! successfully, data intact, and traffic carries on over the surviving path; the
+//! resets and the unplug each fail I/O over (failovers > 0 in that phase) and the
+//! channel counts no stray completions. The scenario lives in the guest binary
+//! `nvme-e2e-mpath`, which prints `PASS mpath-<policy>` and, per phase, the
+//! completions, failovers, longest pause between completions and longest submit call
+//! (the failover figures of docs/BENCHMARKS.md; shown with `--nocapture`).
 
-use e2e::{Guest, Topology};
+use e2e::{Guest, GuestOutput, Topology};
 use std::time::Duration;
 
-fn reset_then_unplug(policy: &str) {
+/// The failovers `nvme-e2e-mpath` counted in phase `phase` (its line
+/// `mpath POLICY: phase NAME: N completions, F failovers, ...`).
+fn phase_failovers(out: &GuestOutput, phase: &str) -> u64 {
+    let prefix = format!("phase {phase}: ");
+    out.stdout
+        .lines()
+        .find_map(|l| {
+            let rest = l.split_once(&prefix)?.1;
+            rest.split(", ")
+                .find_map(|p| p.strip_suffix(" failovers")?.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no failover count for phase {phase}:\n{out}"))
+}
+
+/// `unplug`: the QOM id of the controller to unplug (c0 is A, c1 is B).
+fn reset_then_unplug(policy: &str, unplug: &str) {
     let guest = Guest::new(Topology::Mpath).timeout(Duration::from_secs(240));
-    let script = format!("nvme-e2e-mpath {policy} --resets 5 --unplug c1");
+    let script = format!("nvme-e2e-mpath {policy} --resets 5 --unplug {unplug}");
     // No retry: an emulator crash is a failure like any other (qemu/run reports it
     // with the signal and the console tail, which the assertion below prints).
     let out = guest.run(&script);
@@ -33,7 +52,7 @@ fn reset_then_unplug(policy: &str) {
         "phase unplug:",
         "phase after:",
         "left the PCI bus",
-        "0 errors, 0 duplicates, 0 left over, 0 mismatches",
+        "0 errors, 0 duplicates, 0 stray, 0 left over, 0 mismatches",
     ] {
         assert!(out.stdout.contains(want), "{want:?} missing:\n{out}");
     }
@@ -41,19 +60,39 @@ fn reset_then_unplug(policy: &str) {
         out.stdout.contains("reset 4 of 0000:01:00.0 done"),
         "five resets of A:\n{out}"
     );
+    let gone = if unplug == "c0" {
+        "0000:01:00.0"
+    } else {
+        "0000:02:00.0"
+    };
+    assert!(
+        out.stdout.contains(&format!("{gone} left the PCI bus")),
+        "{unplug} ({gone}) unplugged:\n{out}"
+    );
+    // I/O in flight on A when it reset, and on the unplugged path when it went, was
+    // re-dispatched on the other path.
+    assert!(
+        phase_failovers(&out, "reset") > 0,
+        "resets failed nothing over:\n{out}"
+    );
+    assert!(
+        phase_failovers(&out, "unplug") > 0,
+        "the unplug of {unplug} failed nothing over:\n{out}"
+    );
 }
 
 #[test]
-fn active_passive_survives_resets_and_unplug() {
-    reset_then_unplug("active-passive");
+fn active_passive_fails_over_through_resets_and_unplug_of_the_active_path() {
+    // The active path: A, which active-passive chooses first.
+    reset_then_unplug("active-passive", "c0");
 }
 
 #[test]
-fn round_robin_survives_resets_and_unplug() {
-    reset_then_unplug("round-robin");
+fn round_robin_fails_over_through_resets_and_unplug() {
+    reset_then_unplug("round-robin", "c1");
 }
 
 #[test]
-fn least_queue_depth_survives_resets_and_unplug() {
-    reset_then_unplug("least-queue-depth");
+fn least_queue_depth_fails_over_through_resets_and_unplug() {
+    reset_then_unplug("least-queue-depth", "c1");
 }

@@ -11,10 +11,17 @@
 //! thread keeps 32 I/Os in flight through a channel: each slot writes its own block
 //! range with a fresh pattern, reads it back and compares, over and over. Meanwhile
 //! controller A (0000:01:00.0) is reset N times through the layer's `request_reset`,
-//! then (with `--unplug`) controller B is hot-unplugged through QMP `device_del`
-//! while traffic runs. Every I/O must complete exactly once, successfully, with the
-//! data intact; traffic must carry on over the surviving path. Printed: the longest
-//! pause between completions and the longest submit call in each phase.
+//! then (with `--unplug c0|c1`) controller A (c0) or B (c1) is hot-unplugged through
+//! QMP `device_del` while traffic runs. Every I/O must complete exactly once,
+//! successfully, with the data intact; traffic must carry on over the surviving path.
+//!
+//! The scenario checks its premises: each phase that takes a path with I/O in flight
+//! away (the resets of A, the unplug) must fail I/O over to the other path (failovers
+//! counted per phase; under active-passive that means unplugging the active path,
+//! c0), the channel must count no stray completions, and no submit may take 1 s or
+//! more (a submit that waited for a reset its own thread must acknowledge would take
+//! the driver's 2 s acknowledgement limit). Printed: per phase the completions,
+//! failovers, longest pause between completions and longest submit call.
 //!
 //! Prints `PASS mpath-POLICY` and exits 0, or says what failed and exits 1. Every
 //! wait has a deadline.
@@ -35,9 +42,11 @@ const A: &str = "0000:01:00.0";
 const B: &str = "0000:02:00.0";
 const SLOTS: usize = 32;
 const BLOCKS_PER_IO: u32 = 8;
-/// Phases: warm-up, resets of A, unplug of B, after.
+/// Phases: warm-up, resets of A, the unplug, after.
 const PHASES: [&str; 4] = ["warm-up", "reset", "unplug", "after"];
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+/// No submit call may take this long (see the module comment).
+const SUBMIT_LIMIT_NS: u64 = 1_000_000_000;
 
 #[derive(Debug, Default, Clone)]
 struct Report {
@@ -52,12 +61,15 @@ struct Report {
     leftover: usize,
     /// Per phase: completions, longest pause between completions, longest submit (ns).
     phase_completions: [u64; 4],
+    /// Per phase: I/Os the channel re-dispatched after a path error.
+    phase_failovers: [u64; 4],
     longest_gap_ns: [u64; 4],
     longest_submit_ns: [u64; 4],
     /// Per path name: I/Os dispatched, path errors (summed over the run).
     paths: Vec<(String, u64, u64)>,
     failovers: u64,
     queued_high_water: u64,
+    stray_completions: u64,
 }
 
 fn pattern(slot: usize, seq: u64, i: usize) -> u8 {
@@ -73,9 +85,13 @@ struct Traffic {
     reading: Vec<bool>,
     r: Report,
     phase: Arc<AtomicUsize>,
+    /// The phase the traffic thread counts in now (it follows `phase` before each poll).
+    phase_seen: Arc<AtomicUsize>,
     names: Vec<(u64, String)>,
     /// Per path id: counters carried over from paths that were retired.
     seen: Vec<(u64, u64, u64)>,
+    /// The channel's failover count when the current phase began.
+    failovers_at_phase: u64,
 }
 
 impl Traffic {
@@ -178,6 +194,20 @@ impl Traffic {
         Ok(())
     }
 
+    fn failovers(&self) -> u64 {
+        match &self.ch {
+            Channel::Mpath(c) => c.stats().failovers,
+            _ => 0,
+        }
+    }
+
+    /// Ends phase `ph` for the per-phase failover count.
+    fn close_phase(&mut self, ph: usize) {
+        let f = self.failovers();
+        self.r.phase_failovers[ph] += f - self.failovers_at_phase;
+        self.failovers_at_phase = f;
+    }
+
     fn collect_paths(&mut self) {
         if let Channel::Mpath(c) = &self.ch {
             for ps in c.path_stats() {
@@ -202,13 +232,17 @@ impl Traffic {
         let mut last_phase = 0;
         loop {
             let stopping = stop.load(Ordering::Acquire);
-            got.clear();
-            self.ch.poll(&mut |c| got.push(c));
-            let ph = self.phase.load(Ordering::Relaxed);
+            // The phase before the poll: what the poll sees (failovers of I/O a reset
+            // just aborted) belongs to the phase that caused it.
+            let ph = self.phase.load(Ordering::Acquire);
             if ph != last_phase {
                 self.collect_paths();
+                self.close_phase(last_phase);
                 last_phase = ph;
+                self.phase_seen.store(ph, Ordering::Release);
             }
+            got.clear();
+            self.ch.poll(&mut |c| got.push(c));
             if !got.is_empty() {
                 let now = clock::ticks();
                 let gap = clock::ticks_to_ns(now.wrapping_sub(last));
@@ -239,10 +273,12 @@ impl Traffic {
         }
         self.r.leftover = self.out.iter().filter(|&&o| o != u64::MAX).count();
         self.collect_paths();
+        self.close_phase(last_phase);
         if let Channel::Mpath(c) = &self.ch {
             let st = c.stats();
             self.r.failovers = st.failovers;
             self.r.queued_high_water = st.queued_high_water;
+            self.r.stray_completions = st.stray_completions;
         }
         for (id, sub, perr) in &self.seen {
             let name = self
@@ -275,6 +311,12 @@ fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) -> R
 fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
     let policy: Policy = policy_name.parse().map_err(|e| format!("{e}"))?;
     let tag = format!("mpath {policy_name}");
+    // The controller the unplug takes away, and the one that must carry on.
+    let (gone, survivor) = match unplug {
+        None | Some("c1") => (B, A),
+        Some("c0") => (A, B),
+        Some(other) => return Err(format!("--unplug {other}: c0 or c1")),
+    };
     let layer = BlockLayer::new(LayerOptions {
         mpath: MpathOptions {
             policy,
@@ -330,6 +372,7 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
         rbufs.push(layer.alloc_buffer(len).map_err(|e| e.to_string())?);
     }
     let phase = Arc::new(AtomicUsize::new(0));
+    let phase_seen = Arc::new(AtomicUsize::new(0));
     let traffic = Traffic {
         ch: bdev.channel().map_err(|e| e.to_string())?,
         wbufs,
@@ -339,8 +382,10 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
         reading: vec![false; SLOTS],
         r: Report::default(),
         phase: phase.clone(),
+        phase_seen: phase_seen.clone(),
         names: paths.iter().map(|p| (p.id, p.name.clone())).collect(),
         seen: Vec::new(),
+        failovers_at_phase: 0,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(AtomicU64::new(0));
@@ -356,16 +401,27 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
     let moving = |what: &str| -> R<()> {
         let before = progress.load(Ordering::Relaxed);
         wait_for(
-            &format!("traffic to flow {what}"),
+            &format!("traffic to flow {what} (on {survivor} after an unplug)"),
             Duration::from_secs(20),
             || progress.load(Ordering::Relaxed) > before + SLOTS as u64 || h.is_finished(),
+        )
+        .map(|_| ())
+    };
+    // A phase begins once the traffic thread counts in it, so what the main thread
+    // does next (a reset, the unplug) is counted in that phase.
+    let enter = |k: usize| -> R<()> {
+        phase.store(k, Ordering::Release);
+        wait_for(
+            &format!("traffic to enter phase {}", PHASES[k]),
+            Duration::from_secs(10),
+            || phase_seen.load(Ordering::Acquire) == k || h.is_finished(),
         )
         .map(|_| ())
     };
     let result = (|| -> R<()> {
         moving("at the start")?;
         std::thread::sleep(Duration::from_millis(500));
-        phase.store(1, Ordering::Relaxed);
+        enter(1)?;
         for i in 0..resets {
             let t = Instant::now();
             layer.request_reset(A).map_err(|e| e.to_string())?;
@@ -386,44 +442,48 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
             std::thread::sleep(Duration::from_millis(200));
         }
         if let Some(id) = unplug {
-            phase.store(2, Ordering::Relaxed);
+            enter(2)?;
             println!("{}", e2e::device_del_line(id));
             let failed = wait_for(
-                &format!("{B} to leave the path set"),
+                &format!("{gone} to leave the path set"),
                 Duration::from_secs(40),
-                || !mp.paths().iter().any(|p| p.name == B && p.state.usable()),
+                || {
+                    !mp.paths()
+                        .iter()
+                        .any(|p| p.name == gone && p.state.usable())
+                },
             )?;
             println!(
-                "{tag}: unplug: path {B} unusable {} ms after device_del",
+                "{tag}: unplug: path {gone} unusable {} ms after device_del",
                 failed.as_millis()
             );
             moving("after the unplug")?;
             let removed = wait_for(
-                &format!("{B}'s path to be removed"),
+                &format!("{gone}'s path to be removed"),
                 Duration::from_secs(30),
-                || !mp.paths().iter().any(|p| p.name == B),
+                || !mp.paths().iter().any(|p| p.name == gone),
             )?;
             println!(
-                "{tag}: unplug: path {B} removed {} ms after device_del (ctrl_loss_timeout 4 s)",
+                "{tag}: unplug: path {gone} removed {} ms after device_del (ctrl_loss_timeout 4 s)",
                 (failed + removed).as_millis()
             );
-            phase.store(3, Ordering::Relaxed);
+            enter(3)?;
             moving("on the surviving path")?;
             std::thread::sleep(Duration::from_millis(500));
-            let dev = format!("/sys/bus/pci/devices/{B}");
+            let dev = format!("/sys/bus/pci/devices/{gone}");
             match wait_for(
-                &format!("{B} to leave the PCI bus"),
+                &format!("{gone} to leave the PCI bus"),
                 Duration::from_secs(30),
                 || !std::path::Path::new(&dev).exists(),
             ) {
                 Ok(d) => println!(
-                    "{tag}: unplug: {B} left the PCI bus ({} ms later)",
+                    "{tag}: unplug: {gone} left the PCI bus ({} ms later)",
                     d.as_millis()
                 ),
                 Err(e) => return Err(format!("{e}: the device was not let go")),
             }
         } else {
-            phase.store(3, Ordering::Relaxed);
+            enter(3)?;
             std::thread::sleep(Duration::from_millis(500));
         }
         Ok(())
@@ -451,8 +511,9 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
             continue;
         }
         println!(
-            "{tag}: phase {name}: {} completions, longest completion pause {}, longest submit {}",
+            "{tag}: phase {name}: {} completions, {} failovers, longest completion pause {}, longest submit {}",
             r.phase_completions[k],
+            r.phase_failovers[k],
             us(r.longest_gap_ns[k]),
             us(r.longest_submit_ns[k])
         );
@@ -469,8 +530,14 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
         us(publish)
     );
     println!(
-        "{tag}: {} I/Os submitted, {} completed exactly once, {} errors, {} duplicates, {} left over, {} mismatches",
-        r.submitted, r.completed, r.errors, r.duplicates, r.leftover, r.mismatches
+        "{tag}: {} I/Os submitted, {} completed exactly once, {} errors, {} duplicates, {} stray, {} left over, {} mismatches",
+        r.submitted,
+        r.completed,
+        r.errors,
+        r.duplicates,
+        r.stray_completions,
+        r.leftover,
+        r.mismatches
     );
     if r.errors > 0 {
         return Err(format!(
@@ -486,10 +553,15 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
             r.first_mismatch.unwrap_or_default()
         ));
     }
-    if r.duplicates > 0 || r.leftover > 0 || r.submitted != r.completed || r.refused > 0 {
+    if r.duplicates > 0
+        || r.stray_completions > 0
+        || r.leftover > 0
+        || r.submitted != r.completed
+        || r.refused > 0
+    {
         return Err(format!(
-            "accounting: {} submitted, {} completed, {} duplicates, {} left over, {} refused",
-            r.submitted, r.completed, r.duplicates, r.leftover, r.refused
+            "accounting: {} submitted, {} completed, {} duplicates, {} stray completions (dropped by the channel), {} left over, {} refused",
+            r.submitted, r.completed, r.duplicates, r.stray_completions, r.leftover, r.refused
         ));
     }
     if resets_done < resets {
@@ -497,6 +569,37 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
     }
     if unplug.is_some() && r.phase_completions[3] == 0 {
         return Err("no I/O completed on the surviving path after the unplug".into());
+    }
+    // The premises: nothing fails over before a path is touched; taking a path with
+    // I/O in flight away fails that I/O over.
+    if r.phase_failovers[0] > 0 {
+        return Err(format!(
+            "{} failovers in the warm-up, before any reset or unplug",
+            r.phase_failovers[0]
+        ));
+    }
+    if resets > 0 && r.phase_failovers[1] == 0 {
+        return Err(format!(
+            "{resets} resets of {A} failed no I/O over: A carried no I/O in flight?"
+        ));
+    }
+    if unplug.is_some() && r.phase_failovers[2] == 0 {
+        return Err(format!(
+            "the unplug of {gone} failed no I/O over: it was not carrying I/O (the passive path?)"
+        ));
+    }
+    if let Some((k, ns)) = r
+        .longest_submit_ns
+        .iter()
+        .enumerate()
+        .find(|(_, &ns)| ns >= SUBMIT_LIMIT_NS)
+    {
+        return Err(format!(
+            "a submit took {} in phase {} (limit {}): it waited",
+            us(*ns),
+            PHASES[k],
+            us(SUBMIT_LIMIT_NS)
+        ));
     }
     println!("{tag}: nothing lost, data intact");
     Ok(())
