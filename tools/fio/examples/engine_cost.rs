@@ -1,14 +1,14 @@
 //! The engine's cost per I/O: what the `spdk` engine's callbacks and the driver under
 //! them execute for one 4 KiB read, fio's own work excluded. This program calls the
-//! engine's entry points as the C glue calls them for fio (`queue`, `commit`,
-//! `getevents`, `event`) at a queue depth, against a software controller in manual
+//! engine's entry points as the C glue calls them for fio (`queue`, `getevents`,
+//! `event`) at a queue depth, against a software controller in manual
 //! mode (its device thread stands aside; `device_step` runs the device, outside the
 //! entry points). Callgrind counts the four entry points only:
 //!
 //! ```text
 //! cargo build --release -p nvme-fio --example engine_cost
 //! valgrind --tool=callgrind --fair-sched=yes --toggle-collect=nvme_fio_queue \
-//!     --toggle-collect=nvme_fio_commit --toggle-collect=nvme_fio_getevents \
+//!     --toggle-collect=nvme_fio_getevents \
 //!     --toggle-collect=nvme_fio_event target/release/examples/engine_cost QD 20000
 //! ```
 //!
@@ -26,7 +26,7 @@ const BLOCKS: u64 = 1 << 16;
 const READ: i32 = 0;
 
 /// `n` reads at queue depth `qd`, as fio drives an engine: queue until the depth is
-/// reached, commit, reap what completed (`getevents` with min 0), take each `event`,
+/// reached, reap what completed (`getevents` with min 0), take each `event`,
 /// and queue a new read for each.
 #[inline(never)]
 fn host_run(t: *mut c_void, slot: u32, buf: *const c_void, dev: &SoftController, qd: u64, n: u64) {
@@ -47,8 +47,6 @@ fn host_run(t: *mut c_void, slot: u32, buf: *const c_void, dev: &SoftController,
         queue(issued);
         issued += 1;
     }
-    // SAFETY: as above.
-    unsafe { ffi::nvme_fio_commit(t) };
     while done < n {
         device_step(dev);
         // SAFETY: as above.
@@ -64,10 +62,6 @@ fn host_run(t: *mut c_void, slot: u32, buf: *const c_void, dev: &SoftController,
                 queue(issued);
                 issued += 1;
             }
-        }
-        if got > 0 {
-            // SAFETY: as above.
-            unsafe { ffi::nvme_fio_commit(t) };
         }
     }
 }

@@ -539,13 +539,6 @@ impl Thread {
         Queued::Failed(libc::EINVAL)
     }
 
-    /// Rings the doorbells of I/O queued since the last poll.
-    pub fn commit(&mut self) {
-        for f in &mut self.files {
-            f.ch.flush();
-        }
-    }
-
     /// Polls until at least `min` I/Os completed (or `timeout` passed); returns how
     /// many (at most `max`) fio may take with [`event`](Self::event).
     pub fn getevents(&mut self, min: usize, max: usize, timeout: Option<Duration>) -> usize {

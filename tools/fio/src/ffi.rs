@@ -249,18 +249,6 @@ pub unsafe extern "C" fn nvme_fio_queue(
     }
 }
 
-/// Rings the doorbells.
-///
-/// # Safety
-/// `t` from [`nvme_fio_thread_new`].
-// Not inlined into Rust callers (the benchmark): fio calls it through the C glue.
-#[inline(never)]
-#[no_mangle]
-pub unsafe extern "C" fn nvme_fio_commit(t: *mut c_void) {
-    // SAFETY: per this function's contract.
-    unsafe { thread(t) }.commit()
-}
-
 /// Reaps completions: at least `min` unless `timeout_ns` (>= 0) passes first.
 ///
 /// # Safety
