@@ -3,6 +3,7 @@
 
 use crate::config::{self, MultipathMode};
 use crate::log;
+use nvme_bdev::layer::Connector;
 use nvme_bdev::mpath::PathIoStats;
 use nvme_bdev::{Bdev, BdevIo, BlockLayer, Channel, Error, IoBuf, LayerOptions};
 use nvme_driver::bus::Bus;
@@ -51,6 +52,29 @@ struct Global {
     bdev_names: Vec<(String, String)>,
 }
 
+impl Global {
+    fn new(opts: LayerOptions) -> Result<Global, String> {
+        Ok(Global {
+            layer: BlockLayer::new(opts).map_err(|e| e.to_string())?,
+            attached: Vec::new(),
+            targets: Vec::new(),
+            json_conf: None,
+            bdev_names: Vec::new(),
+        })
+    }
+
+    /// Attaches a controller under `name` (its PCI address) and records the bdev names
+    /// `attach` returned.
+    fn attach(&mut self, name: &str, connector: Connector) -> Result<Vec<String>, String> {
+        let names = self
+            .layer
+            .attach(name, connector)
+            .map_err(|e| e.to_string())?;
+        self.attached.push((name.to_string(), names.clone()));
+        Ok(names)
+    }
+}
+
 static GLOBAL: Mutex<Option<Global>> = Mutex::new(None);
 
 fn global() -> MutexGuard<'static, Option<Global>> {
@@ -97,23 +121,15 @@ fn attach_pcie(g: &mut Global, traddr: &str) -> Result<Vec<String>, String> {
     if let Some((_, names)) = g.attached.iter().find(|(n, _)| n == traddr) {
         return Ok(names.clone());
     }
-    if std::env::var_os(SOFTCTRL_ENV).is_some_and(|v| v == "1") {
-        let names = g
-            .layer
-            .attach_bus(traddr, soft_controller(traddr)?)
-            .map_err(|e| format!("cannot attach {traddr}: {e}"))?;
-        g.attached.push((traddr.to_string(), names.clone()));
-        return Ok(names);
-    }
-    let bdf = traddr.to_string();
-    let connector: nvme_bdev::layer::Connector =
-        Arc::new(move || Ok(nvme_driver::vfio::VfioBus::open(&bdf)? as Arc<dyn Bus>));
-    let names = g
-        .layer
-        .attach(traddr, connector)
-        .map_err(|e| format!("cannot attach {traddr}: {e}"))?;
-    g.attached.push((traddr.to_string(), names.clone()));
-    Ok(names)
+    let connector: Connector = if std::env::var_os(SOFTCTRL_ENV).is_some_and(|v| v == "1") {
+        let bus = soft_controller(traddr)?;
+        Arc::new(move || Ok(bus.clone()))
+    } else {
+        let bdf = traddr.to_string();
+        Arc::new(move || Ok(nvme_driver::vfio::VfioBus::open(&bdf)? as Arc<dyn Bus>))
+    };
+    g.attach(traddr, connector)
+        .map_err(|e| format!("cannot attach {traddr}: {e}"))
 }
 
 /// Attaches an already-open controller (a software one) under `name` as if it were the
@@ -122,17 +138,10 @@ fn attach_pcie(g: &mut Global, traddr: &str) -> Result<Vec<String>, String> {
 pub fn attach_bus(name: &str, bus: Arc<dyn Bus>) -> Result<(), String> {
     let mut g = global();
     if g.is_none() {
-        *g = Some(Global {
-            layer: BlockLayer::new(layer_options(None)).map_err(|e| e.to_string())?,
-            attached: Vec::new(),
-            targets: Vec::new(),
-            json_conf: None,
-            bdev_names: Vec::new(),
-        });
+        *g = Some(Global::new(layer_options(None))?);
     }
     let g = g.as_mut().expect("made above");
-    let names = g.layer.attach_bus(name, bus).map_err(|e| e.to_string())?;
-    g.attached.push((name.to_string(), names));
+    g.attach(name, Arc::new(move || Ok(bus.clone())))?;
     Ok(())
 }
 
@@ -157,18 +166,12 @@ pub fn global_setup(kind: Kind, json_conf: Option<&str>, mem_mb: u32) -> Result<
         _ => None,
     };
     if g.is_none() {
-        let layer = BlockLayer::new(layer_options(cfg.as_ref()))
+        let made = Global::new(layer_options(cfg.as_ref()))
             .map_err(|e| format!("{}: {e}", kind.name()))?;
         if mem_mb > 0 {
-            reserve(&layer, mem_mb).map_err(|e| format!("{}: {e}", kind.name()))?;
+            reserve(&made.layer, mem_mb).map_err(|e| format!("{}: {e}", kind.name()))?;
         }
-        *g = Some(Global {
-            layer,
-            attached: Vec::new(),
-            targets: Vec::new(),
-            json_conf: None,
-            bdev_names: Vec::new(),
-        });
+        *g = Some(made);
     }
     let g = g.as_mut().expect("made above");
     if let Some(cfg) = cfg {
