@@ -3,7 +3,7 @@
 //! sharing namespace 1):
 //!
 //! ```text
-//! nvme-e2e-mpath POLICY [--resets N] [--unplug QOM_ID]
+//! nvme-e2e-mpath POLICY [--resets N] [--unplug QOM_ID [--replug]]
 //! ```
 //!
 //! Both controllers are attached to one block layer and become the two paths of one
@@ -14,6 +14,10 @@
 //! then (with `--unplug c0|c1`) controller A (c0) or B (c1) is hot-unplugged through
 //! QMP `device_del` while traffic runs. Every I/O must complete exactly once,
 //! successfully, with the data intact; traffic must carry on over the surviving path.
+//! With `--replug`, the unplugged controller is plugged back (QMP `device_add` on the
+//! same root port, then `nvme-setup bind` moves it to vfio-pci, as a udev rule would):
+//! the block layer's reconnect must take it back as a path of the same bdev (over
+//! VFIO, the real device), and under an active-active policy it must carry I/O again.
 //!
 //! The scenario checks its premises: each phase that takes a path with I/O in flight
 //! away (the resets of A, the unplug) must fail I/O over to the other path (failovers
@@ -27,10 +31,11 @@
 //! wait has a deadline.
 
 use nvme_bdev::{
-    BdevCompletion, BdevIo, BlockLayer, Channel, IoBuf, LayerOptions, MpathOptions, Policy,
+    BdevCompletion, BdevIo, BlockLayer, Channel, IoBuf, LayerOptions, MpathOptions, Multipath,
+    Policy,
 };
 use nvme_driver::vfio::VfioBus;
-use nvme_driver::{clock, QpairOptions};
+use nvme_driver::{clock, IoQpair, QpairOptions};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -42,9 +47,12 @@ const A: &str = "0000:01:00.0";
 const B: &str = "0000:02:00.0";
 const SLOTS: usize = 32;
 const BLOCKS_PER_IO: u32 = 8;
-/// Phases: warm-up, resets of A, the unplug, after.
-const PHASES: [&str; 4] = ["warm-up", "reset", "unplug", "after"];
+/// Phases: warm-up, resets of A, the unplug, the replug (with `--replug`), after.
+const PHASES: [&str; 5] = ["warm-up", "reset", "unplug", "replug", "after"];
+const AFTER: usize = 4;
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+/// ctrl_loss_timeout without `--replug`: an unplugged path is removed after it.
+const CTRL_LOSS_MS: i64 = 4_000;
 /// No submit call may take this long (see the module comment).
 const SUBMIT_LIMIT_NS: u64 = 1_000_000_000;
 
@@ -60,11 +68,13 @@ struct Report {
     refused: u64,
     leftover: usize,
     /// Per phase: completions, longest pause between completions, longest submit (ns).
-    phase_completions: [u64; 4],
+    phase_completions: [u64; 5],
     /// Per phase: I/Os the channel re-dispatched after a path error.
-    phase_failovers: [u64; 4],
-    longest_gap_ns: [u64; 4],
-    longest_submit_ns: [u64; 4],
+    phase_failovers: [u64; 5],
+    longest_gap_ns: [u64; 5],
+    longest_submit_ns: [u64; 5],
+    /// I/Os dispatched per path name in the last phase ("after").
+    after_per_path: Vec<(String, u64)>,
     /// Per path name: I/Os dispatched, path errors (summed over the run).
     paths: Vec<(String, u64, u64)>,
     failovers: u64,
@@ -92,6 +102,10 @@ struct Traffic {
     seen: Vec<(u64, u64, u64)>,
     /// The channel's failover count when the current phase began.
     failovers_at_phase: u64,
+    /// Where path names come from: a path that comes back has a new instance id.
+    mp: Arc<Multipath<IoQpair>>,
+    /// Per path id: I/Os dispatched when the last phase began.
+    at_after: Vec<(u64, u64)>,
 }
 
 impl Traffic {
@@ -209,6 +223,11 @@ impl Traffic {
     }
 
     fn collect_paths(&mut self) {
+        for p in self.mp.paths() {
+            if !self.names.iter().any(|(id, _)| *id == p.id) {
+                self.names.push((p.id, p.name));
+            }
+        }
         if let Channel::Mpath(c) = &self.ch {
             for ps in c.path_stats() {
                 match self.seen.iter_mut().find(|s| s.0 == ps.id) {
@@ -237,6 +256,9 @@ impl Traffic {
             let ph = self.phase.load(Ordering::Acquire);
             if ph != last_phase {
                 self.collect_paths();
+                if ph == AFTER {
+                    self.at_after = self.seen.iter().map(|s| (s.0, s.1)).collect();
+                }
                 self.close_phase(last_phase);
                 last_phase = ph;
                 self.phase_seen.store(ph, Ordering::Release);
@@ -286,6 +308,11 @@ impl Traffic {
                 .iter()
                 .find(|(i, _)| i == id)
                 .map_or_else(|| format!("path {id}"), |(_, n)| n.clone());
+            let before = self.at_after.iter().find(|a| a.0 == *id).map_or(0, |a| a.1);
+            match self.r.after_per_path.iter_mut().find(|a| a.0 == name) {
+                Some(a) => a.1 += sub - before,
+                None => self.r.after_per_path.push((name.clone(), sub - before)),
+            }
             self.r.paths.push((name, *sub, *perr));
         }
         Ok(self.r)
@@ -308,7 +335,70 @@ fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) -> R
     Ok(t.elapsed())
 }
 
-fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
+/// Plugs controller `id` (QOM id) back on its root port with the arguments qemu/run's
+/// `mpath` topology gave it, moves it to vfio-pci with `nvme-setup bind` (what a udev
+/// rule would do), and waits until the block layer has reconnected it and its path is
+/// usable again.
+fn plug_back(tag: &str, layer: &BlockLayer, mp: &Multipath<IoQpair>, id: &str, bdf: &str) -> R<()> {
+    let (_, reconnects_before) = layer
+        .controller_counts(bdf)
+        .ok_or_else(|| format!("{bdf} is no longer known to the block layer"))?;
+    let port = if id == "c0" { "rp0" } else { "rp1" };
+    let add = e2e::qmp_line(&format!(
+        r#"{{"execute":"device_add","arguments":{{"driver":"nvme","id":"{id}","bus":"{port}","serial":"mpath0","subsys":"subsys0"}}}}"#
+    ));
+    let dev = format!("/sys/bus/pci/devices/{bdf}");
+    let t = Instant::now();
+    // QEMU frees the id only once the old device is finalized; a device_add sent
+    // before then is refused (qemu/run logs the refusal), so it is sent again.
+    let mut present = false;
+    for _ in 0..5 {
+        println!("{add}");
+        if wait_for("the device to appear", Duration::from_secs(5), || {
+            std::path::Path::new(&dev).exists()
+        })
+        .is_ok()
+        {
+            present = true;
+            break;
+        }
+    }
+    if !present {
+        return Err(format!("{bdf} did not appear within 25 s of device_add"));
+    }
+    println!(
+        "{tag}: replug: {bdf} on the PCI bus {} ms after device_add",
+        t.elapsed().as_millis()
+    );
+    let out = std::process::Command::new("nvme-setup")
+        .args(["bind", bdf])
+        .output()
+        .map_err(|e| format!("running nvme-setup bind {bdf}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "nvme-setup bind {bdf} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    wait_for(
+        &format!("the block layer to reconnect {bdf}"),
+        Duration::from_secs(30),
+        || {
+            layer
+                .controller_counts(bdf)
+                .is_some_and(|c| c.1 > reconnects_before)
+                && mp.paths().iter().any(|p| p.name == bdf && p.state.usable())
+        },
+    )?;
+    println!(
+        "{tag}: replug: path {bdf} usable again {} ms after device_add (reconnected)",
+        t.elapsed().as_millis()
+    );
+    Ok(())
+}
+
+fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>, replug: bool) -> R<()> {
     let policy: Policy = policy_name.parse().map_err(|e| format!("{e}"))?;
     let tag = format!("mpath {policy_name}");
     // The controller the unplug takes away, and the one that must carry on.
@@ -322,7 +412,9 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
             policy,
             reconnect_delay_ms: 1_000,
             fast_io_fail_timeout_ms: 3_000,
-            ctrl_loss_timeout_ms: 4_000,
+            // With --replug the unplugged path must still be there when its controller
+            // comes back (reconnect, not a new path); without, it must go.
+            ctrl_loss_timeout_ms: if replug { 60_000 } else { CTRL_LOSS_MS },
             ..MpathOptions::default()
         },
         qpair: QpairOptions {
@@ -386,6 +478,8 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
         names: paths.iter().map(|p| (p.id, p.name.clone())).collect(),
         seen: Vec::new(),
         failovers_at_phase: 0,
+        mp: mp.clone(),
+        at_after: Vec::new(),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(AtomicU64::new(0));
@@ -458,18 +552,18 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
                 failed.as_millis()
             );
             moving("after the unplug")?;
-            let removed = wait_for(
-                &format!("{gone}'s path to be removed"),
-                Duration::from_secs(30),
-                || !mp.paths().iter().any(|p| p.name == gone),
-            )?;
-            println!(
-                "{tag}: unplug: path {gone} removed {} ms after device_del (ctrl_loss_timeout 4 s)",
-                (failed + removed).as_millis()
-            );
-            enter(3)?;
-            moving("on the surviving path")?;
-            std::thread::sleep(Duration::from_millis(500));
+            if !replug {
+                let removed = wait_for(
+                    &format!("{gone}'s path to be removed"),
+                    Duration::from_secs(30),
+                    || !mp.paths().iter().any(|p| p.name == gone),
+                )?;
+                println!(
+                    "{tag}: unplug: path {gone} removed {} ms after device_del (ctrl_loss_timeout {} s)",
+                    (failed + removed).as_millis(),
+                    CTRL_LOSS_MS / 1000
+                );
+            }
             let dev = format!("/sys/bus/pci/devices/{gone}");
             match wait_for(
                 &format!("{gone} to leave the PCI bus"),
@@ -482,8 +576,15 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
                 ),
                 Err(e) => return Err(format!("{e}: the device was not let go")),
             }
+            if replug {
+                enter(3)?;
+                plug_back(&tag, &layer, &mp, id, gone)?;
+            }
+            enter(AFTER)?;
+            moving("after the unplug (and replug)")?;
+            std::thread::sleep(Duration::from_millis(if replug { 1_500 } else { 500 }));
         } else {
-            enter(3)?;
+            enter(AFTER)?;
             std::thread::sleep(Duration::from_millis(500));
         }
         Ok(())
@@ -500,6 +601,7 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
         .collect::<Vec<_>>()
         .join("; ");
     let (resets_done, reconnects) = layer.controller_counts(A).unwrap_or((0, 0));
+    let layer_counts_of_gone = layer.controller_counts(gone).unwrap_or((0, 0));
     let publish = mp.longest_publish_ns();
     drop(bdev);
     drop(mp);
@@ -567,8 +669,28 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>) -> R<()> {
     if resets_done < resets {
         return Err(format!("only {resets_done} of {resets} resets done"));
     }
-    if unplug.is_some() && r.phase_completions[3] == 0 {
-        return Err("no I/O completed on the surviving path after the unplug".into());
+    if unplug.is_some() && r.phase_completions[AFTER] == 0 {
+        return Err("no I/O completed after the unplug".into());
+    }
+    if replug {
+        let (_, gone_reconnects) = layer_counts_of_gone;
+        let on_gone = r
+            .after_per_path
+            .iter()
+            .filter(|(n, _)| n == gone)
+            .map(|(_, k)| k)
+            .sum::<u64>();
+        println!(
+            "{tag}: replug: {gone} reconnected {gone_reconnects} time(s), carried {on_gone} I/Os after it came back"
+        );
+        if gone_reconnects == 0 {
+            return Err(format!("{gone} came back but was never reconnected"));
+        }
+        if policy != Policy::ActivePassive && on_gone == 0 {
+            return Err(format!(
+                "{gone} reconnected but carried no I/O afterwards under {policy_name}"
+            ));
+        }
     }
     // The premises: nothing fails over before a path is touched; taking a path with
     // I/O in flight away fails that I/O over.
@@ -609,7 +731,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = || {
         eprintln!(
-            "usage: nvme-e2e-mpath active-passive|round-robin|least-queue-depth [--resets N] [--unplug QOM_ID]"
+            "usage: nvme-e2e-mpath active-passive|round-robin|least-queue-depth [--resets N] [--unplug QOM_ID [--replug]]"
         );
         ExitCode::from(2)
     };
@@ -618,8 +740,14 @@ fn main() -> ExitCode {
     };
     let mut resets = 5u64;
     let mut unplug = None;
+    let mut replug = false;
     let mut i = 1;
     while i < args.len() {
+        if args[i] == "--replug" {
+            replug = true;
+            i += 1;
+            continue;
+        }
         match (args[i].as_str(), args.get(i + 1)) {
             ("--resets", Some(n)) => match n.parse() {
                 Ok(n) => resets = n,
@@ -630,7 +758,10 @@ fn main() -> ExitCode {
         }
         i += 2;
     }
-    match scenario(policy, resets, unplug.as_deref()) {
+    if replug && unplug.is_none() {
+        return usage();
+    }
+    match scenario(policy, resets, unplug.as_deref(), replug) {
         Ok(()) => {
             println!("PASS mpath-{policy}");
             ExitCode::SUCCESS
