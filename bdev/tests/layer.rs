@@ -202,7 +202,11 @@ impl Traffic {
         self.start(ch);
         let t0 = Instant::now();
         while self.completed < target {
-            assert!(t0.elapsed() < LIMIT, "{} of {n} I/Os done", target - n);
+            assert!(
+                t0.elapsed() < LIMIT,
+                "{} of {n} I/Os done",
+                n - (target - self.completed)
+            );
             if self.poll(ch, true) == 0 {
                 std::thread::yield_now();
             }
