@@ -1,0 +1,617 @@
+//! A seeded fault simulator (in the spirit of TigerBeetle's VOPR): the real block
+//! layer and driver over software controllers, with a schedule of faults drawn from a
+//! seed, and a shadow model of the namespace that checks every completed read and that
+//! every I/O completes exactly once.
+//!
+//! Per seed: 2 or 3 controllers of one subsystem (one shared namespace), a policy, two
+//! channels polled in turn from the test thread (each with its own slots and blocks),
+//! and `STEPS` steps. A step runs verified traffic for a while, then applies one fault
+//! drawn from the seed: a duplicated completion, reordered or late completions, a
+//! dropped completion (the command times out and is aborted), a completion for a CID
+//! never issued, a completion with a wrong phase or SQ head, an ANA state change, a
+//! controller reset through the layer, a fatal controller status, or a removal
+//! (the controller returns as a new device some steps later, through the layer's
+//! reconnect). At most all but one controller are down or inaccessible at once. At the
+//! end every fault is healed, the paths come back, traffic drains, and the checks run.
+//!
+//! The model: each slot writes its blocks with a pattern of (slot, sequence number),
+//! then reads them back. A read that succeeds must return what the model allows: the
+//! last write that succeeded, or a later write whose completion was an error (the
+//! device may have done it). Every completion must match the one I/O out on its slot
+//! (exactly once; a context word carries the channel, slot, sequence number and the
+//! read/write bit); the channels must count no stray completions; nothing stays out.
+//!
+//! Same seed, same fault schedule (the threads of the devices and of the layer's
+//! controller thread interleave as they will). Environment:
+//! - `NVME_SIM_SEEDS=N` runs seeds 1..=N (default 64, split over two tests);
+//! - `NVME_SIM_SEED=S` runs seed S alone, printing its schedule.
+//!
+//! A failing seed prints the command that replays it.
+
+use nvme_bdev::layer::Connector;
+use nvme_bdev::{
+    BdevCompletion, BdevIo, BlockLayer, Channel, IoBuf, LayerOptions, MpathOptions, Policy,
+};
+use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
+use nvme_driver::spec::AnaState;
+use nvme_driver::QpairOptions;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SUBNQN: &str = "nqn.2024-01.org.nvme-bdev:simulator";
+const BS: usize = 512;
+const NLB: u32 = 8;
+const SLOTS: usize = 12;
+const CHANNELS: usize = 2;
+const STEPS: usize = 24;
+/// Channel polls per step of traffic.
+const POLLS_PER_STEP: usize = 400;
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// SplitMix64: small, seedable, good enough to draw a schedule.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One controller of the simulation: the device behind it can be replaced (a removal
+/// and a return), and the connector the layer reconnects through refuses while it is
+/// gone.
+struct Ctrl {
+    name: String,
+    cntlid: u16,
+    current: Arc<Mutex<Arc<SoftController>>>,
+    gone: Arc<AtomicBool>,
+    /// The step at which this controller is healed (returns, or its ANA state goes
+    /// back to optimized); None while healthy.
+    heal_at: Option<usize>,
+}
+
+impl Ctrl {
+    fn device(&self) -> Arc<SoftController> {
+        self.current.lock().unwrap().clone()
+    }
+    fn connector(&self) -> Connector {
+        let (current, gone, name) = (self.current.clone(), self.gone.clone(), self.name.clone());
+        Arc::new(move || {
+            if gone.load(Ordering::Acquire) {
+                return Err(nvme_driver::Error::ControllerFailed {
+                    device: name.clone(),
+                    reason: "simulator: removed, not back yet".into(),
+                });
+            }
+            let c: Arc<SoftController> = current.lock().unwrap().clone();
+            Ok(c as Arc<dyn nvme_driver::bus::Bus>)
+        })
+    }
+}
+
+fn device(name: &str, cntlid: u16, ns: &Arc<Namespace>) -> Arc<SoftController> {
+    SoftController::start(SoftConfig {
+        name: name.into(),
+        subnqn: SUBNQN.into(),
+        cntlid,
+        mqes: 31,
+        namespaces: vec![ns.clone()],
+        ana: true,
+        ..SoftConfig::default()
+    })
+}
+
+fn pattern(ch: usize, slot: usize, seq: u64, i: usize) -> u8 {
+    (ch * 101 + slot * 7 + seq as usize * 13 + i * 3 + 1) as u8
+}
+
+/// The shadow model and the traffic of one channel.
+struct Lane {
+    index: usize,
+    ch: Channel,
+    wbufs: Vec<IoBuf>,
+    rbufs: Vec<IoBuf>,
+    /// Context word of the I/O out on each slot, or u64::MAX.
+    out: Vec<u64>,
+    seq: Vec<u64>,
+    reading: Vec<bool>,
+    /// Sequence numbers the slot's blocks may hold: the last write that succeeded
+    /// (first), then writes that completed with an error since.
+    allowed: Vec<Vec<u64>>,
+    submitted: u64,
+    completed: u64,
+    errors: u64,
+    checked_reads: u64,
+    failures: Vec<String>,
+}
+
+impl Lane {
+    fn lba(&self, slot: usize) -> u64 {
+        ((self.index * SLOTS + slot) as u64) * NLB as u64
+    }
+
+    fn ctx(&self, slot: usize) -> u64 {
+        (self.index as u64) << 56
+            | (slot as u64) << 48
+            | (self.seq[slot] & 0xffff_ffff) << 1
+            | u64::from(self.reading[slot])
+    }
+
+    fn issue(&mut self, slot: usize) {
+        let ctx = self.ctx(slot);
+        let seq = self.seq[slot];
+        let io = if self.reading[slot] {
+            self.rbufs[slot].fill(0);
+            BdevIo::read(self.lba(slot), NLB, self.rbufs[slot].whole(), ctx)
+        } else {
+            let data: Vec<u8> = (0..self.wbufs[slot].len())
+                .map(|i| pattern(self.index, slot, seq, i))
+                .collect();
+            self.wbufs[slot].write_at(0, &data).unwrap();
+            BdevIo::write(self.lba(slot), NLB, self.wbufs[slot].whole(), ctx)
+        };
+        match self.ch.submit(io) {
+            Ok(()) => {
+                self.out[slot] = ctx;
+                self.submitted += 1;
+            }
+            Err((e, _)) => self.failures.push(format!("submit refused: {e}")),
+        }
+    }
+
+    fn on_done(&mut self, c: BdevCompletion, more: bool) {
+        let slot = ((c.ctx >> 48) & 0xff) as usize;
+        if (c.ctx >> 56) as usize != self.index || slot >= SLOTS || self.out[slot] != c.ctx {
+            self.failures.push(format!(
+                "completion {:#x} matches no I/O out (twice?)",
+                c.ctx
+            ));
+            return;
+        }
+        self.out[slot] = u64::MAX;
+        self.completed += 1;
+        let seq = self.seq[slot];
+        if self.reading[slot] {
+            if c.status.is_success() {
+                let mut got = vec![0u8; self.rbufs[slot].len()];
+                self.rbufs[slot].read_at(0, &mut got).unwrap();
+                let holds = self.allowed[slot].iter().copied().find(|&s| {
+                    got.iter()
+                        .enumerate()
+                        .all(|(i, &b)| b == pattern(self.index, slot, s, i))
+                });
+                match holds {
+                    Some(s) => self.allowed[slot] = vec![s],
+                    None => {
+                        let found = (0..=seq).rev().find(|&s| {
+                            got.iter()
+                                .enumerate()
+                                .all(|(i, &b)| b == pattern(self.index, slot, s, i))
+                        });
+                        self.failures.push(format!(
+                            "channel {} slot {slot}: read {seq} returned the data of write \
+                             {found:?}, not of a write the model allows ({:?})",
+                            self.index, self.allowed[slot]
+                        ))
+                    }
+                }
+                self.checked_reads += 1;
+            } else {
+                self.errors += 1;
+            }
+            self.seq[slot] += 1;
+        } else if c.status.is_success() {
+            self.allowed[slot] = vec![seq];
+        } else {
+            // The device may or may not have written it.
+            self.errors += 1;
+            self.allowed[slot].push(seq);
+        }
+        self.reading[slot] = !self.reading[slot];
+        if more {
+            self.issue(slot);
+        }
+    }
+
+    fn poll(&mut self, more: bool) -> usize {
+        let mut got = Vec::with_capacity(SLOTS);
+        let n = self.ch.poll(&mut |c| got.push(c));
+        for c in got {
+            self.on_done(c, more);
+        }
+        n
+    }
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    completed: u64,
+    checked_reads: u64,
+    errors: u64,
+    faults: usize,
+}
+
+/// Fault kinds, in the order the schedule draws them (`NVME_SIM_FAULTS` names a subset
+/// to narrow a failure down; the others are drawn but not applied).
+const FAULTS: [&str; 11] = [
+    "duplicate",
+    "reorder",
+    "delay",
+    "drop",
+    "bogus",
+    "phase",
+    "sqhead",
+    "reset",
+    "ana",
+    "fatal",
+    "remove",
+];
+
+fn run_seed(seed: u64, verbose: bool) -> Result<Outcome, String> {
+    let enabled: Vec<bool> = match std::env::var("NVME_SIM_FAULTS") {
+        Ok(list) => FAULTS
+            .iter()
+            .map(|f| list.split(',').any(|x| x == *f))
+            .collect(),
+        Err(_) => vec![true; FAULTS.len()],
+    };
+    let mut rng = Rng(seed);
+    let n_ctrls = 2 + rng.below(2) as usize;
+    let policy = [
+        Policy::ActivePassive,
+        Policy::RoundRobin,
+        Policy::LeastQueueDepth,
+    ][rng.below(3) as usize];
+    let ns = Arc::new(Namespace::new(1, 1 << 12, BS as u32).unwrap());
+    let grp = ns.anagrpid();
+    let mut ctrls: Vec<Ctrl> = (0..n_ctrls)
+        .map(|i| {
+            let name = format!("sim{i}");
+            let cntlid = i as u16 + 1;
+            Ctrl {
+                current: Arc::new(Mutex::new(device(&name, cntlid, &ns))),
+                name,
+                cntlid,
+                gone: Arc::new(AtomicBool::new(false)),
+                heal_at: None,
+            }
+        })
+        .collect();
+    let layer = BlockLayer::new(LayerOptions {
+        mpath: MpathOptions {
+            policy,
+            fast_io_fail_timeout_ms: 30_000,
+            reconnect_delay_ms: 10,
+            ctrl_loss_timeout_ms: 60_000,
+            ..MpathOptions::default()
+        },
+        qpair: QpairOptions {
+            entries: 32,
+            pending_max: 1024,
+            timeout_ms: 100,
+        },
+        admin_poll_us: 200,
+        ..LayerOptions::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    for c in &ctrls {
+        names = layer
+            .attach(&c.name, c.connector())
+            .map_err(|e| format!("attach {}: {e}", c.name))?;
+    }
+    let mp_name = names
+        .iter()
+        .find(|n| n.starts_with("nqn."))
+        .ok_or("no multipath bdev")?
+        .clone();
+    let bdev = layer.open(&mp_name).map_err(|e| e.to_string())?;
+    let mp = bdev.multipath().ok_or("not multipath")?.clone();
+    let len = NLB as usize * BS;
+    let mut lanes: Vec<Lane> = (0..CHANNELS)
+        .map(|index| Lane {
+            index,
+            ch: bdev.channel().unwrap(),
+            wbufs: (0..SLOTS)
+                .map(|_| layer.alloc_buffer(len).unwrap())
+                .collect(),
+            rbufs: (0..SLOTS)
+                .map(|_| layer.alloc_buffer(len).unwrap())
+                .collect(),
+            out: vec![u64::MAX; SLOTS],
+            seq: vec![0; SLOTS],
+            reading: vec![false; SLOTS],
+            // Blocks start zeroed: no write yet; the first read comes after a write.
+            allowed: vec![Vec::new(); SLOTS],
+            submitted: 0,
+            completed: 0,
+            errors: 0,
+            checked_reads: 0,
+            failures: Vec::new(),
+        })
+        .collect();
+    for lane in &mut lanes {
+        for slot in 0..SLOTS {
+            lane.issue(slot);
+        }
+    }
+    let mut schedule = Vec::new();
+    let t0 = Instant::now();
+    let traffic = |lanes: &mut Vec<Lane>, polls: usize, more: bool| {
+        for _ in 0..polls {
+            let mut n = 0;
+            for lane in lanes.iter_mut() {
+                n += lane.poll(more);
+            }
+            if n == 0 {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    };
+    for step in 0..STEPS {
+        traffic(&mut lanes, POLLS_PER_STEP, true);
+        // Heal what is due.
+        for c in ctrls.iter_mut() {
+            if c.heal_at.is_some_and(|s| s <= step) {
+                heal(c, &ns, grp);
+                schedule.push(format!("step {step}: {} healed", c.name));
+            }
+        }
+        let k = rng.below(n_ctrls as u64) as usize;
+        let down = ctrls.iter().filter(|c| c.heal_at.is_some()).count();
+        let mut kind = rng.below(FAULTS.len() as u64) as usize;
+        // Taking a controller away (removal, fatal status, inaccessible): never the
+        // last one, and not one already away.
+        if kind >= 8 && (down + 1 >= n_ctrls || ctrls[k].heal_at.is_some()) {
+            kind = 7; // a reset instead
+        }
+        if !enabled[kind] {
+            continue;
+        }
+        let c = &mut ctrls[k];
+        let dev = c.device();
+        let f = dev.faults();
+        let what = match kind {
+            0 => {
+                f.duplicate_next_completion();
+                "duplicate the next completion".to_string()
+            }
+            1 => {
+                let on = rng.below(2) == 0;
+                f.set_reorder(on);
+                format!("reorder completions {on}")
+            }
+            2 => {
+                let us = [0, 50, 400][rng.below(3) as usize];
+                f.set_completion_delay_us(us);
+                format!("delay completions {us} us")
+            }
+            3 => {
+                f.drop_io_completions(1);
+                "drop the next I/O completion (timeout, abort)".to_string()
+            }
+            4 => {
+                // A CID no command can have (the queues have 31 trackers): a bogus
+                // completion that names a command in flight is indistinguishable from
+                // its real completion (the device's word is all the host has), so the
+                // host can only be asked to catch the ones that name none.
+                let (cqid, cid) = (1 + rng.below(2) as u16, 64 + rng.below(900) as u16);
+                f.post_bogus_completion(cqid, cid);
+                format!("bogus completion CQ {cqid} CID {cid}")
+            }
+            5 => {
+                f.corrupt_next_phase();
+                "wrong phase on the next completion".to_string()
+            }
+            6 => {
+                let head = rng.below(1000) as u16;
+                f.corrupt_next_sq_head(head);
+                format!("SQ head {head} on the next completion")
+            }
+            7 => {
+                layer.request_reset(&c.name).map_err(|e| e.to_string())?;
+                "reset through the layer".to_string()
+            }
+            8 => {
+                let state = [AnaState::Inaccessible, AnaState::NonOptimized][rng.below(2) as usize];
+                dev.set_ana_state(grp, state).map_err(|e| e.to_string())?;
+                c.heal_at = Some(step + 1 + rng.below(3) as usize);
+                format!("ANA {state:?} until step {}", c.heal_at.unwrap())
+            }
+            9 => {
+                f.set_fatal();
+                c.heal_at = Some(step + 1);
+                "fatal status (CSTS.CFS)".to_string()
+            }
+            _ => {
+                c.gone.store(true, Ordering::Release);
+                f.simulate_removal();
+                c.heal_at = Some(step + 1 + rng.below(3) as usize);
+                format!("removed until step {}", c.heal_at.unwrap())
+            }
+        };
+        schedule.push(format!("step {step}: {}: {what}", c.name));
+        if lanes.iter().any(|l| !l.failures.is_empty()) || t0.elapsed() > LIMIT {
+            break;
+        }
+    }
+    // Heal everything; wait for every path to be usable again, with traffic running.
+    for c in ctrls.iter_mut() {
+        heal(c, &ns, grp);
+    }
+    let all_back = |mp: &nvme_bdev::Multipath<nvme_driver::IoQpair>| {
+        let paths = mp.paths();
+        paths.len() == n_ctrls && paths.iter().all(|p| p.state.usable())
+    };
+    let t_heal = Instant::now();
+    while !all_back(&mp) && t_heal.elapsed() < LIMIT {
+        traffic(&mut lanes, 50, true);
+    }
+    let back = all_back(&mp);
+    traffic(&mut lanes, POLLS_PER_STEP, true);
+    let t_drain = Instant::now();
+    while lanes.iter().any(|l| l.ch.outstanding() > 0) && t_drain.elapsed() < LIMIT {
+        traffic(&mut lanes, 10, false);
+    }
+    let mut failures: Vec<String> = Vec::new();
+    if !back {
+        failures.push(format!(
+            "paths not all back {LIMIT:?} after healing: {:?}",
+            mp.paths()
+                .iter()
+                .map(|p| (p.name.clone(), p.state))
+                .collect::<Vec<_>>()
+        ));
+    }
+    let mut outcome = Outcome {
+        faults: schedule.len(),
+        ..Outcome::default()
+    };
+    for lane in &lanes {
+        failures.extend(lane.failures.iter().take(3).cloned());
+        let left = lane.out.iter().filter(|&&o| o != u64::MAX).count();
+        if left > 0 || lane.ch.outstanding() > 0 {
+            let stats = match &lane.ch {
+                Channel::Mpath(c) => format!("{:?} {:?}", c.stats(), c.path_stats()),
+                _ => String::new(),
+            };
+            failures.push(format!(
+                "channel {}: {left} I/Os never completed ({} outstanding; paths {:?}; {stats})",
+                lane.index,
+                lane.ch.outstanding(),
+                mp.paths()
+                    .iter()
+                    .map(|p| (p.name.clone(), p.state))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        if lane.completed != lane.submitted {
+            failures.push(format!(
+                "channel {}: {} submitted, {} completed",
+                lane.index, lane.submitted, lane.completed
+            ));
+        }
+        if let Channel::Mpath(c) = &lane.ch {
+            let st = c.stats();
+            if st.stray_completions != 0 || st.completed != lane.completed {
+                failures.push(format!("channel {}: stats {st:?}", lane.index));
+            }
+        }
+        outcome.completed += lane.completed;
+        outcome.checked_reads += lane.checked_reads;
+        outcome.errors += lane.errors;
+    }
+    if !failures.is_empty() {
+        for c in &ctrls {
+            let d = c.device();
+            failures.push(format!(
+                "{}: layer (resets, reconnects) {:?}; device: {} commands fetched, {} completions posted, {} held",
+                c.name,
+                layer.controller_counts(&c.name),
+                d.counters().commands_fetched(),
+                d.counters().completions_posted(),
+                d.counters().held_commands()
+            ));
+        }
+    }
+    if outcome.checked_reads == 0 {
+        failures.push("no read was checked: the traffic never ran".into());
+    }
+    drop(lanes);
+    drop(bdev);
+    drop(mp);
+    layer.shutdown();
+    for c in &ctrls {
+        c.device().stop();
+    }
+    if verbose || !failures.is_empty() {
+        eprintln!(
+            "seed {seed}: {n_ctrls} controllers, {policy:?}, {} completions, {} reads checked, {} errors",
+            outcome.completed, outcome.checked_reads, outcome.errors
+        );
+        for s in &schedule {
+            eprintln!("  {s}");
+        }
+    }
+    if failures.is_empty() {
+        Ok(outcome)
+    } else {
+        Err(failures.join("\n  "))
+    }
+}
+
+/// Undoes whatever was done to `c`: knobs off, ANA optimized, a removed device
+/// replaced by a new one (same identity) that the layer's reconnect finds.
+fn heal(c: &mut Ctrl, ns: &Arc<Namespace>, grp: u32) {
+    let dev = c.device();
+    dev.faults().clear();
+    if dev.faults().is_removed() {
+        dev.stop();
+        *c.current.lock().unwrap() = device(&c.name, c.cntlid, ns);
+        c.gone.store(false, Ordering::Release);
+    } else if dev.faults().ana_state(grp) != Some(AnaState::Optimized) {
+        dev.set_ana_state(grp, AnaState::Optimized).unwrap();
+    }
+    c.heal_at = None;
+}
+
+fn run_seeds(seeds: impl Iterator<Item = u64>, verbose: bool) {
+    let mut total = Outcome::default();
+    let mut n = 0;
+    for seed in seeds {
+        match run_seed(seed, verbose) {
+            Ok(o) => {
+                total.completed += o.completed;
+                total.checked_reads += o.checked_reads;
+                total.errors += o.errors;
+                total.faults += o.faults;
+                n += 1;
+            }
+            Err(e) => panic!(
+                "seed {seed} failed:\n  {e}\nreplay: NVME_SIM_SEED={seed} cargo test --release \
+                 -p nvme-bdev --test simulator -- --nocapture"
+            ),
+        }
+    }
+    eprintln!(
+        "{n} seeds: {} faults, {} I/Os completed exactly once, {} reads checked, {} errors",
+        total.faults, total.completed, total.checked_reads, total.errors
+    );
+}
+
+fn seed_range(half: u64) -> Option<impl Iterator<Item = u64>> {
+    if std::env::var("NVME_SIM_SEED").is_ok() {
+        return None;
+    }
+    let n: u64 = std::env::var("NVME_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    Some((1..=n).filter(move |s| s % 2 == half))
+}
+
+#[test]
+fn simulated_faults_odd_seeds() {
+    if let Some(seeds) = seed_range(1) {
+        run_seeds(seeds, false);
+    }
+}
+
+#[test]
+fn simulated_faults_even_seeds() {
+    match seed_range(0) {
+        Some(seeds) => run_seeds(seeds, false),
+        None => {
+            let seed = std::env::var("NVME_SIM_SEED").unwrap().parse().unwrap();
+            run_seeds(std::iter::once(seed), true);
+        }
+    }
+}
