@@ -13,7 +13,7 @@
 //!
 //! Not here: retry delays from a completion's CRD field. The driver does not retry
 //! (it delivers the status, CRD included, to the caller); the block layer's
-//! multipath channel honours the delay, and is tested there.
+//! multipath channel honours the delay: bdev/tests/retry_delay.rs.
 
 use nvme_driver::bus::Bus;
 use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};

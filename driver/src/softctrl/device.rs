@@ -1242,6 +1242,9 @@ impl Device {
         ) {
             return generic(sc::INVALID_OPCODE);
         }
+        if let Some(st) = self.sh.faults.state().fail_io.pop_front() {
+            return st;
+        }
         if opc == io_opc::FLUSH && sqe.nsid == u32::MAX {
             return Status::SUCCESS;
         }

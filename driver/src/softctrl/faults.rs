@@ -3,7 +3,7 @@
 
 use super::SoftConfig;
 use crate::error::{Error, Result};
-use crate::spec::AnaState;
+use crate::spec::{AnaState, Status};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +20,7 @@ pub(super) struct FaultState {
     pub bogus: VecDeque<(u16, u16)>,
     pub corrupt_phase: u32,
     pub corrupt_sq_head: VecDeque<u16>,
+    pub fail_io: VecDeque<Status>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +133,13 @@ impl Faults {
     /// Posts the next completion with `sq_head` as its SQ head pointer.
     pub fn corrupt_next_sq_head(&self, sq_head: u16) {
         self.state().corrupt_sq_head.push_back(sq_head);
+    }
+
+    /// Completes the next I/O command (read, write, flush, write zeroes, dataset
+    /// management) with `status` instead of executing it; queued, one command each.
+    /// For a status with a Command Retry Delay, set its CRD bits (12:11) in `status`.
+    pub fn fail_next_io(&self, status: Status) {
+        self.state().fail_io.push_back(status);
     }
 
     /// Turns every knob above off. Commands already held stay held.
