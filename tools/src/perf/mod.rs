@@ -493,6 +493,93 @@ mod tests {
     }
 
     #[test]
+    fn a_depth_deeper_than_the_queue_waits_on_the_pending_ring() {
+        let (sc, t) = soft(255);
+        let o = opts("-q 32 -o 4096 -w randread -t 1 --io-queue-size 8");
+        let plan = check_target(&o, &t).unwrap();
+        assert_eq!(
+            plan,
+            CtrlPlan {
+                entries: 8,
+                per_qpair: 32
+            }
+        );
+        assert_eq!(
+            queue_warning(&plan).unwrap(),
+            "Controller IO queue size 8, less than required (32 I/Os per queue pair).\n\
+             Consider using lower queue depth or smaller IO size, because IO requests may be queued at the NVMe driver."
+        );
+        let rows = run_soft(&o, &t);
+        assert_eq!(rows[0].errors, 0, "{:?}", rows[0].first_error);
+        assert!(rows[0].ios > 100);
+        let c = report::counters(&rows[0]);
+        assert!(c.pended > 0, "{c:?}");
+        assert!(c.pending_high_water >= 32 - 7, "{c:?}");
+        assert!(report::counter_lines(&rows).contains(", queued in the driver "));
+        // A queue that holds the depth: no warning, nothing waits.
+        let o = opts("-q 32 -o 4096 -w randread -t 1 --io-queue-size 64");
+        assert_eq!(queue_warning(&check_target(&o, &t).unwrap()), None);
+        t.ctrl.shutdown().unwrap();
+        sc.stop();
+    }
+
+    #[test]
+    fn number_ios_stops_each_namespace_after_that_many() {
+        let (sc, t) = soft(255);
+        let o = opts("-q 4 -o 4096 -w randread -t 20 -d 1000");
+        let rows = run_soft(&o, &t);
+        assert_eq!(rows[0].ios, 1000);
+        assert!(rows[0].secs < 10.0, "{}", rows[0].secs);
+        // N% of a namespace of 8192 blocks of 512 bytes in 4 KiB I/Os (1024 slots).
+        let o = opts("-q 4 -o 4096 -w read -t 20 -d 50%");
+        assert_eq!(run_soft(&o, &t)[0].ios, 512);
+        t.ctrl.shutdown().unwrap();
+        sc.stop();
+    }
+
+    #[test]
+    fn continue_on_error_counts_failures_and_goes_on() {
+        let ns = Arc::new(Namespace::new(1, 8192, 512).unwrap());
+        let sc = SoftController::start(SoftConfig {
+            namespaces: vec![ns],
+            ana: true,
+            ..SoftConfig::default()
+        });
+        let ctrl = Controller::init(sc.clone(), ControllerOptions::default()).unwrap();
+        let t = select(ctrl, None).unwrap();
+        sc.faults()
+            .set_ana_state(1, nvme_driver::spec::AnaState::Inaccessible)
+            .unwrap();
+        // Without -Q every slot retires at its first failure.
+        let rows = run_soft(&opts("-q 4 -o 4096 -w randread -t 1"), &t);
+        assert_eq!((rows[0].ios, rows[0].errors), (0, 4));
+        // With -Q the slots go on failing until the time is up.
+        let rows = run_soft(&opts("-q 4 -o 4096 -w randread -t 1 -Q 1"), &t);
+        assert_eq!(rows[0].ios, 0);
+        assert!(rows[0].errors > 100, "{}", rows[0].errors);
+        assert!(report::problems(&rows, false)
+            .contains("failed I/Os; first: softnvme0 NSID 1: read at LBA"));
+        t.ctrl.shutdown().unwrap();
+        sc.stop();
+    }
+
+    #[test]
+    fn progress_lines_are_spdk_nvme_perfs() {
+        assert_eq!(
+            progress_line(Phase::Warmup, 123_456, 4096),
+            "[warmup]    123456 IOPS,   482.25 MiB/s"
+        );
+        assert_eq!(
+            progress_line(Phase::Run, 7, 131072),
+            "        7 IOPS,     0.88 MiB/s"
+        );
+        assert_eq!(
+            progress_line(Phase::Fill, 1000, 512),
+            "[verify fill]      1000 IOPS,     0.49 MiB/s"
+        );
+    }
+
+    #[test]
     fn plans_refuse_what_the_device_cannot_do() {
         let (sc, t) = soft(63);
         let e = |line: &str| check_target(&opts(line), &t).unwrap_err().0;
