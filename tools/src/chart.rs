@@ -22,7 +22,9 @@ pub struct Figure {
 /// Reads qemu/bench's document. Python writes `NaN` for missing figures, which JSON
 /// does not have: those become missing values.
 pub fn parse_bench(text: &str) -> Result<(String, Vec<Figure>), String> {
-    let cleaned = text.replace("-Infinity", "null").replace("Infinity", "null");
+    let cleaned = text
+        .replace("-Infinity", "null")
+        .replace("Infinity", "null");
     let cleaned = cleaned.replace("NaN", "null");
     let doc: Value =
         serde_json::from_str(&cleaned).map_err(|e| format!("not qemu/bench's JSON: {e}"))?;
@@ -35,7 +37,9 @@ pub fn parse_bench(text: &str) -> Result<(String, Vec<Figure>), String> {
         let (Some(workload), Some(engine), Some(iops)) =
             (s("workload"), s("engine"), r["iops"].as_f64())
         else {
-            return Err(format!("a median row without workload, engine or iops: {r}"));
+            return Err(format!(
+                "a median row without workload, engine or iops: {r}"
+            ));
         };
         out.push(Figure {
             workload,
@@ -80,6 +84,9 @@ fn color(i: usize) -> RGBColor {
     P[i % P.len()]
 }
 
+/// The figure a chart shows, if the engine reported it.
+type Pick = fn(&Figure) -> Option<f64>;
+
 /// Draws both charts into `path`.
 pub fn write_svg(path: &str, title: &str, figures: &[Figure]) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
@@ -90,7 +97,9 @@ pub fn write_svg(path: &str, title: &str, figures: &[Figure]) -> Result<(), Stri
     }
     let root = SVGBackend::new(path, (1400, 960)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let root = root.titled(title, ("sans-serif", 24)).map_err(|e| err(&e))?;
+    let root = root
+        .titled(title, ("sans-serif", 24))
+        .map_err(|e| err(&e))?;
     // One legend for both charts, in a row above them.
     let (strip, charts) = root.split_vertically(40);
     let mut x = 100;
@@ -100,13 +109,22 @@ pub fn write_svg(path: &str, title: &str, figures: &[Figure]) -> Result<(), Stri
             .draw(&Rectangle::new([(x, 12), (x + 16, 28)], c.filled()))
             .map_err(|e| err(&e))?;
         strip
-            .draw(&Text::new(engine.as_str(), (x + 22, 12), ("sans-serif", 17)))
+            .draw(&Text::new(
+                engine.as_str(),
+                (x + 22, 12),
+                ("sans-serif", 17),
+            ))
             .map_err(|e| err(&e))?;
         x += 40 + 10 * engine.len() as i32;
     }
     let (top, bottom) = charts.split_vertically(440);
-    let panels: [(&_, &str, &str, fn(&Figure) -> Option<f64>); 2] = [
-        (&top, "IOPS per engine and workload (higher is better)", "IOPS", |f| Some(f.iops)),
+    let panels: [(&_, &str, &str, Pick); 2] = [
+        (
+            &top,
+            "IOPS per engine and workload (higher is better)",
+            "IOPS",
+            |f| Some(f.iops),
+        ),
         (
             &bottom,
             "p99 latency per engine and workload (lower is better; no bar: not reported)",
@@ -136,7 +154,10 @@ pub fn write_svg(path: &str, title: &str, figures: &[Figure]) -> Result<(), Stri
             .x_label_formatter(&move |x| {
                 let halves = (x * 2.0).round() as i64;
                 if halves % 2 == 1 {
-                    names.get((halves / 2) as usize).cloned().unwrap_or_default()
+                    names
+                        .get((halves / 2) as usize)
+                        .cloned()
+                        .unwrap_or_default()
                 } else {
                     String::new()
                 }
@@ -169,7 +190,10 @@ pub fn write_svg(path: &str, title: &str, figures: &[Figure]) -> Result<(), Stri
                     let wi = workloads.iter().position(|w| *w == f.workload)? as f64;
                     let x0 = wi + 0.1 + ei as f64 * width;
                     let v = value(f)?;
-                    Some(Rectangle::new([(x0, 0.0), (x0 + width * 0.9, v)], c.filled()))
+                    Some(Rectangle::new(
+                        [(x0, 0.0), (x0 + width * 0.9, v)],
+                        c.filled(),
+                    ))
                 })
                 .collect();
             chart.draw_series(bars).map_err(|e| err(&e))?;
@@ -196,7 +220,10 @@ mod tests {
     #[test]
     fn bench_json_becomes_a_chart() {
         let (title, figs) = parse_bench(BENCH).unwrap();
-        assert_eq!(title, "qemu/bench, 2026-12-01T00:40:19+00:00 (median of 3 runs)");
+        assert_eq!(
+            title,
+            "qemu/bench, 2026-12-01T00:40:19+00:00 (median of 3 runs)"
+        );
         assert_eq!(figs.len(), 4);
         assert_eq!(figs[2].p99_us, None, "NaN is a missing figure");
         assert_eq!(figs[0].iops, 20000.5);
@@ -219,6 +246,8 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(parse_bench("{}").unwrap_err().contains("no 'median' list"));
-        assert!(parse_bench("{").unwrap_err().contains("not qemu/bench's JSON"));
+        assert!(parse_bench("{")
+            .unwrap_err()
+            .contains("not qemu/bench's JSON"));
     }
 }

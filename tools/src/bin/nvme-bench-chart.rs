@@ -16,10 +16,19 @@ fn main() {
         return;
     }
     let (input, output) = match args.as_slice() {
-        [i] => (i.clone(), std::path::Path::new(i).with_extension("svg").display().to_string()),
+        [i] => (
+            i.clone(),
+            std::path::Path::new(i)
+                .with_extension("svg")
+                .display()
+                .to_string(),
+        ),
         [i, o] if o.ends_with(".svg") => (i.clone(), o.clone()),
         [_, o] => exit_usage(PROG, &usage!("{o}: the chart is SVG; name it OUT.svg")),
-        _ => exit_usage(PROG, &usage!("give the results JSON, and optionally OUT.svg")),
+        _ => exit_usage(
+            PROG,
+            &usage!("give the results JSON, and optionally OUT.svg"),
+        ),
     };
     let text = std::fs::read_to_string(&input)
         .unwrap_or_else(|e| exit_failure(PROG, format!("{input}: {e}")));

@@ -57,10 +57,6 @@ fn main() {
             .find(|(bdf, _)| bdf == name)
             .map(|(_, id)| *id)
     };
-    let label = |name: &str, ns: u32| match pci_id(name) {
-        Some((v, d)) => format!("PCIE ({name}) [{v:04x}:{d:04x}] NSID {ns}"),
-        None => format!("PCIE ({name}) NSID {ns}"),
-    };
     let mut plans = Vec::new();
     for t in &targets {
         let id = t.ctrl.identify();
@@ -87,8 +83,8 @@ fn main() {
         for t in &targets {
             for ns in &t.nsids {
                 say(format!(
-                    "Associating {} with lcore {core}",
-                    label(t.ctrl.name(), *ns)
+                    "Associating PCIE ({}) NSID {ns} with lcore {core}",
+                    t.ctrl.name()
                 ));
             }
         }

@@ -215,6 +215,8 @@ impl PerfOptions {
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Made once per process: the size of the options does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Print help and exit 0.
     Help,
