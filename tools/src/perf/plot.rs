@@ -116,9 +116,17 @@ fn iops_chart(area: &Area<'_>, samples: &[Sample]) -> Result<(), String> {
             .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
             .map_err(err)?;
     }
+    legend(&mut chart, SeriesLabelPosition::LowerRight)
+}
+
+/// Draws a chart's legend at `pos`, on a white box.
+fn legend<'a, X: Ranged, Y: Ranged>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    pos: SeriesLabelPosition,
+) -> Result<(), String> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(pos)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
@@ -175,13 +183,7 @@ fn histogram_chart(area: &Area<'_>, r: &NsResult, name: &str) -> Result<(), Stri
         .label("I/Os per bucket")
         .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], MEASURED.filled()));
     percentile_marks(&mut chart, r, y_max)?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 /// Vertical lines at p50 and p99, with their values in the legend.
@@ -240,13 +242,7 @@ fn cdf_chart(area: &Area<'_>, r: &NsResult, name: &str) -> Result<(), String> {
         .label("cumulative share")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MEASURED.stroke_width(2)));
     percentile_marks(&mut chart, r, 100.0)?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)
+    legend(&mut chart, SeriesLabelPosition::LowerRight)
 }
 
 #[cfg(test)]
