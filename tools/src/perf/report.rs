@@ -457,6 +457,7 @@ pub fn to_json(opts: &PerfOptions, rows: &[NsResult]) -> Value {
         let c = counters(r);
         let mut v = json!({
             "device": r.device,
+            "pci_id": r.pci_id.map(|(v, d)| format!("{v:04x}:{d:04x}")),
             "nsid": r.nsid,
             "core": r.core,
             "ios": r.ios,
@@ -522,6 +523,12 @@ pub fn to_json(opts: &PerfOptions, rows: &[NsResult]) -> Value {
             "warmup_s": opts.warmup_s,
             "cores": opts.cores,
             "qpairs_per_ns": opts.qpairs_per_ns,
+            "io_queue_size": opts.io_queue_size,
+            "continue_on_error": opts.continue_on_error.is_some(),
+            "number_ios": opts.number_ios.map(|n| match n {
+                super::opts::NumberIos::Count(c) => c.to_string(),
+                super::opts::NumberIos::Percent(p) => format!("{p}%"),
+            }),
             "verify": opts.verify,
             "seed": opts.seed,
             "multipath": opts.multipath.map(|p| p.name()),

@@ -153,6 +153,13 @@ fn json_has_rows_total_and_percentiles() {
     let v = to_json(&opts("-L --json"), &rows);
     assert_eq!(v["config"]["workload"], "randread");
     assert_eq!(v["namespaces"][0]["ios"], 100);
+    assert_eq!(v["namespaces"][0]["pci_id"], "1b36:0010");
+    assert_eq!(v["config"]["continue_on_error"], false);
+    assert_eq!(v["config"]["number_ios"], Value::Null);
+    let w = to_json(&opts("-Q 1 -d 50% --io-queue-size 8 --json"), &rows);
+    assert_eq!(w["config"]["continue_on_error"], true);
+    assert_eq!(w["config"]["number_ios"], "50%");
+    assert_eq!(w["config"]["io_queue_size"], 8);
     assert_eq!(v["total"]["iops"], 50.0);
     assert!(
         v["namespaces"][0]["latency_us"]["percentiles"]["99.99"]
