@@ -49,13 +49,32 @@ fn parse_row(line: &str) -> Row {
         assert!(x.is_finite() && *x >= 0.0, "{line:?}");
     }
     Row {
-        name: name.split_whitespace().collect::<Vec<_>>().join(" "),
+        // spdk_nvme_perf's name carries the PCI vendor:device ID (`[1b36:0010]`),
+        // checked where the rows are; the rest names the device, namespace and core.
+        name: name
+            .split_whitespace()
+            .filter(|w| !is_pci_id(w))
+            .collect::<Vec<_>>()
+            .join(" "),
         iops: v[0],
         mibps: v[1],
         avg: v[2],
         min: v[3],
         max: v[4],
     }
+}
+
+/// `[1b36:0010]`: a PCI vendor and device ID as the row names carry it.
+fn is_pci_id(word: &str) -> bool {
+    let Some(inner) = word.strip_prefix('[').and_then(|w| w.strip_suffix(']')) else {
+        return false;
+    };
+    inner.len() == 9
+        && inner.as_bytes()[4] == b':'
+        && inner
+            .chars()
+            .enumerate()
+            .all(|(i, c)| i == 4 || c.is_ascii_hexdigit())
 }
 
 /// The rows and the Total row of nvme-perf's table in `text`.
@@ -285,6 +304,13 @@ run_case bad_w nvme-perf -q 1 -o 4096 -w randomread -t 1
 run_case bad_m nvme-perf -q 1 -o 4096 -w randrw -M 101 -t 1
 run_case identify nvme-identify
 run_case identify_json nvme-identify --json
+run_case deep nvme-perf -q 64 -o 4096 -w randread -t 1 --io-queue-size 16 -Q 1 -L
+run_case spdk_opts nvme-perf -q 8 -o 4096 -w randrw -M 70 -t 1 -i 0 -s 64 -O 512 -g -b 0000:01:00.0 -N -m -LL --plot /tmp/perf.svg
+run_case plot_check grep -c 'Latency CDF' /tmp/perf.svg
+run_case number_ios nvme-perf -q 8 -o 4096 -w randread -t 30 -d 3000 --json
+run_case refused nvme-perf -q 1 -o 4096 -w randread -t 1 -e PRACT=1
+run_case refused_long nvme-perf -q 1 -o 4096 -w randread -t 1 --psk-path /tmp/key
+run_case bad_b nvme-perf -q 1 -o 4096 -w randread -t 1 -b 0000:09:00.0
 "#
     );
     let out = Guest::new(Topology::Single)
@@ -319,6 +345,14 @@ run_case identify_json nvme-identify --json
         table.out
     );
     assert!(table.out.contains("Driver counters (measured phase):"));
+    // spdk_nvme_perf's row name: the PCI vendor:device ID after the address.
+    assert!(
+        table
+            .out
+            .contains("PCIE (0000:01:00.0) [1b36:0010] NSID 1 from core  0: "),
+        "{}",
+        table.out
+    );
 
     // JSON: stdout is the document (the narration went to stderr) and agrees with the
     // table: the same row, the same arithmetic, a figure of the same order.
@@ -408,6 +442,56 @@ run_case identify_json nvme-identify --json
         reads >= json_ios,
         "{reads} reads < the JSON run's {json_ios}: {doc}"
     );
+
+    // A depth deeper than the queue: spdk_nvme_perf's warning, the excess waits in the
+    // driver and is counted; -L prints spdk_nvme_perf's fifteen cutoffs.
+    let deep = ok(&cs, "deep", &out);
+    assert!(
+        deep.out
+            .contains("Controller IO queue size 16, less than required (64 I/Os per queue pair)."),
+        "{deep:#?}"
+    );
+    let (rows, total) = parse_table(&deep.out);
+    check_table(&rows, &total, 4096.0, &deep.out);
+    assert!(deep.out.contains(", queued in the driver "), "{deep:#?}");
+    assert_eq!(
+        deep.out.lines().filter(|l| l.contains("% : ")).count(),
+        15,
+        "{deep:#?}"
+    );
+    assert!(deep.out.contains(" 99.99999% : "), "{deep:#?}");
+    // The accepted spdk_nvme_perf options: notes once, CPU usage, the histogram, the
+    // picture.
+    let spdk = ok(&cs, "spdk_opts", &out);
+    for needle in [
+        "-i 0: there is no shared memory here",
+        "-g: there are no DPDK memory segments here",
+        "-O 512: each I/O is described as one contiguous 4096 byte buffer",
+        "CPU usage (polls that found completions):",
+        "Latency histogram for PCIE (0000:01:00.0) [1b36:0010] NSID 1",
+        "       Range in us     Cumulative    IO count",
+    ] {
+        assert!(spdk.out.contains(needle), "{needle}: {spdk:#?}");
+    }
+    let (rows, total) = parse_table(&spdk.out);
+    check_table(&rows, &total, 4096.0, &spdk.out);
+    assert!(spdk.err.contains("wrote /tmp/perf.svg"), "{spdk:#?}");
+    assert_eq!(ok(&cs, "plot_check", &out).out.trim(), "1");
+    // -d: exactly that many I/Os, then the run ends before -t.
+    let doc = parse_json(ok(&cs, "number_ios", &out));
+    assert_eq!(doc["total"]["ios"], 3000, "{doc}");
+    assert!(f(&doc, "/namespaces/0/seconds") < 25.0, "{doc}");
+    // Every other spdk_nvme_perf option is refused by name.
+    assert_usage_error(
+        &cs,
+        "refused",
+        &["-e (--metadata)", "protection information"],
+    );
+    assert_usage_error(&cs, "refused_long", &["--psk-path", "TCP transport option"]);
+    let b = case(&cs, "bad_b", &out);
+    assert_eq!(b.rc, 1, "{b:#?}");
+    assert!(b.err.contains("0000:09:00.0"), "{b:#?}");
+
     eprintln!("single: guest {:.1} s", started.elapsed().as_secs_f64());
 }
 

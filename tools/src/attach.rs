@@ -82,6 +82,36 @@ pub fn resolve(trids: &[TransportId], note: &mut dyn FnMut(String)) -> Result<Wa
     Ok(bound.iter().map(|c| (c.bdf.clone(), None)).collect())
 }
 
+/// `-b`: keeps the controllers at the `allowed` PCI addresses (full form). With no
+/// `-r`, the allowed controllers are the ones to open (every namespace); with `-r`,
+/// a transport ID outside the list is dropped. Empty `allowed`: no filter.
+pub fn allow(
+    trids: &[TransportId],
+    allowed: &[String],
+    note: &mut dyn FnMut(String),
+) -> Result<Wanted, String> {
+    if allowed.is_empty() {
+        return resolve(trids, note);
+    }
+    if trids.is_empty() {
+        return Ok(allowed.iter().map(|a| (a.clone(), None)).collect());
+    }
+    let mut wanted = merge_trids(trids);
+    for (bdf, _) in &wanted {
+        if !allowed.contains(bdf) {
+            note(format!("-r traddr:{bdf} is not allowed by -b: skipped"));
+        }
+    }
+    wanted.retain(|(bdf, _)| allowed.contains(bdf));
+    if wanted.is_empty() {
+        return Err(format!(
+            "no controller is left: -r names none of the -b addresses ({})",
+            allowed.join(", ")
+        ));
+    }
+    Ok(wanted)
+}
+
 /// Opens the controllers through VFIO and selects their namespaces. A namespace that
 /// does not exist is a usage error; anything else the device or system refuses is a
 /// device error.
@@ -156,6 +186,31 @@ mod tests {
                 ("0000:01:00.0".to_string(), Some(vec![2, 1])),
                 ("0000:02:00.0".to_string(), None),
             ]
+        );
+    }
+
+    #[test]
+    fn allowed_addresses_filter_or_choose() {
+        let t = |s: &str| TransportId::parse(s).unwrap();
+        let a = vec!["0000:02:00.0".to_string()];
+        let mut notes = Vec::new();
+        let w = allow(&[], &a, &mut |s| notes.push(s)).unwrap();
+        assert_eq!(w, vec![("0000:02:00.0".to_string(), None)]);
+        let w = allow(
+            &[t("traddr:01:00.0"), t("traddr:02:00.0 ns:1")],
+            &a,
+            &mut |s| notes.push(s),
+        )
+        .unwrap();
+        assert_eq!(w, vec![("0000:02:00.0".to_string(), Some(vec![1]))]);
+        assert_eq!(
+            notes,
+            ["-r traddr:0000:01:00.0 is not allowed by -b: skipped"]
+        );
+        let e = allow(&[t("traddr:01:00.0")], &a, &mut |_| {}).unwrap_err();
+        assert!(
+            e.contains("-r names none of the -b addresses (0000:02:00.0)"),
+            "{e}"
         );
     }
 }

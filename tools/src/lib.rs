@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod attach;
+pub mod chart;
 pub mod cores;
 pub mod identify;
 pub mod perf;

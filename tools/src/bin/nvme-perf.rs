@@ -26,7 +26,10 @@ fn main() {
             println!("{s}")
         }
     };
-    let wanted = match attach::resolve(&opts.trids, &mut |s| say(s)) {
+    for n in opts.notes() {
+        say(n);
+    }
+    let wanted = match attach::allow(&opts.trids, &opts.allowed_pci, &mut |s| say(s)) {
         Ok(w) => w,
         Err(e) => exit_failure(PROG, e),
     };
@@ -39,6 +42,20 @@ fn main() {
         Ok(t) => t,
         Err(OpenError::Usage(e)) => exit_usage(PROG, &e),
         Err(OpenError::Device(e)) => exit_failure(PROG, e),
+    };
+    let namespaces: usize = targets.iter().map(|t| t.nsids.len()).sum();
+    if let Err(e) = opts::check_memory(&opts, namespaces) {
+        exit_usage(PROG, &e);
+    }
+    let pci_ids: Vec<(String, (u16, u16))> = nvme_driver::vfio::list_nvme_controllers()
+        .into_iter()
+        .map(|c| (c.bdf, (c.vendor, c.device)))
+        .collect();
+    let pci_id = |name: &str| {
+        pci_ids
+            .iter()
+            .find(|(bdf, _)| bdf == name)
+            .map(|(_, id)| *id)
     };
     let mut plans = Vec::new();
     for t in &targets {
@@ -53,7 +70,12 @@ fn main() {
             id.fr
         ));
         match perf::check_target(&opts, t) {
-            Ok(p) => plans.push(p),
+            Ok(p) => {
+                if let Some(w) = perf::queue_warning(&p) {
+                    say(w);
+                }
+                plans.push(p)
+            }
             Err(e) => exit_usage(PROG, &e),
         }
     }
@@ -71,7 +93,10 @@ fn main() {
         Ok(j) => j,
         Err(e) => exit_failure(PROG, e),
     };
-    let rows = launch(&opts, &say, |ui| perf::run(&opts, &targets, jobs, ui));
+    let (mut rows, samples) = launch(&opts, &say, |ui| perf::run(&opts, &targets, jobs, ui));
+    for r in &mut rows {
+        r.pci_id = pci_id(&r.device);
+    }
     for t in &targets {
         if let Some(reason) = t.ctrl.failure() {
             eprintln!(
@@ -79,9 +104,11 @@ fn main() {
                 t.ctrl.name()
             );
         }
-        let _ = t.ctrl.shutdown();
+        if !opts.no_shutdown_notification {
+            let _ = t.ctrl.shutdown();
+        }
     }
-    print_report(&opts, &rows, None);
+    print_report(&opts, &rows, &samples, None);
 }
 
 /// Says the workers start, then runs them with `run`: progress on a terminal (not
@@ -90,20 +117,29 @@ fn launch<R>(
     opts: &opts::PerfOptions,
     say: &dyn Fn(String),
     run: impl FnOnce(&mut perf::Ui<'_>) -> R,
-) -> R {
+) -> (R, Vec<perf::Sample>) {
     say("Initialization complete. Launching workers.".into());
     let mut note = |s: String| eprintln!("{s}");
-    run(&mut perf::Ui {
+    let mut ui = perf::Ui {
         progress: !opts.json && nvme_tools::stdout_is_tty(),
         note: &mut note,
         pin: true,
-    })
+        samples: Vec::new(),
+    };
+    let r = run(&mut ui);
+    (r, ui.samples)
 }
 
 /// Prints the table (or the JSON document, problems to stderr), then `paths` (with
-/// --multipath: the path summary; in JSON its `paths` field); exits with failure if
-/// an I/O failed or a read did not match.
-fn print_report(opts: &opts::PerfOptions, rows: &[perf::engine::NsResult], paths: Option<String>) {
+/// --multipath: the path summary; in JSON its `paths` field); draws `--plot`; exits
+/// with failure, saying "errors occurred" as spdk_nvme_perf does, if an I/O failed
+/// (unless -Q) or a read did not match.
+fn print_report(
+    opts: &opts::PerfOptions,
+    rows: &[perf::engine::NsResult],
+    samples: &[perf::Sample],
+    paths: Option<String>,
+) {
     if opts.json {
         let mut doc = report::to_json(opts, rows);
         if let Some(summary) = paths {
@@ -123,8 +159,16 @@ fn print_report(opts: &opts::PerfOptions, rows: &[perf::engine::NsResult], paths
             print!("{summary}");
         }
     }
+    if let Some(path) = &opts.plot {
+        match perf::plot::write_svg(path, opts, rows, samples) {
+            Ok(()) => eprintln!("{PROG}: wrote {path}"),
+            Err(e) => exit_failure(PROG, format!("--plot {path}: {e}")),
+        }
+    }
     let t = report::total(rows);
-    if t.errors > 0 || t.mismatches > 0 {
+    let failed_io = t.errors > 0 && opts.continue_on_error.is_none();
+    if failed_io || t.mismatches > 0 {
+        eprintln!("{PROG}: errors occurred");
         std::process::exit(EXIT_FAILURE);
     }
 }
@@ -138,6 +182,9 @@ fn run_multipath(
     say: &dyn Fn(String),
 ) {
     use nvme_tools::perf::mpath;
+    if opts.no_shutdown_notification {
+        say("-N: the block layer shuts its controllers down at exit; -N applies without --multipath".into());
+    }
     say(format!(
         "Initializing the block layer (multipath, policy {})",
         policy.name()
@@ -148,6 +195,9 @@ fn run_multipath(
         Err(OpenError::Usage(e)) => exit_usage(PROG, &e),
         Err(OpenError::Device(e)) => exit_failure(PROG, e),
     };
+    if let Err(e) = opts::check_memory(opts, bdevs.len()) {
+        exit_usage(PROG, &e);
+    }
     for (b, _) in &bdevs {
         if let Err(e) = mpath::check_bdev(opts, b) {
             exit_usage(PROG, &e);
@@ -176,9 +226,9 @@ fn run_multipath(
         Ok(w) => w,
         Err(e) => exit_failure(PROG, e),
     };
-    let rows = launch(opts, say, |ui| perf::run_mpath(opts, workers, ui));
+    let (rows, samples) = launch(opts, say, |ui| perf::run_mpath(opts, workers, ui));
     let summary = mpath::path_summary(&layer, &bdevs);
     drop(bdevs);
     layer.shutdown();
-    print_report(opts, &rows, Some(summary));
+    print_report(opts, &rows, &samples, Some(summary));
 }

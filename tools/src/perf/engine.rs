@@ -183,6 +183,8 @@ pub struct NsJob<B: Backend> {
     pub slots: u64,
     /// Slots this core writes the verify pattern to before the run.
     pub fill: std::ops::Range<u64>,
+    /// `-d`: I/Os to start in the measured phase before stopping; `u64::MAX`: no limit.
+    pub limit: u64,
     /// Where the I/O goes.
     pub backend: B,
     /// One buffer per outstanding I/O.
@@ -225,6 +227,9 @@ pub struct Params {
     pub run_ticks: u64,
     /// Pin threads (off in unit tests, which may run on any core).
     pub pin: bool,
+    /// `-Q`: a failed I/O is counted and its slot starts the next I/O (else the
+    /// slot retires).
+    pub continue_on_error: bool,
 }
 
 /// What the workers share with the main thread: a stop flag, a completion count per
@@ -290,6 +295,9 @@ pub struct NsResult {
     pub counters: Vec<QpairStats>,
     /// With `--multipath`: the channel's per-path and failover counters.
     pub mpath: Option<super::mpath::MpathRowStats>,
+    /// PCI vendor and device ID of the controller, for the row name (`[1b36:0010]`);
+    /// `None` for a device without one (the software controller, a bdev).
+    pub pci_id: Option<(u16, u16)>,
 }
 
 impl NsResult {
@@ -382,6 +390,7 @@ impl<B: Backend> NsState<B> {
                 first_mismatch: None,
                 counters: Vec::new(),
                 mpath: None,
+                pci_id: None,
             },
             job,
         }
@@ -457,6 +466,12 @@ impl<B: Backend> NsState<B> {
         }
     }
 
+    /// False once `-d`'s count of I/Os is started (completed, failed or in flight).
+    #[inline]
+    fn may_start(&self) -> bool {
+        self.r.ios + self.r.errors + (self.busy as u64) < self.job.limit
+    }
+
     /// Rings every queue's doorbells.
     fn flush(&mut self) {
         for q in 0..self.job.backend.queues() {
@@ -499,7 +514,11 @@ impl<B: Backend> NsState<B> {
                 if !c.status.is_success() {
                     let op = if t.write { "write" } else { "read" };
                     self.fail(format_args!("{op} at LBA {}: {}", t.lba, c.status));
-                    // The slot retires: a failing device should end the run, not spin.
+                    // The slot retires (a failing device should end the run, not
+                    // spin), unless -Q asked to go on.
+                    if p.continue_on_error && resubmit && self.may_start() {
+                        self.submit(i, p, rng, fill);
+                    }
                     continue;
                 }
                 if !t.write && p.verify {
@@ -525,7 +544,7 @@ impl<B: Backend> NsState<B> {
                     r.lat_max_ns = r.lat_max_ns.max(ns);
                     r.hist.saturating_record(ns);
                 }
-                if resubmit {
+                if resubmit && self.may_start() {
                     self.submit(i, p, rng, fill);
                 }
             }
@@ -590,7 +609,9 @@ pub fn run_worker<B: Backend>(
     for s in states.iter_mut() {
         s.reset_measurement();
         for i in 0..s.tasks.len() {
-            s.submit(i, p, &mut rng, false);
+            if s.may_start() {
+                s.submit(i, p, &mut rng, false);
+            }
         }
         s.flush();
     }
@@ -615,7 +636,7 @@ pub fn run_worker<B: Backend>(
         }
         done.store(total, Ordering::Relaxed);
         if busy == 0 {
-            // Every slot retired on errors.
+            // Every slot retired on errors, or -d's count is done.
             break;
         }
     }

@@ -5,16 +5,21 @@
 //! queue pairs and buffers, [`engine`] runs the pollers, [`report`] prints the
 //! table, percentiles, histogram, driver counters or JSON.
 //!
-//! Queue depth: `-q` I/Os per namespace per core, spread over `-P` queue pairs. Each
-//! queue pair's share must fit in its queue (`--io-queue-size` minus one): every
-//! measured I/O is then really at the device, none waits in software. (SPDK lets
-//! deeper queues wait in a software queue; here the driver's pending ring only
-//! carries I/O across resets.) Use `-P` for deeper queues.
+//! Queue depth: `-q` I/Os per namespace per core, spread over `-P` queue pairs.
+//! Without `--io-queue-size` each queue is made large enough for its share (up to
+//! CAP.MQES), so every measured I/O is at the device. As in spdk_nvme_perf, a share
+//! larger than an explicit `--io-queue-size` is accepted with a warning: the excess
+//! waits on the driver's pending ring (sized for it, so nothing is refused), and the
+//! driver counters say how many I/Os went through it. A share larger than the
+//! controller's largest queue without `--io-queue-size` is refused: raise `-P`, or
+//! give `--io-queue-size` to let the excess wait.
 
 pub mod engine;
 pub mod mpath;
 pub mod opts;
 pub mod pattern;
+pub mod plot;
+pub mod refused;
 pub mod report;
 
 use crate::attach::Target;
@@ -93,9 +98,9 @@ pub fn check_target(opts: &PerfOptions, t: &Target) -> Result<CtrlPlan, UsageErr
         Some(n) => n,
         None => default_queue_size(per_qpair).min(mqes),
     };
-    if per_qpair > entries - 1 {
+    if opts.io_queue_size.is_none() && per_qpair > entries - 1 {
         return Err(usage!(
-            "-q {}: {per_qpair} I/Os per queue pair do not fit {name}'s queues of {entries} entries ({} usable); lower -q or raise -P",
+            "-q {}: {per_qpair} I/Os per queue pair do not fit {name}'s queues of {entries} entries ({} usable); lower -q or raise -P (or give --io-queue-size to let the excess wait in the driver, as spdk_nvme_perf does)",
             opts.queue_depth,
             entries - 1
         ));
@@ -115,6 +120,23 @@ pub fn check_target(opts: &PerfOptions, t: &Target) -> Result<CtrlPlan, UsageErr
         check_io_size(opts, ns.block_size, ns.nsze, &format!("{name} NSID {nsid}"))?;
     }
     Ok(CtrlPlan { entries, per_qpair })
+}
+
+/// spdk_nvme_perf's warning when the depth does not fit the queue (two lines), or
+/// `None` when it does.
+pub fn queue_warning(plan: &CtrlPlan) -> Option<String> {
+    (plan.per_qpair > plan.entries - 1).then(|| {
+        format!(
+            "Controller IO queue size {}, less than required ({} I/Os per queue pair).\n\
+             Consider using lower queue depth or smaller IO size, because IO requests may be queued at the NVMe driver.",
+            plan.entries, plan.per_qpair
+        )
+    })
+}
+
+/// `-d`: the I/Os a namespace of `slots` I/O-sized slots runs; `u64::MAX`: no limit.
+fn io_limit(opts: &PerfOptions, slots: u64) -> u64 {
+    opts.number_ios.map_or(u64::MAX, |n| n.for_slots(slots))
 }
 
 /// The slots core number `ci` writes the verify pattern to before the run: its
@@ -181,6 +203,7 @@ pub fn build_jobs(
                     nlb,
                     slots,
                     fill: fill_range(opts, ci, slots),
+                    limit: io_limit(opts, slots),
                     backend: Qpairs::new(nsid, qpairs),
                     bufs: alloc_buffers(opts, |len| t.ctrl.alloc_buffer(len))?,
                 });
@@ -199,6 +222,51 @@ pub struct Ui<'a> {
     pub note: &'a mut dyn FnMut(String),
     /// Pin worker threads to their cores.
     pub pin: bool,
+    /// Filled by the run: IOPS of every worker together, each second.
+    pub samples: Vec<Sample>,
+}
+
+/// What a run's phase is called in the progress line: spdk_nvme_perf's `[warmup] `
+/// prefix, nothing while measuring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Writing the verify pattern before the run.
+    Fill,
+    /// `-a`: running, not measuring.
+    Warmup,
+    /// Measuring.
+    Run,
+}
+
+impl Phase {
+    /// The progress line's prefix.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Phase::Fill => "[verify fill] ",
+            Phase::Warmup => "[warmup] ",
+            Phase::Run => "",
+        }
+    }
+}
+
+/// One second of a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Seconds since the workers started, at the end of this sample.
+    pub at_s: f64,
+    /// I/Os completed per second over the sample.
+    pub iops: f64,
+    /// The phase at the end of the sample.
+    pub phase: Phase,
+}
+
+/// spdk_nvme_perf's progress line (without the carriage return).
+pub fn progress_line(phase: Phase, ios_this_second: u64, io_size: u64) -> String {
+    let mib = ios_this_second as f64 * io_size as f64 / (1 << 20) as f64;
+    format!(
+        "{}{ios_this_second:9} IOPS, {mib:8.2} MiB/s",
+        phase.prefix()
+    )
 }
 
 impl std::fmt::Debug for Ui<'_> {
@@ -223,14 +291,7 @@ pub fn run(
             t.ctrl.process_admin();
         }
     };
-    let phase = |shared: &Shared| {
-        if shared.measuring.iter().all(|m| m.load(Ordering::Relaxed)) {
-            "run"
-        } else {
-            "warm-up/fill"
-        }
-    };
-    run_workers(opts, jobs, ui, "namespace", admin, phase)
+    run_workers(opts, jobs, ui, "namespace", admin)
 }
 
 /// `--multipath`: runs the workers on their channels while this thread prints
@@ -241,19 +302,18 @@ pub fn run_mpath(
     workers: Vec<mpath::MpathWorker>,
     ui: &mut Ui<'_>,
 ) -> Vec<NsResult> {
-    run_workers(opts, workers, ui, "bdev", || {}, |_| "multipath")
+    run_workers(opts, workers, ui, "bdev", || {})
 }
 
-/// Runs one thread per worker to the end; this thread calls `admin` every 10 ms and
-/// prints a progress line each second, headed by `phase`. `what` names the
-/// worker's targets in the verify note.
+/// Runs one thread per worker to the end; this thread calls `admin` every 10 ms,
+/// keeps a [`Sample`] each second and prints it as a progress line. `what` names
+/// the worker's targets in the verify note.
 fn run_workers<B: Backend>(
     opts: &PerfOptions,
     jobs: Vec<WorkerJob<B>>,
     ui: &mut Ui<'_>,
     what: &str,
     admin: impl Fn(),
-    phase: impl Fn(&Shared) -> &'static str,
 ) -> Vec<NsResult> {
     let hz = clock::ticks_per_sec();
     let params = Params {
@@ -264,6 +324,7 @@ fn run_workers<B: Backend>(
         warmup_ticks: opts.warmup_s * hz,
         run_ticks: opts.time_s * hz,
         pin: ui.pin,
+        continue_on_error: opts.continue_on_error.is_some(),
     };
     if opts.verify && opts.read_percent < 100 {
         (ui.note)(format!(
@@ -272,7 +333,16 @@ fn run_workers<B: Backend>(
         ));
     }
     let shared = Shared::new(jobs.len());
-    let io_size = opts.io_size as f64;
+    let filling = opts.verify && opts.read_percent < 100;
+    let phase = |shared: &Shared| {
+        if shared.measuring.iter().all(|m| m.load(Ordering::Relaxed)) {
+            Phase::Run
+        } else if filling && opts.warmup_s == 0 {
+            Phase::Fill
+        } else {
+            Phase::Warmup
+        }
+    };
     std::thread::scope(|s| {
         let handles: Vec<_> = jobs
             .into_iter()
@@ -285,28 +355,35 @@ fn run_workers<B: Backend>(
                     .expect("spawning a poller thread")
             })
             .collect();
-        let mut last_tick = Instant::now();
+        let started = Instant::now();
+        let mut last_tick = started;
         let mut last_done = 0u64;
         while handles.iter().any(|h| !h.is_finished()) {
             admin();
             std::thread::sleep(Duration::from_millis(10));
-            if ui.progress && last_tick.elapsed() >= Duration::from_secs(1) {
+            if last_tick.elapsed() >= Duration::from_secs(1) {
                 let el = last_tick.elapsed().as_secs_f64();
                 last_tick = Instant::now();
                 let done: u64 = shared.done.iter().map(|d| d.load(Ordering::Relaxed)).sum();
-                let iops = (done - last_done) as f64 / el;
+                let sample = Sample {
+                    at_s: started.elapsed().as_secs_f64(),
+                    iops: (done - last_done) as f64 / el,
+                    phase: phase(&shared),
+                };
                 last_done = done;
-                print!(
-                    "\r[{}] {iops:>12.2} IOPS {:>10.2} MiB/s      ",
-                    phase(&shared),
-                    iops * io_size / (1 << 20) as f64
-                );
-                use std::io::Write;
-                let _ = std::io::stdout().flush();
+                ui.samples.push(sample);
+                if ui.progress {
+                    print!(
+                        "{}\r",
+                        progress_line(sample.phase, sample.iops.round() as u64, opts.io_size)
+                    );
+                    use std::io::Write;
+                    let _ = std::io::stdout().flush();
+                }
             }
         }
         if ui.progress {
-            print!("\r{:72}\r", "");
+            print!("{:60}\r", "");
         }
         handles
             .into_iter()
@@ -332,105 +409,9 @@ pub(crate) fn with_quiet_ui<R>(f: impl FnOnce(&mut Ui<'_>) -> R) -> R {
         progress: false,
         note: &mut note,
         pin: false,
+        samples: Vec::new(),
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::test_opts as opts;
-    use super::*;
-    use crate::attach::select;
-    use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
-    use nvme_driver::{Controller, ControllerOptions};
-    use std::sync::Arc;
-
-    /// A small software controller (4 MiB namespace of 512-byte blocks).
-    fn soft(mqes: u16) -> (Arc<SoftController>, Target) {
-        let ns = Arc::new(Namespace::new(1, 8192, 512).unwrap());
-        let sc = SoftController::start(SoftConfig {
-            mqes,
-            namespaces: vec![ns],
-            ..SoftConfig::default()
-        });
-        let ctrl = Controller::init(sc.clone(), ControllerOptions::default()).unwrap();
-        let t = select(ctrl, None).unwrap();
-        (sc, t)
-    }
-
-    fn run_soft(o: &PerfOptions, t: &Target) -> Vec<NsResult> {
-        let plans = vec![check_target(o, t).unwrap()];
-        let jobs = build_jobs(o, std::slice::from_ref(t), &plans).unwrap();
-        with_quiet_ui(|ui| run(o, std::slice::from_ref(t), jobs, ui))
-    }
-
-    #[test]
-    fn perf_runs_against_the_software_controller() {
-        let (sc, t) = soft(255);
-        let o = opts("-q 8 -o 4096 -w randrw -M 50 -t 1 -c 0x3 -P 2 -L");
-        let rows = run_soft(&o, &t);
-        assert_eq!(rows.len(), 2, "one row per core");
-        for r in &rows {
-            assert!(r.ios > 100, "{r:?}");
-            assert_eq!(r.errors, 0, "{:?}", r.first_error);
-            assert!(r.reads > 0 && r.reads < r.ios);
-            assert!(r.lat_min_ns <= r.lat_max_ns && r.lat_min_ns > 0);
-            assert_eq!(r.counters.len(), 2);
-            assert_eq!(r.hist.len(), r.ios);
-        }
-        let total = report::total(&rows);
-        assert_eq!(total.ios, rows.iter().map(|r| r.ios).sum::<u64>());
-        let text = report::text(&o, &rows);
-        assert!(text.contains("PCIE (softnvme0) NSID 1 from core  1"));
-        t.ctrl.shutdown().unwrap();
-        sc.stop();
-    }
-
-    #[test]
-    fn verify_passes_then_catches_corruption() {
-        let (sc, t) = soft(63);
-        // A write workload fills the namespace with the pattern, then reads check it.
-        let o = opts("-q 4 -o 2048 -w randrw -M 70 -t 1 --verify --seed 5");
-        let rows = run_soft(&o, &t);
-        assert_eq!(rows[0].errors, 0);
-        assert_eq!(rows[0].mismatches, 0, "{:?}", rows[0].first_mismatch);
-        assert!(rows[0].reads > 0);
-        // A later read-only run with the same seed passes...
-        let o = opts("-q 4 -o 4096 -w read -t 1 --verify --seed 5");
-        assert_eq!(run_soft(&o, &t)[0].mismatches, 0);
-        // ...with another seed it fails at the first block read.
-        let o = opts("-q 1 -o 512 -w read -t 1 --verify --seed 6");
-        let m = run_soft(&o, &t)[0].first_mismatch.unwrap();
-        assert_eq!((m.lba, m.offset, m.expected, m.found), (0, 8, 6, 5));
-        // Corrupting one block behind the driver's back is found, with its LBA.
-        sc.namespaces()[0]
-            .write_bytes(777 * 512 + 100, &[0xff; 4])
-            .unwrap();
-        let o = opts("-q 2 -o 4096 -w read -t 1 --verify --seed 5");
-        let rows = run_soft(&o, &t);
-        let m = rows[0].first_mismatch.unwrap();
-        assert_eq!((m.lba, m.offset), (777, 96));
-        assert!(report::problems(&rows, true).contains("MISMATCH at LBA 777"));
-        t.ctrl.shutdown().unwrap();
-        sc.stop();
-    }
-
-    #[test]
-    fn plans_refuse_what_the_device_cannot_do() {
-        let (sc, t) = soft(63);
-        let e = |line: &str| check_target(&opts(line), &t).unwrap_err().0;
-        assert!(e("-q 1 -o 1000 -w read -t 1").contains("not a multiple of the block size 512"));
-        assert!(e("-q 1 -o 8m -w read -t 1").contains("larger than softnvme0 NSID 1"));
-        assert!(e("-q 1 -o 4k -w read -t 1 --io-queue-size 128").contains("at most 64 entries"));
-        assert!(e("-q 64 -o 4k -w read -t 1").contains("lower -q or raise -P"));
-        assert_eq!(
-            check_target(&opts("-q 64 -o 4k -w read -t 1 -P 2"), &t).unwrap(),
-            CtrlPlan {
-                entries: 64,
-                per_qpair: 32
-            }
-        );
-        assert!(e("-q 1 -o 4k -w read -t 1 -P 200").contains("I/O queues but softnvme0 granted"));
-        t.ctrl.shutdown().unwrap();
-        sc.stop();
-    }
-}
+mod tests;

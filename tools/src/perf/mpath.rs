@@ -278,6 +278,7 @@ pub fn build_workers(
                 nlb,
                 slots,
                 fill: super::fill_range(opts, ci, slots),
+                limit: super::io_limit(opts, slots),
                 backend: BdevChannel {
                     ch,
                     path_names,

@@ -1,43 +1,15 @@
 //! nvme-perf's command line: spdk_nvme_perf's options, parsed getopt-style
 //! (`-q 32` or `-q32`, `-LL`, `--io-queue-size 256` or `--io-queue-size=256`).
+//! spdk_nvme_perf's options that have no meaning here are refused by name
+//! ([`super::refused`]).
 
+use super::refused;
 use crate::cores::parse_core_mask;
-use crate::trid::TransportId;
+use crate::trid::{parse_bdf, TransportId};
 use crate::{parse_size, usage, UsageError};
 
-/// One-line usage, printed with `--help` above the option list.
-pub const USAGE: &str = "usage: nvme-perf -q DEPTH -o BYTES -w WORKLOAD -t SECONDS [-M READ%] [-a WARMUP] [-c MASK] [-r TRID]... [-P N] [--io-queue-size N] [-L|-LL] [--json] [--verify [--seed N]] [--multipath [--policy POLICY]]";
-
-/// The option list, for `--help`.
-pub const HELP: &str = "\
-  -q, --io-depth DEPTH       I/Os kept outstanding per namespace per core (at least 1)
-  -o, --io-size BYTES        I/O size; a multiple of the block size (suffixes k, m allowed)
-  -w, --io-pattern WORKLOAD  read, write, randread, randwrite, rw or randrw
-  -M, --rwmixread PERCENT    reads in a mixed workload, 0 to 100 (required for rw, randrw)
-  -t, --time SECONDS         measured run time
-  -a, --warmup-time SECONDS  run this long before measuring (default 0)
-  -c, --core-mask MASK       pinned poller cores: hex mask (0x3) or list ([0,2-3]); default 0x1
-  -r, --transport TRID       'trtype:PCIe traddr:0000:01:00.0 ns:1' (repeatable; ns optional);
-                             default: every NVMe controller bound to vfio-pci, every namespace
-  -P, --num-qpairs N         queue pairs per namespace per core (default 1); the depth is
-                             spread over them
-      --io-queue-size N      entries per queue pair (default: enough for the depth, at least
-                             256, at most CAP.MQES); the depth per queue pair must be below it
-  -L, --enable-sw-latency-tracking
-                             latency percentiles; -LL adds a histogram
-      --json                 print the results as JSON instead of tables
-      --verify               write a pattern derived from LBA and seed and check every read;
-                             a workload that writes first fills the namespaces with it
-      --seed N               seed of the verify pattern and the random offsets (default 1)
-      --multipath            drive the multipath bdev of the block layer instead of the
-                             controllers' queue pairs: every controller given with -r (or
-                             every one bound to vfio-pci) is attached, controllers that
-                             reach the same namespace become its paths; per-path I/O
-                             counts and failover events are reported
-      --policy POLICY        multipath policy: active-passive (default), round-robin or
-                             least-queue-depth (with --multipath)
-  -h, --help                 this text
-";
+mod help;
+pub use help::{HELP, USAGE};
 
 /// The I/O pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +65,25 @@ impl Workload {
     }
 }
 
+/// `-d`: when each namespace on each core stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberIos {
+    /// After this many I/Os.
+    Count(u64),
+    /// After this percent of the namespace's size in I/Os (may exceed 100).
+    Percent(u32),
+}
+
+impl NumberIos {
+    /// The I/O count for a namespace of `slots` I/O-sized slots.
+    pub fn for_slots(self, slots: u64) -> u64 {
+        match self {
+            NumberIos::Count(n) => n,
+            NumberIos::Percent(p) => (slots.saturating_mul(p as u64) / 100).max(1),
+        }
+    }
+}
+
 /// Everything nvme-perf was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PerfOptions {
@@ -112,14 +103,35 @@ pub struct PerfOptions {
     pub cores: Vec<usize>,
     /// Transport IDs; empty means every controller bound to vfio-pci.
     pub trids: Vec<TransportId>,
+    /// `-b`: only controllers at these PCI addresses (full form); empty: no filter.
+    pub allowed_pci: Vec<String>,
     /// Queue pairs per namespace per core.
     pub qpairs_per_ns: u32,
     /// Entries per queue pair, if given.
     pub io_queue_size: Option<u32>,
     /// 0: no latency detail; 1: percentiles (-L); 2: percentiles and histogram (-LL).
     pub latency_level: u8,
+    /// `-Q N`: failed I/Os are counted and the slot goes on (N is spdk_nvme_perf's
+    /// log rate limit, kept for the record).
+    pub continue_on_error: Option<u32>,
+    /// `-d`: stop after this many I/Os per namespace per core.
+    pub number_ios: Option<NumberIos>,
+    /// `-m`: report each poller core's busy share.
+    pub cpu_usage: bool,
+    /// `-N`: no shutdown notification at exit.
+    pub no_shutdown_notification: bool,
+    /// `-s`: DMA memory for the I/O buffers, MiB.
+    pub mem_size_mb: Option<u64>,
+    /// `-O`: I/O unit size (accepted; each I/O is one contiguous buffer).
+    pub io_unit_size: Option<u64>,
+    /// `-i`: shared memory group (accepted; nothing is shared).
+    pub shm_id: Option<u32>,
+    /// `-g`: single memory segment (accepted; no DPDK segments).
+    pub single_segment: bool,
     /// JSON output.
     pub json: bool,
+    /// `--plot`: SVG picture to write.
+    pub plot: Option<String>,
     /// Pattern writes and checked reads.
     pub verify: bool,
     /// Seed of the pattern and of the random offsets.
@@ -129,8 +141,33 @@ pub struct PerfOptions {
     pub multipath: Option<nvme_bdev::Policy>,
 }
 
+impl PerfOptions {
+    /// Lines to print once before the run: options accepted for compatibility that
+    /// do nothing here.
+    pub fn notes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(id) = self.shm_id {
+            out.push(format!(
+                "-i {id}: there is no shared memory here (no secondary processes); ignored"
+            ));
+        }
+        if self.single_segment {
+            out.push("-g: there are no DPDK memory segments here; ignored".into());
+        }
+        if let Some(u) = self.io_unit_size.filter(|&u| u < self.io_size) {
+            out.push(format!(
+                "-O {u}: each I/O is described as one contiguous {} byte buffer here; the unit size does not split it",
+                self.io_size
+            ));
+        }
+        out
+    }
+}
+
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Made once per process: the size of the options does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Print help and exit 0.
     Help,
@@ -149,34 +186,45 @@ fn number<T: std::str::FromStr>(opt: &str, v: &str, what: &str) -> Result<T, Usa
         .map_err(|_| usage!("{opt} {v}: {what} must be a whole number"))
 }
 
-/// Parses the arguments after the program name. `available_cores` is the set a core
-/// mask may name.
-pub fn parse_args<I, S>(args: I, available_cores: &[usize]) -> Result<Command, UsageError>
-where
-    I: IntoIterator<Item = S>,
-    S: Into<String>,
-{
-    let args: Vec<String> = args.into_iter().map(Into::into).collect();
-    let mut q = None;
-    let mut o = None;
-    let mut w = None;
-    let mut m: Option<String> = None;
-    let mut t = None;
-    let mut a = 0u64;
-    let mut c: Option<String> = None;
-    let mut trids = Vec::new();
-    let mut p = 1u32;
-    let mut qsize = None;
-    let mut lat = 0u8;
-    let mut json = false;
-    let mut verify = false;
-    let mut seed = 1u64;
-    let mut multipath = false;
-    let mut policy: Option<nvme_bdev::Policy> = None;
+/// Long options and the short key each stands for (long-only options keep their
+/// name); `true` when it takes a value.
+const LONG: &[(&str, &str, bool)] = &[
+    ("io-depth", "q", true),
+    ("io-size", "o", true),
+    ("io-pattern", "w", true),
+    ("rwmixread", "M", true),
+    ("time", "t", true),
+    ("warmup-time", "a", true),
+    ("core-mask", "c", true),
+    ("transport", "r", true),
+    ("num-qpairs", "P", true),
+    ("shmem-grp-id", "i", true),
+    ("hugemem-size", "s", true),
+    ("io-unit-size", "O", true),
+    ("allowed-pci-addr", "b", true),
+    ("continue-on-error", "Q", true),
+    ("number-ios", "d", true),
+    ("io-queue-size", "io-queue-size", true),
+    ("seed", "seed", true),
+    ("policy", "policy", true),
+    ("plot", "plot", true),
+    ("enable-sw-latency-tracking", "L", false),
+    ("mem-single-seg", "g", false),
+    ("no-shst-notification", "N", false),
+    ("cpu-usage", "m", false),
+    ("use-every-core", "use-every-core", false),
+    ("json", "json", false),
+    ("verify", "verify", false),
+    ("multipath", "multipath", false),
+];
 
+/// Short options that take a value.
+const SHORT_WITH_VALUE: &str = "qowMtacrPisObQd";
+
+/// The command line's options in order: (key, value), flags with an empty value.
+fn tokenize(args: &[String]) -> Result<Option<Vec<(String, String)>>, UsageError> {
+    let mut out = Vec::new();
     let mut i = 0;
-    // Each option with a value lands here as (name as typed, value).
-    let mut with_value: Vec<(String, String)> = Vec::new();
     while i < args.len() {
         let arg = &args[i];
         i += 1;
@@ -185,34 +233,22 @@ where
                 Some((n, v)) => (n, Some(v.to_string())),
                 None => (long, None),
             };
-            let short = match name {
-                "help" => return Ok(Command::Help),
-                "json" | "verify" | "multipath" | "enable-sw-latency-tracking" => {
-                    if inline.is_some() {
-                        return Err(usage!("--{name} takes no value"));
-                    }
-                    match name {
-                        "json" => json = true,
-                        "verify" => verify = true,
-                        "multipath" => multipath = true,
-                        _ => lat = (lat + 1).min(2),
-                    }
-                    continue;
-                }
-                "io-depth" => "q",
-                "io-size" => "o",
-                "io-pattern" => "w",
-                "rwmixread" => "M",
-                "time" => "t",
-                "warmup-time" => "a",
-                "core-mask" => "c",
-                "transport" => "r",
-                "num-qpairs" => "P",
-                "io-queue-size" => "io-queue-size",
-                "seed" => "seed",
-                "policy" => "policy",
-                _ => return Err(usage!("unknown option --{name}")),
+            if name == "help" || name == "help-full" {
+                return Ok(None);
+            }
+            let Some(&(_, key, takes_value)) = LONG.iter().find(|(n, _, _)| *n == name) else {
+                return Err(match refused::long(name) {
+                    Some(r) => usage!("{}: {}", r.name(), r.why),
+                    None => usage!("unknown option --{name}"),
+                });
             };
+            if !takes_value {
+                if inline.is_some() {
+                    return Err(usage!("--{name} takes no value"));
+                }
+                out.push((key.to_string(), String::new()));
+                continue;
+            }
             let value = match inline {
                 Some(v) => v,
                 None => {
@@ -224,7 +260,7 @@ where
                     v
                 }
             };
-            with_value.push((short.to_string(), value));
+            out.push((key.to_string(), value));
             continue;
         }
         let Some(group) = arg.strip_prefix('-').filter(|g| !g.is_empty()) else {
@@ -240,9 +276,9 @@ where
             let ch = chars[k];
             k += 1;
             match ch {
-                'h' => return Ok(Command::Help),
-                'L' => lat = (lat + 1).min(2),
-                'q' | 'o' | 'w' | 'M' | 't' | 'a' | 'c' | 'r' | 'P' => {
+                'h' | 'v' => return Ok(None),
+                'L' | 'g' | 'N' | 'm' => out.push((ch.to_string(), String::new())),
+                c if SHORT_WITH_VALUE.contains(c) => {
                     let rest: String = chars[k..].iter().collect();
                     let value = if !rest.is_empty() {
                         rest
@@ -254,16 +290,90 @@ where
                         i += 1;
                         v
                     };
-                    with_value.push((ch.to_string(), value));
+                    out.push((ch.to_string(), value));
                     k = chars.len();
                 }
-                _ => return Err(usage!("unknown option -{ch}")),
+                _ => {
+                    return Err(match refused::short(ch) {
+                        Some(r) => usage!("{}: {}", r.name(), r.why),
+                        None => usage!("unknown option -{ch}"),
+                    })
+                }
             }
         }
     }
+    Ok(Some(out))
+}
 
-    for (name, v) in with_value {
+/// `-d N` or `-d N%`.
+fn parse_number_ios(v: &str) -> Result<NumberIos, UsageError> {
+    if let Some(p) = v.trim().strip_suffix('%') {
+        let n: u32 = p.trim().parse().map_err(|_| {
+            usage!("-d {v}: a percent of the namespace must be a whole number, e.g. -d 50%")
+        })?;
+        if n == 0 {
+            return Err(usage!("-d {v}: the percent must be at least 1"));
+        }
+        return Ok(NumberIos::Percent(n));
+    }
+    let n = parse_size(v)
+        .ok_or_else(|| usage!("-d {v}: the number of I/Os must be a whole number or N%"))?;
+    if n == 0 {
+        return Err(usage!(
+            "-d {v}: the number of I/Os must be at least 1 (or drop -d)"
+        ));
+    }
+    Ok(NumberIos::Count(n))
+}
+
+/// Parses the arguments after the program name. `available_cores` is the set a core
+/// mask may name.
+pub fn parse_args<I, S>(args: I, available_cores: &[usize]) -> Result<Command, UsageError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let args: Vec<String> = args.into_iter().map(Into::into).collect();
+    let Some(tokens) = tokenize(&args)? else {
+        return Ok(Command::Help);
+    };
+    let mut q = None;
+    let mut o = None;
+    let mut w = None;
+    let mut m: Option<String> = None;
+    let mut t = None;
+    let mut a = 0u64;
+    let mut c: Option<String> = None;
+    let mut trids = Vec::new();
+    let mut allowed_pci: Vec<String> = Vec::new();
+    let mut p = 1u32;
+    let mut qsize = None;
+    let mut lat = 0u8;
+    let mut continue_on_error = None;
+    let mut number_ios = None;
+    let mut cpu_usage = false;
+    let mut no_shn = false;
+    let mut mem_size_mb = None;
+    let mut io_unit_size = None;
+    let mut shm_id = None;
+    let mut single_segment = false;
+    let mut json = false;
+    let mut plot = None;
+    let mut verify = false;
+    let mut seed = 1u64;
+    let mut multipath = false;
+    let mut policy: Option<nvme_bdev::Policy> = None;
+
+    for (name, v) in tokens {
         match name.as_str() {
+            "L" => lat = (lat + 1).min(2),
+            "g" => single_segment = true,
+            "N" => no_shn = true,
+            "m" => cpu_usage = true,
+            "use-every-core" => {}
+            "json" => json = true,
+            "verify" => verify = true,
+            "multipath" => multipath = true,
             "q" => {
                 let n: u32 = number("-q", &v, "queue depth")?;
                 if n == 0 || n > QUEUE_DEPTH_MAX {
@@ -304,12 +414,49 @@ where
             }
             "c" => c = Some(v),
             "r" => trids.push(TransportId::parse(&v)?),
+            "b" => {
+                let bdf = parse_bdf(v.trim()).ok_or_else(|| {
+                    usage!("-b {v}: not a PCI address; give it as 0000:01:00.0 or 01:00.0")
+                })?;
+                if !allowed_pci.contains(&bdf) {
+                    allowed_pci.push(bdf);
+                }
+            }
             "P" => {
                 p = number("-P", &v, "queue pairs per namespace")?;
                 if p == 0 || p > 256 {
                     return Err(usage!("-P {v}: queue pairs per namespace must be 1 to 256"));
                 }
             }
+            "i" => shm_id = Some(number("-i", &v, "shared memory group ID")?),
+            "s" => {
+                let n: u64 = number("-s", &v, "memory size in MiB")?;
+                if n == 0 {
+                    return Err(usage!("-s {v}: memory size must be at least 1 MiB"));
+                }
+                mem_size_mb = Some(n);
+            }
+            "O" => {
+                let n = parse_size(&v).ok_or_else(|| {
+                    usage!("-O {v}: I/O unit size must be a number of bytes like 4096 or 4k")
+                })?;
+                if n == 0 || n % 4 != 0 {
+                    return Err(usage!(
+                        "-O {v}: I/O unit size can not be 0 and must be a multiple of 4 bytes"
+                    ));
+                }
+                io_unit_size = Some(n);
+            }
+            "Q" => {
+                let n: u32 = number("-Q", &v, "error log rate")?;
+                if n == 0 {
+                    return Err(usage!(
+                        "-Q {v}: the value must be greater than 0 (-Q 1 counts every error)"
+                    ));
+                }
+                continue_on_error = Some(n);
+            }
+            "d" => number_ios = Some(parse_number_ios(&v)?),
             "io-queue-size" => {
                 let n: u32 = number("--io-queue-size", &v, "queue size")?;
                 if !(2..=65536).contains(&n) {
@@ -324,6 +471,14 @@ where
                 policy = Some(v.parse().map_err(|_| {
                     usage!("--policy {v}: unknown policy; use active-passive, round-robin or least-queue-depth")
                 })?)
+            }
+            "plot" => {
+                if !v.ends_with(".svg") {
+                    return Err(usage!(
+                        "--plot {v}: the picture is SVG; name the file FILE.svg"
+                    ));
+                }
+                plot = Some(v);
             }
             _ => unreachable!("only known options are collected"),
         }
@@ -350,12 +505,15 @@ where
             n as u8
         }
     };
-    if let Some(qs) = qsize {
-        let per_qpair = queue_depth.div_ceil(p);
-        if per_qpair > qs - 1 {
+    if number_ios.is_some() && a > 0 {
+        return Err(usage!(
+            "-d with -a {a}: a run of a fixed number of I/Os has no warm-up; drop one of them"
+        ));
+    }
+    if let Some(NumberIos::Count(n)) = number_ios {
+        if n < queue_depth as u64 {
             return Err(usage!(
-                "-q {queue_depth} over -P {p} puts {per_qpair} I/Os on each queue pair, more than --io-queue-size {qs} allows ({}); raise --io-queue-size or -P",
-                qs - 1
+                "-d {n}: fewer I/Os than -q {queue_depth} keeps outstanding; raise -d or lower -q"
             ));
         }
     }
@@ -380,155 +538,44 @@ where
         warmup_s: a,
         cores,
         trids,
+        allowed_pci,
         qpairs_per_ns: p,
         io_queue_size: qsize,
         latency_level: lat,
+        continue_on_error,
+        number_ios,
+        cpu_usage,
+        no_shutdown_notification: no_shn,
+        mem_size_mb,
+        io_unit_size,
+        shm_id,
+        single_segment,
         json,
+        plot,
         verify,
         seed,
         multipath,
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const CORES: &[usize] = &[0, 1];
-
-    fn run(line: &str) -> Result<PerfOptions, String> {
-        // Split like a shell would, keeping single-quoted transport IDs whole.
-        let mut args = Vec::new();
-        let mut cur = String::new();
-        let mut quoted = false;
-        for ch in line.chars() {
-            match ch {
-                '\'' => quoted = !quoted,
-                ' ' if !quoted => {
-                    if !cur.is_empty() {
-                        args.push(std::mem::take(&mut cur));
-                    }
-                }
-                _ => cur.push(ch),
-            }
-        }
-        if !cur.is_empty() {
-            args.push(cur);
-        }
-        match parse_args(args, CORES) {
-            Ok(Command::Run(o)) => Ok(o),
-            Ok(Command::Help) => Err("help".into()),
-            Err(e) => Err(e.0),
-        }
+/// `-s`: checks that the buffers of every namespace on every core fit `mem_size_mb`.
+pub fn check_memory(opts: &PerfOptions, namespaces: usize) -> Result<(), UsageError> {
+    let Some(mb) = opts.mem_size_mb else {
+        return Ok(());
+    };
+    let per = opts.queue_depth as u64 * opts.io_size;
+    let need = per * namespaces as u64 * opts.cores.len() as u64;
+    if need > mb << 20 {
+        return Err(usage!(
+            "-s {mb}: {} cores x {namespaces} namespaces x -q {} buffers of {} bytes need {} MiB; raise -s or lower -q, -o or the cores",
+            opts.cores.len(),
+            opts.queue_depth,
+            opts.io_size,
+            need.div_ceil(1 << 20)
+        ));
     }
-
-    fn err(line: &str) -> String {
-        run(line).expect_err(line)
-    }
-
-    #[test]
-    fn spdk_command_lines_parse() {
-        let o = run(
-            "-q 32 -o 4096 -w randread -t 10 -c 0x1 -r 'trtype:PCIe traddr:0000:01:00.0 ns:1' -L",
-        )
-        .unwrap();
-        assert_eq!(o.queue_depth, 32);
-        assert_eq!(o.io_size, 4096);
-        assert_eq!(o.workload, Workload::RandRead);
-        assert_eq!(o.read_percent, 100);
-        assert_eq!(o.time_s, 10);
-        assert_eq!(o.cores, vec![0]);
-        assert_eq!(o.trids.len(), 1);
-        assert_eq!(o.trids[0].nsid, Some(1));
-        assert_eq!(o.latency_level, 1);
-        let o = run("-q32 -o4k -wrandrw -M50 -t1 -a 1 -LL -P 2 --io-queue-size=64 --json --verify --seed 9 -c 0x3 -r 'trtype:PCIe traddr:0000.01.00.0' -r 'trtype:PCIe traddr:0000:02:00.0 ns:1'").unwrap();
-        assert_eq!((o.queue_depth, o.io_size, o.read_percent), (32, 4096, 50));
-        assert_eq!((o.warmup_s, o.latency_level, o.qpairs_per_ns), (1, 2, 2));
-        assert_eq!(o.io_queue_size, Some(64));
-        assert!(o.json && o.verify);
-        assert_eq!(o.seed, 9);
-        assert_eq!(o.cores, vec![0, 1]);
-        assert_eq!(o.trids.len(), 2);
-        let o = run("-q 1 -o 512 -w write -t 1 -L -L --io-queue-size 2").unwrap();
-        assert_eq!((o.read_percent, o.latency_level), (0, 2));
-        let o = run("--io-depth 4 --io-size 8192 --io-pattern rw --rwmixread 0 --time 2").unwrap();
-        assert_eq!((o.queue_depth, o.io_size, o.read_percent), (4, 8192, 0));
-        assert_eq!(o.multipath, None, "the direct mode stays the default");
-        assert_eq!(run("-h").unwrap_err(), "help");
-        assert_eq!(run("-q 1 --help").unwrap_err(), "help");
-    }
-
-    #[test]
-    fn multipath_and_policy() {
-        use nvme_bdev::Policy;
-        let base = "-q 8 -o 4096 -w randrw -M 50 -t 1";
-        assert_eq!(run(base).unwrap().multipath, None);
-        assert_eq!(
-            run(&format!("{base} --multipath")).unwrap().multipath,
-            Some(Policy::ActivePassive)
-        );
-        for (name, p) in [
-            ("active-passive", Policy::ActivePassive),
-            ("round-robin", Policy::RoundRobin),
-            ("least-queue-depth", Policy::LeastQueueDepth),
-        ] {
-            let o = run(&format!(
-                "{base} --multipath --policy {name} -r 'trtype:PCIe traddr:0000:01:00.0' -r 'trtype:PCIe traddr:0000:02:00.0'"
-            ))
-            .unwrap();
-            assert_eq!(o.multipath, Some(p));
-            assert_eq!(o.trids.len(), 2);
-            let o = run(&format!("{base} --policy={name} --multipath")).unwrap();
-            assert_eq!(o.multipath, Some(p));
-        }
-        assert!(err(&format!("{base} --multipath --policy fastest"))
-            .contains("--policy fastest: unknown policy"));
-        assert!(err(&format!("{base} --policy round-robin")).contains("add --multipath"));
-        assert!(err(&format!("{base} --multipath -P 2")).contains("drop -P"));
-        assert!(err(&format!("{base} --multipath=1")).contains("--multipath takes no value"));
-        assert!(err(&format!("{base} --multipath --policy")).contains("--policy needs a value"));
-    }
-
-    #[test]
-    fn every_usage_error_says_what_to_fix() {
-        let base = "-o 4096 -w randread -t 1";
-        assert!(err(&format!("-q 0 {base}")).contains("-q 0: queue depth must be 1"));
-        assert!(err(&format!("-q x {base}")).contains("-q x: queue depth must be a whole number"));
-        assert!(err(&format!("-q 70000 {base}")).contains("queue depth must be 1 to"));
-        assert!(err("-q 1 -o 0 -w read -t 1").contains("-o 0: I/O size"));
-        assert!(err("-q 1 -o 4z -w read -t 1").contains("-o 4z"));
-        assert!(err("-q 1 -o 1g -w read -t 1").contains("I/O size must be 1 byte to 64 MiB"));
-        assert!(err("-q 1 -o 4096 -w readwrite -t 1").contains("-w readwrite: unknown workload"));
-        assert!(err("-q 1 -o 4096 -w rw -t 1").contains("needs -M"));
-        assert!(err("-q 1 -o 4096 -w randrw -M 101 -t 1")
-            .contains("-M 101: read percent must be 0 to 100"));
-        assert!(err("-q 1 -o 4096 -w randrw -M -1 -t 1")
-            .contains("-M -1: read percent must be 0 to 100"));
-        assert!(err("-q 1 -o 4096 -w randrw -M abc -t 1").contains("-M abc"));
-        assert!(err("-q 1 -o 4096 -w read -t 0").contains("-t 0: run time"));
-        assert!(err("-q 1 -o 4096 -w read -t 1 -a x").contains("-a x"));
-        assert!(err(&format!("-q 1 {base} -c 0x4")).contains("core 2 not available"));
-        assert!(err(&format!("-q 1 {base} -c zz")).contains("not a core mask"));
-        assert!(
-            err(&format!("-q 1 {base} -r 'trtype:RDMA traddr:1:0.0'")).contains("trtype 'RDMA'")
-        );
-        assert!(err(&format!("-q 1 {base} -r 'trtype:PCIe traddr:1:0'")).contains("traddr '1:0'"));
-        assert!(err(&format!("-q 1 {base} -P 0")).contains("-P 0"));
-        assert!(err(&format!("-q 1 {base} --io-queue-size 1")).contains("--io-queue-size 1"));
-        assert!(err(&format!("-q 64 {base} --io-queue-size 64"))
-            .contains("raise --io-queue-size or -P"));
-        assert!(run(&format!("-q 64 {base} --io-queue-size 64 -P 2")).is_ok());
-        assert!(err(&format!("-q 1 {base} -x")).contains("unknown option -x"));
-        assert!(err(&format!("-q 1 {base} --bogus")).contains("unknown option --bogus"));
-        assert!(err(&format!("-q 1 {base} --json=1")).contains("--json takes no value"));
-        assert!(err(&format!("-q 1 {base} stray")).contains("unexpected argument 'stray'"));
-        assert!(err(&format!("{base} -q")).contains("-q needs a value"));
-        assert!(err(&format!("{base} --seed")).contains("--seed needs a value"));
-        assert!(err("-o 4096 -w read -t 1").contains("missing -q"));
-        assert!(err("-q 1 -w read -t 1").contains("missing -o"));
-        assert!(err("-q 1 -o 4096 -t 1").contains("missing -w"));
-        assert!(err("-q 1 -o 4096 -w read").contains("missing -t"));
-        // One line each.
-        assert!(!err("-q 0 -o 1 -w read -t 1").contains('\n'));
-    }
+    Ok(())
 }
+
+#[cfg(test)]
+mod tests;

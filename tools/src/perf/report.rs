@@ -6,23 +6,41 @@ use super::opts::PerfOptions;
 use serde_json::{json, Value};
 use std::fmt::Write;
 
-/// The percentiles printed by `-L`.
+/// The percentiles in `--json` (a subset of [`CUTOFFS`]; scripts read these keys).
 pub const PERCENTILES: [f64; 9] = [1.0, 10.0, 25.0, 50.0, 75.0, 90.0, 99.0, 99.9, 99.99];
 
-const NAME_WIDTH: usize = 55;
-const RULE: &str = "========================================================";
+/// The percentiles `-L` prints: spdk_nvme_perf's cutoffs.
+pub const CUTOFFS: [f64; 15] = [
+    1.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 98.0, 99.0, 99.5, 99.9, 99.99, 99.999, 99.9999,
+    99.99999,
+];
 
-/// spdk_nvme_perf's row name (`MPATH (<bdev>)` for a multipath bdev).
-pub fn row_name(r: &NsResult) -> String {
-    format!("{} from core {:2}", device_label(r), r.core)
+const RULE: &str = "========================================================";
+/// `" from core NN"`: what the row name adds to the device label.
+const CORE_SUFFIX: usize = 13;
+
+/// spdk_nvme_perf's row name, the label padded to `width` (the longest label).
+pub fn row_name(r: &NsResult, width: usize) -> String {
+    format!("{:<width$} from core {:2}", device_label(r), r.core)
 }
 
-/// `PCIE (<address>) NSID <n>`, or `MPATH (<bdev>)`.
+/// The width of the label column: the longest label of `rows`.
+pub fn label_width(rows: &[NsResult]) -> usize {
+    rows.iter()
+        .map(|r| device_label(r).len())
+        .max()
+        .unwrap_or(0)
+}
+
+/// spdk_nvme_perf's name: `PCIE (<address>) [<vid>:<did>] NSID <n>` (without the PCI
+/// ID when the device has none), or `MPATH (<bdev>)`.
 pub fn device_label(r: &NsResult) -> String {
-    if r.mpath.is_some() {
-        format!("MPATH ({})", r.device)
-    } else {
-        format!("PCIE ({}) NSID {}", r.device, r.nsid)
+    match (&r.mpath, r.pci_id) {
+        (Some(_), _) => format!("MPATH ({})", r.device),
+        (None, Some((vid, did))) => {
+            format!("PCIE ({}) [{vid:04x}:{did:04x}] NSID {}", r.device, r.nsid)
+        }
+        (None, None) => format!("PCIE ({}) NSID {}", r.device, r.nsid),
     }
 }
 
@@ -68,32 +86,46 @@ pub fn total(rows: &[NsResult]) -> Total {
     }
 }
 
-fn row(out: &mut String, name: &str, iops: f64, mibps: f64, avg: f64, min: f64, max: f64) {
+#[allow(clippy::too_many_arguments)]
+fn row(
+    out: &mut String,
+    width: usize,
+    name: &str,
+    iops: f64,
+    mibps: f64,
+    avg: f64,
+    min: f64,
+    max: f64,
+) {
     let _ = writeln!(
         out,
-        "{name:<NAME_WIDTH$}: {iops:10.2} {mibps:10.2} {avg:10.2} {min:10.2} {max:10.2}"
+        "{name:<width$}: {iops:10.2} {mibps:10.2} {avg:10.2} {min:10.2} {max:10.2}"
     );
 }
 
-/// The table: a row per namespace and core, then Total.
+/// The table: a row per namespace and core, then Total, as spdk_nvme_perf prints it
+/// (the name column as wide as the longest name).
 pub fn table(rows: &[NsResult]) -> String {
+    let w = label_width(rows);
     let mut out = String::new();
     let _ = writeln!(out, "{RULE}");
+    let _ = writeln!(out, "{:>width$}", "Latency(us)", width = w + 60);
     let _ = writeln!(
         out,
-        "{:>width$}",
-        "Latency(us)",
-        width = NAME_WIDTH + 2 + 11 * 3 + 11
-    );
-    let _ = writeln!(
-        out,
-        "{:<NAME_WIDTH$}: {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "Device Information", "IOPS", "MiB/s", "Average", "min", "max"
+        "{:<width$}: {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "Device Information",
+        "IOPS",
+        "MiB/s",
+        "Average",
+        "min",
+        "max",
+        width = w + CORE_SUFFIX
     );
     for r in rows {
         row(
             &mut out,
-            &row_name(r),
+            w + CORE_SUFFIX,
+            &row_name(r, w),
             r.iops(),
             r.mibps(),
             r.avg_us(),
@@ -104,8 +136,16 @@ pub fn table(rows: &[NsResult]) -> String {
     let _ = writeln!(out, "{RULE}");
     let t = total(rows);
     row(
-        &mut out, "Total", t.iops, t.mibps, t.avg_us, t.min_us, t.max_us,
+        &mut out,
+        w + CORE_SUFFIX,
+        "Total",
+        t.iops,
+        t.mibps,
+        t.avg_us,
+        t.min_us,
+        t.max_us,
     );
+    out.push('\n');
     out
 }
 
@@ -118,57 +158,87 @@ fn percentile_us(r: &NsResult, p: f64) -> f64 {
     }
 }
 
-/// A per-row section's title line, `\n<title> for <device> from core <n>:`, and its
-/// rule, `extra` characters longer than the table's.
-fn section_header(out: &mut String, title: &str, r: &NsResult, extra: usize) {
+/// A per-row section's title line, `<title> for <device> from core <n>:` (the name
+/// cut or padded to 43 characters, as spdk_nvme_perf does), and its rule of `rule`
+/// characters.
+fn section_header(out: &mut String, title: &str, r: &NsResult, rule: usize) {
     let _ = writeln!(
         out,
-        "\n{title} for {} from core {}:",
+        "{title} for {:<43.43} from core {}:",
         device_label(r),
         r.core
     );
-    let _ = writeln!(out, "{RULE}{}", &RULE[..extra]);
+    let _ = writeln!(out, "{}", "=".repeat(rule));
 }
 
-/// `-L`: percentiles per row.
+/// `-L`: spdk_nvme_perf's cutoffs per row (rows without I/O are left out).
 pub fn percentiles(rows: &[NsResult]) -> String {
     let mut out = String::new();
-    for r in rows {
-        section_header(&mut out, "Summary latency data", r, 25);
-        for p in PERCENTILES {
+    for r in rows.iter().filter(|r| r.ios > 0) {
+        section_header(&mut out, "Summary latency data", r, 81);
+        for p in CUTOFFS {
             let us = percentile_us(r, p);
-            let _ = writeln!(out, "{p:10.5}% : {us:12.3}us");
+            let _ = writeln!(out, "{p:9.5}% : {us:9.3}us");
         }
+        out.push('\n');
     }
     out
 }
 
-/// `-LL`: a histogram per row, in buckets growing by a quarter.
+/// A histogram bucket: `lo_us..hi_us` held `count` I/Os, `cumulative` percent of the
+/// row's I/Os are at most `hi_us`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    /// Lower bound, us.
+    pub lo_us: f64,
+    /// Upper bound, us.
+    pub hi_us: f64,
+    /// I/Os in the bucket.
+    pub count: u64,
+    /// Percent of the row's I/Os up to `hi_us`.
+    pub cumulative: f64,
+}
+
+/// A row's latency histogram in buckets growing by a quarter from 1 us (empty
+/// buckets left out).
+pub fn buckets(r: &NsResult) -> Vec<Bucket> {
+    let mut out = Vec::new();
+    if r.ios == 0 {
+        return out;
+    }
+    let mut lo = 0u64;
+    let mut cum = 0u64;
+    for v in r.hist.iter_log(1000, 1.25) {
+        let hi = v.value_iterated_to();
+        let n = v.count_since_last_iteration();
+        if n > 0 {
+            cum += n;
+            out.push(Bucket {
+                lo_us: lo as f64 / 1000.0,
+                hi_us: hi as f64 / 1000.0,
+                count: n,
+                cumulative: cum as f64 * 100.0 / r.hist.len() as f64,
+            });
+        }
+        lo = hi;
+    }
+    out
+}
+
+/// `-LL`: a histogram per row (rows without I/O are left out).
 pub fn histogram(rows: &[NsResult]) -> String {
     let mut out = String::new();
-    for r in rows {
-        section_header(&mut out, "Latency histogram", r, 22);
+    for r in rows.iter().filter(|r| r.ios > 0) {
+        section_header(&mut out, "Latency histogram", r, 78);
         let _ = writeln!(out, "       Range in us     Cumulative    IO count");
-        if r.ios == 0 {
-            continue;
+        for b in buckets(r) {
+            let _ = writeln!(
+                out,
+                "{:9.3} - {:9.3}: {:9.4}%  ({:9})",
+                b.lo_us, b.hi_us, b.cumulative, b.count
+            );
         }
-        let mut lo = 0u64;
-        let mut cum = 0u64;
-        for v in r.hist.iter_log(1000, 1.25) {
-            let hi = v.value_iterated_to();
-            let n = v.count_since_last_iteration();
-            if n > 0 {
-                cum += n;
-                let _ = writeln!(
-                    out,
-                    "{:>10.3} - {:>10.3}: {:>9.4}%  ({n:>9})",
-                    lo as f64 / 1000.0,
-                    hi as f64 / 1000.0,
-                    cum as f64 * 100.0 / r.hist.len() as f64
-                );
-            }
-            lo = hi;
-        }
+        out.push('\n');
     }
     out
 }
@@ -226,13 +296,14 @@ pub fn counters(r: &NsResult) -> CounterSummary {
 
 /// The driver counters section.
 pub fn counter_lines(rows: &[NsResult]) -> String {
-    let mut out = String::from("\nDriver counters (measured phase):\n");
+    let w = label_width(rows);
+    let mut out = String::from("Driver counters (measured phase):\n");
     for r in rows {
         let c = counters(r);
         let _ = write!(
             out,
-            "{:<NAME_WIDTH$}: {} qpair{}, SQ doorbells/IO {:.3}, CQ doorbells/IO {:.3}, completions/busy poll {:.2}, idle polls {:.2}%, pending high water {}",
-            row_name(r),
+            "{}: {} qpair{}, SQ doorbells/IO {:.3}, CQ doorbells/IO {:.3}, completions/busy poll {:.2}, idle polls {:.2}%, pending high water {}",
+            row_name(r, w),
             c.qpairs,
             if c.qpairs == 1 { "" } else { "s" },
             c.sq_doorbells_per_io,
@@ -241,6 +312,9 @@ pub fn counter_lines(rows: &[NsResult]) -> String {
             c.idle_poll_percent,
             c.pending_high_water
         );
+        if c.pended > 0 {
+            let _ = write!(out, ", queued in the driver {}", c.pended);
+        }
         if c.timeouts + c.reset_aborts > 0 {
             let _ = write!(
                 out,
@@ -256,7 +330,8 @@ pub fn counter_lines(rows: &[NsResult]) -> String {
 /// `--multipath`: per row, the I/Os each path carried, failover events, the retry
 /// ring, the longest submit call and the longest pause between completions.
 pub fn mpath_lines(rows: &[NsResult]) -> String {
-    let mut out = String::from("\nMultipath (measured phase):\n");
+    let w = label_width(rows);
+    let mut out = String::from("Multipath (measured phase):\n");
     for r in rows {
         let Some(m) = &r.mpath else { continue };
         let paths: Vec<String> = m
@@ -272,8 +347,8 @@ pub fn mpath_lines(rows: &[NsResult]) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "{:<NAME_WIDTH$}: {}; failovers {}, retries {}, queued {} (high water {}), fast-failed {}, path-set changes {}, longest submit {:.1} us, longest completion gap {:.1} us",
-            row_name(r),
+            "{}: {}; failovers {}, retries {}, queued {} (high water {}), fast-failed {}, path-set changes {}, longest submit {:.1} us, longest completion gap {:.1} us",
+            row_name(r, w),
             if paths.is_empty() { "no paths".to_string() } else { paths.join(", ") },
             m.channel.failovers,
             m.channel.retries,
@@ -327,7 +402,34 @@ pub fn problems(rows: &[NsResult], verify: bool) -> String {
     out
 }
 
-/// Everything for a terminal: table, `-L`/`-LL` sections, counters, problems.
+/// `-m`: each poller core's busy share, from its queue pairs' polls: the percent of
+/// polls that found completions (spdk_nvme_perf measures the same split in time).
+pub fn cpu_usage(rows: &[NsResult]) -> String {
+    let mut cores: Vec<usize> = rows.iter().map(|r| r.core).collect();
+    cores.dedup();
+    let mut out = String::from("CPU usage (polls that found completions):\n");
+    for core in cores {
+        let (mut polls, mut idle) = (0u64, 0u64);
+        for s in rows
+            .iter()
+            .filter(|r| r.core == core)
+            .flat_map(|r| &r.counters)
+        {
+            polls += s.polls;
+            idle += s.idle_polls;
+        }
+        if polls == 0 {
+            let _ = writeln!(out, "Core {core:3}: no poll counters");
+        } else {
+            let busy = (polls - idle) as f64 * 100.0 / polls as f64;
+            let _ = writeln!(out, "Core {core:3}: {busy:6.2}% Busy");
+        }
+    }
+    out.push('\n');
+    out
+}
+
+/// Everything for a terminal: table, `-L`/`-LL` sections, `-m`, counters, problems.
 pub fn text(opts: &PerfOptions, rows: &[NsResult]) -> String {
     let mut out = table(rows);
     if opts.latency_level >= 1 {
@@ -335,6 +437,9 @@ pub fn text(opts: &PerfOptions, rows: &[NsResult]) -> String {
     }
     if opts.latency_level >= 2 {
         out.push_str(&histogram(rows));
+    }
+    if opts.cpu_usage {
+        out.push_str(&cpu_usage(rows));
     }
     if rows.iter().any(|r| r.mpath.is_some()) {
         out.push_str(&mpath_lines(rows));
@@ -352,6 +457,7 @@ pub fn to_json(opts: &PerfOptions, rows: &[NsResult]) -> Value {
         let c = counters(r);
         let mut v = json!({
             "device": r.device,
+            "pci_id": r.pci_id.map(|(v, d)| format!("{v:04x}:{d:04x}")),
             "nsid": r.nsid,
             "core": r.core,
             "ios": r.ios,
@@ -417,6 +523,12 @@ pub fn to_json(opts: &PerfOptions, rows: &[NsResult]) -> Value {
             "warmup_s": opts.warmup_s,
             "cores": opts.cores,
             "qpairs_per_ns": opts.qpairs_per_ns,
+            "io_queue_size": opts.io_queue_size,
+            "continue_on_error": opts.continue_on_error.is_some(),
+            "number_ios": opts.number_ios.map(|n| match n {
+                super::opts::NumberIos::Count(c) => c.to_string(),
+                super::opts::NumberIos::Percent(p) => format!("{p}%"),
+            }),
             "verify": opts.verify,
             "seed": opts.seed,
             "multipath": opts.multipath.map(|p| p.name()),
@@ -434,142 +546,4 @@ pub fn to_json(opts: &PerfOptions, rows: &[NsResult]) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::perf::opts::{parse_args, Command};
-    use hdrhistogram::Histogram;
-    use nvme_driver::QpairStats;
-
-    fn result(core: usize, ios: u64, lat_ns: &[u64]) -> NsResult {
-        let mut hist = Histogram::new_with_bounds(1, 100_000_000_000, 3).unwrap();
-        for &l in lat_ns {
-            hist.record(l).unwrap();
-        }
-        NsResult {
-            device: "0000:01:00.0".into(),
-            nsid: 1,
-            core,
-            ios,
-            reads: ios,
-            io_size: 4096,
-            secs: 2.0,
-            lat_sum_ns: lat_ns.iter().map(|&l| l as u128).sum::<u128>() * ios as u128
-                / lat_ns.len().max(1) as u128,
-            lat_min_ns: lat_ns.iter().copied().min().unwrap_or(0),
-            lat_max_ns: lat_ns.iter().copied().max().unwrap_or(0),
-            hist,
-            errors: 0,
-            first_error: None,
-            mismatches: 0,
-            first_mismatch: None,
-            counters: vec![QpairStats {
-                completed: ios,
-                polls: 1000,
-                idle_polls: 250,
-                sq_doorbell_writes: ios / 4,
-                cq_doorbell_writes: ios / 2,
-                ..Default::default()
-            }],
-            mpath: None,
-        }
-    }
-
-    fn opts(extra: &str) -> PerfOptions {
-        let line = format!("-q 32 -o 4096 -w randread -t 2 {extra}");
-        match parse_args(line.split_whitespace(), &[0, 1]).unwrap() {
-            Command::Run(o) => o,
-            Command::Help => unreachable!(),
-        }
-    }
-
-    #[test]
-    fn table_rows_and_total_add_up() {
-        let rows = vec![
-            result(0, 200_000, &[10_000, 30_000]),
-            result(1, 100_000, &[20_000]),
-        ];
-        let t = table(&rows);
-        let lines: Vec<&str> = t.lines().collect();
-        assert!(lines[1].trim_end().ends_with("Latency(us)"));
-        assert!(lines[2].starts_with("Device Information"));
-        assert_eq!(
-            lines[3],
-            "PCIE (0000:01:00.0) NSID 1 from core  0                :  100000.00     390.62      20.00      10.00      30.00"
-        );
-        assert!(lines[4].starts_with("PCIE (0000:01:00.0) NSID 1 from core  1"));
-        assert_eq!(
-            lines[6],
-            "Total                                                  :  150000.00     585.94      20.00      10.00      30.00"
-        );
-        let tot = total(&rows);
-        assert_eq!(tot.ios, 300_000);
-        assert!((tot.iops - 150_000.0).abs() < 1e-6);
-        // Every row's columns parse as numbers (what the guest tests check).
-        for l in &lines[3..5] {
-            let nums: Vec<f64> = l
-                .split_once(": ")
-                .unwrap()
-                .1
-                .split_whitespace()
-                .map(|x| x.parse().unwrap())
-                .collect();
-            assert_eq!(nums.len(), 5);
-        }
-    }
-
-    #[test]
-    fn percentiles_histogram_and_counters() {
-        let rows = vec![result(0, 4, &[10_000, 20_000, 30_000, 40_000])];
-        let p = percentiles(&rows);
-        assert!(p.contains("Summary latency data for PCIE (0000:01:00.0) NSID 1 from core 0:"));
-        assert!(p.contains("  50.00000% :       20.015us"), "{p}");
-        assert!(p.contains("  99.99000% :       40.031us"), "{p}");
-        assert_eq!(p.lines().filter(|l| l.contains("% :")).count(), 9);
-        let h = histogram(&rows);
-        assert!(h.contains("Range in us"));
-        assert!(h.lines().any(|l| l.contains("100.0000%")), "{h}");
-        let c = counter_lines(&rows);
-        assert!(
-            c.contains("1 qpair, SQ doorbells/IO 0.250, CQ doorbells/IO 0.500"),
-            "{c}"
-        );
-        assert!(c.contains("idle polls 25.00%, pending high water 0"), "{c}");
-    }
-
-    #[test]
-    fn problems_report_first_error_and_mismatch() {
-        let mut rows = vec![result(0, 10, &[1000])];
-        assert!(problems(&rows, false).is_empty());
-        assert!(problems(&rows, true).contains("every read matched"));
-        rows[0].errors = 3;
-        rows[0].first_error = Some("read at LBA 8: Generic/0x02".into());
-        rows[0].mismatches = 2;
-        rows[0].first_mismatch = Some(super::super::pattern::Mismatch {
-            lba: 1234,
-            offset: 16,
-            expected: 1,
-            found: 2,
-        });
-        let p = problems(&rows, true);
-        assert!(p.contains("I/O errors: 3 failed I/Os; first: 0000:01:00.0 NSID 1: read at LBA 8"));
-        assert!(p.contains("verify: MISMATCH at LBA 1234 of 0000:01:00.0 NSID 1 (byte 16"));
-        assert!(p.contains("2 reads differed"));
-    }
-
-    #[test]
-    fn json_has_rows_total_and_percentiles() {
-        let rows = vec![result(0, 100, &[5_000])];
-        let v = to_json(&opts("-L --json"), &rows);
-        assert_eq!(v["config"]["workload"], "randread");
-        assert_eq!(v["namespaces"][0]["ios"], 100);
-        assert_eq!(v["total"]["iops"], 50.0);
-        assert!(
-            v["namespaces"][0]["latency_us"]["percentiles"]["99.99"]
-                .as_f64()
-                .unwrap()
-                > 4.9
-        );
-        let text = serde_json::to_string(&v).unwrap();
-        assert!(serde_json::from_str::<Value>(&text).is_ok());
-    }
-}
+mod tests;

@@ -1,0 +1,185 @@
+//! nvme-perf against the software controller.
+
+use super::test_opts as opts;
+use super::*;
+use crate::attach::select;
+use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
+use nvme_driver::{Controller, ControllerOptions};
+use std::sync::Arc;
+
+/// A small software controller (4 MiB namespace of 512-byte blocks).
+fn soft(mqes: u16) -> (Arc<SoftController>, Target) {
+    let ns = Arc::new(Namespace::new(1, 8192, 512).unwrap());
+    let sc = SoftController::start(SoftConfig {
+        mqes,
+        namespaces: vec![ns],
+        ..SoftConfig::default()
+    });
+    let ctrl = Controller::init(sc.clone(), ControllerOptions::default()).unwrap();
+    let t = select(ctrl, None).unwrap();
+    (sc, t)
+}
+
+fn run_soft(o: &PerfOptions, t: &Target) -> Vec<NsResult> {
+    let plans = vec![check_target(o, t).unwrap()];
+    let jobs = build_jobs(o, std::slice::from_ref(t), &plans).unwrap();
+    with_quiet_ui(|ui| run(o, std::slice::from_ref(t), jobs, ui))
+}
+
+#[test]
+fn perf_runs_against_the_software_controller() {
+    let (sc, t) = soft(255);
+    let o = opts("-q 8 -o 4096 -w randrw -M 50 -t 1 -c 0x3 -P 2 -L");
+    let rows = run_soft(&o, &t);
+    assert_eq!(rows.len(), 2, "one row per core");
+    for r in &rows {
+        assert!(r.ios > 100, "{r:?}");
+        assert_eq!(r.errors, 0, "{:?}", r.first_error);
+        assert!(r.reads > 0 && r.reads < r.ios);
+        assert!(r.lat_min_ns <= r.lat_max_ns && r.lat_min_ns > 0);
+        assert_eq!(r.counters.len(), 2);
+        assert_eq!(r.hist.len(), r.ios);
+    }
+    let total = report::total(&rows);
+    assert_eq!(total.ios, rows.iter().map(|r| r.ios).sum::<u64>());
+    let text = report::text(&o, &rows);
+    assert!(text.contains("PCIE (softnvme0) NSID 1 from core  1"));
+    t.ctrl.shutdown().unwrap();
+    sc.stop();
+}
+
+#[test]
+fn verify_passes_then_catches_corruption() {
+    let (sc, t) = soft(63);
+    // A write workload fills the namespace with the pattern, then reads check it.
+    let o = opts("-q 4 -o 2048 -w randrw -M 70 -t 1 --verify --seed 5");
+    let rows = run_soft(&o, &t);
+    assert_eq!(rows[0].errors, 0);
+    assert_eq!(rows[0].mismatches, 0, "{:?}", rows[0].first_mismatch);
+    assert!(rows[0].reads > 0);
+    // A later read-only run with the same seed passes...
+    let o = opts("-q 4 -o 4096 -w read -t 1 --verify --seed 5");
+    assert_eq!(run_soft(&o, &t)[0].mismatches, 0);
+    // ...with another seed it fails at the first block read.
+    let o = opts("-q 1 -o 512 -w read -t 1 --verify --seed 6");
+    let m = run_soft(&o, &t)[0].first_mismatch.unwrap();
+    assert_eq!((m.lba, m.offset, m.expected, m.found), (0, 8, 6, 5));
+    // Corrupting one block behind the driver's back is found, with its LBA.
+    sc.namespaces()[0]
+        .write_bytes(777 * 512 + 100, &[0xff; 4])
+        .unwrap();
+    let o = opts("-q 2 -o 4096 -w read -t 1 --verify --seed 5");
+    let rows = run_soft(&o, &t);
+    let m = rows[0].first_mismatch.unwrap();
+    assert_eq!((m.lba, m.offset), (777, 96));
+    assert!(report::problems(&rows, true).contains("MISMATCH at LBA 777"));
+    t.ctrl.shutdown().unwrap();
+    sc.stop();
+}
+
+#[test]
+fn a_depth_deeper_than_the_queue_waits_on_the_pending_ring() {
+    let (sc, t) = soft(255);
+    let o = opts("-q 32 -o 4096 -w randread -t 1 --io-queue-size 8");
+    let plan = check_target(&o, &t).unwrap();
+    assert_eq!(
+        plan,
+        CtrlPlan {
+            entries: 8,
+            per_qpair: 32
+        }
+    );
+    assert_eq!(
+            queue_warning(&plan).unwrap(),
+            "Controller IO queue size 8, less than required (32 I/Os per queue pair).\n\
+             Consider using lower queue depth or smaller IO size, because IO requests may be queued at the NVMe driver."
+        );
+    let rows = run_soft(&o, &t);
+    assert_eq!(rows[0].errors, 0, "{:?}", rows[0].first_error);
+    assert!(rows[0].ios > 100);
+    let c = report::counters(&rows[0]);
+    assert!(c.pended > 0, "{c:?}");
+    assert!(c.pending_high_water >= 32 - 7, "{c:?}");
+    assert!(report::counter_lines(&rows).contains(", queued in the driver "));
+    // A queue that holds the depth: no warning, nothing waits.
+    let o = opts("-q 32 -o 4096 -w randread -t 1 --io-queue-size 64");
+    assert_eq!(queue_warning(&check_target(&o, &t).unwrap()), None);
+    t.ctrl.shutdown().unwrap();
+    sc.stop();
+}
+
+#[test]
+fn number_ios_stops_each_namespace_after_that_many() {
+    let (sc, t) = soft(255);
+    let o = opts("-q 4 -o 4096 -w randread -t 20 -d 1000");
+    let rows = run_soft(&o, &t);
+    assert_eq!(rows[0].ios, 1000);
+    assert!(rows[0].secs < 10.0, "{}", rows[0].secs);
+    // N% of a namespace of 8192 blocks of 512 bytes in 4 KiB I/Os (1024 slots).
+    let o = opts("-q 4 -o 4096 -w read -t 20 -d 50%");
+    assert_eq!(run_soft(&o, &t)[0].ios, 512);
+    t.ctrl.shutdown().unwrap();
+    sc.stop();
+}
+
+#[test]
+fn continue_on_error_counts_failures_and_goes_on() {
+    let ns = Arc::new(Namespace::new(1, 8192, 512).unwrap());
+    let sc = SoftController::start(SoftConfig {
+        namespaces: vec![ns],
+        ana: true,
+        ..SoftConfig::default()
+    });
+    let ctrl = Controller::init(sc.clone(), ControllerOptions::default()).unwrap();
+    let t = select(ctrl, None).unwrap();
+    sc.faults()
+        .set_ana_state(1, nvme_driver::spec::AnaState::Inaccessible)
+        .unwrap();
+    // Without -Q every slot retires at its first failure.
+    let rows = run_soft(&opts("-q 4 -o 4096 -w randread -t 1"), &t);
+    assert_eq!((rows[0].ios, rows[0].errors), (0, 4));
+    // With -Q the slots go on failing until the time is up.
+    let rows = run_soft(&opts("-q 4 -o 4096 -w randread -t 1 -Q 1"), &t);
+    assert_eq!(rows[0].ios, 0);
+    assert!(rows[0].errors > 100, "{}", rows[0].errors);
+    assert!(report::problems(&rows, false)
+        .contains("failed I/Os; first: softnvme0 NSID 1: read at LBA"));
+    t.ctrl.shutdown().unwrap();
+    sc.stop();
+}
+
+#[test]
+fn progress_lines_are_spdk_nvme_perfs() {
+    assert_eq!(
+        progress_line(Phase::Warmup, 123_456, 4096),
+        "[warmup]    123456 IOPS,   482.25 MiB/s"
+    );
+    assert_eq!(
+        progress_line(Phase::Run, 7, 131072),
+        "        7 IOPS,     0.88 MiB/s"
+    );
+    assert_eq!(
+        progress_line(Phase::Fill, 1000, 512),
+        "[verify fill]      1000 IOPS,     0.49 MiB/s"
+    );
+}
+
+#[test]
+fn plans_refuse_what_the_device_cannot_do() {
+    let (sc, t) = soft(63);
+    let e = |line: &str| check_target(&opts(line), &t).unwrap_err().0;
+    assert!(e("-q 1 -o 1000 -w read -t 1").contains("not a multiple of the block size 512"));
+    assert!(e("-q 1 -o 8m -w read -t 1").contains("larger than softnvme0 NSID 1"));
+    assert!(e("-q 1 -o 4k -w read -t 1 --io-queue-size 128").contains("at most 64 entries"));
+    assert!(e("-q 64 -o 4k -w read -t 1").contains("lower -q or raise -P"));
+    assert_eq!(
+        check_target(&opts("-q 64 -o 4k -w read -t 1 -P 2"), &t).unwrap(),
+        CtrlPlan {
+            entries: 64,
+            per_qpair: 32
+        }
+    );
+    assert!(e("-q 1 -o 4k -w read -t 1 -P 200").contains("I/O queues but softnvme0 granted"));
+    t.ctrl.shutdown().unwrap();
+    sc.stop();
+}
