@@ -98,13 +98,9 @@ pub fn check_target(opts: &PerfOptions, t: &Target) -> Result<CtrlPlan, UsageErr
         Some(n) => n,
         None => default_queue_size(per_qpair).min(mqes),
     };
-    if opts.io_queue_size.is_none() && per_qpair > entries - 1 {
-        return Err(usage!(
-            "-q {}: {per_qpair} I/Os per queue pair do not fit {name}'s queues of {entries} entries ({} usable); lower -q or raise -P (or give --io-queue-size to let the excess wait in the driver, as spdk_nvme_perf does)",
-            opts.queue_depth,
-            entries - 1
-        ));
-    }
+    // A depth deeper than the queue is accepted, as spdk_nvme_perf does: the excess
+    // waits on the driver's pending ring (`queue_warning` says so, the counters line
+    // counts it).
     let need = opts.cores.len() as u64 * t.nsids.len() as u64 * opts.qpairs_per_ns as u64;
     let granted = t.ctrl.io_queues() as u64;
     if need > granted {

@@ -171,7 +171,19 @@ fn plans_refuse_what_the_device_cannot_do() {
     assert!(e("-q 1 -o 1000 -w read -t 1").contains("not a multiple of the block size 512"));
     assert!(e("-q 1 -o 8m -w read -t 1").contains("larger than softnvme0 NSID 1"));
     assert!(e("-q 1 -o 4k -w read -t 1 --io-queue-size 128").contains("at most 64 entries"));
-    assert!(e("-q 64 -o 4k -w read -t 1").contains("lower -q or raise -P"));
+    // Deeper than the largest queue: accepted (the excess waits in the driver), with
+    // spdk_nvme_perf's warning.
+    let deep = check_target(&opts("-q 64 -o 4k -w read -t 1"), &t).unwrap();
+    assert_eq!(
+        deep,
+        CtrlPlan {
+            entries: 64,
+            per_qpair: 64
+        }
+    );
+    assert!(queue_warning(&deep)
+        .unwrap()
+        .contains("less than required (64 I/Os"));
     assert_eq!(
         check_target(&opts("-q 64 -o 4k -w read -t 1 -P 2"), &t).unwrap(),
         CtrlPlan {
