@@ -115,7 +115,7 @@ fn setup(
     Vec<Handles>,
 ) {
     let mp = Multipath::new(info(), opts, 0, Qsbr::new(8)).unwrap();
-    let mut ch = mp.channel(&mut |_| unreachable!()).unwrap();
+    let mut ch = mp.channel().unwrap();
     let mut hs = Vec::new();
     for (i, st) in states.iter().enumerate() {
         let q = ModelQueue::new(8);
@@ -124,8 +124,12 @@ fn setup(
             script: q.script.clone(),
         });
         let mut q = Some(q);
-        mp.add_path(path(i as u64 + 1), *st, &mut || Ok(q.take().unwrap()))
-            .unwrap();
+        mp.add_path(
+            path(i as u64 + 1),
+            *st,
+            Box::new(move || Ok(q.take().unwrap())),
+        )
+        .unwrap();
     }
     ch.poll(&mut |_| {});
     (mp, ch, hs)
@@ -467,7 +471,7 @@ impl PathQueue for BurstQueue {
 #[test]
 fn a_reset_completing_more_than_a_batch_at_once_loses_nothing() {
     let mp = Multipath::new(info(), MpathOptions::default(), 0, Qsbr::new(8)).unwrap();
-    let mut ch = mp.channel(&mut |_| unreachable!()).unwrap();
+    let mut ch = mp.channel().unwrap();
     let mut aborts = Vec::new();
     for id in 1..=2 {
         let q = BurstQueue {
@@ -477,9 +481,11 @@ fn a_reset_completing_more_than_a_batch_at_once_loses_nothing() {
         };
         aborts.push(q.abort.clone());
         let mut q = Some(q);
-        mp.add_path(path(id), live(AnaState::Optimized), &mut || {
-            Ok(q.take().unwrap())
-        })
+        mp.add_path(
+            path(id),
+            live(AnaState::Optimized),
+            Box::new(move || Ok(q.take().unwrap())),
+        )
         .unwrap();
     }
     ch.poll(&mut |_| {});
