@@ -317,7 +317,7 @@ fn tag_exhaustion_queues_and_busy_hands_back() {
     assert_eq!(
         lock(&hs[0].inflight).len(),
         8,
-        "queue full, 4 on the retry ring"
+        "queue full, 4 on the pending queue"
     );
     let (e, io) = ch.submit(BdevIo::read(0, 1, buf(), 99)).unwrap_err();
     assert!(matches!(e, Error::Busy(12)) && io.ctx == 99);

@@ -1,21 +1,21 @@
 //! The per-core multipath channel: the data path.
 //!
 //! A channel owns one queue per path (queue pairs are never shared between cores),
-//! a table of I/O slots sized at creation ([`slots`]), and two queues of slots: the
+//! a table of I/O slots sized at creation (`slots.rs`), and two queues of slots: the
 //! pending queue (I/O waiting to be dispatched) and the finished queue (I/O that
 //! finished without reaching a path's queue, delivered at the next poll). Nothing here
 //! allocates, locks, sleeps or waits.
 //!
 //! One I/O, in the order the code runs:
 //! 1. [`MpathChannel::submit`] takes a slot and dispatches it: the path is the cached
-//!    choice or the one [`PathChoice::select`](path_choice) makes ([`path_choice`]),
-//!    and the path's queue takes the request with the slot's index as its context.
+//!    choice or the one `PathChoice::select` makes (`path_choice.rs`), and the
+//!    path's queue takes the request with the slot's index as its context.
 //!    With no usable path, or no room in the path's queue, the I/O goes on the
 //!    pending queue instead; I/O already pending keeps it there, in order.
 //! 2. [`MpathChannel::poll`] polls the queues given I/O. A success of an I/O in
-//!    flight is delivered from inside the queue's poll ([`SlotTable::finish`]
-//!    gives the slot back); anything else waits for the queue's poll to return and is
-//!    handled by [`failover`]: a path error (including "aborted: SQ deletion" from a
+//!    flight is delivered from inside the queue's poll (`SlotTable::finish` gives
+//!    the slot back); anything else waits for the queue's poll to return and is
+//!    handled in `failover.rs`: a path error (including "aborted: SQ deletion" from a
 //!    reset and "aborted by host" from a failed controller) dispatches the I/O again
 //!    at once, on another path if there is one, and this core avoids the path for a
 //!    moment (an ANA error also flags it for an ANA log re-read); another retryable
