@@ -106,11 +106,13 @@ impl NsChannel {
     }
 
     /// I/Os submitted and not yet delivered.
+    #[inline]
     pub(super) fn outstanding(&self) -> usize {
         self.qpair.outstanding()
     }
 
     /// The queue pair's ID.
+    #[inline]
     pub(super) fn qid(&self) -> u16 {
         self.qpair.qid()
     }
