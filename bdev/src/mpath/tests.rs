@@ -190,8 +190,9 @@ fn stray_and_duplicate_completions_are_counted_not_delivered() {
     complete(&hs[0], Status::SUCCESS);
     assert_eq!(poll_all(&mut ch).len(), 1);
     assert_eq!(ch.stats().stray_completions, 0);
-    // The same completion again (a success, then with an error status: both leave
-    // the fast path, which only takes successes of I/O in flight).
+    // The same completion again (a success, then with an error status: both go to
+    // the failover code: the queue poll's callback delivers only successes of I/O in
+    // flight).
     for st in [Status::SUCCESS, Status::ABORTED_SQ_DELETION] {
         lock(&hs[0].inflight).push_back(req);
         complete(&hs[0], st);

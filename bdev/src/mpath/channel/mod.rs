@@ -350,6 +350,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
     fn wait(&mut self, slot: u32, retry_at: u64) {
         self.schedule_full_poll();
         let s = self.slots.get_mut(slot);
+        debug_assert_ne!(s.state, SlotState::FREE, "slot {slot} waits without an I/O");
         s.state = SlotState::PENDING;
         s.retry_at = retry_at;
         self.pending.push_back(slot);
@@ -368,6 +369,11 @@ impl<Q: PathQueue> MpathChannel<Q> {
     /// Slot `slot` completes with `status` at the next poll.
     fn finish_later(&mut self, slot: u32, status: Status) {
         let s = self.slots.get_mut(slot);
+        debug_assert_ne!(
+            s.state,
+            SlotState::FREE,
+            "slot {slot} finishes without an I/O"
+        );
         s.state = SlotState::FINISHED;
         s.errors.last_status = status;
         self.finished.push_back(slot);
