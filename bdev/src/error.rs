@@ -30,9 +30,24 @@ pub enum Error {
     /// A bounded resource (reader slots, paths, message ring) is used up.
     #[error("resource exhausted: {0}")]
     Exhausted(String),
-    /// A path that does not belong with this bdev (other subsystem or namespace).
+    /// A path that does not belong with this bdev: the namespace it reaches has
+    /// another geometry.
     #[error("path mismatch: {0}")]
     PathMismatch(String),
+    /// No controller of that name is attached.
+    #[error("no controller named {name:?} is attached; attached controllers: {known:?}")]
+    NoSuchController {
+        /// The name asked for.
+        name: String,
+        /// The names of the attached controllers.
+        known: Vec<String>,
+    },
+    /// A controller of that name is attached already.
+    #[error("a controller named {0:?} is already attached")]
+    DuplicateController(String),
+    /// A path of that instance is in the bdev's path set already.
+    #[error("duplicate path: {0}")]
+    DuplicatePath(String),
     /// The reactors or the block layer are stopping or stopped.
     #[error("stopped: {0}")]
     Stopped(String),

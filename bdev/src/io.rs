@@ -129,7 +129,8 @@ pub struct BdevCompletion {
 pub trait PathQueue: Send {
     /// True if [`submit`](Self::submit) refuses, with the request handed back, every
     /// request [`BdevIo::validate`] would refuse (range and buffer against the same
-    /// namespace geometry): the channel then skips its own check on the fast path.
+    /// namespace geometry): the channel then skips its own check before submitting
+    /// and checks only what the queue refused.
     const VALIDATES: bool = false;
     /// Submits without blocking, or says why not (see [`IoQpair::try_submit`]); the
     /// caller keeps the request either way.

@@ -4,7 +4,7 @@
 //! reported in [`ReactorStats::pinned`]) that, every turn:
 //! 1. runs up to [`INBOX_BATCH`] messages from its inbox (a bounded [`Ring`] other
 //!    cores push closures onto; a full inbox hands the message back, nobody waits);
-//! 2. runs every poller (channels' completions, pending and retry rings live there);
+//! 2. runs every poller (channels' completions and pending queues live there);
 //! 3. fires expired timers (retry delays, periodic work), kept in a small sorted list;
 //! 4. announces a quiescent state to the QSBR domain.
 //!

@@ -143,32 +143,25 @@ fn scenario(policy: Policy, tally: &'static Tally) {
                 .collect()
         })
         .collect();
-    let mut channels = Vec::new();
-    for core_devs in &devs {
-        let mut k = 0;
-        let ch = mp
-            .channel(&mut |_| {
-                k += 1;
+    // The channels are opened before any path exists: each path's queues travel
+    // through the mailboxes when it is added.
+    let channels: Vec<_> = (0..2).map(|_| mp.channel().unwrap()).collect();
+    for (i, p) in [path(1), path(2)].into_iter().enumerate() {
+        // One queue per channel, in the order the channels were opened.
+        let path_devs: Vec<_> = devs.iter().map(|core_devs| core_devs[i].clone()).collect();
+        let mut core = 0;
+        mp.add_path(
+            p,
+            live(AnaState::Optimized),
+            Box::new(move || {
+                core += 1;
                 Ok(ModelPath {
-                    dev: core_devs[k - 1].clone(),
+                    dev: path_devs[core - 1].clone(),
                     outstanding: 0,
                     accepted: 0,
                 })
-            })
-            .unwrap();
-        channels.push(ch);
-    }
-    // Paths are added after the channels exist: queues travel through the mailboxes.
-    for (i, p) in [path(1), path(2)].into_iter().enumerate() {
-        let mut core = 0;
-        mp.add_path(p, live(AnaState::Optimized), &mut || {
-            core += 1;
-            Ok(ModelPath {
-                dev: devs[core - 1][i].clone(),
-                outstanding: 0,
-                accepted: 0,
-            })
-        })
+            }),
+        )
         .unwrap();
     }
 

@@ -142,15 +142,21 @@ struct ChanEntry<Q> {
     closed: Arc<AtomicBool>,
 }
 
-struct PathRecord {
+/// Makes a path's queue for one channel (for an NVMe path: a new I/O queue pair on
+/// the path's controller). A path's record keeps it for as long as the path is in the
+/// set: every channel, opened before or after the path was added, gets a queue from it.
+pub type QueueFactory<Q> = Box<dyn FnMut() -> Result<Q> + Send>;
+
+struct PathRecord<Q> {
     shared: Arc<PathShared>,
     state: PathState,
     /// When the path entered ANA change (transition), in ticks.
     transition_since: Option<u64>,
+    make_queue: QueueFactory<Q>,
 }
 
 struct Writer<Q> {
-    paths: Vec<PathRecord>,
+    paths: Vec<PathRecord<Q>>,
     channels: Vec<ChanEntry<Q>>,
     generation: u64,
     next_channel: u64,
@@ -292,13 +298,13 @@ impl<Q: PathQueue> Multipath<Q> {
     }
 
     /// Adds a path: `make_queue` is called once per open channel for its queue (set-up
-    /// work, under the writer lock), then the path is published. Paths start in
-    /// `state`.
+    /// work, under the writer lock), then the path is published; the path's record
+    /// keeps `make_queue` for the channels opened later. Paths start in `state`.
     pub fn add_path(
         &self,
         path: Arc<PathShared>,
         state: PathState,
-        make_queue: &mut dyn FnMut() -> Result<Q>,
+        mut make_queue: QueueFactory<Q>,
     ) -> Result<()> {
         let mut w = lock(&self.writer);
         if w.paths.len() >= MAX_PATHS {
@@ -308,7 +314,7 @@ impl<Q: PathQueue> Multipath<Q> {
             )));
         }
         if w.paths.iter().any(|p| p.shared.id == path.id) {
-            return Err(Error::PathMismatch(format!(
+            return Err(Error::DuplicatePath(format!(
                 "{}: path {} is already present",
                 self.info.name, path.id
             )));
@@ -327,6 +333,7 @@ impl<Q: PathQueue> Multipath<Q> {
             shared: path,
             state,
             transition_since: None,
+            make_queue,
         });
         self.publish_locked(&mut w);
         Ok(())
@@ -370,18 +377,15 @@ impl<Q: PathQueue> Multipath<Q> {
         true
     }
 
-    /// Opens a channel for one core: `make_queue(path)` is called for each current
-    /// path (set-up work; call this off the reactors, then move the channel to its
-    /// core). Registers a QSBR reader.
-    pub fn channel(
-        self: &Arc<Self>,
-        make_queue: &mut dyn FnMut(&PathShared) -> Result<Q>,
-    ) -> Result<MpathChannel<Q>> {
+    /// Opens a channel for one core: each current path's record makes the channel's
+    /// queue on that path (set-up work; call this off the reactors, then move the
+    /// channel to its core). Registers a QSBR reader.
+    pub fn channel(self: &Arc<Self>) -> Result<MpathChannel<Q>> {
         let reader = self.cell.domain().register()?;
         let mut w = lock(&self.writer);
         let mut paths = Vec::with_capacity(w.paths.len());
-        for p in &w.paths {
-            paths.push((p.shared.clone(), make_queue(&p.shared)?));
+        for p in w.paths.iter_mut() {
+            paths.push((p.shared.clone(), (p.make_queue)()?));
         }
         let mailbox = Arc::new(Ring::new(MAILBOX));
         let closed = Arc::new(AtomicBool::new(false));

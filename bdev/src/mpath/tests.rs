@@ -115,7 +115,7 @@ fn setup(
     Vec<Handles>,
 ) {
     let mp = Multipath::new(info(), opts, 0, Qsbr::new(8)).unwrap();
-    let mut ch = mp.channel(&mut |_| unreachable!()).unwrap();
+    let mut ch = mp.channel().unwrap();
     let mut hs = Vec::new();
     for (i, st) in states.iter().enumerate() {
         let q = ModelQueue::new(8);
@@ -124,8 +124,12 @@ fn setup(
             script: q.script.clone(),
         });
         let mut q = Some(q);
-        mp.add_path(path(i as u64 + 1), *st, &mut || Ok(q.take().unwrap()))
-            .unwrap();
+        mp.add_path(
+            path(i as u64 + 1),
+            *st,
+            Box::new(move || Ok(q.take().unwrap())),
+        )
+        .unwrap();
     }
     ch.poll(&mut |_| {});
     (mp, ch, hs)
@@ -186,8 +190,9 @@ fn stray_and_duplicate_completions_are_counted_not_delivered() {
     complete(&hs[0], Status::SUCCESS);
     assert_eq!(poll_all(&mut ch).len(), 1);
     assert_eq!(ch.stats().stray_completions, 0);
-    // The same completion again (a success, then with an error status: both leave
-    // the fast path, which only takes successes of I/O in flight).
+    // The same completion again (a success, then with an error status: both go to
+    // the failover code: the queue poll's callback delivers only successes of I/O in
+    // flight).
     for st in [Status::SUCCESS, Status::ABORTED_SQ_DELETION] {
         lock(&hs[0].inflight).push_back(req);
         complete(&hs[0], st);
@@ -313,7 +318,7 @@ fn tag_exhaustion_queues_and_busy_hands_back() {
     assert_eq!(
         lock(&hs[0].inflight).len(),
         8,
-        "queue full, 4 on the retry ring"
+        "queue full, 4 on the pending queue"
     );
     let (e, io) = ch.submit(BdevIo::read(0, 1, buf(), 99)).unwrap_err();
     assert!(matches!(e, Error::Busy(12)) && io.ctx == 99);
@@ -467,7 +472,7 @@ impl PathQueue for BurstQueue {
 #[test]
 fn a_reset_completing_more_than_a_batch_at_once_loses_nothing() {
     let mp = Multipath::new(info(), MpathOptions::default(), 0, Qsbr::new(8)).unwrap();
-    let mut ch = mp.channel(&mut |_| unreachable!()).unwrap();
+    let mut ch = mp.channel().unwrap();
     let mut aborts = Vec::new();
     for id in 1..=2 {
         let q = BurstQueue {
@@ -477,9 +482,11 @@ fn a_reset_completing_more_than_a_batch_at_once_loses_nothing() {
         };
         aborts.push(q.abort.clone());
         let mut q = Some(q);
-        mp.add_path(path(id), live(AnaState::Optimized), &mut || {
-            Ok(q.take().unwrap())
-        })
+        mp.add_path(
+            path(id),
+            live(AnaState::Optimized),
+            Box::new(move || Ok(q.take().unwrap())),
+        )
         .unwrap();
     }
     ch.poll(&mut |_| {});

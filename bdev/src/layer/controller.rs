@@ -1,0 +1,333 @@
+//! One attached controller: its record, its link state, and its controller thread.
+//!
+//! The controller thread (never a reactor: resets block for their duration) calls
+//! `process_admin` every `admin_poll_us`, follows ANA changes (events, and channels'
+//! reports of ANA error statuses), performs requested resets (path out of the set
+//! first, reset, path back), and reconnects a lost controller every
+//! `reconnect_delay_ms` until `ctrl_loss_timeout_ms`, after which its paths are
+//! removed. The link moves `Live` -> `Lost` (the controller failed) -> `Live` (a
+//! reconnect: a new controller instance, its paths new path instances) or `Gone` (the
+//! loss timeout passed, or it is 0: the paths are removed for good).
+
+use super::{Bdev, Connector, Inner};
+use crate::mpath::{Multipath, PathShared, PathState};
+use crate::sync::lock_std as lock;
+use crate::Result;
+use nvme_driver::spec::AnaState;
+use nvme_driver::{Controller, CtrlState, IoQpair};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Where a controller's link stands.
+#[derive(Clone, Debug)]
+pub(super) enum LinkState {
+    /// Connected: this controller instance serves the paths.
+    Live(Controller),
+    /// The controller failed at `since`; the next reconnect attempt is due at
+    /// `next_attempt`. Its paths stay in their sets, unusable, until the loss timeout.
+    Lost {
+        since: Instant,
+        next_attempt: Instant,
+    },
+    /// Given up (loss timeout): no controller and no paths.
+    Gone,
+}
+
+/// A path one controller provides: the multipath bdev, the path, the NSID.
+pub(super) struct CtrlPath {
+    mp: Arc<Multipath<IoQpair>>,
+    path: Arc<PathShared>,
+    nsid: u32,
+}
+
+/// An attached controller, shared by the layer, its namespace bdevs and its thread.
+pub(crate) struct CtrlRecord {
+    pub(super) name: String,
+    connector: Connector,
+    link: Mutex<LinkState>,
+    /// The fan-out mapper key of the current instance's address space.
+    space: AtomicU64,
+    pub(super) reset_requested: AtomicBool,
+    stop: AtomicBool,
+    pub(super) resets: AtomicU64,
+    pub(super) reconnects: AtomicU64,
+    paths: Mutex<Vec<CtrlPath>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl CtrlRecord {
+    /// The record of controller `name`, live as `ctrl` in address space `space`, with no
+    /// paths and no thread yet.
+    pub(super) fn new(name: &str, connector: Connector, ctrl: Controller, space: u64) -> Self {
+        CtrlRecord {
+            name: name.to_string(),
+            connector,
+            link: Mutex::new(LinkState::Live(ctrl)),
+            space: AtomicU64::new(space),
+            reset_requested: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            resets: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            paths: Mutex::new(Vec::new()),
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// The controller, while the link is live.
+    pub(super) fn live_controller(&self) -> Option<Controller> {
+        match &*lock(&self.link) {
+            LinkState::Live(ctrl) => Some(ctrl.clone()),
+            LinkState::Lost { .. } | LinkState::Gone => None,
+        }
+    }
+
+    /// Starts the controller thread.
+    pub(super) fn start_thread(self: &Arc<Self>, inner: Arc<Inner>) -> Result<()> {
+        let record = self.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("{}-ctrl", self.name))
+            .spawn(move || controller_thread(inner, record))
+            .map_err(|source| crate::Error::Io {
+                what: format!("spawning the controller thread of {}", self.name),
+                source,
+            })?;
+        *lock(&self.thread) = Some(t);
+        Ok(())
+    }
+}
+
+/// The ANA state of namespace `nsid` through `ctrl` (`Optimized` without ANA).
+fn ana_of(ctrl: &Controller, nsid: u32) -> AnaState {
+    if !ctrl.identify().ana_supported() {
+        return AnaState::Optimized;
+    }
+    let grp = ctrl.namespace(nsid).map(|n| n.id.anagrpid).unwrap_or(0);
+    ctrl.ana_log()
+        .and_then(|log| {
+            log.groups
+                .iter()
+                .find(|g| g.grpid == grp || g.nsids.contains(&nsid))
+                .map(|g| g.state)
+        })
+        .unwrap_or(AnaState::Optimized)
+}
+
+/// Adds the path to namespace `nsid` through `ctrl` to `mp`; the path's record makes
+/// each channel's queue pair on `ctrl`.
+pub(super) fn add_path(
+    inner: &Inner,
+    record: &CtrlRecord,
+    mp: &Arc<Multipath<IoQpair>>,
+    ctrl: &Controller,
+    nsid: u32,
+) -> Result<()> {
+    let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+    let path = Arc::new(PathShared::new(id, record.name.clone(), nsid));
+    let state = PathState {
+        connected: ctrl.state() == CtrlState::Live,
+        ana: ana_of(ctrl, nsid),
+    };
+    let opts = inner.opts.qpair;
+    let queue_ctrl = ctrl.clone();
+    mp.add_path(
+        path.clone(),
+        state,
+        Box::new(move || Ok(queue_ctrl.create_io_qpair(opts)?)),
+    )?;
+    lock(&record.paths).push(CtrlPath {
+        mp: mp.clone(),
+        path,
+        nsid,
+    });
+    Ok(())
+}
+
+/// Takes every path of the controller out of its multipath bdev.
+fn remove_paths(record: &CtrlRecord) {
+    for p in lock(&record.paths).drain(..) {
+        p.mp.remove_path(p.path.id);
+    }
+}
+
+/// Publishes the state of every path of the controller: connected or not, and the
+/// ANA state through `ctrl` (inaccessible without one).
+fn set_connected(record: &CtrlRecord, connected: bool, ctrl: Option<&Controller>) {
+    for p in lock(&record.paths).iter() {
+        let ana = ctrl.map_or(AnaState::Inaccessible, |c| ana_of(c, p.nsid));
+        p.mp.set_path_state(p.path.id, PathState { connected, ana });
+    }
+}
+
+/// Stops a controller's thread and takes its paths and namespace bdevs away. With
+/// `fail_ctrl` (detach, where channels may still have I/O on the controller) the
+/// controller is failed first: the device stops touching memory before the buffer
+/// window is unmapped from its address space, and what its queue pairs hold comes
+/// back to their owners as path errors (retried on another path) instead of being
+/// finished against unmapped memory (a Data Transfer Error, which does not retry).
+pub(super) fn stop(inner: &Inner, record: &Arc<CtrlRecord>, fail_ctrl: bool) {
+    record.stop.store(true, Ordering::Release);
+    if let Some(t) = lock(&record.thread).take() {
+        if t.join().is_err() {
+            log::error!("{}: the controller thread panicked", record.name);
+        }
+    }
+    if fail_ctrl {
+        // After the thread stopped: it would take the failure for a loss and
+        // reconnect.
+        if let Some(c) = record.live_controller() {
+            c.fail("detached");
+        }
+    }
+    remove_paths(record);
+    inner
+        .bufs
+        .fanout
+        .detach(record.space.load(Ordering::Relaxed));
+    lock(&inner.bdevs).retain(|b| !matches!(b, Bdev::Nvme(n) if Arc::ptr_eq(&n.ctrl, record)));
+}
+
+fn controller_thread(inner: Arc<Inner>, record: Arc<CtrlRecord>) {
+    let poll = Duration::from_micros(inner.opts.admin_poll_us);
+    while !record.stop.load(Ordering::Acquire) {
+        let link = lock(&record.link).clone();
+        let next = match link {
+            LinkState::Live(ctrl) => tend_live(&inner, &record, &ctrl),
+            LinkState::Lost {
+                since,
+                next_attempt,
+            } => tend_lost(&inner, &record, since, next_attempt),
+            LinkState::Gone => None,
+        };
+        if let Some(next) = next {
+            *lock(&record.link) = next;
+        }
+        let mps: Vec<_> = lock(&record.paths).iter().map(|p| p.mp.clone()).collect();
+        for m in mps {
+            m.tick();
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+/// One turn of a live controller's housekeeping; returns the new link state if it
+/// changed.
+fn tend_live(inner: &Inner, record: &CtrlRecord, ctrl: &Controller) -> Option<LinkState> {
+    if record.reset_requested.swap(false, Ordering::AcqRel) {
+        // Out of the path set first: no new I/O goes this way while the reset runs;
+        // what is in flight comes back as path errors.
+        set_connected(record, false, Some(ctrl));
+        match ctrl.reset() {
+            Ok(()) => {
+                record.resets.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => log::warn!("{}: reset failed: {e}", record.name),
+        }
+    }
+    if ctrl.process_admin() == CtrlState::Failed {
+        set_connected(record, false, None);
+        let opts = &inner.opts.mpath;
+        if opts.ctrl_loss_timeout_ms == 0 {
+            log::warn!(
+                "{}: controller failed; its paths are removed (ctrl_loss_timeout_ms is 0)",
+                record.name
+            );
+            remove_paths(record);
+            return Some(LinkState::Gone);
+        }
+        log::warn!(
+            "{}: controller failed; reconnecting every {} ms",
+            record.name,
+            opts.reconnect_delay_ms
+        );
+        let now = Instant::now();
+        return Some(LinkState::Lost {
+            since: now,
+            next_attempt: now + Duration::from_millis(opts.reconnect_delay_ms),
+        });
+    }
+    let _events = ctrl.take_events();
+    // This thread alone clears its paths' flags, every one that is set (not only up
+    // to the first).
+    let stale = lock(&record.paths)
+        .iter()
+        .filter(|p| p.path.ana_stale.swap(false, Ordering::AcqRel))
+        .count()
+        > 0;
+    if stale && ctrl.identify().ana_supported() {
+        if let Err(e) = ctrl.refresh_ana() {
+            log::warn!("{}: ANA log re-read failed: {e}", record.name);
+        }
+    }
+    set_connected(record, ctrl.state() == CtrlState::Live, Some(ctrl));
+    None
+}
+
+/// One turn of a lost controller's housekeeping: a reconnect attempt when one is due,
+/// or the end once the loss timeout passed.
+fn tend_lost(
+    inner: &Inner,
+    record: &CtrlRecord,
+    since: Instant,
+    next_attempt: Instant,
+) -> Option<LinkState> {
+    let opts = &inner.opts.mpath;
+    let loss = opts.ctrl_loss_timeout_ms;
+    if loss > 0 && since.elapsed() > Duration::from_millis(loss as u64) {
+        log::warn!(
+            "{}: lost for more than {loss} ms (ctrl_loss_timeout_ms); its paths are removed",
+            record.name
+        );
+        remove_paths(record);
+        return Some(LinkState::Gone);
+    }
+    if Instant::now() < next_attempt {
+        return None;
+    }
+    match reconnect(inner, record) {
+        Ok(ctrl) => {
+            record.reconnects.fetch_add(1, Ordering::Relaxed);
+            log::info!("{}: reconnected", record.name);
+            Some(LinkState::Live(ctrl))
+        }
+        Err(e) => {
+            log::debug!("{}: reconnect attempt failed: {e}", record.name);
+            Some(LinkState::Lost {
+                since,
+                next_attempt: Instant::now() + Duration::from_millis(opts.reconnect_delay_ms),
+            })
+        }
+    }
+}
+
+/// Brings up the controller `connector` reaches, with the layer's buffer window
+/// registered and mapped into its IOMMU domain; returns it with its address-space id.
+pub(super) fn connect(inner: &Inner, connector: &Connector) -> Result<(Controller, u64)> {
+    let bus = connector()?;
+    let ctrl = Controller::init(bus.clone(), inner.opts.ctrl.clone())?;
+    // Multipath channels poll only the queue pairs they gave I/O and look at the rest
+    // when the QSBR epoch moves: a reset or failure of this controller moves it, so
+    // an idle queue pair acknowledges a reset at its channel's next poll.
+    let qsbr = inner.qsbr.clone();
+    ctrl.on_queue_state_change(move || qsbr.bump())?;
+    let (base, len) = inner.bufs.window();
+    ctrl.add_dma_window(base, len)?;
+    let space = inner.next_id.fetch_add(1, Ordering::Relaxed);
+    inner.bufs.fanout.attach(space, bus.mapper())?;
+    Ok((ctrl, space))
+}
+
+/// A new controller instance for a lost one: its paths are replaced by new path
+/// instances through it.
+fn reconnect(inner: &Inner, record: &CtrlRecord) -> Result<Controller> {
+    let (ctrl, space) = connect(inner, &record.connector)?;
+    let old_space = record.space.swap(space, Ordering::AcqRel);
+    inner.bufs.fanout.detach(old_space);
+    let old: Vec<_> = lock(&record.paths).drain(..).collect();
+    for p in old {
+        p.mp.remove_path(p.path.id);
+        add_path(inner, record, &p.mp, &ctrl, p.nsid)?;
+    }
+    Ok(ctrl)
+}

@@ -1,0 +1,423 @@
+//! The block layer over the driver: controllers, their threads, and the bdevs they
+//! provide.
+//!
+//! [`BlockLayer::attach`] brings up a controller and gives it a controller thread
+//! (`layer/controller.rs`: admin housekeeping, ANA, resets, the link state and
+//! reconnects). Each namespace becomes a namespace bdev `"<controller>n<nsid>"`
+//! (`layer/ns.rs`) and a path of the multipath bdev `"<subnqn>:n<nsid>"`, shared
+//! with every controller that reaches the same namespace (same subsystem NQN and
+//! NGUID, EUI-64 or UUID; for a shared namespace without identifiers, same subsystem
+//! NQN and NSID). Each path's record in its multipath bdev keeps the factory that
+//! makes a channel's queue pair on the path's controller.
+
+mod controller;
+mod ns;
+
+pub use ns::{NsBdev, NsChannel};
+
+use crate::dma::IoBufPool;
+use crate::io::{BdevCompletion, BdevIo};
+use crate::mpath::{BdevInfo, MpathChannel, MpathOptions, Multipath};
+use crate::qsbr::Qsbr;
+use crate::sync::lock_std as lock;
+use crate::{Error, IoBuf, Result};
+use controller::CtrlRecord;
+use nvme_driver::bus::Bus;
+use nvme_driver::{Controller, ControllerOptions, IoQpair, Namespace, QpairOptions};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Produces the bus of a controller, at attach time and on every reconnect attempt
+/// (for VFIO: open the PCI device again; for the software controller: hand back the
+/// same one).
+pub type Connector = Arc<dyn Fn() -> nvme_driver::Result<Arc<dyn Bus>> + Send + Sync>;
+
+/// Options of a [`BlockLayer`].
+#[derive(Clone, Debug)]
+pub struct LayerOptions {
+    /// Multipath behaviour of every multipath bdev.
+    pub mpath: MpathOptions,
+    /// Queue pairs created for channels.
+    pub qpair: QpairOptions,
+    /// Controller bring-up options.
+    pub ctrl: ControllerOptions,
+    /// How often controller threads do housekeeping.
+    pub admin_poll_us: u64,
+    /// QSBR reader slots (reactors plus channels).
+    pub readers: usize,
+}
+
+impl Default for LayerOptions {
+    fn default() -> Self {
+        LayerOptions {
+            mpath: MpathOptions::default(),
+            qpair: QpairOptions::default(),
+            ctrl: ControllerOptions::default(),
+            admin_poll_us: 1000,
+            readers: crate::qsbr::MAX_READERS,
+        }
+    }
+}
+
+struct Inner {
+    opts: LayerOptions,
+    qsbr: Arc<Qsbr>,
+    bufs: IoBufPool,
+    bdevs: Mutex<Vec<Bdev>>,
+    ctrls: Mutex<Vec<Arc<CtrlRecord>>>,
+    /// Path instance and address-space identifiers, unique in this layer.
+    next_id: AtomicU64,
+}
+
+/// The block layer: controllers, bdevs, I/O buffers.
+pub struct BlockLayer {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for BlockLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockLayer")
+            .field("bdevs", &self.bdev_names())
+            .finish()
+    }
+}
+
+/// A block device, opened by name.
+#[derive(Clone, Debug)]
+pub enum Bdev {
+    /// One namespace through one controller.
+    Nvme(Arc<NsBdev>),
+    /// One namespace through every controller that reaches it.
+    Mpath(Arc<Multipath<IoQpair>>),
+}
+
+impl Bdev {
+    /// Geometry and identifiers.
+    pub fn info(&self) -> &BdevInfo {
+        match self {
+            Bdev::Nvme(b) => &b.info,
+            Bdev::Mpath(m) => m.info(),
+        }
+    }
+    /// Name.
+    pub fn name(&self) -> &str {
+        &self.info().name
+    }
+    /// Block size in bytes.
+    pub fn block_size(&self) -> u32 {
+        self.info().block_size
+    }
+    /// Number of blocks.
+    pub fn num_blocks(&self) -> u64 {
+        self.info().num_blocks
+    }
+    /// Opens a channel for one core. Set-up work (creates queue pairs, may wait for
+    /// a controller's admin queue): call it off the reactors, then move the channel
+    /// to its core.
+    pub fn channel(&self) -> Result<Channel> {
+        match self {
+            Bdev::Nvme(b) => Ok(Channel::Nvme(b.channel()?)),
+            // Each path's record makes a queue pair on the controller behind it.
+            Bdev::Mpath(m) => Ok(Channel::Mpath(m.channel()?)),
+        }
+    }
+    /// The multipath core, if this is a multipath bdev.
+    pub fn multipath(&self) -> Option<&Arc<Multipath<IoQpair>>> {
+        match self {
+            Bdev::Mpath(m) => Some(m),
+            Bdev::Nvme(_) => None,
+        }
+    }
+}
+
+/// A per-core channel to a bdev. Submit never waits; poll delivers each I/O's
+/// completion exactly once.
+#[derive(Debug)]
+// One channel per core and bdev: its size does not matter, a box would cost a pointer
+// chase on every I/O.
+#[allow(clippy::large_enum_variant)]
+// An explicit one-byte tag: the match on every call is then a byte compare, not a
+// test of a niche inside one of the variants.
+#[repr(u8)]
+pub enum Channel {
+    /// Namespace bdev channel.
+    Nvme(NsChannel),
+    /// Multipath bdev channel.
+    Mpath(MpathChannel<IoQpair>),
+}
+
+impl Channel {
+    /// Submits an I/O, or hands it back with the reason. Never waits.
+    #[inline]
+    pub fn submit(&mut self, io: BdevIo) -> std::result::Result<(), (Error, BdevIo)> {
+        match self {
+            Channel::Mpath(c) => c.submit(io),
+            Channel::Nvme(c) => c.submit(io),
+        }
+    }
+    /// Polls for completions, delivering each to `cb`; returns how many.
+    #[inline]
+    pub fn poll(&mut self, cb: &mut impl FnMut(BdevCompletion)) -> usize {
+        match self {
+            Channel::Mpath(c) => c.poll(cb),
+            Channel::Nvme(c) => c.poll(cb),
+        }
+    }
+    /// Rings the doorbells for I/O submitted since the last poll (poll does it too).
+    #[inline]
+    pub fn flush(&mut self) {
+        match self {
+            Channel::Mpath(c) => c.flush(),
+            Channel::Nvme(c) => c.flush(),
+        }
+    }
+    /// I/Os submitted and not yet delivered.
+    pub fn outstanding(&self) -> usize {
+        match self {
+            Channel::Mpath(c) => c.outstanding(),
+            Channel::Nvme(c) => c.outstanding(),
+        }
+    }
+    /// The queue pair's ID for a namespace bdev's channel (one queue pair); `None` for
+    /// a multipath channel, which drives one queue pair per path.
+    pub fn qid(&self) -> Option<u16> {
+        match self {
+            Channel::Mpath(_) => None,
+            Channel::Nvme(c) => Some(c.qid()),
+        }
+    }
+    /// Stop mode (see [`MpathChannel::shutdown`]); poll until `outstanding() == 0`.
+    pub fn shutdown(&mut self) {
+        if let Channel::Mpath(c) = self {
+            c.shutdown();
+        }
+    }
+}
+
+fn ns_info(ctrl: &Controller, ns: &Namespace, name: String) -> BdevInfo {
+    BdevInfo {
+        name,
+        block_size: ns.block_size,
+        num_blocks: ns.nsze,
+        subnqn: ctrl.identify().subnqn.clone(),
+        nguid: ns.nguid(),
+        eui64: ns.eui64(),
+        uuid: ns.ids.uuid.filter(|u| u.iter().any(|&b| b != 0)),
+    }
+}
+
+impl BlockLayer {
+    /// A block layer with no controllers yet. Validates the options.
+    pub fn new(opts: LayerOptions) -> Result<Self> {
+        opts.mpath.validate()?;
+        if opts.admin_poll_us == 0 {
+            return Err(Error::InvalidOption(
+                "admin_poll_us must be positive".into(),
+            ));
+        }
+        Ok(BlockLayer {
+            inner: Arc::new(Inner {
+                qsbr: Qsbr::new(opts.readers),
+                opts,
+                bufs: IoBufPool::new(),
+                bdevs: Mutex::new(Vec::new()),
+                ctrls: Mutex::new(Vec::new()),
+                next_id: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// The QSBR domain (give it to [`Reactors::start`](crate::Reactors::start)).
+    pub fn qsbr(&self) -> &Arc<Qsbr> {
+        &self.inner.qsbr
+    }
+
+    /// A buffer every attached controller can reach.
+    pub fn alloc_buffer(&self, len: usize) -> Result<IoBuf> {
+        self.inner.bufs.alloc(len)
+    }
+
+    /// Names of every bdev.
+    pub fn bdev_names(&self) -> Vec<String> {
+        lock(&self.inner.bdevs)
+            .iter()
+            .map(|b| b.name().to_string())
+            .collect()
+    }
+
+    /// Opens a bdev by name.
+    pub fn open(&self, name: &str) -> Result<Bdev> {
+        let g = lock(&self.inner.bdevs);
+        g.iter()
+            .find(|b| b.name() == name)
+            .cloned()
+            .ok_or_else(|| Error::NoSuchBdev {
+                name: name.to_string(),
+                known: g.iter().map(|b| b.name().to_string()).collect(),
+            })
+    }
+
+    /// Attaches a software or already-open controller: shorthand for [`attach`](Self::attach)
+    /// with a connector that hands back `bus`.
+    pub fn attach_bus(&self, name: &str, bus: Arc<dyn Bus>) -> Result<Vec<String>> {
+        self.attach(name, Arc::new(move || Ok(bus.clone())))
+    }
+
+    /// Brings up a controller, creates its bdevs (or joins existing multipath bdevs as
+    /// a new path) and starts its controller thread. Returns the bdev names involved.
+    pub fn attach(&self, name: &str, connector: Connector) -> Result<Vec<String>> {
+        if lock(&self.inner.ctrls).iter().any(|c| c.name == name) {
+            return Err(Error::DuplicateController(name.to_string()));
+        }
+        let (ctrl, space) = controller::connect(&self.inner, &connector)?;
+        let record = Arc::new(CtrlRecord::new(name, connector, ctrl.clone(), space));
+        let mut names = Vec::new();
+        let mut attach_namespaces = || -> Result<()> {
+            for ns in ctrl.namespaces() {
+                let nsb = NsBdev {
+                    info: ns_info(&ctrl, ns, format!("{name}n{}", ns.nsid)),
+                    nsid: ns.nsid,
+                    ctrl: record.clone(),
+                    qpair: self.inner.opts.qpair,
+                };
+                names.push(nsb.info.name.clone());
+                let mp = self.multipath_for(&ctrl, ns)?;
+                names.push(mp.info().name.clone());
+                controller::add_path(&self.inner, &record, &mp, &ctrl, ns.nsid)?;
+                lock(&self.inner.bdevs).push(Bdev::Nvme(Arc::new(nsb)));
+            }
+            record.start_thread(self.inner.clone())
+        };
+        if let Err(e) = attach_namespaces() {
+            // Nothing of it stays behind: its paths, its namespace bdevs, its mapping.
+            controller::stop(&self.inner, &record, true);
+            return Err(e);
+        }
+        lock(&self.inner.ctrls).push(record);
+        Ok(names)
+    }
+
+    fn multipath_for(&self, ctrl: &Controller, ns: &Namespace) -> Result<Arc<Multipath<IoQpair>>> {
+        let subnqn = &ctrl.identify().subnqn;
+        let probe = ns_info(ctrl, ns, String::new());
+        let has_id = probe.nguid.is_some() || probe.eui64.is_some() || probe.uuid.is_some();
+        // A shared namespace (NMIC bit 0) without identifiers (QEMU's by default): in
+        // one NVM subsystem an NSID names the same namespace through every
+        // controller, so subsystem NQN and NSID identify it (as Linux does).
+        let shared_name = (!has_id && ns.id.nmic & 1 == 1 && !subnqn.is_empty())
+            .then(|| format!("{subnqn}:n{}", ns.nsid));
+        let mut g = lock(&self.inner.bdevs);
+        for b in g.iter() {
+            if let Bdev::Mpath(m) = b {
+                let same = m.info().same_namespace(&probe)
+                    || shared_name.as_deref().is_some_and(|n| {
+                        n == m.info().name
+                            && m.info().nguid.is_none()
+                            && m.info().eui64.is_none()
+                            && m.info().uuid.is_none()
+                    });
+                if same {
+                    if m.info().block_size != probe.block_size
+                        || m.info().num_blocks != probe.num_blocks
+                    {
+                        return Err(Error::PathMismatch(format!(
+                            "{}: namespace {} has {} blocks of {} bytes through {}, {} of {} elsewhere",
+                            m.info().name, ns.nsid, probe.num_blocks, probe.block_size, ctrl.name(),
+                            m.info().num_blocks, m.info().block_size
+                        )));
+                    }
+                    return Ok(m.clone());
+                }
+            }
+        }
+        let name = if has_id {
+            format!("{subnqn}:n{}", ns.nsid)
+        } else if let Some(n) = shared_name {
+            n
+        } else {
+            format!("{}n{}:mp", ctrl.name(), ns.nsid)
+        };
+        let mp = Multipath::new(
+            BdevInfo { name, ..probe },
+            self.inner.opts.mpath,
+            ctrl.identify().anatt,
+            self.inner.qsbr.clone(),
+        )?;
+        g.push(Bdev::Mpath(mp.clone()));
+        Ok(mp)
+    }
+
+    /// Asks the controller thread of `name` to reset its controller: its paths leave
+    /// the path sets, the controller resets, the paths come back. Returns at once.
+    pub fn request_reset(&self, name: &str) -> Result<()> {
+        let g = lock(&self.inner.ctrls);
+        let s = g
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| Error::NoSuchController {
+                name: name.to_string(),
+                known: g.iter().map(|c| c.name.clone()).collect(),
+            })?;
+        s.reset_requested.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Resets done by controller threads at request, and reconnects, of `name`.
+    pub fn controller_counts(&self, name: &str) -> Option<(u64, u64)> {
+        lock(&self.inner.ctrls)
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| {
+                (
+                    c.resets.load(Ordering::Relaxed),
+                    c.reconnects.load(Ordering::Relaxed),
+                )
+            })
+    }
+
+    /// True while a requested reset of `name` has not started yet.
+    pub fn reset_pending(&self, name: &str) -> bool {
+        lock(&self.inner.ctrls)
+            .iter()
+            .any(|c| c.name == name && c.reset_requested.load(Ordering::Acquire))
+    }
+
+    /// Detaches controller `name`: its paths leave their multipath bdevs (channels
+    /// finish their I/O on them first) and its thread stops.
+    pub fn detach(&self, name: &str) -> Result<()> {
+        let record = {
+            let mut g = lock(&self.inner.ctrls);
+            let pos =
+                g.iter()
+                    .position(|c| c.name == name)
+                    .ok_or_else(|| Error::NoSuchController {
+                        name: name.to_string(),
+                        known: g.iter().map(|c| c.name.clone()).collect(),
+                    })?;
+            g.remove(pos)
+        };
+        controller::stop(&self.inner, &record, true);
+        Ok(())
+    }
+
+    /// Stops every controller thread and removes every path. Channels should be
+    /// drained and dropped first.
+    pub fn shutdown(&self) {
+        let all = std::mem::take(&mut *lock(&self.inner.ctrls));
+        for record in all {
+            controller::stop(&self.inner, &record, false);
+        }
+        for b in lock(&self.inner.bdevs).iter() {
+            if let Bdev::Mpath(m) = b {
+                m.tick();
+            }
+        }
+    }
+}
+
+impl Drop for BlockLayer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

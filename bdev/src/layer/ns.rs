@@ -1,0 +1,119 @@
+//! The namespace bdev: one namespace through one controller, no failover. Its channel
+//! is an I/O queue pair of the controller, driven directly.
+
+use super::controller::CtrlRecord;
+use crate::io::{BdevCompletion, BdevIo};
+use crate::mpath::BdevInfo;
+use crate::{Error, Result};
+use nvme_driver::{IoQpair, IoRequest, QpairOptions, Refused};
+use std::fmt;
+use std::sync::Arc;
+
+/// Completions taken from the queue pair per poll (as the multipath channel takes
+/// from each path's queue).
+const POLL_BATCH: usize = 256;
+
+/// A bdev for one namespace of one controller (no failover).
+pub struct NsBdev {
+    pub(super) info: BdevInfo,
+    pub(super) nsid: u32,
+    /// The controller it belongs to.
+    pub(super) ctrl: Arc<CtrlRecord>,
+    pub(super) qpair: QpairOptions,
+}
+
+impl fmt::Debug for NsBdev {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NsBdev").field("info", &self.info).finish()
+    }
+}
+
+impl NsBdev {
+    /// A channel: a new I/O queue pair on the controller, which must be live.
+    pub(super) fn channel(&self) -> Result<NsChannel> {
+        let ctrl = self.ctrl.live_controller().ok_or_else(|| {
+            Error::Stopped(format!(
+                "{}: controller {} is not connected",
+                self.info.name, self.ctrl.name
+            ))
+        })?;
+        Ok(NsChannel {
+            qpair: ctrl.create_io_qpair(self.qpair)?,
+            nsid: self.nsid,
+            num_blocks: self.info.num_blocks,
+            block_shift: self.info.block_size.trailing_zeros(),
+        })
+    }
+}
+
+/// A channel of a namespace bdev: the queue pair itself.
+#[derive(Debug)]
+pub struct NsChannel {
+    qpair: IoQpair,
+    nsid: u32,
+    num_blocks: u64,
+    block_shift: u32,
+}
+
+impl NsChannel {
+    /// Submits `io` on the queue pair. The queue pair checks range and buffer against
+    /// this namespace, the bdev's geometry: a refusal is explained by `refusal`, off
+    /// the fast path.
+    #[inline]
+    pub(super) fn submit(&mut self, io: BdevIo) -> std::result::Result<(), (Error, BdevIo)> {
+        match self.qpair.try_submit(&io.to_request(self.nsid, io.ctx)) {
+            Ok(()) => Ok(()),
+            // `refusal` gets a request of its own: a function that is not inlined
+            // would need the address of `io`, and the submitter's I/O would then be
+            // built in memory on every submit.
+            Err(why) => Err((self.refusal(why, io.to_request(self.nsid, io.ctx)), io)),
+        }
+    }
+
+    /// Why the queue pair refused `req`: in the bdev's terms when the I/O itself is
+    /// bad, in the driver's otherwise.
+    #[cold]
+    #[inline(never)]
+    fn refusal(&self, why: Refused, req: IoRequest) -> Error {
+        let io = BdevIo {
+            op: req.op,
+            slba: req.slba,
+            nlb: req.nlb,
+            buf: req.buf,
+            ctx: req.ctx,
+        };
+        if let Err(e) = io.validate(self.num_blocks, self.block_shift) {
+            return e;
+        }
+        self.qpair.explain(why, req).into()
+    }
+
+    /// Polls the queue pair, delivering each completion to `cb`; returns how many.
+    #[inline]
+    pub(super) fn poll(&mut self, cb: &mut impl FnMut(BdevCompletion)) -> usize {
+        self.qpair.poll(POLL_BATCH, &mut |c| {
+            cb(BdevCompletion {
+                ctx: c.ctx,
+                status: c.status,
+            })
+        })
+    }
+
+    /// Rings the doorbell for what was submitted since.
+    #[inline]
+    pub(super) fn flush(&mut self) {
+        self.qpair.flush()
+    }
+
+    /// I/Os submitted and not yet delivered.
+    #[inline]
+    pub(super) fn outstanding(&self) -> usize {
+        self.qpair.outstanding()
+    }
+
+    /// The queue pair's ID.
+    #[inline]
+    pub(super) fn qid(&self) -> u16 {
+        self.qpair.qid()
+    }
+}
