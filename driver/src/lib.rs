@@ -22,10 +22,12 @@
 #![deny(missing_docs)]
 
 pub mod bus;
+pub mod control;
 pub mod dma;
 pub mod error;
 pub mod mmio;
 pub mod regs;
+#[cfg(feature = "soft-controller")]
 pub mod softctrl;
 pub mod spec;
 pub mod vfio;
@@ -39,10 +41,14 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 pub mod clock;
 pub mod ctrlr;
+pub mod pcie;
 pub mod prp;
 pub mod qpair;
+pub mod transport;
 
 pub use ctrlr::{Controller, ControllerOptions, CtrlState, Namespace};
 pub use dma::{DmaBuf, DmaPool, DmaSlice, Iova};
+pub use pcie::PcieQueue;
 pub use qpair::{IoCompletion, IoOp, IoQpair, IoRequest, QpairOptions, QpairStats, Refused};
 pub use spec::Status;
+pub use transport::Transport;

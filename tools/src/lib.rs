@@ -13,6 +13,7 @@
 pub mod attach;
 pub mod cores;
 pub mod identify;
+pub mod logger;
 pub mod perf;
 pub mod setup;
 pub mod trid;
