@@ -93,8 +93,28 @@ impl AtomicCtrlState {
     pub(crate) fn load(&self) -> CtrlState {
         CtrlState::from_u8(self.0.load(Ordering::Acquire))
     }
-    pub(crate) fn store(&self, s: CtrlState) {
-        self.0.store(s.to_u8(), Ordering::Release);
+    /// Moves from `from` to `to` (a reset starting or ending); false, and no change,
+    /// when the state is no longer `from`: the controller failed meanwhile.
+    pub(crate) fn transition(&self, from: CtrlState, to: CtrlState) -> bool {
+        debug_assert!(
+            matches!(
+                (from, to),
+                (CtrlState::Live, CtrlState::Resetting) | (CtrlState::Resetting, CtrlState::Live)
+            ),
+            "only a reset moves between Live and Resetting"
+        );
+        self.0
+            .compare_exchange(
+                from.to_u8(),
+                to.to_u8(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+    /// Failed, for good: no transition leaves it.
+    pub(crate) fn fail(&self) {
+        self.0.store(CtrlState::Failed.to_u8(), Ordering::Release);
     }
 }
 
@@ -210,11 +230,12 @@ mod tests {
 
     #[test]
     fn state_round_trips() {
-        for s in [CtrlState::Live, CtrlState::Resetting, CtrlState::Failed] {
-            let a = AtomicCtrlState::new(CtrlState::Live);
-            a.store(s);
-            assert_eq!(a.load(), s);
-        }
+        let a = AtomicCtrlState::new(CtrlState::Live);
+        assert!(a.transition(CtrlState::Live, CtrlState::Resetting));
+        assert_eq!(a.load(), CtrlState::Resetting);
+        a.fail();
+        assert!(!a.transition(CtrlState::Resetting, CtrlState::Live));
+        assert_eq!(a.load(), CtrlState::Failed);
     }
 
     #[test]

@@ -15,10 +15,14 @@
 //! mapped into the device's IOMMU domain.
 //!
 //! Modules: [`regs`] and [`spec`] are the specification as data; [`mmio`] and
-//! [`dma`] the memory the device shares; [`bus`] what a transport provides,
-//! implemented by [`vfio`] and by the software controller in [`softctrl`];
-//! [`ctrlr`] the controller state machine and admin queue; [`qpair`] the I/O queue
-//! pairs of the data path.
+//! [`dma`] the memory the device shares; [`bus`] what carries a controller,
+//! implemented by [`vfio`] and by the software controller in `softctrl` (feature
+//! `soft-controller`); [`ctrlr`] the controller: bring-up, admin queue, state machine;
+//! [`control`] the reset handshake between controller and queue pairs; [`qpair`] the
+//! I/O queue pairs of the data path, their NVMe logic written once over a
+//! [`transport::Transport`], of which [`pcie`] is the PCIe one (rings, doorbells,
+//! PRPs). `driver/README.md` maps each piece to its file and walks one I/O through
+//! them.
 #![deny(missing_docs)]
 
 pub mod bus;

@@ -54,9 +54,9 @@ pub trait Transport: Send + std::fmt::Debug {
     /// Consumes the completion `peek_completion` returned.
     fn pop_completion(&mut self);
 
-    /// Tells the device which completions were consumed, when it needs to know;
-    /// true if it did anything.
-    fn release_completions(&mut self) -> bool;
+    /// Tells the device that `popped` more completions were consumed, when it needs
+    /// to know; true if it did anything.
+    fn release_completions(&mut self, popped: usize) -> bool;
 
     /// Where the completion stream stands: equal values mean nothing was consumed
     /// in between.

@@ -96,6 +96,7 @@ impl CtrlInner {
                         status: st,
                     });
                 }
+                debug_assert_eq!(cqe.cid, cid, "admin_reap returns the completion asked for");
                 return Ok(cqe);
             }
             if start.elapsed() > timeout {
@@ -132,8 +133,10 @@ impl CtrlInner {
     pub(super) fn admin_reap(&self, aq: &mut AdminQueue, want: Option<u16>) -> Result<Option<Cqe>> {
         let mut found = None;
         let mut reposts = 0;
+        let mut popped = 0;
         while let Some(cqe) = aq.ring.peek() {
             aq.ring.pop();
+            popped += 1;
             if cqe.sq_head >= ADMIN_ENTRIES {
                 // The device's word is wrong: the caller fails the controller.
                 return Err(Error::ControllerFailed {
@@ -159,7 +162,7 @@ impl CtrlInner {
         }
         // The ring's threshold is 0 for the admin queue: written whenever one was
         // consumed.
-        aq.ring.release_cq();
+        aq.ring.release_cq(popped);
         for _ in 0..reposts {
             self.post_aer(aq);
         }
@@ -205,6 +208,10 @@ impl CtrlInner {
         let cid = aq.alloc_cid();
         let mut sqe = Sqe::new(admin_opc::ASYNC_EVENT_REQUEST);
         sqe.set_cid(cid);
+        debug_assert!(
+            !aq.aer_cids.contains(&cid),
+            "15-bit admin CIDs do not wrap onto an outstanding AER"
+        );
         aq.aer_cids.push(cid);
         self.admin_post(aq, sqe);
     }

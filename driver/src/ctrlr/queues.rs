@@ -67,7 +67,12 @@ impl CtrlInner {
         // Take the admin lock first: a reset in progress must not recreate the
         // queues of a queue pair whose memory is about to be freed.
         let mut aq = lock(&self.admin);
-        lock(&self.qpairs).retain(|q| !Arc::ptr_eq(q, shared));
+        {
+            let mut qpairs = lock(&self.qpairs);
+            let before = qpairs.len();
+            qpairs.retain(|q| !Arc::ptr_eq(q, shared));
+            debug_assert_eq!(qpairs.len() + 1, before, "a queue pair is registered once");
+        }
         let live = shared.handshake.load().phase() == Phase::Live;
         if self.state() == CtrlState::Live && live {
             let _ = self.delete_io_queues(&mut aq, shared.qid);
@@ -127,6 +132,7 @@ impl Controller {
                 in_flight_max: opts.entries as usize - 1,
             },
         )?;
+        debug_assert!((1..=inner.io_queues_granted).contains(&qid));
         inner.create_io_queues(&mut aq, &shared)?;
         lock(&inner.qpairs).push(shared.clone());
         drop(aq);

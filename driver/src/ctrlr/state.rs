@@ -44,7 +44,7 @@ impl CtrlInner {
             }
             let _ = self.disable();
         }
-        self.state.store(CtrlState::Failed);
+        self.state.fail();
         let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         for q in lock(&self.qpairs).iter() {
             q.handshake.set(epoch, Phase::Failed);
@@ -93,7 +93,13 @@ impl Controller {
 
     pub(super) fn reset_locked(&self, aq: &mut AdminQueue) -> Result<()> {
         let inner = &self.0;
-        inner.state.store(CtrlState::Resetting);
+        if !inner
+            .state
+            .transition(CtrlState::Live, CtrlState::Resetting)
+        {
+            // Failed by another thread since `reset` looked.
+            return Err(inner.failed_error());
+        }
         // A responsive controller first gets its I/O queues deleted (section 5.6:
         // commands in flight are aborted by the controller), as Linux does before
         // disabling: the device then has nothing in flight when CC.EN drops, which
@@ -154,7 +160,13 @@ impl Controller {
         inner.arm_events(aq);
         inner.reset_wanted.store(false, Ordering::Release);
         while inner.aborts.pop().is_some() {}
-        inner.state.store(CtrlState::Live);
+        if !inner
+            .state
+            .transition(CtrlState::Resetting, CtrlState::Live)
+        {
+            // Failed by another thread while the reset ran: it stays failed.
+            return Err(inner.failed_error());
+        }
         Ok(())
     }
 

@@ -119,8 +119,8 @@ impl Transport for PcieQueue {
     }
 
     #[inline(always)]
-    fn release_completions(&mut self) -> bool {
-        self.ring.release_cq()
+    fn release_completions(&mut self, popped: usize) -> bool {
+        self.ring.release_cq(popped)
     }
 
     fn position(&self) -> u32 {

@@ -197,18 +197,19 @@ impl Ring {
             .wrapping_add(self.cq_head as usize * CQE_SIZE)
     }
 
-    /// True when the entry at the CQ head carries the expected phase tag: the device
-    /// wrote it. Reads of the rest of the entry come after an acquire fence.
+    /// The entry at the CQ head if it carries the expected phase tag (the device
+    /// wrote it). Reads of the rest of the entry come after an acquire fence.
     #[inline(always)]
-    fn head_ready(&self) -> bool {
+    fn head_ready(&self) -> Option<*mut u8> {
+        let entry = self.head_entry();
         // SAFETY: `cq_head < cq_entries` and the CQ buffer holds that many entries;
         // the status word is the last 2 bytes of the 16-byte entry.
-        let status = unsafe { self.head_entry().add(14).cast::<u16>().read_volatile() };
+        let status = unsafe { entry.add(14).cast::<u16>().read_volatile() };
         if (status & 1 == 1) != self.phase {
-            return false;
+            return None;
         }
         fence(Ordering::Acquire);
-        true
+        Some(entry)
     }
 
     /// Dwords 2 and 3 of the completion at the CQ head, if the device wrote one; it
@@ -216,10 +217,7 @@ impl Ring {
     /// specific and I/O commands here do not use them (figure 90).
     #[inline(always)]
     pub(crate) fn peek_tail(&self) -> Option<CqeTail> {
-        if !self.head_ready() {
-            return None;
-        }
-        let entry = self.head_entry();
+        let entry = self.head_ready()?;
         // SAFETY: as in `head_ready`; the entry's 16 bytes are in bounds and 4-byte
         // aligned, and the device wrote them before the phase tag (fence above).
         let (dw2, dw3) = unsafe {
@@ -233,11 +231,9 @@ impl Ring {
 
     /// The whole completion at the CQ head (all four dwords), if the device wrote one.
     pub(crate) fn peek(&self) -> Option<crate::spec::Cqe> {
-        if !self.head_ready() {
-            return None;
-        }
+        let entry = self.head_ready()?;
         // SAFETY: as in `peek_tail`; a Cqe is 16 bytes of plain integers.
-        Some(unsafe { self.head_entry().cast::<crate::spec::Cqe>().read_volatile() })
+        Some(unsafe { entry.cast::<crate::spec::Cqe>().read_volatile() })
     }
 
     /// Consumes the completion at the CQ head (which `peek` returned).
@@ -248,13 +244,14 @@ impl Ring {
             self.cq_head = 0;
             self.phase = !self.phase;
         }
-        self.cq_unreported += 1;
     }
 
-    /// Writes the CQ head doorbell if the completions popped since the last write
-    /// could otherwise fill the device's view of the CQ; returns true if it wrote.
+    /// Counts `popped` more completions consumed, and writes the CQ head doorbell if
+    /// those since the last write could otherwise fill the device's view of the CQ;
+    /// returns true if it wrote.
     #[inline(always)]
-    pub(crate) fn release_cq(&mut self) -> bool {
+    pub(crate) fn release_cq(&mut self, popped: usize) -> bool {
+        self.cq_unreported += popped;
         if self.cq_unreported <= self.cq_db_threshold {
             return false;
         }

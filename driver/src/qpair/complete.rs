@@ -48,7 +48,7 @@ impl<T: Transport> IoQpair<T> {
             delivered += self.complete_command(cid, status, cb);
         }
         if consumed > 0 {
-            if self.transport.release_completions() {
+            if self.transport.release_completions(consumed) {
                 self.stats.cq_doorbell_writes += 1;
             }
             // Identifiers were freed: requests waiting behind the pending queue or a
