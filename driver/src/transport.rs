@@ -17,7 +17,6 @@
 //! Dispatch is static (`IoQpair<T: Transport>`): each transport gets its own copy of
 //! the data path, with no indirect call per I/O.
 
-use crate::pcie::CqeTail;
 use crate::spec::Sqe;
 
 /// What the NVMe logic of a queue pair needs from the wire under it. One owner
@@ -65,4 +64,38 @@ pub trait Transport: Send + std::fmt::Debug {
     /// Forgets every command and completion: the device no longer has the queues
     /// (controller disabled); it gets them back empty.
     fn rewind(&mut self);
+}
+
+/// The words of a completion (the CQE on PCIe, the response capsule's CQE on a
+/// fabric) the owner checks before it trusts one:
+/// dword 2 (SQ head, SQ identifier) and dword 3 (command identifier, phase, status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CqeTail {
+    /// Dword 2: SQ head (bits 15:0), SQ identifier (31:16).
+    pub dw2: u32,
+    /// Dword 3: command identifier (15:0), phase tag (16), status (31:17).
+    pub dw3: u32,
+}
+
+impl CqeTail {
+    /// The command identifier.
+    #[inline(always)]
+    pub fn cid(self) -> u16 {
+        self.dw3 as u16
+    }
+    /// The SQ head pointer the device reports.
+    #[inline(always)]
+    pub fn sq_head(self) -> u16 {
+        self.dw2 as u16
+    }
+    /// The SQ identifier.
+    #[inline(always)]
+    pub fn sq_id(self) -> u16 {
+        (self.dw2 >> 16) as u16
+    }
+    /// The status field without the phase tag.
+    #[inline(always)]
+    pub fn status_field(self) -> u16 {
+        (self.dw3 >> 17) as u16
+    }
 }

@@ -12,8 +12,7 @@ use crate::dma::DmaBuf;
 use crate::error::Result;
 use crate::prp::{self, PAGE_SIZE};
 use crate::spec::Sqe;
-use crate::transport::Transport;
-pub use ring::CqeTail;
+use crate::transport::{CqeTail, Transport};
 pub(crate) use ring::{Ring, RingConfig};
 
 /// An I/O queue pair's PCIe side: its ring and its PRP list pages.

@@ -17,6 +17,7 @@ use crate::dma::DmaBuf;
 use crate::error::{Error, Result};
 use crate::mmio::{Doorbell, Mmio};
 use crate::spec::{Sqe, CQE_SIZE, SQE_SIZE};
+use crate::transport::CqeTail;
 use std::sync::atomic::{fence, Ordering};
 
 /// Where a ring's queues live and how large they are.
@@ -32,39 +33,6 @@ pub(crate) struct RingConfig {
     pub cq_entries: u16,
     /// Commands the owner may have in flight at most (at most `sq_entries - 1`).
     pub in_flight_max: usize,
-}
-
-/// The device-visible words of a completion the owner checks before it trusts one:
-/// dword 2 (SQ head, SQ identifier) and dword 3 (command identifier, phase, status).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CqeTail {
-    /// Dword 2: SQ head (bits 15:0), SQ identifier (31:16).
-    pub dw2: u32,
-    /// Dword 3: command identifier (15:0), phase tag (16), status (31:17).
-    pub dw3: u32,
-}
-
-impl CqeTail {
-    /// The command identifier.
-    #[inline(always)]
-    pub fn cid(self) -> u16 {
-        self.dw3 as u16
-    }
-    /// The SQ head pointer the device reports.
-    #[inline(always)]
-    pub fn sq_head(self) -> u16 {
-        self.dw2 as u16
-    }
-    /// The SQ identifier.
-    #[inline(always)]
-    pub fn sq_id(self) -> u16 {
-        (self.dw2 >> 16) as u16
-    }
-    /// The status field without the phase tag.
-    #[inline(always)]
-    pub fn status_field(self) -> u16 {
-        (self.dw3 >> 17) as u16
-    }
 }
 
 /// One SQ/CQ pair and its doorbells, owned by one thread.

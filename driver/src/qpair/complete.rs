@@ -8,9 +8,8 @@ use super::request::IoCompletion;
 use super::tracker::NO_PARENT;
 use super::{IoQpair, TIMEOUT_SCAN_POLLS};
 use crate::clock;
-use crate::pcie::CqeTail;
 use crate::spec::Status;
-use crate::transport::Transport;
+use crate::transport::{CqeTail, Transport};
 
 impl<T: Transport> IoQpair<T> {
     /// Polls for up to `max` completions, delivering each finished request to `cb`
