@@ -204,7 +204,7 @@ impl DmaPool {
                     ))
                 })?;
                 if !SAID_NO_HUGEPAGES.swap(true, Ordering::Relaxed) {
-                    eprintln!(
+                    log::warn!(
                         "nvme-driver: no huge pages available, DMA memory uses 4 KiB pages \
                          (run `nvme-setup hugepages 64` for 2 MiB pages)"
                     );

@@ -15,17 +15,23 @@
 //! mapped into the device's IOMMU domain.
 //!
 //! Modules: [`regs`] and [`spec`] are the specification as data; [`mmio`] and
-//! [`dma`] the memory the device shares; [`bus`] what a transport provides,
-//! implemented by [`vfio`] and by the software controller in [`softctrl`];
-//! [`ctrlr`] the controller state machine and admin queue; [`qpair`] the I/O queue
-//! pairs of the data path.
+//! [`dma`] the memory the device shares; [`bus`] what carries a controller,
+//! implemented by [`vfio`] and by the software controller in `softctrl` (feature
+//! `soft-controller`); [`ctrlr`] the controller: bring-up, admin queue, state machine;
+//! [`control`] the reset handshake between controller and queue pairs; [`qpair`] the
+//! I/O queue pairs of the data path, their NVMe logic written once over a
+//! [`transport::Transport`], of which [`pcie`] is the PCIe one (rings, doorbells,
+//! PRPs). `driver/README.md` maps each piece to its file and walks one I/O through
+//! them.
 #![deny(missing_docs)]
 
 pub mod bus;
+pub mod control;
 pub mod dma;
 pub mod error;
 pub mod mmio;
 pub mod regs;
+#[cfg(feature = "soft-controller")]
 pub mod softctrl;
 pub mod spec;
 pub mod vfio;
@@ -39,10 +45,14 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 pub mod clock;
 pub mod ctrlr;
+pub mod pcie;
 pub mod prp;
 pub mod qpair;
+pub mod transport;
 
 pub use ctrlr::{Controller, ControllerOptions, CtrlState, Namespace};
 pub use dma::{DmaBuf, DmaPool, DmaSlice, Iova};
+pub use pcie::PcieQueue;
 pub use qpair::{IoCompletion, IoOp, IoQpair, IoRequest, QpairOptions, QpairStats, Refused};
 pub use spec::Status;
+pub use transport::Transport;

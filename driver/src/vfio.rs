@@ -331,7 +331,7 @@ impl VfioBus {
         if let Err(e) = replaced {
             // The BAR mapping still holds the device file: vfio-pci will wait. Nothing
             // safer can be done with pointers into it alive on other threads.
-            eprintln!(
+            log::error!(
                 "nvme-driver: {}: cannot replace the BAR0 mapping ({e}); \
                  the device stays held until the process exits",
                 self.bdf
@@ -349,7 +349,7 @@ impl VfioBus {
         // must not take down the process, whose other threads may be mid-I/O.
         let Open { device, shadow, .. } = o;
         if catch_unwind(AssertUnwindSafe(move || drop(device))).is_err() {
-            eprintln!(
+            log::error!(
                 "nvme-driver: {}: error while closing the VFIO device",
                 self.bdf
             );

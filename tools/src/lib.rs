@@ -14,6 +14,7 @@ pub mod attach;
 pub mod chart;
 pub mod cores;
 pub mod identify;
+pub mod logger;
 pub mod perf;
 pub mod setup;
 pub mod trid;

@@ -344,7 +344,7 @@ impl Device {
         if !ok {
             // A configuration the controller cannot run: report it as fatal status
             // rather than leave the host waiting for RDY until its deadline.
-            eprintln!(
+            log::error!(
                 "{}: cannot enable: CC {:#x}, AQA {:#x}, ASQ {asq:#x}, ACQ {acq:#x} \
                  (need 4 KiB pages, NVM command set, IOSQES 6, IOCQES 4, mapped page-aligned queues)",
                 self.sh.config.name, cc.0, aqa.0

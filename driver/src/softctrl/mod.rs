@@ -403,7 +403,7 @@ impl SoftController {
         let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle {
             if h.join().is_err() {
-                eprintln!("{}: the device thread panicked", self.shared.config.name);
+                log::error!("{}: the device thread panicked", self.shared.config.name);
             }
         }
     }

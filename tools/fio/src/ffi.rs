@@ -51,6 +51,7 @@ fn guarded(f: impl FnOnce() -> Result<(), String>) -> c_int {
 #[no_mangle]
 pub extern "C" fn nvme_fio_set_logger(err: log::LogFn, info: log::LogFn) {
     log::set(err, info);
+    log::install();
 }
 
 /// The `spdk` engine's `struct ioengine_ops`, from the glue's constructor.

@@ -32,6 +32,41 @@ pub(crate) fn err(msg: &str) {
     emit(&ERR, msg)
 }
 
+/// The library's messages (the driver's and the block layer's, through the `log`
+/// crate) go where the engine's go: warnings and errors through fio's `log_err`,
+/// the rest through `log_info`.
+#[derive(Debug)]
+struct FioLogger;
+
+impl ::log::Log for FioLogger {
+    fn enabled(&self, metadata: &::log::Metadata<'_>) -> bool {
+        metadata.level() <= ::log::Level::Info
+    }
+
+    fn log(&self, record: &::log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let msg = record.args().to_string();
+        if record.level() <= ::log::Level::Warn {
+            err(&msg);
+        } else {
+            info(&msg);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs [`FioLogger`] as the process's logger, unless one is set already (fio
+/// with another engine of ours, or a host program).
+pub(crate) fn install() {
+    static LOGGER: FioLogger = FioLogger;
+    if ::log::set_logger(&LOGGER).is_ok() {
+        ::log::set_max_level(::log::LevelFilter::Info);
+    }
+}
+
 /// Information fio users expect on standard output (fio's `log_info`).
 pub(crate) fn info(msg: &str) {
     emit(&INFO, msg)

@@ -8,6 +8,7 @@ use nvme_tools::{exit_failure, exit_usage};
 const PROG: &str = "nvme-identify";
 
 fn main() {
+    nvme_tools::logger::install_stderr_logger();
     let opts = match identify::parse_args(std::env::args().skip(1)) {
         Ok(Some(o)) => o,
         Ok(None) => {

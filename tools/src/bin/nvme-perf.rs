@@ -8,6 +8,7 @@ use nvme_tools::{exit_failure, exit_usage, EXIT_FAILURE};
 const PROG: &str = "nvme-perf";
 
 fn main() {
+    nvme_tools::logger::install_stderr_logger();
     let cores = nvme_tools::cores::available_cores();
     let opts = match opts::parse_args(std::env::args().skip(1), &cores) {
         Ok(opts::Command::Run(o)) => o,

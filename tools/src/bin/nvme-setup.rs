@@ -7,6 +7,7 @@ use nvme_tools::{exit_failure, exit_usage};
 const PROG: &str = "nvme-setup";
 
 fn main() {
+    nvme_tools::logger::install_stderr_logger();
     let cmd = match setup::parse_args(std::env::args().skip(1)) {
         Ok(c) => c,
         Err(e) => exit_usage(PROG, &e),

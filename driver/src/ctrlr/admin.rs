@@ -1,0 +1,358 @@
+//! The admin queue (section 5, "Admin Command Set"): one command at a time under the
+//! controller's admin lock, on the same ring as the I/O queues
+//! ([`crate::pcie::ring`]), with Async Event Requests kept outstanding beside it.
+
+use super::{Controller, CtrlInner};
+use crate::dma::DmaBuf;
+use crate::error::{Error, Result};
+use crate::lock;
+use crate::pcie::Ring;
+use crate::prp::{self, PAGE_SIZE};
+use crate::spec::{
+    admin_opc, feature_id, log_id, AnaLog, AsyncEvent, Cqe, ErrorLogEntry, SmartLog, Sqe,
+    IDENTIFY_SIZE,
+};
+use std::time::{Duration, Instant};
+
+/// Admin queue entries.
+pub(super) const ADMIN_ENTRIES: u16 = 32;
+/// Async Event Requests kept outstanding, at most.
+const AER_MAX: usize = 4;
+
+/// The admin queue: its ring, a data page for identify and log pages, and the
+/// identifiers of its commands.
+#[derive(Debug)]
+pub(super) struct AdminQueue {
+    pub ring: Ring,
+    /// Two pages of data (identify, log pages) plus one for their PRP list.
+    pub data: DmaBuf,
+    next_cid: u16,
+    /// CIDs of outstanding Async Event Requests.
+    pub aer_cids: Vec<u16>,
+}
+
+impl AdminQueue {
+    pub(super) fn new(ring: Ring, data: DmaBuf) -> AdminQueue {
+        AdminQueue {
+            ring,
+            data,
+            next_cid: 0,
+            aer_cids: Vec::with_capacity(AER_MAX),
+        }
+    }
+
+    /// Empties the queue for a controller being enabled: no command is outstanding.
+    pub(super) fn rewind(&mut self) {
+        self.ring.rewind();
+        self.aer_cids.clear();
+    }
+
+    /// The next command identifier (15 bits, wrapping).
+    pub(super) fn alloc_cid(&mut self) -> u16 {
+        let cid = self.next_cid;
+        self.next_cid = cid.wrapping_add(1) % 0x8000;
+        cid
+    }
+}
+
+fn admin_name(opc: u8) -> &'static str {
+    match opc {
+        admin_opc::DELETE_IO_SQ => "delete I/O SQ",
+        admin_opc::CREATE_IO_SQ => "create I/O SQ",
+        admin_opc::GET_LOG_PAGE => "get log page",
+        admin_opc::DELETE_IO_CQ => "delete I/O CQ",
+        admin_opc::CREATE_IO_CQ => "create I/O CQ",
+        admin_opc::IDENTIFY => "identify",
+        admin_opc::ABORT => "abort",
+        admin_opc::SET_FEATURES => "set features",
+        admin_opc::GET_FEATURES => "get features",
+        admin_opc::ASYNC_EVENT_REQUEST => "async event request",
+        _ => "admin command",
+    }
+}
+
+impl CtrlInner {
+    /// Submits an admin command and waits for its completion, collecting async events
+    /// that arrive meanwhile.
+    pub(super) fn admin_cmd(
+        &self,
+        aq: &mut AdminQueue,
+        mut sqe: Sqe,
+        timeout: Duration,
+    ) -> Result<Cqe> {
+        let cid = aq.alloc_cid();
+        sqe.set_cid(cid);
+        self.admin_post(aq, sqe);
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            if let Some(cqe) = self.admin_reap(aq, Some(cid))? {
+                let st = cqe.status();
+                if !st.is_success() {
+                    return Err(Error::AdminCommand {
+                        device: self.name.clone(),
+                        opc: sqe.opc(),
+                        what: admin_name(sqe.opc()),
+                        status: st,
+                    });
+                }
+                debug_assert_eq!(cqe.cid, cid, "admin_reap returns the completion asked for");
+                return Ok(cqe);
+            }
+            if start.elapsed() > timeout {
+                return Err(Error::Timeout {
+                    device: self.name.clone(),
+                    what: format!(
+                        "admin command {:#04x} ({})",
+                        sqe.opc(),
+                        admin_name(sqe.opc())
+                    ),
+                    waited_ms: start.elapsed().as_millis() as u64,
+                    csts: self.csts().0,
+                });
+            }
+            spins += 1;
+            if spins > 100 {
+                std::thread::sleep(Duration::from_micros(50));
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    pub(super) fn admin_post(&self, aq: &mut AdminQueue, sqe: Sqe) {
+        // At most AER_MAX + 1 commands are outstanding, far fewer than the entries
+        // (late completions of commands given up on are consumed as they come).
+        debug_assert!(aq.aer_cids.len() <= AER_MAX);
+        aq.ring.push(&sqe);
+        aq.ring.ring_sq_doorbell();
+    }
+
+    /// Consumes admin completions. Returns the one for `want` if it arrived; async
+    /// event completions are queued as events and their requests reposted.
+    pub(super) fn admin_reap(&self, aq: &mut AdminQueue, want: Option<u16>) -> Result<Option<Cqe>> {
+        let mut found = None;
+        let mut reposts = 0;
+        let mut popped = 0;
+        while let Some(cqe) = aq.ring.peek() {
+            aq.ring.pop();
+            popped += 1;
+            if cqe.sq_head >= ADMIN_ENTRIES {
+                // The device's word is wrong: the caller fails the controller.
+                return Err(Error::ControllerFailed {
+                    device: self.name.clone(),
+                    reason: format!(
+                        "admin completion with SQ head {} of {ADMIN_ENTRIES}",
+                        cqe.sq_head
+                    ),
+                });
+            }
+            if let Some(pos) = aq.aer_cids.iter().position(|&c| c == cqe.cid) {
+                aq.aer_cids.swap_remove(pos);
+                if cqe.status().is_success() {
+                    lock(&self.events).push_back(AsyncEvent::from_dw0(cqe.dw0));
+                    reposts += 1;
+                }
+                continue;
+            }
+            if Some(cqe.cid) == want {
+                found = Some(cqe);
+            }
+            // Anything else is a stale completion of a command we gave up on.
+        }
+        // The ring's threshold is 0 for the admin queue: written whenever one was
+        // consumed.
+        aq.ring.release_cq(popped);
+        for _ in 0..reposts {
+            self.post_aer(aq);
+        }
+        Ok(found)
+    }
+
+    /// Async Event Configuration (section 5.27.1.9): SMART critical warnings,
+    /// namespace attribute notices, and ANA change notices if supported; then Async
+    /// Event Requests up to the controller's limit. A refused configuration is not
+    /// fatal: the defaults still report critical warnings.
+    pub(super) fn arm_events(&self, aq: &mut AdminQueue) {
+        let ana = if self.ident.oaes >> 11 & 1 == 1 {
+            1 << 11
+        } else {
+            0
+        };
+        let aec = 0xff | 1 << 8 | ana;
+        let _ = self.feature(
+            aq,
+            admin_opc::SET_FEATURES,
+            feature_id::ASYNC_EVENT_CONFIG,
+            aec,
+        );
+        for _ in 0..AER_MAX {
+            self.post_aer(aq);
+        }
+    }
+
+    /// Get or Set Features (`opc`) of feature `fid`; returns completion DW0.
+    pub(super) fn feature(&self, aq: &mut AdminQueue, opc: u8, fid: u8, cdw11: u32) -> Result<u32> {
+        let mut sqe = Sqe::new(opc);
+        sqe.cdw10 = fid as u32;
+        sqe.cdw11 = cdw11;
+        Ok(self.admin_cmd(aq, sqe, self.admin_timeout())?.dw0)
+    }
+
+    /// Posts one Async Event Request unless the controller's limit is reached.
+    pub(super) fn post_aer(&self, aq: &mut AdminQueue) {
+        let limit = (self.ident.aerl as usize + 1).min(AER_MAX);
+        if aq.aer_cids.len() >= limit {
+            return;
+        }
+        let cid = aq.alloc_cid();
+        let mut sqe = Sqe::new(admin_opc::ASYNC_EVENT_REQUEST);
+        sqe.set_cid(cid);
+        debug_assert!(
+            !aq.aer_cids.contains(&cid),
+            "15-bit admin CIDs do not wrap onto an outstanding AER"
+        );
+        aq.aer_cids.push(cid);
+        self.admin_post(aq, sqe);
+    }
+
+    /// A data-in admin command using the admin data page. Returns the data.
+    pub(super) fn admin_read(
+        &self,
+        aq: &mut AdminQueue,
+        mut sqe: Sqe,
+        len: usize,
+    ) -> Result<Vec<u8>> {
+        // The data page's last page is the PRP list for it, not data.
+        let len = len.min(aq.data.len() - PAGE_SIZE as usize);
+        // SAFETY: the data page is ours and no admin command is using it now (the
+        // admin lock is held and commands are issued one at a time).
+        let prps = unsafe {
+            let list = aq
+                .data
+                .as_ptr()
+                .wrapping_add(aq.data.len() - PAGE_SIZE as usize)
+                .cast::<u64>();
+            let list_iova = aq.data.iova().0 + aq.data.len() as u64 - PAGE_SIZE;
+            prp::build(aq.data.iova().0, len as u32, list, list_iova)
+        }
+        .map_err(|e| Error::InvalidArgument(format!("admin data of {len} bytes: {e:?}")))?;
+        sqe.prp1 = prps.prp1;
+        sqe.prp2 = prps.prp2;
+        self.admin_cmd(aq, sqe, self.admin_timeout())?;
+        let mut out = vec![0u8; len];
+        aq.data.read_at(0, &mut out)?;
+        Ok(out)
+    }
+
+    pub(super) fn identify(&self, aq: &mut AdminQueue, cns: u32, nsid: u32) -> Result<Vec<u8>> {
+        let mut sqe = Sqe::new(admin_opc::IDENTIFY);
+        sqe.nsid = nsid;
+        sqe.cdw10 = cns;
+        self.admin_read(aq, sqe, IDENTIFY_SIZE)
+    }
+
+    pub(super) fn get_log(
+        &self,
+        aq: &mut AdminQueue,
+        lid: u8,
+        nsid: u32,
+        len: usize,
+    ) -> Result<Vec<u8>> {
+        // Section 5.16: NUMD is a zero-based dword count split over CDW10 and CDW11.
+        let numd = (len / 4).max(1) as u32 - 1;
+        let mut sqe = Sqe::new(admin_opc::GET_LOG_PAGE);
+        sqe.nsid = nsid;
+        sqe.cdw10 = lid as u32 | (numd & 0xffff) << 16;
+        sqe.cdw11 = numd >> 16;
+        self.admin_read(aq, sqe, len)
+    }
+
+    pub(super) fn set_num_queues(&self, aq: &mut AdminQueue, n: u16) -> Result<u16> {
+        let z = n.max(1) as u32 - 1;
+        let dw0 = self.feature(
+            aq,
+            admin_opc::SET_FEATURES,
+            feature_id::NUMBER_OF_QUEUES,
+            z << 16 | z,
+        )?;
+        let nsq = (dw0 & 0xffff) as u16;
+        let ncq = (dw0 >> 16) as u16;
+        Ok(nsq.min(ncq).saturating_add(1).min(n))
+    }
+
+    pub(super) fn read_ana_log(&self, aq: &mut AdminQueue) -> Result<AnaLog> {
+        // Header, one descriptor per group, one NSID per namespace.
+        let groups = self.ident.nanagrpid.clamp(1, 64) as usize;
+        let len =
+            (16 + groups * 32 + self.ident.nn.min(1024) as usize * 4).min(2 * PAGE_SIZE as usize);
+        let d = self.get_log(aq, log_id::ANA, 0, len)?;
+        AnaLog::parse(&d).map_err(|e| Error::Parse(e, self.name.clone()))
+    }
+}
+
+impl Controller {
+    pub(super) fn read_ana_log_locked(&self) -> Result<AnaLog> {
+        let mut aq = lock(&self.0.admin);
+        self.0.read_ana_log(&mut aq)
+    }
+
+    /// Reads the ANA log page (section 5.16.1.13) and keeps it.
+    pub fn refresh_ana(&self) -> Result<AnaLog> {
+        let log = self.read_ana_log_locked()?;
+        *lock(&self.0.ana) = Some(log.clone());
+        Ok(log)
+    }
+
+    /// Reads the SMART / health log page.
+    pub fn smart_log(&self) -> Result<SmartLog> {
+        let mut aq = lock(&self.0.admin);
+        let d = self.0.get_log(
+            &mut aq,
+            log_id::SMART,
+            u32::MAX,
+            crate::spec::SMART_LOG_SIZE,
+        )?;
+        SmartLog::parse(&d).map_err(|e| Error::Parse(e, self.0.name.clone()))
+    }
+
+    /// Reads the error information log page (as many entries as fit in 8 KiB).
+    pub fn error_log(&self) -> Result<Vec<ErrorLogEntry>> {
+        let entries = (self.0.ident.elpe as usize + 1).min(128);
+        let mut aq = lock(&self.0.admin);
+        let d = self.0.get_log(
+            &mut aq,
+            log_id::ERROR,
+            0,
+            entries * crate::spec::ERROR_LOG_ENTRY_SIZE,
+        )?;
+        Ok(crate::spec::parse_error_log(&d))
+    }
+
+    /// Get Features: returns completion DW0.
+    pub fn get_feature(&self, fid: u8, cdw11: u32) -> Result<u32> {
+        let mut aq = lock(&self.0.admin);
+        self.0.feature(&mut aq, admin_opc::GET_FEATURES, fid, cdw11)
+    }
+
+    /// Set Features: returns completion DW0.
+    pub fn set_feature(&self, fid: u8, cdw11: u32) -> Result<u32> {
+        let mut aq = lock(&self.0.admin);
+        self.0.feature(&mut aq, admin_opc::SET_FEATURES, fid, cdw11)
+    }
+
+    /// Asks the controller to abort command `cid` of queue `qid` (section 5.1).
+    /// Returns true if the controller says it aborted it.
+    pub fn abort(&self, qid: u16, cid: u16) -> Result<bool> {
+        let mut sqe = Sqe::new(admin_opc::ABORT);
+        sqe.cdw10 = (cid as u32) << 16 | qid as u32;
+        let mut aq = lock(&self.0.admin);
+        let cqe = self.0.admin_cmd(&mut aq, sqe, Duration::from_secs(2))?;
+        Ok(cqe.dw0 & 1 == 0)
+    }
+
+    /// Takes the async events received so far.
+    pub fn take_events(&self) -> Vec<AsyncEvent> {
+        lock(&self.0.events).drain(..).collect()
+    }
+}

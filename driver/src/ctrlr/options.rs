@@ -1,0 +1,59 @@
+//! What a caller chooses when bringing up a controller, and what it learns of each
+//! namespace.
+
+use crate::spec::{IdentifyNamespace, NsIdentifiers};
+
+/// Controller options.
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    /// I/O queues to ask for (Number of Queues feature).
+    pub io_queues: u16,
+    /// Keep an eye on the device's removal request; fail and release on it.
+    pub release_on_removal: bool,
+    /// How long an admin command may take before it is given up with
+    /// [`Error::Timeout`] (its late completion, if any, is then ignored). The Delete
+    /// I/O queue commands of a reset wait at most 1 s, or this if shorter.
+    pub admin_timeout_ms: u64,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            io_queues: 64,
+            release_on_removal: true,
+            admin_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// A namespace of the controller.
+#[derive(Clone, Debug)]
+pub struct Namespace {
+    /// Namespace identifier.
+    pub nsid: u32,
+    /// Size in blocks.
+    pub nsze: u64,
+    /// Block size in bytes.
+    pub block_size: u32,
+    /// The Identify Namespace data.
+    pub id: IdentifyNamespace,
+    /// Identifiers from the descriptor list (CNS 03h), if the controller has it.
+    pub ids: NsIdentifiers,
+}
+
+impl Namespace {
+    /// The NGUID, from the descriptor list or Identify Namespace; `None` if all zero.
+    pub fn nguid(&self) -> Option<[u8; 16]> {
+        self.ids
+            .nguid
+            .or(Some(self.id.nguid))
+            .filter(|g| g.iter().any(|&b| b != 0))
+    }
+    /// The EUI-64; `None` if all zero.
+    pub fn eui64(&self) -> Option<[u8; 8]> {
+        self.ids
+            .eui64
+            .or(Some(self.id.eui64))
+            .filter(|g| g.iter().any(|&b| b != 0))
+    }
+}

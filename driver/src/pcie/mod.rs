@@ -1,0 +1,132 @@
+//! The PCIe transport: queues in host memory, doorbells in BAR0, data described by
+//! PRP entries (NVMe Base Specification 2.0, sections 3.3.1 and 4.1.1).
+//!
+//! [`ring`] is the submission/completion ring protocol, shared by the admin queue
+//! (`crate::ctrlr::admin`) and the I/O queue pairs; [`PcieQueue`] is an I/O queue
+//! pair's [`Transport`]: a ring plus one PRP list page per command identifier.
+
+pub(crate) mod ring;
+
+use crate::ctrlr::CtrlInner;
+use crate::dma::DmaBuf;
+use crate::error::Result;
+use crate::prp::{self, PAGE_SIZE};
+use crate::spec::Sqe;
+use crate::transport::{CqeTail, Transport};
+pub(crate) use ring::{Ring, RingConfig};
+
+/// An I/O queue pair's PCIe side: its ring and its PRP list pages.
+#[derive(Debug)]
+pub struct PcieQueue {
+    ring: Ring,
+    /// One page per command identifier: its PRP list, or its Dataset Management range.
+    prp_mem: DmaBuf,
+    depth_max: usize,
+}
+
+impl PcieQueue {
+    /// The host side of I/O queue `cfg.qid` of `ctrl`: a ring over `cfg`'s memory and
+    /// a PRP list page for each of `cfg.in_flight_max` command identifiers.
+    pub(crate) fn new(ctrl: &CtrlInner, cfg: RingConfig) -> Result<PcieQueue> {
+        let depth_max = cfg.in_flight_max;
+        let prp_mem = ctrl.pool.alloc(depth_max * PAGE_SIZE as usize)?;
+        let ring = Ring::new(ctrl.bus.bar0(), &ctrl.name, ctrl.cap.dstrd(), cfg)?;
+        Ok(PcieQueue {
+            ring,
+            prp_mem,
+            depth_max,
+        })
+    }
+
+    /// The page of command identifier `cid`: its address and its IOVA.
+    #[inline(always)]
+    fn page(&self, cid: u16) -> (*mut u64, u64) {
+        debug_assert!((cid as usize) < self.depth_max);
+        let off = cid as usize * PAGE_SIZE as usize;
+        (
+            self.prp_mem.as_ptr().wrapping_add(off).cast::<u64>(),
+            self.prp_mem.iova().0 + off as u64,
+        )
+    }
+}
+
+impl Transport for PcieQueue {
+    #[inline(always)]
+    fn depth_max(&self) -> usize {
+        self.depth_max
+    }
+
+    #[inline(always)]
+    fn describe_data(&mut self, cid: u16, sqe: &mut Sqe, iova: u64, len: u64) {
+        // Section 4.1.1: PRP2 is unused, the second page, or a list (this cid's page).
+        // SAFETY: the caller checked alignment and length; the list page belongs to
+        // this cid, which is not in flight, so the device is not reading it.
+        match unsafe { prp::prp2(iova, len, || self.page(cid)) } {
+            Some(p) => {
+                sqe.prp1 = iova;
+                sqe.prp2 = p;
+            }
+            // Unreachable: requests are split at MDTS and MAX_PRP_PAGES. A zero PRP1
+            // makes the device fail the command rather than touch memory.
+            None => {
+                debug_assert!(false, "a command's data fits one PRP list page");
+                sqe.prp1 = 0;
+            }
+        }
+    }
+
+    fn describe_dsm_range(&mut self, cid: u16, sqe: &mut Sqe, slba: u64, nlb: u32) {
+        let (list, list_iova) = self.page(cid);
+        // One range (NVM Command Set, Dataset Management): context attributes, length
+        // in blocks, starting LBA.
+        // SAFETY: the page is this cid's, which is not in flight, and 16 bytes fit.
+        unsafe {
+            list.cast::<u32>().write_volatile(0);
+            list.cast::<u32>().add(1).write_volatile(nlb);
+            list.add(1).write_volatile(slba);
+        }
+        sqe.prp1 = list_iova;
+    }
+
+    #[inline(always)]
+    fn post(&mut self, sqe: &Sqe) {
+        self.ring.push(sqe);
+    }
+
+    #[inline(always)]
+    fn has_unannounced(&self) -> bool {
+        self.ring.sq_dirty()
+    }
+
+    #[inline(always)]
+    fn ring_doorbell(&mut self) -> bool {
+        self.ring.ring_sq_doorbell()
+    }
+
+    fn discard_unannounced(&mut self) {
+        self.ring.discard_unannounced();
+    }
+
+    #[inline(always)]
+    fn peek_completion(&self) -> Option<CqeTail> {
+        self.ring.peek_tail()
+    }
+
+    #[inline(always)]
+    fn pop_completion(&mut self) {
+        self.ring.pop();
+    }
+
+    #[inline(always)]
+    fn release_completions(&mut self, popped: usize) -> bool {
+        self.ring.release_cq(popped)
+    }
+
+    fn position(&self) -> u32 {
+        self.ring.cq_position()
+    }
+
+    fn rewind(&mut self) {
+        self.ring.rewind();
+    }
+}

@@ -1,0 +1,143 @@
+//! Completion: [`IoQpair::poll`] reaps completions from the transport, checks that
+//! each names a command in flight, gives its command identifier back and delivers
+//! the request (once, for a split request, when its last command is done); it also
+//! reacts to the controller's control word, issues pending requests, and checks
+//! deadlines.
+
+use super::request::IoCompletion;
+use super::tracker::NO_PARENT;
+use super::{IoQpair, TIMEOUT_SCAN_POLLS};
+use crate::clock;
+use crate::spec::Status;
+use crate::transport::{CqeTail, Transport};
+
+impl<T: Transport> IoQpair<T> {
+    /// Polls for up to `max` completions, delivering each finished request to `cb`
+    /// exactly once. Also rings the SQ doorbell for queued commands, issues pending
+    /// requests as identifiers free up, reacts to controller resets and failure, and
+    /// checks deadlines. Returns the number of requests delivered.
+    #[inline]
+    pub fn poll(&mut self, max: usize, cb: &mut impl FnMut(IoCompletion)) -> usize {
+        self.stats.polls += 1;
+        let ctl = self.shared.handshake.load();
+        let mut delivered = 0;
+        if ctl != self.control_seen {
+            delivered += self.handle_control(ctl, cb);
+        }
+        if self.failed {
+            return delivered;
+        }
+        self.flush();
+        let mut consumed = 0;
+        while consumed < max {
+            let Some(cqe) = self.transport.peek_completion() else {
+                break;
+            };
+            let cid = cqe.cid();
+            if !self.trackers.in_flight(cid)
+                || cqe.sq_head() >= self.sq_entries
+                || cqe.sq_id() != self.qid
+            {
+                self.bad_completion(cqe);
+                break;
+            }
+            self.transport.pop_completion();
+            consumed += 1;
+            let status = Status::from_field(cqe.status_field());
+            delivered += self.complete_command(cid, status, cb);
+        }
+        if consumed > 0 {
+            if self.transport.release_completions(consumed) {
+                self.stats.cq_doorbell_writes += 1;
+            }
+            // Identifiers were freed: requests waiting behind the pending queue or a
+            // split request go now (`slow` is also set while held, when
+            // `drain_pending` does nothing). Only they can have dirtied the SQ since
+            // the flush above: the callback cannot reach this queue pair.
+            if self.slow {
+                self.drain_pending();
+                self.flush();
+            }
+        } else {
+            self.stats.idle_polls += 1;
+        }
+        if self.stats.polls >= self.next_timeout_scan {
+            self.next_timeout_scan = self.stats.polls + TIMEOUT_SCAN_POLLS;
+            self.scan_timeouts();
+        }
+        delivered
+    }
+
+    /// A completion that does not match a command in flight, or names one with an
+    /// impossible SQ head or SQ identifier: it is counted (once, however many polls
+    /// find it) and never delivered, and the controller is failed (by its owner)
+    /// rather than trusted with this queue's state. The queue pair consumes nothing
+    /// past it; the failure completes what is in flight.
+    #[cold]
+    #[inline(never)]
+    fn bad_completion(&mut self, cqe: CqeTail) {
+        let at = self.transport.position() | 1 << 17;
+        if self.bad_at == at {
+            return;
+        }
+        self.bad_at = at;
+        let cid = cqe.cid();
+        let what = if !self.trackers.in_flight(cid) {
+            self.stats.stray_completions += 1;
+            "no command in flight has this identifier (unknown, or a duplicate)"
+        } else {
+            self.stats.malformed_completions += 1;
+            "the SQ head or SQ identifier is out of range"
+        };
+        let reason = format!(
+            "queue {}: invalid completion (cid {cid}, sq_head {}, sq_id {}) with {} trackers and {} entries: {what}",
+            self.qid,
+            cqe.sq_head(),
+            cqe.sq_id(),
+            self.trackers.len(),
+            self.sq_entries
+        );
+        self.ctrl.request_failure(reason);
+    }
+
+    /// Ends command `cid` (in flight) with `status`: its identifier is free again and
+    /// its request is delivered if it is done. Returns the number delivered.
+    #[inline]
+    pub(super) fn complete_command(
+        &mut self,
+        cid: u16,
+        status: Status,
+        cb: &mut impl FnMut(IoCompletion),
+    ) -> usize {
+        let (parent, ctx) = self.trackers.give_back(cid);
+        if parent == NO_PARENT {
+            self.stats.completed += 1;
+            cb(IoCompletion { ctx, status });
+            return 1;
+        }
+        self.complete_piece(parent, status, cb)
+    }
+
+    /// Commands past their deadline: the first time, an Abort is asked of the
+    /// controller's admin side and the command gets one more period; the second, a
+    /// reset.
+    fn scan_timeouts(&mut self) {
+        let now = clock::ticks();
+        for cid in 0..self.trackers.len() as u16 {
+            let timeout_ticks = self.timeout_ticks;
+            let t = self.trackers.get_mut(cid);
+            if !t.active || (now.wrapping_sub(t.deadline) as i64) < 0 {
+                continue;
+            }
+            if !t.abort_sent {
+                t.abort_sent = true;
+                t.deadline = now.wrapping_add(timeout_ticks);
+                self.stats.timeouts += 1;
+                self.ctrl.request_abort(self.shared.qid, cid);
+            } else {
+                // The abort did not bring it back either: reset the controller.
+                self.ctrl.request_reset();
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The queue pair's side of a controller reset or failure (the whole handshake is
+//! walked through in [`crate::control`]): seen at a poll as a change of the control
+//! word, answered by completing what the device will never complete, rewinding the
+//! transport, holding or releasing new requests, and acknowledging.
+
+use super::request::IoCompletion;
+use super::IoQpair;
+use crate::control::{ControlWord, Phase};
+use crate::spec::Status;
+use crate::transport::Transport;
+
+impl<T: Transport> IoQpair<T> {
+    #[cold]
+    pub(super) fn handle_control(
+        &mut self,
+        ctl: ControlWord,
+        cb: &mut impl FnMut(IoCompletion),
+    ) -> usize {
+        self.control_seen = ctl;
+        match ctl.phase() {
+            Phase::Reset => {
+                // The device is disabled: nothing in flight will complete. Each request
+                // completes once, with a status that says it may be retried.
+                let n = self.abort_all(Status::ABORTED_SQ_DELETION, false, cb);
+                self.transport.rewind();
+                self.bad_at = 0;
+                self.held = true;
+                self.update_slow();
+                self.shared.handshake.acknowledge(ctl.epoch());
+                n
+            }
+            Phase::Live => {
+                debug_assert!(self.trackers.all_free(), "nothing was in flight while held");
+                self.held = false;
+                // Also brings `slow` up to date.
+                self.drain_pending();
+                self.flush();
+                0
+            }
+            Phase::Failed => {
+                let n = self.abort_all(Status::ABORTED_BY_HOST, true, cb);
+                self.failed = true;
+                self.held = true;
+                // Queued commands are never announced to a failed controller.
+                self.transport.discard_unannounced();
+                self.update_slow();
+                self.shared.handshake.acknowledge(ctl.epoch());
+                n
+            }
+        }
+    }
+
+    /// Completes everything in flight (and, when failing, everything pending) with
+    /// `status`. Returns the number delivered.
+    fn abort_all(
+        &mut self,
+        status: Status,
+        include_pending: bool,
+        cb: &mut impl FnMut(IoCompletion),
+    ) -> usize {
+        let mut n = 0;
+        for cid in 0..self.trackers.len() as u16 {
+            if self.trackers.in_flight(cid) {
+                self.stats.reset_aborts += 1;
+                n += self.complete_command(cid, status, cb);
+            }
+        }
+        debug_assert!(self.trackers.all_free());
+        // A split request with blocks not yet issued: its commands in flight were
+        // completed just above, so it ends here, with its first error or `status`.
+        n += self.abort_partial(status, cb);
+        if include_pending {
+            while let Some(req) = self.pending.pop() {
+                self.stats.completed += 1;
+                cb(IoCompletion {
+                    ctx: req.ctx,
+                    status,
+                });
+                n += 1;
+            }
+        }
+        n
+    }
+}

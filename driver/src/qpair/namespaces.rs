@@ -1,0 +1,173 @@
+//! What a queue pair checks requests against, copied from the controller when the
+//! queue pair is made so the data path follows no shared pointer: the namespaces
+//! (size, block size, largest command) and the IOVA windows buffers may come from.
+
+use super::request::{IoOp, IoRequest};
+use crate::ctrlr::CtrlInner;
+use crate::error::Error;
+
+/// IOVA windows a queue pair accepts buffers from.
+pub(crate) const MAX_DMA_WINDOWS: usize = 4;
+/// Maximum blocks in one read, write or write zeroes command (CDW12 NLB is 16 bits).
+pub(super) const MAX_NLB: u32 = 1 << 16;
+
+/// One namespace, as the data path needs it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct NsInfo {
+    pub nsid: u32,
+    pub nsze: u64,
+    pub block_shift: u32,
+    /// Largest read/write command, in blocks.
+    pub max_rw_blocks: u32,
+}
+
+impl NsInfo {
+    /// Largest command of operation `op`, in blocks.
+    pub fn max_blocks(&self, op: IoOp) -> u32 {
+        match op {
+            IoOp::Read | IoOp::Write => self.max_rw_blocks,
+            IoOp::WriteZeroes => MAX_NLB,
+            IoOp::Deallocate | IoOp::Flush => u32::MAX,
+        }
+    }
+}
+
+/// The namespaces and DMA windows of a queue pair's controller.
+#[derive(Debug)]
+pub(super) struct Namespaces {
+    ns: Box<[NsInfo]>,
+    /// `ns[0]` and its identifier widened (`u64::MAX` when there is none): almost
+    /// every queue pair serves one namespace, checked without following a pointer.
+    ns0: NsInfo,
+    ns0_key: u64,
+    /// (base, length) of the IOVA windows buffers may come from; unused ones are (0, 0).
+    windows: [(u64, u64); MAX_DMA_WINDOWS],
+}
+
+impl Namespaces {
+    pub fn new(ctrl: &CtrlInner) -> Namespaces {
+        let max_xfer = ctrl.max_xfer_bytes as u64;
+        let ns: Box<[NsInfo]> = ctrl
+            .namespaces
+            .iter()
+            .map(|n| {
+                let block_shift = n.block_size.trailing_zeros();
+                NsInfo {
+                    nsid: n.nsid,
+                    nsze: n.nsze,
+                    block_shift,
+                    max_rw_blocks: ((max_xfer >> block_shift) as u32).clamp(1, MAX_NLB),
+                }
+            })
+            .collect();
+        // Newest window first: a controller driven through a layer that registered
+        // its own buffer window (the block layer) gets that window's buffers on
+        // every I/O; one driven directly has only its pool's window.
+        let mut windows = [(0u64, 0u64); MAX_DMA_WINDOWS];
+        for (w, &r) in windows
+            .iter_mut()
+            .zip(crate::lock(&ctrl.dma_windows).iter().rev())
+        {
+            *w = r;
+        }
+        Namespaces {
+            ns0: ns.first().copied().unwrap_or(NsInfo {
+                nsid: 0,
+                nsze: 0,
+                block_shift: 0,
+                max_rw_blocks: 0,
+            }),
+            ns0_key: ns.first().map_or(u64::MAX, |n| n.nsid as u64),
+            ns,
+            windows,
+        }
+    }
+
+    #[inline(always)]
+    pub fn get(&self, nsid: u32) -> Option<&NsInfo> {
+        // Almost always one namespace: check the first before searching.
+        if nsid as u64 == self.ns0_key {
+            return Some(&self.ns0);
+        }
+        self.ns.iter().find(|n| n.nsid == nsid)
+    }
+
+    /// True if `len` bytes at `iova` lie in one of the device's DMA windows. The
+    /// windows are ordered newest first (see `new`), so the first test is the one that
+    /// matches for the usual caller.
+    #[inline(always)]
+    fn in_window(&self, iova: u64, len: u64) -> bool {
+        let inside = |&(b, l): &(u64, u64)| iova.wrapping_sub(b) < l && iova - b + len <= l;
+        if inside(&self.windows[0]) {
+            return true;
+        }
+        self.windows[1..].iter().any(inside)
+    }
+
+    /// True if `nlb` (at least one) blocks at `slba` lie inside a namespace of `nsze`
+    /// blocks.
+    #[inline(always)]
+    fn range_ok(slba: u64, nlb: u32, nsze: u64) -> bool {
+        let end = slba.wrapping_add(nlb as u64);
+        nlb != 0 && end >= slba && end <= nsze
+    }
+
+    /// The checks every request passes, branch-light; the reasons are worked out
+    /// by `invalid` only when one fails.
+    #[inline]
+    pub fn valid(&self, req: &IoRequest, ns: &NsInfo) -> bool {
+        match req.op {
+            IoOp::Flush => true,
+            IoOp::Read | IoOp::Write => self.valid_rw(req, ns),
+            _ => Self::range_ok(req.slba, req.nlb, ns.nsze),
+        }
+    }
+
+    /// The checks of a read or write: a range inside the namespace, and a buffer
+    /// long enough, 4-byte aligned (PRP rule) and in one of the device's windows.
+    #[inline(always)]
+    pub fn valid_rw(&self, req: &IoRequest, ns: &NsInfo) -> bool {
+        Self::range_ok(req.slba, req.nlb, ns.nsze)
+            && (req.buf.len as u64) >= (req.nlb as u64) << ns.block_shift
+            && req.buf.iova.0 & 3 == 0
+            && self.in_window(req.buf.iova.0, req.buf.len as u64)
+    }
+
+    /// Why `req` failed the checks, with how to fix it.
+    #[cold]
+    #[inline(never)]
+    pub fn invalid(&self, ctrl: &CtrlInner, req: &IoRequest) -> Error {
+        let Some(ns) = self.get(req.nsid) else {
+            return ctrl.no_such_namespace(req.nsid);
+        };
+        if !Self::range_ok(req.slba, req.nlb, ns.nsze) {
+            return Error::LbaOutOfRange {
+                nsid: req.nsid,
+                slba: req.slba,
+                nlb: req.nlb,
+                nsze: ns.nsze,
+            };
+        }
+        let need = (req.nlb as u64) << ns.block_shift;
+        if (req.buf.len as u64) < need {
+            return Error::BadBuffer(format!(
+                "{} blocks of {} bytes need {need} bytes, the buffer has {}",
+                req.nlb,
+                1u32 << ns.block_shift,
+                req.buf.len
+            ));
+        }
+        if req.buf.iova.0 & 3 != 0 {
+            return Error::BadBuffer(format!(
+                "buffer address {:#x} is not 4-byte aligned (NVMe PRP rule); use an offset that is a multiple of 4",
+                req.buf.iova.0
+            ));
+        }
+        Error::BadBuffer(format!(
+            "{}: the buffer at IOVA {:#x} ({} bytes) is not DMA memory of this device (from another \
+             controller's pool, or none); allocate it with this controller's alloc_buffer, or \
+             register its window with add_dma_window",
+            ctrl.name, req.buf.iova.0, req.buf.len
+        ))
+    }
+}

@@ -1,0 +1,101 @@
+//! The seam between the NVMe logic of a queue pair and the wire that carries its
+//! commands, as SPDK splits `nvme_qpair.c` from `nvme_pcie_common.c`.
+//!
+//! The NVMe logic ([`crate::qpair`]: trackers and command identifiers, the pending
+//! queue, split requests, completion dispatch, timeouts, the reset handshake) is
+//! written once, generic over a [`Transport`]. A transport moves commands and
+//! completions and describes data buffers:
+//!
+//! - PCIe ([`crate::pcie::PcieQueue`]): a submission and a completion ring in host
+//!   memory with doorbells in BAR0; data described by PRP entries in the command.
+//! - NVMe/TCP (not written yet) would fit the same trait: `post` appends a command
+//!   capsule to the socket's send buffer, `ring_doorbell` sends it, `peek_completion`
+//!   and `pop_completion` parse response capsules from the receive buffer,
+//!   `describe_data` sets an SGL transport data block descriptor instead of PRPs,
+//!   and `rewind` drops what the old connection had buffered.
+//!
+//! Dispatch is static (`IoQpair<T: Transport>`): each transport gets its own copy of
+//! the data path, with no indirect call per I/O.
+
+use crate::spec::Sqe;
+
+/// What the NVMe logic of a queue pair needs from the wire under it. One owner
+/// thread calls every method (`&mut self`); none allocates, locks or sleeps.
+pub trait Transport: Send + std::fmt::Debug {
+    /// Commands that may be in flight at once (the trackers the NVMe logic keeps).
+    fn depth_max(&self) -> usize;
+
+    /// Describes `len` bytes of data at `iova` (dword aligned, within the transfer
+    /// the controller allows per command) in `sqe`, for command identifier `cid`,
+    /// which is not in flight.
+    fn describe_data(&mut self, cid: u16, sqe: &mut Sqe, iova: u64, len: u64);
+
+    /// Attaches a one-range Dataset Management range (context attributes 0, `nlb`
+    /// blocks at `slba`) to `sqe` as its data, for `cid`, which is not in flight.
+    fn describe_dsm_range(&mut self, cid: u16, sqe: &mut Sqe, slba: u64, nlb: u32);
+
+    /// Queues a command for the device; it is sent at the next `ring_doorbell`.
+    /// The NVMe logic never has more than `depth_max` commands in flight.
+    fn post(&mut self, sqe: &Sqe);
+
+    /// True when commands were posted since the last `ring_doorbell`.
+    fn has_unannounced(&self) -> bool;
+
+    /// Announces the commands posted since the last call; true if it did anything.
+    fn ring_doorbell(&mut self) -> bool;
+
+    /// Drops commands posted but not announced (the controller failed).
+    fn discard_unannounced(&mut self);
+
+    /// The next completion, if one arrived; it stays until `pop_completion`.
+    fn peek_completion(&self) -> Option<CqeTail>;
+
+    /// Consumes the completion `peek_completion` returned.
+    fn pop_completion(&mut self);
+
+    /// Tells the device that `popped` more completions were consumed, when it needs
+    /// to know; true if it did anything.
+    fn release_completions(&mut self, popped: usize) -> bool;
+
+    /// Where the completion stream stands: equal values mean nothing was consumed
+    /// in between.
+    fn position(&self) -> u32;
+
+    /// Forgets every command and completion: the device no longer has the queues
+    /// (controller disabled); it gets them back empty.
+    fn rewind(&mut self);
+}
+
+/// The words of a completion (the CQE on PCIe, the response capsule's CQE on a
+/// fabric) the owner checks before it trusts one:
+/// dword 2 (SQ head, SQ identifier) and dword 3 (command identifier, phase, status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CqeTail {
+    /// Dword 2: SQ head (bits 15:0), SQ identifier (31:16).
+    pub dw2: u32,
+    /// Dword 3: command identifier (15:0), phase tag (16), status (31:17).
+    pub dw3: u32,
+}
+
+impl CqeTail {
+    /// The command identifier.
+    #[inline(always)]
+    pub fn cid(self) -> u16 {
+        self.dw3 as u16
+    }
+    /// The SQ head pointer the device reports.
+    #[inline(always)]
+    pub fn sq_head(self) -> u16 {
+        self.dw2 as u16
+    }
+    /// The SQ identifier.
+    #[inline(always)]
+    pub fn sq_id(self) -> u16 {
+        (self.dw2 >> 16) as u16
+    }
+    /// The status field without the phase tag.
+    #[inline(always)]
+    pub fn status_field(self) -> u16 {
+        (self.dw3 >> 17) as u16
+    }
+}
