@@ -144,6 +144,11 @@ pub trait PathQueue: Send {
     /// Requests accepted so far (the channel reports them as the I/Os dispatched on
     /// the path).
     fn submitted(&self) -> u64;
+    /// Requests that waited in the queue's own pending queue (a depth deeper than
+    /// its command slots); 0 for a queue without one.
+    fn pended(&self) -> u64 {
+        0
+    }
     /// True once the controller behind it failed for good.
     fn is_failed(&self) -> bool;
     /// True when a poll has work to do (requests outstanding, or a state change the
@@ -182,6 +187,9 @@ impl PathQueue for IoQpair {
     }
     fn submitted(&self) -> u64 {
         IoQpair::stats(self).submitted
+    }
+    fn pended(&self) -> u64 {
+        IoQpair::stats(self).pended
     }
     #[inline]
     fn is_failed(&self) -> bool {

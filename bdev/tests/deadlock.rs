@@ -363,6 +363,17 @@ fn run(policy: Policy) {
         per_path(&mp, &reports, "softB"),
     );
     assert!(on_a > 0, "A carried no I/O");
+    // QD 96 per core over queues of 16 entries: I/Os waited in the driver's pending
+    // queue (the submitter was never blocked by a full queue).
+    let pended: u64 = reports
+        .iter()
+        .flat_map(|r| r.paths.iter())
+        .map(|p| p.pended)
+        .sum();
+    assert!(
+        pended > 0,
+        "nothing waited in the driver's pending queue: {reports:?}"
+    );
     assert!(on_b > 0, "{policy:?}: B carried no I/O");
     if policy != Policy::ActivePassive {
         // Active-active: B shares the load whenever it is optimized, so its resets

@@ -46,10 +46,37 @@ pub const IOVA_BASE: u64 = 1 << 32;
 /// a process), so a buffer from one controller's pool handed to another controller
 /// is recognised and refused instead of being read through an unrelated mapping.
 pub const POOL_IOVA_SPAN: u64 = 16 << 30;
-/// Distinct pool windows before they are reused: they fit below 128 GiB.
+/// Distinct pool windows: they fit below 128 GiB. A pool takes a window no live pool
+/// has and gives it back when it is dropped; only with more than this many pools alive
+/// at once do two share a window (said once), and foreign-buffer detection between
+/// those two becomes best effort.
 pub const POOL_SLOTS: u64 = 7;
 
-static NEXT_POOL: AtomicU64 = AtomicU64::new(0);
+/// Windows in use by live pools, a bit each.
+static POOL_WINDOWS_USED: AtomicU64 = AtomicU64::new(0);
+/// Where a pool goes when every window is in use.
+static NEXT_SHARED_WINDOW: AtomicU64 = AtomicU64::new(0);
+static SAID_WINDOWS_SHARED: AtomicBool = AtomicBool::new(false);
+
+/// A window no live pool has (its bit now set), or `None` when all are taken.
+fn take_window() -> Option<u64> {
+    let mut used = POOL_WINDOWS_USED.load(Ordering::Relaxed);
+    loop {
+        let slot = (!used).trailing_zeros() as u64;
+        if slot >= POOL_SLOTS {
+            return None;
+        }
+        match POOL_WINDOWS_USED.compare_exchange_weak(
+            used,
+            used | 1 << slot,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return Some(slot),
+            Err(now) => used = now,
+        }
+    }
+}
 
 static SAID_NO_HUGEPAGES: AtomicBool = AtomicBool::new(false);
 
@@ -89,6 +116,8 @@ pub struct DmaStats {
 
 struct PoolShared {
     name: String,
+    /// The window this pool holds alone (given back on drop); `None` when shared.
+    window: Option<u64>,
     iova_base: u64,
     mapper: Arc<dyn DmaMapper>,
     use_huge: bool,
@@ -144,10 +173,21 @@ impl DmaPool {
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .is_some_and(|n| n > 0);
-        let iova_base =
-            IOVA_BASE + NEXT_POOL.fetch_add(1, Ordering::Relaxed) % POOL_SLOTS * POOL_IOVA_SPAN;
+        let window = take_window();
+        let slot = window.unwrap_or_else(|| {
+            if !SAID_WINDOWS_SHARED.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "nvme-driver: more than {POOL_SLOTS} DMA pools alive at once: {name} shares \
+                     an IOVA window with another pool, so a buffer of one handed to the other \
+                     is no longer always recognised"
+                );
+            }
+            NEXT_SHARED_WINDOW.fetch_add(1, Ordering::Relaxed) % POOL_SLOTS
+        });
+        let iova_base = IOVA_BASE + slot * POOL_IOVA_SPAN;
         DmaPool(Arc::new(PoolShared {
             name: name.to_string(),
+            window,
             iova_base,
             mapper,
             use_huge,
@@ -343,6 +383,10 @@ impl Drop for PoolShared {
             // SAFETY: every buffer holds a pool reference, so none is alive now, and
             // the device mapping was removed above.
             unsafe { libc::munmap(c.ptr.as_ptr().cast(), c.len) };
+        }
+        // Unmapped above: the window is free for the next pool.
+        if let Some(slot) = self.window {
+            POOL_WINDOWS_USED.fetch_and(!(1 << slot), Ordering::AcqRel);
         }
     }
 }

@@ -26,13 +26,15 @@ pub trait Transport: Send + std::fmt::Debug {
     fn depth_max(&self) -> usize;
 
     /// Describes `len` bytes of data at `iova` (dword aligned, within the transfer
-    /// the controller allows per command) in `sqe`, for command identifier `cid`,
-    /// which is not in flight.
-    fn describe_data(&mut self, cid: u16, sqe: &mut Sqe, iova: u64, len: u64);
+    /// the controller allows per command) in `sqe`, for the command on tracker `tag`
+    /// (below `depth_max`; the key of per-command transport state such as a PRP list
+    /// page), which is not in flight.
+    fn describe_data(&mut self, tag: u16, sqe: &mut Sqe, iova: u64, len: u64);
 
     /// Attaches a one-range Dataset Management range (context attributes 0, `nlb`
-    /// blocks at `slba`) to `sqe` as its data, for `cid`, which is not in flight.
-    fn describe_dsm_range(&mut self, cid: u16, sqe: &mut Sqe, slba: u64, nlb: u32);
+    /// blocks at `slba`) to `sqe` as its data, for the command on tracker `tag`, which
+    /// is not in flight.
+    fn describe_dsm_range(&mut self, tag: u16, sqe: &mut Sqe, slba: u64, nlb: u32);
 
     /// Queues a command for the device; it is sent at the next `ring_doorbell`.
     /// The NVMe logic never has more than `depth_max` commands in flight.

@@ -318,12 +318,23 @@ pub(super) fn connect(inner: &Inner, connector: &Connector) -> Result<(Controlle
     Ok((ctrl, space))
 }
 
+/// `CtrlRecord::space` while no instance holds an address space (between a failed
+/// instance's and a reconnected one's); ids are counted from 0 and never get here.
+const NO_SPACE: u64 = u64::MAX;
+
 /// A new controller instance for a lost one: its paths are replaced by new path
 /// instances through it.
 fn reconnect(inner: &Inner, record: &CtrlRecord) -> Result<Controller> {
+    // The old instance failed: the driver deleted its queues and disabled it, so the
+    // device no longer reaches the buffers. Their window leaves its IOMMU domain
+    // first: the connector may hand back the same device (a controller that failed
+    // but is still there), whose domain must take the window again.
+    let old_space = record.space.swap(NO_SPACE, Ordering::AcqRel);
+    if old_space != NO_SPACE {
+        inner.bufs.fanout.detach(old_space);
+    }
     let (ctrl, space) = connect(inner, &record.connector)?;
-    let old_space = record.space.swap(space, Ordering::AcqRel);
-    inner.bufs.fanout.detach(old_space);
+    record.space.store(space, Ordering::Release);
     let old: Vec<_> = lock(&record.paths).drain(..).collect();
     for p in old {
         p.mp.remove_path(p.path.id);

@@ -226,7 +226,13 @@ impl Controller {
                 Ok(true) => {}
                 // Not aborted: it may still complete; if not, the qpair asks for a reset.
                 Ok(false) => {}
-                Err(_) => inner.reset_wanted.store(true, Ordering::Release),
+                // The admin queue does not answer either: reset now. The other aborts
+                // would each wait out the admin timeout for nothing (the reset ends
+                // their commands, and empties the queue of aborts).
+                Err(_) => {
+                    inner.reset_wanted.store(true, Ordering::Release);
+                    break;
+                }
             }
         }
         if inner.reset_wanted.swap(false, Ordering::AcqRel) {

@@ -38,11 +38,11 @@ impl PcieQueue {
         })
     }
 
-    /// The page of command identifier `cid`: its address and its IOVA.
+    /// The page of the command on tracker `tag`: its address and its IOVA.
     #[inline(always)]
-    fn page(&self, cid: u16) -> (*mut u64, u64) {
-        debug_assert!((cid as usize) < self.depth_max);
-        let off = cid as usize * PAGE_SIZE as usize;
+    fn page(&self, tag: u16) -> (*mut u64, u64) {
+        debug_assert!((tag as usize) < self.depth_max);
+        let off = tag as usize * PAGE_SIZE as usize;
         (
             self.prp_mem.as_ptr().wrapping_add(off).cast::<u64>(),
             self.prp_mem.iova().0 + off as u64,
@@ -57,11 +57,11 @@ impl Transport for PcieQueue {
     }
 
     #[inline(always)]
-    fn describe_data(&mut self, cid: u16, sqe: &mut Sqe, iova: u64, len: u64) {
-        // Section 4.1.1: PRP2 is unused, the second page, or a list (this cid's page).
+    fn describe_data(&mut self, tag: u16, sqe: &mut Sqe, iova: u64, len: u64) {
+        // Section 4.1.1: PRP2 is unused, the second page, or a list (this tag's page).
         // SAFETY: the caller checked alignment and length; the list page belongs to
-        // this cid, which is not in flight, so the device is not reading it.
-        match unsafe { prp::prp2(iova, len, || self.page(cid)) } {
+        // this tag, whose command is not in flight, so the device is not reading it.
+        match unsafe { prp::prp2(iova, len, || self.page(tag)) } {
             Some(p) => {
                 sqe.prp1 = iova;
                 sqe.prp2 = p;
@@ -75,11 +75,11 @@ impl Transport for PcieQueue {
         }
     }
 
-    fn describe_dsm_range(&mut self, cid: u16, sqe: &mut Sqe, slba: u64, nlb: u32) {
-        let (list, list_iova) = self.page(cid);
+    fn describe_dsm_range(&mut self, tag: u16, sqe: &mut Sqe, slba: u64, nlb: u32) {
+        let (list, list_iova) = self.page(tag);
         // One range (NVM Command Set, Dataset Management): context attributes, length
         // in blocks, starting LBA.
-        // SAFETY: the page is this cid's, which is not in flight, and 16 bytes fit.
+        // SAFETY: the page is this tag's, whose command is not in flight; 16 bytes fit.
         unsafe {
             list.cast::<u32>().write_volatile(0);
             list.cast::<u32>().add(1).write_volatile(nlb);

@@ -123,12 +123,13 @@ impl<T: Transport> IoQpair<T> {
     /// reset.
     fn scan_timeouts(&mut self) {
         let now = clock::ticks();
-        for cid in 0..self.trackers.len() as u16 {
+        for index in 0..self.trackers.len() {
             let timeout_ticks = self.timeout_ticks;
-            let t = self.trackers.get_mut(cid);
+            let t = self.trackers.get_mut(index);
             if !t.active || (now.wrapping_sub(t.deadline) as i64) < 0 {
                 continue;
             }
+            let cid = t.cid;
             if !t.abort_sent {
                 t.abort_sent = true;
                 t.deadline = now.wrapping_add(timeout_ticks);

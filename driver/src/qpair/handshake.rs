@@ -59,8 +59,8 @@ impl<T: Transport> IoQpair<T> {
         cb: &mut impl FnMut(IoCompletion),
     ) -> usize {
         let mut n = 0;
-        for cid in 0..self.trackers.len() as u16 {
-            if self.trackers.in_flight(cid) {
+        for index in 0..self.trackers.len() {
+            if let Some(cid) = self.trackers.in_flight_at(index) {
                 self.stats.reset_aborts += 1;
                 n += self.complete_command(cid, status, cb);
             }

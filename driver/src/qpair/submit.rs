@@ -129,7 +129,12 @@ impl<T: Transport> IoQpair<T> {
             IoOp::Deallocate => {
                 let mut sqe = Sqe::new(io_opc::DATASET_MANAGEMENT);
                 sqe.nsid = req.nsid;
-                self.transport.describe_dsm_range(cid, &mut sqe, slba, nlb);
+                self.transport.describe_dsm_range(
+                    self.trackers.index(cid) as u16,
+                    &mut sqe,
+                    slba,
+                    nlb,
+                );
                 sqe.cdw10 = 0; // one range, zero based
                 sqe.cdw11 = 1 << 2; // AD: deallocate
                 sqe
@@ -152,7 +157,8 @@ impl<T: Transport> IoQpair<T> {
         len: u64,
     ) -> Sqe {
         let mut sqe = Sqe::rw(opc, nsid, slba, nlb);
-        self.transport.describe_data(cid, &mut sqe, iova, len);
+        let tag = self.trackers.index(cid) as u16;
+        self.transport.describe_data(tag, &mut sqe, iova, len);
         sqe
     }
 

@@ -200,6 +200,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
         out.extend(self.paths.iter().flatten().map(|p| PathIoStats {
             inflight: p.queue.outstanding() as u64,
             submitted: p.queue.submitted(),
+            pended: p.queue.pended(),
             ..p.stats
         }));
     }

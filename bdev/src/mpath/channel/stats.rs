@@ -11,6 +11,9 @@ pub struct PathIoStats {
     pub inflight: u64,
     /// Path errors it returned.
     pub path_errors: u64,
+    /// I/Os that waited in the path queue's own pending queue (the driver's, when
+    /// this core's I/Os on the path outnumber its command slots).
+    pub pended: u64,
 }
 
 /// Counters of one channel.
