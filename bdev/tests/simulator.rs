@@ -23,7 +23,7 @@
 //!
 //! Same seed, same fault schedule (the threads of the devices and of the layer's
 //! controller thread interleave as they will). Environment:
-//! - `NVME_SIM_SEEDS=N` runs seeds 1..=N (default 64, split over two tests);
+//! - `NVME_SIM_SEEDS=N` runs seeds 1..=N (default 120, spread over four tests);
 //! - `NVME_SIM_SEED=S` runs seed S alone, printing its schedule.
 //!
 //! A failing seed prints the command that replays it.
@@ -587,31 +587,52 @@ fn run_seeds(seeds: impl Iterator<Item = u64>, verbose: bool) {
     );
 }
 
-fn seed_range(half: u64) -> Option<impl Iterator<Item = u64>> {
+/// Seeds 1..=N of shard `shard` (seed % SHARDS), or `None` when `NVME_SIM_SEED` asks
+/// for one seed (run by shard 0).
+fn shard_seeds(shard: u64) -> Option<impl Iterator<Item = u64>> {
     if std::env::var("NVME_SIM_SEED").is_ok() {
         return None;
     }
     let n: u64 = std::env::var("NVME_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(64);
-    Some((1..=n).filter(move |s| s % 2 == half))
+        .unwrap_or(DEFAULT_SEEDS);
+    Some((1..=n).filter(move |s| s % SHARDS == shard))
 }
 
-#[test]
-fn simulated_faults_odd_seeds() {
-    if let Some(seeds) = seed_range(1) {
-        run_seeds(seeds, false);
-    }
-}
+/// Seeds a plain `cargo test` runs (CI): about three minutes on two cores.
+const DEFAULT_SEEDS: u64 = 120;
+/// Tests the seeds are spread over: libtest runs them on parallel threads, and a
+/// seed spends most of its time waiting (timeouts, reconnect delays).
+const SHARDS: u64 = 4;
 
-#[test]
-fn simulated_faults_even_seeds() {
-    match seed_range(0) {
+fn run_shard(shard: u64) {
+    match shard_seeds(shard) {
         Some(seeds) => run_seeds(seeds, false),
-        None => {
+        None if shard == 0 => {
             let seed = std::env::var("NVME_SIM_SEED").unwrap().parse().unwrap();
             run_seeds(std::iter::once(seed), true);
         }
+        None => {}
     }
+}
+
+#[test]
+fn simulated_faults_shard_0() {
+    run_shard(0);
+}
+
+#[test]
+fn simulated_faults_shard_1() {
+    run_shard(1);
+}
+
+#[test]
+fn simulated_faults_shard_2() {
+    run_shard(2);
+}
+
+#[test]
+fn simulated_faults_shard_3() {
+    run_shard(3);
 }

@@ -55,7 +55,17 @@ pub(crate) struct CtrlRecord {
     pub(super) reconnects: AtomicU64,
     paths: Mutex<Vec<CtrlPath>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// When the controller thread last read the ANA log unasked (see `ANA_RECHECK`).
+    ana_rechecked: Mutex<Instant>,
 }
+
+/// How often a controller with a path that is not accessible re-reads its ANA log
+/// unasked. The change notice that would bring the path back can be lost (an
+/// Asynchronous Event completion the host never sees), and no I/O goes down an
+/// inaccessible path to learn of the change from its status. One Get Log Page a
+/// second, only while degraded; if the admin queue itself is stuck, the read times
+/// out and the driver resets the controller, which reads the log again.
+const ANA_RECHECK: Duration = Duration::from_secs(1);
 
 impl CtrlRecord {
     /// The record of controller `name`, live as `ctrl` in address space `space`, with no
@@ -72,6 +82,7 @@ impl CtrlRecord {
             reconnects: AtomicU64::new(0),
             paths: Mutex::new(Vec::new()),
             thread: Mutex::new(None),
+            ana_rechecked: Mutex::new(Instant::now()),
         }
     }
 
@@ -255,7 +266,23 @@ fn tend_live(inner: &Inner, record: &CtrlRecord, ctrl: &Controller) -> Option<Li
         .filter(|p| p.path.ana_stale.swap(false, Ordering::AcqRel))
         .count()
         > 0;
-    if stale && ctrl.identify().ana_supported() {
+    let degraded = || {
+        lock(&record.paths).iter().any(|p| {
+            !matches!(
+                ana_of(ctrl, p.nsid),
+                AnaState::Optimized | AnaState::NonOptimized
+            )
+        })
+    };
+    let recheck = || {
+        let mut at = lock(&record.ana_rechecked);
+        let due = at.elapsed() >= ANA_RECHECK;
+        if due {
+            *at = Instant::now();
+        }
+        due
+    };
+    if ctrl.identify().ana_supported() && (stale || (degraded() && recheck())) {
         if let Err(e) = ctrl.refresh_ana() {
             log::warn!("{}: ANA log re-read failed: {e}", record.name);
         }

@@ -100,6 +100,12 @@ impl CtrlInner {
                 return Ok(cqe);
             }
             if start.elapsed() > timeout {
+                // Its completion is lost or late, and the admin queue in doubt (a
+                // completion queue entry the host cannot see blocks every later one):
+                // the recovery is a controller reset, as Linux does for an admin
+                // timeout. The owner's next `process_admin` does it.
+                self.reset_wanted
+                    .store(true, std::sync::atomic::Ordering::Release);
                 return Err(Error::Timeout {
                     device: self.name.clone(),
                     what: format!(

@@ -158,6 +158,15 @@ impl Controller {
         }
         inner.notify_queues();
         inner.arm_events(aq);
+        // A reset aborts outstanding Asynchronous Event Requests (section 5.2), and
+        // with them any ANA change notice the device had not delivered: read the log
+        // again, as Linux does on every reset (nvme_init_ctrl_finish). Best effort:
+        // the cached log stays if the read fails.
+        if inner.ident.ana_supported() {
+            if let Ok(log) = inner.read_ana_log(aq) {
+                *lock(&inner.ana) = Some(log);
+            }
+        }
         inner.reset_wanted.store(false, Ordering::Release);
         while inner.aborts.pop().is_some() {}
         if !inner
