@@ -363,9 +363,22 @@ fn reconnect(inner: &Inner, record: &CtrlRecord) -> Result<Controller> {
     let (ctrl, space) = connect(inner, &record.connector)?;
     record.space.store(space, Ordering::Release);
     let old: Vec<_> = lock(&record.paths).drain(..).collect();
+    let mut result = Ok(());
+    let mut not_readded = Vec::new();
     for p in old {
+        if result.is_err() {
+            not_readded.push(p);
+            continue;
+        }
         p.mp.remove_path(p.path.id);
-        add_path(inner, record, &p.mp, &ctrl, p.nsid)?;
+        if let Err(e) = add_path(inner, record, &p.mp, &ctrl, p.nsid) {
+            // The new instance failed already (its queues cannot be made): this path
+            // and the rest stay on the record, so the next attempt adds them back
+            // (their old ids are gone from the bdevs; removing them again is a no-op).
+            not_readded.push(p);
+            result = Err(e);
+        }
     }
-    Ok(ctrl)
+    lock(&record.paths).extend(not_readded);
+    result.map(|()| ctrl)
 }
