@@ -31,13 +31,13 @@ fn phase_failovers(out: &GuestOutput, phase: &str) -> u64 {
         .unwrap_or_else(|| panic!("no failover count for phase {phase}:\n{out}"))
 }
 
-/// `unplug`: the QOM id of the controller to unplug (c0 is A, c1 is B).
-fn reset_then_unplug(policy: &str, unplug: &str) {
+/// Runs `nvme-e2e-mpath POLICY ARGS` in an `mpath` guest (its `mpath ...` lines shown
+/// with `--nocapture`), and checks it passed and printed every line of `wants`.
+fn scenario(policy: &str, args: &str, wants: &[&str]) -> GuestOutput {
     let guest = Guest::new(Topology::Mpath).timeout(Duration::from_secs(240));
-    let script = format!("nvme-e2e-mpath {policy} --resets 5 --unplug {unplug}");
     // No retry: an emulator crash is a failure like any other (qemu/run reports it
     // with the signal and the console tail, which the assertion below prints).
-    let out = guest.run(&script);
+    let out = guest.run(&format!("nvme-e2e-mpath {policy} {args}"));
     for l in out.stdout.lines().filter(|l| l.starts_with("mpath ")) {
         eprintln!("{l}");
     }
@@ -50,14 +50,24 @@ fn reset_then_unplug(policy: &str, unplug: &str) {
     );
     for want in [
         "nothing lost, data intact",
-        "phase reset:",
-        "phase unplug:",
         "phase after:",
-        "left the PCI bus",
         "0 errors, 0 duplicates, 0 stray, 0 left over, 0 mismatches",
-    ] {
+    ]
+    .iter()
+    .chain(wants)
+    {
         assert!(out.stdout.contains(want), "{want:?} missing:\n{out}");
     }
+    out
+}
+
+/// `unplug`: the QOM id of the controller to unplug (c0 is A, c1 is B).
+fn reset_then_unplug(policy: &str, unplug: &str) {
+    let out = scenario(
+        policy,
+        &format!("--resets 5 --unplug {unplug}"),
+        &["phase reset:", "phase unplug:", "left the PCI bus"],
+    );
     assert!(
         out.stdout.contains("reset 4 of 0000:01:00.0 done"),
         "five resets of A:\n{out}"
@@ -105,29 +115,16 @@ fn least_queue_depth_fails_over_through_resets_and_unplug() {
 /// the same bdev, and it carries I/O again. Nothing lost, data intact throughout.
 #[test]
 fn round_robin_reconnects_a_controller_plugged_back_over_vfio() {
-    let guest = Guest::new(Topology::Mpath).timeout(Duration::from_secs(240));
-    let out = guest.run("nvme-e2e-mpath round-robin --resets 1 --unplug c1 --replug");
-    for l in out.stdout.lines().filter(|l| l.starts_with("mpath ")) {
-        eprintln!("{l}");
-    }
-    out.assert_success();
-    assert!(
-        out.stdout
-            .lines()
-            .any(|l| l.trim() == "PASS mpath-round-robin"),
-        "scenario did not pass:\n{out}"
+    let out = scenario(
+        "round-robin",
+        "--resets 1 --unplug c1 --replug",
+        &[
+            "0000:02:00.0 left the PCI bus",
+            "replug: 0000:02:00.0 on the PCI bus",
+            "replug: path 0000:02:00.0 usable again",
+            "phase replug:",
+        ],
     );
-    for want in [
-        "0000:02:00.0 left the PCI bus",
-        "replug: 0000:02:00.0 on the PCI bus",
-        "replug: path 0000:02:00.0 usable again",
-        "phase replug:",
-        "phase after:",
-        "nothing lost, data intact",
-        "0 errors, 0 duplicates, 0 stray, 0 left over, 0 mismatches",
-    ] {
-        assert!(out.stdout.contains(want), "{want:?} missing:\n{out}");
-    }
     // The path never went away (ctrl_loss_timeout 60 s): it was reconnected, not
     // added anew, and it carried I/O after it came back.
     assert!(

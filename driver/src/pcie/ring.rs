@@ -114,11 +114,11 @@ impl Ring {
             .as_ptr()
             .wrapping_add(self.sq_tail as usize * SQE_SIZE)
             .cast::<u64>();
-        // SAFETY: `sq_tail < sq_entries` and the SQ buffer holds `sq_entries` 64-byte
-        // slots; the slot is free because the owner keeps at most `sq_entries - 1`
-        // commands in flight. An Sqe is 64 bytes of plain integers, so it may be
-        // viewed as eight u64 words, and the slot is 64-byte aligned (the queue is
-        // page aligned).
+        // `sq_tail < sq_entries` and the SQ buffer holds `sq_entries` 64-byte slots;
+        // the slot is free because the owner keeps at most `sq_entries - 1` commands
+        // in flight; the slot is 64-byte aligned (the queue is page aligned).
+        // SAFETY: in bounds, free and aligned as above; an Sqe is 64 bytes of plain
+        // integers, so it may be read as eight u64 words.
         unsafe {
             let words = (sqe as *const Sqe).cast::<[u64; 8]>().read();
             for (i, w) in words.iter().enumerate() {
