@@ -11,8 +11,9 @@
 use super::pattern::{self, Mismatch, XorShift};
 use hdrhistogram::Histogram;
 use nvme_driver::clock;
+use nvme_driver::spec::Status;
 use nvme_driver::{DmaBuf, IoCompletion, IoQpair, IoRequest, QpairStats};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Barrier;
 
 /// Highest latency the histograms hold, in nanoseconds (longer ones saturate).
@@ -242,6 +243,10 @@ pub struct Shared {
     pub done: Vec<AtomicU64>,
     /// Set by each worker when the measured phase starts (after fill and warm-up).
     pub measuring: Vec<AtomicBool>,
+    /// Failed I/Os so far, per worker (relaxed; for `-Q`'s error log only).
+    pub errors: Vec<AtomicU64>,
+    /// The latest failed I/O's [`ErrorWord`], per worker (relaxed; `-Q`'s error log).
+    pub last_error: Vec<AtomicU32>,
     /// All workers start timing together, after the verify fill.
     pub start: Barrier,
 }
@@ -253,8 +258,36 @@ impl Shared {
             stop: AtomicBool::new(false),
             done: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             measuring: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            errors: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            last_error: (0..workers).map(|_| AtomicU32::new(0)).collect(),
             start: Barrier::new(workers),
         }
+    }
+}
+
+/// A failed I/O as the workers publish it for the main thread's error log: its
+/// status field (bits 14:0) and whether it was a write (bit 16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorWord(pub u32);
+
+impl ErrorWord {
+    /// The word of a failed read or write with `status`.
+    pub fn new(write: bool, status: Status) -> Self {
+        ErrorWord(status.0 as u32 | (write as u32) << 16)
+    }
+    /// spdk_nvme_perf's line for it: `Read completed with error (sct=0, sc=2)`.
+    pub fn describe(self) -> String {
+        let status = Status(self.0 as u16);
+        let op = if self.0 >> 16 & 1 == 1 {
+            "Write"
+        } else {
+            "Read"
+        };
+        format!(
+            "{op} completed with error (sct={}, sc={})",
+            status.sct(),
+            status.sc()
+        )
     }
 }
 
@@ -339,6 +372,8 @@ struct NsState<B: Backend> {
     seq_next: u64,
     /// Next fill slot, during the fill phase.
     fill_next: u64,
+    /// The latest I/O that completed with an error status (`-Q`'s error log).
+    last_error: ErrorWord,
     r: NsResult,
 }
 
@@ -371,6 +406,7 @@ impl<B: Backend> NsState<B> {
             busy: 0,
             seq_next: 0,
             fill_next: job.fill.start,
+            last_error: ErrorWord(0),
             r: NsResult {
                 device: job.device.clone(),
                 nsid: job.nsid,
@@ -514,6 +550,7 @@ impl<B: Backend> NsState<B> {
                 if !c.status.is_success() {
                     let op = if t.write { "write" } else { "read" };
                     self.fail(format_args!("{op} at LBA {}: {}", t.lba, c.status));
+                    self.last_error = ErrorWord::new(t.write, c.status);
                     // The slot retires (a failing device should end the run, not
                     // spin), unless -Q asked to go on.
                     if p.continue_on_error && resubmit && self.may_start() {
@@ -551,6 +588,19 @@ impl<B: Backend> NsState<B> {
             self.job.backend.flush(q);
         }
         handled
+    }
+}
+
+/// Hands this worker's error count and latest failed I/O to the main thread, which
+/// prints `-Q`'s error log (the worker itself never prints).
+#[inline]
+fn publish_errors<B: Backend>(states: &[NsState<B>], idx: usize, shared: &Shared) {
+    let errors: u64 = states.iter().map(|s| s.r.errors).sum();
+    if errors != shared.errors[idx].load(Ordering::Relaxed) {
+        if let Some(s) = states.iter().rev().find(|s| s.last_error.0 != 0) {
+            shared.last_error[idx].store(s.last_error.0, Ordering::Relaxed);
+        }
+        shared.errors[idx].store(errors, Ordering::Relaxed);
     }
 }
 
@@ -594,6 +644,7 @@ pub fn run_worker<B: Backend>(
                 total += s.poll(p, &mut rng, scale, false, true, true);
             }
             done.store(total, Ordering::Relaxed);
+            publish_errors(&states, idx, shared);
         }
     }
     shared.start.wait();
@@ -635,6 +686,7 @@ pub fn run_worker<B: Backend>(
             busy += s.busy;
         }
         done.store(total, Ordering::Relaxed);
+        publish_errors(&states, idx, shared);
         if busy == 0 {
             // Every slot retired on errors, or -d's count is done.
             break;
@@ -657,6 +709,7 @@ pub fn run_worker<B: Backend>(
         for s in states.iter_mut() {
             s.poll(p, &mut rng, scale, false, false, false);
         }
+        publish_errors(&states, idx, shared);
     }
     let mut out = Vec::with_capacity(states.len());
     for mut s in states {

@@ -301,6 +301,58 @@ pub fn run_mpath(
     run_workers(opts, workers, ui, "bdev", || {})
 }
 
+/// `-Q N`'s error log, printed (as notes, on stderr) by the main thread as
+/// spdk_nvme_perf's RATELIMIT_LOG does: the 1st, (N+1)th, (2N+1)th... failed I/O gets a line on stderr, after the
+/// first prefixed with how many were suppressed. The workers publish a count and
+/// their latest failure; a line describes the latest failure at the time it is
+/// printed (the workers never print).
+struct ErrorLog {
+    /// N; `None` without -Q (failures are reported at the end only).
+    every: Option<u64>,
+    /// Failed I/Os already accounted for.
+    seen: u64,
+}
+
+impl ErrorLog {
+    fn new(every: Option<u32>) -> Self {
+        ErrorLog {
+            every: every.map(u64::from),
+            seen: 0,
+        }
+    }
+
+    /// The lines due for the failures published since the last call.
+    fn lines_due(&mut self, shared: &Shared) -> Vec<String> {
+        let mut lines = Vec::new();
+        let Some(every) = self.every else {
+            return lines;
+        };
+        let total: u64 = shared
+            .errors
+            .iter()
+            .map(|e| e.load(Ordering::Relaxed))
+            .sum();
+        let word = shared
+            .last_error
+            .iter()
+            .map(|w| engine::ErrorWord(w.load(Ordering::Relaxed)))
+            .find(|w| w.0 != 0);
+        for count in self.seen..total {
+            if count % every != 0 {
+                continue;
+            }
+            let what = word.map_or_else(|| "I/O failed".to_string(), |w| w.describe());
+            if count > 0 && every > 1 {
+                lines.push(format!("Message suppressed {} times: {what}", every - 1));
+            } else {
+                lines.push(what);
+            }
+        }
+        self.seen = self.seen.max(total);
+        lines
+    }
+}
+
 /// Runs one thread per worker to the end; this thread calls `admin` every 10 ms,
 /// keeps a [`Sample`] each second and prints it as a progress line. `what` names
 /// the worker's targets in the verify note.
@@ -354,9 +406,14 @@ fn run_workers<B: Backend>(
         let started = Instant::now();
         let mut last_tick = started;
         let mut last_done = 0u64;
+        let mut error_log = ErrorLog::new(opts.continue_on_error);
         while handles.iter().any(|h| !h.is_finished()) {
             admin();
             std::thread::sleep(Duration::from_millis(10));
+            error_log
+                .lines_due(&shared)
+                .into_iter()
+                .for_each(&mut *ui.note);
             if last_tick.elapsed() >= Duration::from_secs(1) {
                 let el = last_tick.elapsed().as_secs_f64();
                 last_tick = Instant::now();
@@ -378,6 +435,10 @@ fn run_workers<B: Backend>(
                 }
             }
         }
+        error_log
+            .lines_due(&shared)
+            .into_iter()
+            .for_each(&mut *ui.note);
         if ui.progress {
             print!("{:60}\r", "");
         }

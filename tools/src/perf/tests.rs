@@ -138,10 +138,36 @@ fn continue_on_error_counts_failures_and_goes_on() {
     // Without -Q every slot retires at its first failure.
     let rows = run_soft(&opts("-q 4 -o 4096 -w randread -t 1"), &t);
     assert_eq!((rows[0].ios, rows[0].errors), (0, 4));
-    // With -Q the slots go on failing until the time is up.
-    let rows = run_soft(&opts("-q 4 -o 4096 -w randread -t 1 -Q 1"), &t);
+    // With -Q the slots go on failing until the time is up, and every 100th failure
+    // is logged (path status 3/2: ANA inaccessible).
+    let o = opts("-q 4 -o 4096 -w randread -t 1 -Q 100");
+    let plans = vec![check_target(&o, &t).unwrap()];
+    let jobs = build_jobs(&o, std::slice::from_ref(&t), &plans).unwrap();
+    let mut notes = Vec::new();
+    let mut note = |s: String| notes.push(s);
+    let mut ui = Ui {
+        progress: false,
+        note: &mut note,
+        pin: false,
+        samples: Vec::new(),
+    };
+    let rows = run(&o, std::slice::from_ref(&t), jobs, &mut ui);
     assert_eq!(rows[0].ios, 0);
     assert!(rows[0].errors > 100, "{}", rows[0].errors);
+    let logged: Vec<_> = notes
+        .iter()
+        .filter(|n| n.contains("completed with error"))
+        .collect();
+    assert_eq!(
+        logged.len() as u64,
+        rows[0].errors.div_ceil(100),
+        "{notes:?}"
+    );
+    assert_eq!(logged[0], "Read completed with error (sct=3, sc=2)");
+    assert_eq!(
+        logged[1],
+        "Message suppressed 99 times: Read completed with error (sct=3, sc=2)"
+    );
     assert!(report::problems(&rows, false)
         .contains("failed I/Os; first: softnvme0 NSID 1: read at LBA"));
     t.ctrl.shutdown().unwrap();
@@ -194,4 +220,39 @@ fn plans_refuse_what_the_device_cannot_do() {
     assert!(e("-q 1 -o 4k -w read -t 1 -P 200").contains("I/O queues but softnvme0 granted"));
     t.ctrl.shutdown().unwrap();
     sc.stop();
+}
+
+#[test]
+fn continue_on_error_logs_every_nth_failure_as_spdk_nvme_perf_does() {
+    use engine::ErrorWord;
+    use nvme_driver::spec::Status;
+    let shared = Shared::new(2);
+    let read_err = ErrorWord::new(false, Status::new(0, 2, false));
+    let write_err = ErrorWord::new(true, Status::new(2, 0x81, false));
+    shared.errors[0].store(3, Ordering::Relaxed);
+    shared.last_error[0].store(read_err.0, Ordering::Relaxed);
+    // -Q 2: the 1st and 3rd failures get a line, the 3rd says one was suppressed.
+    let mut log = ErrorLog::new(Some(2));
+    assert_eq!(
+        log.lines_due(&shared),
+        [
+            "Read completed with error (sct=0, sc=2)",
+            "Message suppressed 1 times: Read completed with error (sct=0, sc=2)"
+        ]
+    );
+    assert!(
+        log.lines_due(&shared).is_empty(),
+        "nothing new, nothing printed"
+    );
+    // Two more on the other worker: the 5th is due.
+    shared.errors[1].store(2, Ordering::Relaxed);
+    shared.last_error[0].store(0, Ordering::Relaxed);
+    shared.last_error[1].store(write_err.0, Ordering::Relaxed);
+    assert_eq!(
+        log.lines_due(&shared),
+        ["Message suppressed 1 times: Write completed with error (sct=2, sc=129)"]
+    );
+    // -Q 1 logs every failure; without -Q nothing is logged while running.
+    assert_eq!(ErrorLog::new(Some(1)).lines_due(&shared).len(), 5);
+    assert!(ErrorLog::new(None).lines_due(&shared).is_empty());
 }

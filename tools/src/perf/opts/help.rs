@@ -24,8 +24,9 @@ pub const HELP: &str = "\
                              and its excess waits on the driver's pending ring
   -L, --enable-sw-latency-tracking
                              latency percentiles; -LL adds a histogram
-  -Q, --continue-on-error N  keep going when I/O fails, counting the errors (N: spdk_nvme_perf's
-                             log rate; here the first error and the count are reported)
+  -Q, --continue-on-error N  keep going when I/O fails, counting the errors; every Nth failure
+                             is logged on stderr as spdk_nvme_perf does ('Read completed with
+                             error (sct=3, sc=2)', then 'Message suppressed N-1 times: ...')
   -d, --number-ios N[%]      stop each namespace on each core after N I/Os (or N% of the
                              namespace's size in I/Os), or at -t, whichever comes first
   -m, --cpu-usage            busy share of each poller core (polls that found completions)
