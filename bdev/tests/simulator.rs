@@ -24,25 +24,35 @@
 //! Same seed, same fault schedule (the threads of the devices and of the layer's
 //! controller thread interleave as they will). Environment:
 //! - `NVME_SIM_SEEDS=N` runs seeds 1..=N (default 120, spread over four tests);
-//! - `NVME_SIM_SEED=S` runs seed S alone, printing its schedule.
+//!   `NVME_SIM_SEEDS=A-B` runs seeds A..=B (a long run in pieces);
+//! - `NVME_SIM_JOBS=J` runs J seeds at once in each of the four tests (default 1): a
+//!   seed mostly waits (timeouts, reconnect delays), so long runs go faster with more;
+//! - `NVME_SIM_SEED=S` runs seed S alone, printing its schedule;
+//! - `NVME_SIM_FAULTS=a,b` applies only the fault kinds named (see [`report::FAULTS`]).
 //!
-//! A failing seed prints the command that replays it.
+//! A run prints its totals (faults injected per kind, I/Os checked, lost, duplicated,
+//! corrupted, the longest pause) as a Markdown table, each test its own and the last
+//! test to finish those of all four. A failing seed does not stop the run: the run
+//! fails at the end, printing each failing seed's findings and the command that
+//! replays it.
 
+#[path = "simulator/model.rs"]
+mod model;
+#[path = "simulator/report.rs"]
+mod report;
+
+use model::{Lane, BS, NLB, SLOTS};
 use nvme_bdev::layer::Connector;
-use nvme_bdev::{
-    BdevCompletion, BdevIo, BlockLayer, Channel, IoBuf, LayerOptions, MpathOptions, Policy,
-};
+use nvme_bdev::{BlockLayer, Channel, LayerOptions, MpathOptions, Policy};
 use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
 use nvme_driver::spec::AnaState;
 use nvme_driver::QpairOptions;
+use report::{Totals, FAULTS};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SUBNQN: &str = "nqn.2024-01.org.nvme-bdev:simulator";
-const BS: usize = 512;
-const NLB: u32 = 8;
-const SLOTS: usize = 12;
 const CHANNELS: usize = 2;
 const STEPS: usize = 24;
 /// Channel polls per step of traffic.
@@ -109,153 +119,23 @@ fn device(name: &str, cntlid: u16, ns: &Arc<Namespace>) -> Arc<SoftController> {
     })
 }
 
-fn pattern(ch: usize, slot: usize, seq: u64, i: usize) -> u8 {
-    (ch * 101 + slot * 7 + seq as usize * 13 + i * 3 + 1) as u8
-}
-
-/// The shadow model and the traffic of one channel.
-struct Lane {
-    index: usize,
-    ch: Channel,
-    wbufs: Vec<IoBuf>,
-    rbufs: Vec<IoBuf>,
-    /// Context word of the I/O out on each slot, or u64::MAX.
-    out: Vec<u64>,
-    seq: Vec<u64>,
-    reading: Vec<bool>,
-    /// Sequence numbers the slot's blocks may hold: the last write that succeeded
-    /// (first), then writes that completed with an error since.
-    allowed: Vec<Vec<u64>>,
-    submitted: u64,
-    completed: u64,
-    errors: u64,
-    checked_reads: u64,
-    failures: Vec<String>,
-}
-
-impl Lane {
-    fn lba(&self, slot: usize) -> u64 {
-        ((self.index * SLOTS + slot) as u64) * NLB as u64
-    }
-
-    fn ctx(&self, slot: usize) -> u64 {
-        (self.index as u64) << 56
-            | (slot as u64) << 48
-            | (self.seq[slot] & 0xffff_ffff) << 1
-            | u64::from(self.reading[slot])
-    }
-
-    fn issue(&mut self, slot: usize) {
-        let ctx = self.ctx(slot);
-        let seq = self.seq[slot];
-        let io = if self.reading[slot] {
-            self.rbufs[slot].fill(0);
-            BdevIo::read(self.lba(slot), NLB, self.rbufs[slot].whole(), ctx)
-        } else {
-            let data: Vec<u8> = (0..self.wbufs[slot].len())
-                .map(|i| pattern(self.index, slot, seq, i))
-                .collect();
-            self.wbufs[slot].write_at(0, &data).unwrap();
-            BdevIo::write(self.lba(slot), NLB, self.wbufs[slot].whole(), ctx)
-        };
-        match self.ch.submit(io) {
-            Ok(()) => {
-                self.out[slot] = ctx;
-                self.submitted += 1;
-            }
-            Err((e, _)) => self.failures.push(format!("submit refused: {e}")),
+/// Runs one seed: its totals, and what it found wrong (empty when nothing).
+fn run_seed(seed: u64, verbose: bool) -> (Totals, String) {
+    let mut outcome = Totals {
+        seeds: 1,
+        longest_pause: (Duration::ZERO, seed),
+        ..Totals::default()
+    };
+    match simulate(seed, verbose, &mut outcome) {
+        Ok(()) => (outcome, String::new()),
+        Err(e) => {
+            outcome.failed_seeds.push(seed);
+            (outcome, e)
         }
-    }
-
-    fn on_done(&mut self, c: BdevCompletion, more: bool) {
-        let slot = ((c.ctx >> 48) & 0xff) as usize;
-        if (c.ctx >> 56) as usize != self.index || slot >= SLOTS || self.out[slot] != c.ctx {
-            self.failures.push(format!(
-                "completion {:#x} matches no I/O out (twice?)",
-                c.ctx
-            ));
-            return;
-        }
-        self.out[slot] = u64::MAX;
-        self.completed += 1;
-        let seq = self.seq[slot];
-        if self.reading[slot] {
-            if c.status.is_success() {
-                let mut got = vec![0u8; self.rbufs[slot].len()];
-                self.rbufs[slot].read_at(0, &mut got).unwrap();
-                let holds = self.allowed[slot].iter().copied().find(|&s| {
-                    got.iter()
-                        .enumerate()
-                        .all(|(i, &b)| b == pattern(self.index, slot, s, i))
-                });
-                match holds {
-                    Some(s) => self.allowed[slot] = vec![s],
-                    None => {
-                        let found = (0..=seq).rev().find(|&s| {
-                            got.iter()
-                                .enumerate()
-                                .all(|(i, &b)| b == pattern(self.index, slot, s, i))
-                        });
-                        self.failures.push(format!(
-                            "channel {} slot {slot}: read {seq} returned the data of write \
-                             {found:?}, not of a write the model allows ({:?})",
-                            self.index, self.allowed[slot]
-                        ))
-                    }
-                }
-                self.checked_reads += 1;
-            } else {
-                self.errors += 1;
-            }
-            self.seq[slot] += 1;
-        } else if c.status.is_success() {
-            self.allowed[slot] = vec![seq];
-        } else {
-            // The device may or may not have written it.
-            self.errors += 1;
-            self.allowed[slot].push(seq);
-        }
-        self.reading[slot] = !self.reading[slot];
-        if more {
-            self.issue(slot);
-        }
-    }
-
-    fn poll(&mut self, more: bool) -> usize {
-        let mut got = Vec::with_capacity(SLOTS);
-        let n = self.ch.poll(&mut |c| got.push(c));
-        for c in got {
-            self.on_done(c, more);
-        }
-        n
     }
 }
 
-#[derive(Debug, Default)]
-struct Outcome {
-    completed: u64,
-    checked_reads: u64,
-    errors: u64,
-    faults: usize,
-}
-
-/// Fault kinds, in the order the schedule draws them (`NVME_SIM_FAULTS` names a subset
-/// to narrow a failure down; the others are drawn but not applied).
-const FAULTS: [&str; 11] = [
-    "duplicate",
-    "reorder",
-    "delay",
-    "drop",
-    "bogus",
-    "phase",
-    "sqhead",
-    "reset",
-    "ana",
-    "fatal",
-    "remove",
-];
-
-fn run_seed(seed: u64, verbose: bool) -> Result<Outcome, String> {
+fn simulate(seed: u64, verbose: bool, outcome: &mut Totals) -> Result<(), String> {
     let enabled: Vec<bool> = match std::env::var("NVME_SIM_FAULTS") {
         Ok(list) => FAULTS
             .iter()
@@ -317,25 +197,13 @@ fn run_seed(seed: u64, verbose: bool) -> Result<Outcome, String> {
     let mp = bdev.multipath().ok_or("not multipath")?.clone();
     let len = NLB as usize * BS;
     let mut lanes: Vec<Lane> = (0..CHANNELS)
-        .map(|index| Lane {
-            index,
-            ch: bdev.channel().unwrap(),
-            wbufs: (0..SLOTS)
-                .map(|_| layer.alloc_buffer(len).unwrap())
-                .collect(),
-            rbufs: (0..SLOTS)
-                .map(|_| layer.alloc_buffer(len).unwrap())
-                .collect(),
-            out: vec![u64::MAX; SLOTS],
-            seq: vec![0; SLOTS],
-            reading: vec![false; SLOTS],
-            // Blocks start zeroed: no write yet; the first read comes after a write.
-            allowed: vec![Vec::new(); SLOTS],
-            submitted: 0,
-            completed: 0,
-            errors: 0,
-            checked_reads: 0,
-            failures: Vec::new(),
+        .map(|index| {
+            let bufs = || {
+                (0..SLOTS)
+                    .map(|_| layer.alloc_buffer(len).unwrap())
+                    .collect()
+            };
+            Lane::new(index, bdev.channel().unwrap(), bufs(), bufs())
         })
         .collect();
     for lane in &mut lanes {
@@ -438,6 +306,7 @@ fn run_seed(seed: u64, verbose: bool) -> Result<Outcome, String> {
                 format!("removed until step {}", c.heal_at.unwrap())
             }
         };
+        outcome.injected[kind] += 1;
         schedule.push(format!("step {step}: {}: {what}", c.name));
         if lanes.iter().any(|l| !l.failures.is_empty()) || t0.elapsed() > LIMIT {
             break;
@@ -471,13 +340,10 @@ fn run_seed(seed: u64, verbose: bool) -> Result<Outcome, String> {
                 .collect::<Vec<_>>()
         ));
     }
-    let mut outcome = Outcome {
-        faults: schedule.len(),
-        ..Outcome::default()
-    };
     for lane in &lanes {
         failures.extend(lane.failures.iter().take(3).cloned());
-        let left = lane.out.iter().filter(|&&o| o != u64::MAX).count();
+        let left = lane.out_count();
+        outcome.lost += left as u64;
         if left > 0 || lane.ch.outstanding() > 0 {
             let stats = match &lane.ch {
                 Channel::Mpath(c) => format!("{:?} {:?}", c.stats(), c.path_stats()),
@@ -508,6 +374,9 @@ fn run_seed(seed: u64, verbose: bool) -> Result<Outcome, String> {
         outcome.completed += lane.completed;
         outcome.checked_reads += lane.checked_reads;
         outcome.errors += lane.errors;
+        outcome.duplicated += lane.duplicated;
+        outcome.corrupted += lane.corrupted;
+        outcome.longest_pause.0 = outcome.longest_pause.0.max(lane.longest_pause);
     }
     if !failures.is_empty() {
         for c in &ctrls {
@@ -534,15 +403,19 @@ fn run_seed(seed: u64, verbose: bool) -> Result<Outcome, String> {
     }
     if verbose || !failures.is_empty() {
         eprintln!(
-            "seed {seed}: {n_ctrls} controllers, {policy:?}, {} completions, {} reads checked, {} errors",
-            outcome.completed, outcome.checked_reads, outcome.errors
+            "seed {seed}: {n_ctrls} controllers, {policy:?}, {} completions, {} reads checked, {} errors, longest pause {} ms, {:.1} s",
+            outcome.completed,
+            outcome.checked_reads,
+            outcome.errors,
+            outcome.longest_pause.0.as_millis(),
+            t0.elapsed().as_secs_f64()
         );
         for s in &schedule {
             eprintln!("  {s}");
         }
     }
     if failures.is_empty() {
-        Ok(outcome)
+        Ok(())
     } else {
         Err(failures.join("\n  "))
     }
@@ -563,41 +436,23 @@ fn heal(c: &mut Ctrl, ns: &Arc<Namespace>, grp: u32) {
     c.heal_at = None;
 }
 
-fn run_seeds(seeds: impl Iterator<Item = u64>, verbose: bool) {
-    let mut total = Outcome::default();
-    let mut n = 0;
+/// Runs `seeds` one after the other: their totals, and the findings of those that
+/// failed (with the command that replays each).
+fn run_seeds(seeds: impl Iterator<Item = u64>, verbose: bool) -> (Totals, Vec<String>) {
+    let mut total = Totals::default();
+    let mut findings = Vec::new();
     for seed in seeds {
-        match run_seed(seed, verbose) {
-            Ok(o) => {
-                total.completed += o.completed;
-                total.checked_reads += o.checked_reads;
-                total.errors += o.errors;
-                total.faults += o.faults;
-                n += 1;
-            }
-            Err(e) => panic!(
+        let (o, e) = run_seed(seed, verbose);
+        total.add(&o);
+        if !e.is_empty() {
+            eprintln!("seed {seed} failed (the run goes on)");
+            findings.push(format!(
                 "seed {seed} failed:\n  {e}\nreplay: NVME_SIM_SEED={seed} cargo test --release \
                  -p nvme-bdev --test simulator -- --nocapture"
-            ),
+            ));
         }
     }
-    eprintln!(
-        "{n} seeds: {} faults, {} I/Os completed exactly once, {} reads checked, {} errors",
-        total.faults, total.completed, total.checked_reads, total.errors
-    );
-}
-
-/// Seeds 1..=N of shard `shard` (seed % SHARDS), or `None` when `NVME_SIM_SEED` asks
-/// for one seed (run by shard 0).
-fn shard_seeds(shard: u64) -> Option<impl Iterator<Item = u64>> {
-    if std::env::var("NVME_SIM_SEED").is_ok() {
-        return None;
-    }
-    let n: u64 = std::env::var("NVME_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_SEEDS);
-    Some((1..=n).filter(move |s| s % SHARDS == shard))
+    (total, findings)
 }
 
 /// Seeds a plain `cargo test` runs (CI): about three minutes on two cores.
@@ -606,33 +461,133 @@ const DEFAULT_SEEDS: u64 = 120;
 /// seed spends most of its time waiting (timeouts, reconnect delays).
 const SHARDS: u64 = 4;
 
-fn run_shard(shard: u64) {
-    match shard_seeds(shard) {
-        Some(seeds) => run_seeds(seeds, false),
-        None if shard == 0 => {
-            let seed = std::env::var("NVME_SIM_SEED").unwrap().parse().unwrap();
-            run_seeds(std::iter::once(seed), true);
-        }
-        None => {}
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v}: expected a whole number")),
+    )
+}
+
+/// The seeds to run: `NVME_SIM_SEEDS=N` is 1..=N, `NVME_SIM_SEEDS=A-B` is A..=B
+/// (a long run in pieces); default 1..=DEFAULT_SEEDS.
+fn seed_range() -> (u64, u64) {
+    let Ok(v) = std::env::var("NVME_SIM_SEEDS") else {
+        return (1, DEFAULT_SEEDS);
+    };
+    let bad =
+        || -> ! { panic!("NVME_SIM_SEEDS={v}: expected N (seeds 1..=N) or A-B (seeds A..=B)") };
+    match v.split_once('-') {
+        None => (1, v.parse().unwrap_or_else(|_| bad())),
+        Some((a, b)) => (
+            a.parse().unwrap_or_else(|_| bad()),
+            b.parse().unwrap_or_else(|_| bad()),
+        ),
     }
 }
 
+/// The totals of the shards finished so far, and how many finished.
+static ALL_SHARDS: Mutex<(Totals, u64)> = Mutex::new((
+    Totals {
+        seeds: 0,
+        failed_seeds: Vec::new(),
+        injected: [0; FAULTS.len()],
+        completed: 0,
+        checked_reads: 0,
+        errors: 0,
+        lost: 0,
+        duplicated: 0,
+        corrupted: 0,
+        longest_pause: (Duration::ZERO, 0),
+    },
+    0,
+));
+
+/// Runs shard `shard`: seeds 1..=N with `seed % SHARDS == shard`, on
+/// `NVME_SIM_JOBS` threads; or, with `NVME_SIM_SEED`, that seed alone (shard 0).
+fn run_shard(shard: u64) {
+    let t0 = Instant::now();
+    let (total, findings) = if let Some(seed) = env_u64("NVME_SIM_SEED") {
+        if shard != 0 {
+            return;
+        }
+        run_seeds(std::iter::once(seed), true)
+    } else {
+        let (first, last) = seed_range();
+        let jobs = env_u64("NVME_SIM_JOBS").unwrap_or(1).max(1);
+        let runs: Vec<_> = (0..jobs)
+            .map(|job| {
+                std::thread::spawn(move || {
+                    run_seeds(
+                        (first..=last)
+                            .filter(move |s| s % SHARDS == shard && s / SHARDS % jobs == job),
+                        false,
+                    )
+                })
+            })
+            .collect();
+        let mut total = Totals::default();
+        let mut findings = Vec::new();
+        for r in runs {
+            let (t, f) = r.join().expect("a simulator thread panicked");
+            total.add(&t);
+            findings.extend(f);
+        }
+        (total, findings)
+    };
+    eprintln!(
+        "{}",
+        total.table(&format!("simulator shard {shard}"), t0.elapsed())
+    );
+    {
+        let mut all = ALL_SHARDS.lock().unwrap_or_else(|e| e.into_inner());
+        all.0.add(&total);
+        all.1 += 1;
+        if all.1 == SHARDS && env_u64("NVME_SIM_SEED").is_none() {
+            let wall = START.get().map_or(t0.elapsed(), |s| s.elapsed());
+            show(&all.0.table("simulator, all shards", wall));
+        }
+    }
+    assert!(
+        findings.is_empty(),
+        "{} seeds failed:\n{}",
+        findings.len(),
+        findings.join("\n")
+    );
+}
+
+/// Prints `text` on stderr past libtest's capture (`eprintln!` is captured): the
+/// totals show in a plain `cargo test`, as CI runs it.
+fn show(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(format!("{text}\n").as_bytes());
+}
+
+/// When the first shard started (the run's wall time).
+static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
 #[test]
 fn simulated_faults_shard_0() {
+    START.get_or_init(Instant::now);
     run_shard(0);
 }
 
 #[test]
 fn simulated_faults_shard_1() {
+    START.get_or_init(Instant::now);
     run_shard(1);
 }
 
 #[test]
 fn simulated_faults_shard_2() {
+    START.get_or_init(Instant::now);
     run_shard(2);
 }
 
 #[test]
 fn simulated_faults_shard_3() {
+    START.get_or_init(Instant::now);
     run_shard(3);
 }
