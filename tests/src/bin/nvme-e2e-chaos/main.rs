@@ -448,6 +448,11 @@ fn run(a: &Args) -> R<()> {
         .max_by_key(|r| r.longest_pause_ns)
         .map_or(0, |r| r.longest_pause_at_ns);
     let longest_io = reports.iter().map(|r| r.longest_io_ns).max().unwrap_or(0);
+    let poll_gap = reports
+        .iter()
+        .map(|r| r.longest_poll_gap_ns)
+        .max()
+        .unwrap_or(0);
     let failures: Vec<_> = reports
         .iter()
         .flat_map(|r| r.failures.iter().copied())
@@ -489,11 +494,12 @@ fn run(a: &Args) -> R<()> {
         corrupted + scan_bad
     );
     println!(
-        "chaos: longest completion pause {} (at t={:.1}s), longest I/O {}, limit {} ms",
+        "chaos: longest completion pause {} (at t={:.1}s), longest I/O {}, limit {} ms; longest time a traffic thread did not run (between two of its polls) {}",
         ms(pause),
         pause_at as f64 / 1e9,
         ms(longest_io),
-        a.pause_limit_ms
+        a.pause_limit_ms,
+        ms(poll_gap)
     );
     println!(
         "chaos: I/Os per path after the faults ({} s): {}; in all: {}",

@@ -108,6 +108,10 @@ pub struct Report {
     pub longest_pause_at_ns: u64,
     /// Longest submit-to-completion time of one I/O (failovers included).
     pub longest_io_ns: u64,
+    /// Longest time between two polls of this thread's loop: the thread itself not
+    /// running (the guest's scheduler, or the emulator starved by the host). A
+    /// completion pause about as long is not the driver's.
+    pub longest_poll_gap_ns: u64,
     /// The channel's counters.
     pub failovers: u64,
     pub retries: u64,
@@ -181,6 +185,7 @@ impl Traffic {
         };
         let mut got: Vec<BdevCompletion> = Vec::with_capacity(depth * 2);
         let mut last_completion = clock::ticks();
+        let mut last_poll = last_completion;
         let mut last_publish = Instant::now();
         let mut names: BTreeMap<u64, String> = BTreeMap::new();
         // Per path instance: I/Os dispatched, kept when the instance is gone.
@@ -219,6 +224,11 @@ impl Traffic {
                 last_completion = clock::ticks();
             }
             got.clear();
+            let polled = clock::ticks();
+            r.longest_poll_gap_ns = r
+                .longest_poll_gap_ns
+                .max(clock::ticks_to_ns(polled.wrapping_sub(last_poll)));
+            last_poll = polled;
             self.ch.poll(&mut |c| got.push(c));
             if !got.is_empty() {
                 let now = clock::ticks();
