@@ -132,14 +132,23 @@ fn chaos_soak_short_form_loses_nothing_and_explains_every_failure() {
         pause <= PAUSE_LIMIT_MS as f64,
         "longest completion pause {pause} ms, bound {PAUSE_LIMIT_MS} ms:\n{out}"
     );
-    // Both paths carried I/O after the faults.
+    // Both paths carried I/O after the faults: the line
+    // `chaos: I/Os per path after the faults (8 s): BDF N, BDF N; in all: ...`.
+    let after = out
+        .stdout
+        .lines()
+        .find_map(|l| l.split_once("I/Os per path after the faults (8 s): "))
+        .and_then(|(_, rest)| rest.split_once("; in all:"))
+        .map(|(after, _)| after.to_string())
+        .unwrap_or_else(|| panic!("no per-path counts after the faults:\n{out}"));
     for bdf in ["0000:01:00.0", "0000:02:00.0"] {
-        let n = number_after(&out, &format!("after the faults (8 s): {bdf} "));
-        let n = if n > 0.0 {
-            n
-        } else {
-            number_after(&out, &format!(", {bdf} "))
-        };
-        assert!(n > 0.0, "{bdf} carried no I/O after the faults:\n{out}");
+        let n: u64 = after
+            .split(", ")
+            .find_map(|p| p.strip_prefix(bdf)?.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(
+            n > 0,
+            "{bdf} carried no I/O after the faults ({after}):\n{out}"
+        );
     }
 }
