@@ -189,6 +189,9 @@ pub enum Backing {
     Raw,
     /// QEMU's `null-co` driver: no host I/O cost, for benchmarks; reads return garbage.
     Null,
+    /// A raw disk file behind QEMU's `blkdebug` driver: media errors on reads or
+    /// writes switched on and off over QMP (qemu/README.md, "Media errors").
+    Blkdebug,
 }
 
 impl Backing {
@@ -196,6 +199,7 @@ impl Backing {
         match self {
             Backing::Raw => "raw",
             Backing::Null => "null",
+            Backing::Blkdebug => "blkdebug",
         }
     }
 }
