@@ -32,7 +32,11 @@ fn write_segment(ctrl: &SoftController, page: &DmaBuf, ds: &[Descriptor]) -> u64
 }
 
 /// The pieces the controller finds for `len` bytes starting at `first`.
-fn walk(ctrl: &SoftController, first: Descriptor, len: usize) -> Result<Vec<(u64, usize)>, Status> {
+fn walk(
+    ctrl: &SoftController,
+    first: Descriptor,
+    len: usize,
+) -> std::result::Result<Vec<(u64, usize)>, Status> {
     let mut out = Vec::new();
     let dev = ctrl.device.lock().unwrap_or_else(|e| e.into_inner());
     dev.sgl_segments(first, len, &mut out).map(|()| out)
