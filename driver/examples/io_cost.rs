@@ -64,9 +64,14 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let qd: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
     let ios: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    // A third argument `prp` forces PRPs (the software controller takes SGLs).
+    let opts = ControllerOptions {
+        enable_sgl: args.next().as_deref() != Some("prp"),
+        ..ControllerOptions::default()
+    };
     let dev = SoftController::start(SoftConfig::default());
-    let ctrl = Controller::init(dev.clone() as Arc<dyn Bus>, ControllerOptions::default())
-        .expect("software controller comes up");
+    let ctrl =
+        Controller::init(dev.clone() as Arc<dyn Bus>, opts).expect("software controller comes up");
     let mut qp = ctrl
         .create_io_qpair(QpairOptions {
             entries: 256,

@@ -48,6 +48,7 @@ pub mod ctrlr;
 pub mod pcie;
 pub mod prp;
 pub mod qpair;
+pub mod sgl;
 pub mod transport;
 
 pub use ctrlr::{Controller, ControllerOptions, CtrlState, Namespace};

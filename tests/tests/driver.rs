@@ -73,6 +73,22 @@ fn identify_rw_threads_and_reset_on_one_controller() {
     assert_eq!((reset["failed"], reset["refused"]), (0, 0), "{out}");
 }
 
+/// Every transfer size from 512 bytes to MDTS, and past it (split), reads back what
+/// was written, with data described by SGLs (QEMU's controller reports SGLS) and
+/// with PRPs forced (`ControllerOptions::enable_sgl` false).
+#[test]
+fn every_size_reads_back_through_sgls_and_prps() {
+    let out = Guest::new(Topology::Single)
+        .run("set -e; for m in sgl prp; do nvme-e2e-driver sizes 0000:01:00.0 $m; done");
+    assert_passed(&out, &["sizes"]);
+    for m in ["sgl", "prp"] {
+        assert!(
+            out.stdout.contains(&format!("sizes-{m}: ")),
+            "no summary of mode {m}:\n{out}"
+        );
+    }
+}
+
 #[test]
 fn hot_unplug_during_traffic_fails_every_io_once_and_releases_the_device() {
     let out = Guest::new(Topology::Mpath)

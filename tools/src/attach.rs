@@ -115,16 +115,13 @@ pub fn allow(
 /// Opens the controllers through VFIO and selects their namespaces. A namespace that
 /// does not exist is a usage error; anything else the device or system refuses is a
 /// device error.
-pub fn open_pcie(wanted: &Wanted) -> Result<Vec<Target>, OpenError> {
+pub fn open_pcie(wanted: &Wanted, opts: &ControllerOptions) -> Result<Vec<Target>, OpenError> {
     let mut out = Vec::new();
     for (bdf, nsids) in wanted {
         let bus =
             nvme_driver::vfio::VfioBus::open(bdf).map_err(|e| OpenError::Device(e.to_string()))?;
-        let ctrl = Controller::init(
-            bus as Arc<dyn nvme_driver::bus::Bus>,
-            ControllerOptions::default(),
-        )
-        .map_err(|e| OpenError::Device(e.to_string()))?;
+        let ctrl = Controller::init(bus as Arc<dyn nvme_driver::bus::Bus>, opts.clone())
+            .map_err(|e| OpenError::Device(e.to_string()))?;
         out.push(select(ctrl, nsids.as_deref())?);
     }
     Ok(out)

@@ -180,6 +180,11 @@ impl Controller {
     pub fn max_transfer_bytes(&self) -> u32 {
         self.0.max_xfer_bytes
     }
+    /// True when I/O data is described with SGLs: the controller supports them
+    /// (Identify Controller SGLS) and [`ControllerOptions::enable_sgl`] is set.
+    pub fn uses_sgl(&self) -> bool {
+        self.0.uses_sgl()
+    }
     /// I/O queues the controller granted.
     pub fn io_queues(&self) -> u16 {
         self.0.io_queues_granted
@@ -239,6 +244,13 @@ impl Controller {
     /// The latest ANA log read, if the controller supports ANA.
     pub fn ana_log(&self) -> Option<AnaLog> {
         lock(&self.0.ana).clone()
+    }
+}
+
+impl CtrlInner {
+    /// See [`Controller::uses_sgl`].
+    pub(crate) fn uses_sgl(&self) -> bool {
+        self.opts.enable_sgl && crate::sgl::supported(self.ident.sgls)
     }
 }
 

@@ -14,6 +14,11 @@ pub struct ControllerOptions {
     /// [`Error::Timeout`] (its late completion, if any, is then ignored). The Delete
     /// I/O queue commands of a reset wait at most 1 s, or this if shorter.
     pub admin_timeout_ms: u64,
+    /// Describe I/O data with SGLs when the controller supports them (Identify
+    /// Controller SGLS); `false` forces PRPs, as a controller without SGLs gets. The
+    /// admin queue always uses PRPs. SPDK's fio plugin calls its switch `enable_sgl`;
+    /// nvme-perf's is `--no-sgl`.
+    pub enable_sgl: bool,
 }
 
 impl Default for ControllerOptions {
@@ -22,6 +27,7 @@ impl Default for ControllerOptions {
             io_queues: 64,
             release_on_removal: true,
             admin_timeout_ms: 10_000,
+            enable_sgl: true,
         }
     }
 }

@@ -1,9 +1,11 @@
 //! The PCIe transport: queues in host memory, doorbells in BAR0, data described by
-//! PRP entries (NVMe Base Specification 2.0, sections 3.3.1 and 4.1.1).
+//! an SGL Data Block descriptor when the controller takes SGLs, else by PRP entries
+//! (NVMe Base Specification 2.0, sections 3.3.1, 4.1.1 and 4.1.2).
 //!
 //! [`ring`] is the submission/completion ring protocol, shared by the admin queue
 //! (`crate::ctrlr::admin`) and the I/O queue pairs; [`PcieQueue`] is an I/O queue
-//! pair's [`Transport`]: a ring plus one PRP list page per command identifier.
+//! pair's [`Transport`]: a ring plus one descriptor page (a PRP list, an SGL segment
+//! or a Dataset Management range) per command identifier.
 
 pub(crate) mod ring;
 
@@ -11,22 +13,26 @@ use crate::ctrlr::CtrlInner;
 use crate::dma::DmaBuf;
 use crate::error::Result;
 use crate::prp::{self, PAGE_SIZE};
+use crate::sgl;
 use crate::spec::Sqe;
 use crate::transport::{CqeTail, Transport};
 pub(crate) use ring::{Ring, RingConfig};
 
-/// An I/O queue pair's PCIe side: its ring and its PRP list pages.
+/// An I/O queue pair's PCIe side: its ring and its descriptor pages.
 #[derive(Debug)]
 pub struct PcieQueue {
     ring: Ring,
     /// One page per command identifier: its PRP list, or its Dataset Management range.
     prp_mem: DmaBuf,
     depth_max: usize,
+    /// Data is described with SGLs (the controller supports them for I/O and the
+    /// controller options do not force PRPs).
+    sgl: bool,
 }
 
 impl PcieQueue {
     /// The host side of I/O queue `cfg.qid` of `ctrl`: a ring over `cfg`'s memory and
-    /// a PRP list page for each of `cfg.in_flight_max` command identifiers.
+    /// a descriptor page for each of `cfg.in_flight_max` command identifiers.
     pub(crate) fn new(ctrl: &CtrlInner, cfg: RingConfig) -> Result<PcieQueue> {
         let depth_max = cfg.in_flight_max;
         let prp_mem = ctrl.pool.alloc(depth_max * PAGE_SIZE as usize)?;
@@ -35,7 +41,13 @@ impl PcieQueue {
             ring,
             prp_mem,
             depth_max,
+            sgl: ctrl.uses_sgl(),
         })
+    }
+
+    /// True when this queue describes data with SGLs rather than PRPs.
+    pub fn uses_sgl(&self) -> bool {
+        self.sgl
     }
 
     /// The page of the command on tracker `tag`: its address and its IOVA.
@@ -58,6 +70,15 @@ impl Transport for PcieQueue {
 
     #[inline(always)]
     fn describe_data(&mut self, tag: u16, sqe: &mut Sqe, iova: u64, len: u64) {
+        if self.sgl {
+            // Section 4.1.2: one Data Block descriptor covers a contiguous buffer of
+            // any length (a command is at most MDTS, far below 4 GiB); PSDT 01b.
+            let d = sgl::Descriptor::data_block(iova, len as u32);
+            sqe.cdw0 |= sgl::PSDT_SGL;
+            sqe.prp1 = d.address;
+            sqe.prp2 = d.word1;
+            return;
+        }
         // Section 4.1.1: PRP2 is unused, the second page, or a list (this tag's page).
         // SAFETY: the caller checked alignment and length; the list page belongs to
         // this tag, whose command is not in flight, so the device is not reading it.

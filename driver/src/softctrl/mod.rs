@@ -35,6 +35,8 @@ mod faults;
 mod mapper;
 mod namespace;
 #[cfg(test)]
+mod sgl_tests;
+#[cfg(test)]
 mod tests;
 
 pub use faults::Faults;
@@ -102,6 +104,11 @@ pub struct SoftConfig {
     /// How long the device thread sleeps between scans once it has been idle for a
     /// while.
     pub idle_sleep_us: u64,
+    /// Identify Controller SGLS: bits 1:0 only (00b: no SGLs, PRPs only; 01b: SGLs
+    /// for I/O without alignment rule; 10b: SGLs whose Data Blocks are dword aligned
+    /// in address and length). Default 01b. The controller walks Data Block, Segment
+    /// and Last Segment descriptors and refuses others (NVMe Base 2.0, 4.1.2).
+    pub sgls: u32,
 }
 
 impl Default for SoftConfig {
@@ -124,6 +131,7 @@ impl Default for SoftConfig {
             anatt_s: 10,
             multi_controller: false,
             idle_sleep_us: 20,
+            sgls: 1,
         }
     }
 }
@@ -133,6 +141,13 @@ impl SoftConfig {
         let bad = |what: String| Err(Error::InvalidArgument(format!("{}: {what}", self.name)));
         if self.mqes == 0 {
             return bad("MQES must be at least 1 (queues of 2 entries)".into());
+        }
+        if self.sgls & !3 != 0 || self.sgls == 3 {
+            return bad(format!(
+                "SGLS {:#x}: only bits 1:0 are modelled and 11b is reserved; use 0 (PRPs \
+                 only), 1 (SGLs) or 2 (SGLs, dword aligned)",
+                self.sgls
+            ));
         }
         if self.max_io_queues == 0 || self.max_io_queues > MAX_IO_QUEUES {
             return bad(format!(
@@ -164,6 +179,8 @@ pub struct Counters {
     held: AtomicU64,
     scans: AtomicU64,
     disabled_with_io_queues: AtomicU64,
+    sgl_transfers: AtomicU64,
+    prp_transfers: AtomicU64,
 }
 
 impl fmt::Debug for Counters {
@@ -187,7 +204,18 @@ impl Counters {
             held: AtomicU64::new(0),
             scans: AtomicU64::new(0),
             disabled_with_io_queues: AtomicU64::new(0),
+            sgl_transfers: AtomicU64::new(0),
+            prp_transfers: AtomicU64::new(0),
         }
+    }
+    /// Data transfers (of commands that moved data) the command described with an
+    /// SGL, walked successfully.
+    pub fn sgl_transfers(&self) -> u64 {
+        self.sgl_transfers.load(Ordering::Relaxed)
+    }
+    /// Data transfers the command described with PRPs, walked successfully.
+    pub fn prp_transfers(&self) -> u64 {
+        self.prp_transfers.load(Ordering::Relaxed)
     }
     /// Admin commands with opcode `opc` fetched from the admin SQ.
     pub fn admin_fetched(&self, opc: u8) -> u64 {

@@ -21,7 +21,7 @@ fn main() {
         Ok(w) => w,
         Err(e) => exit_failure(PROG, e),
     };
-    let targets = match attach::open_pcie(&wanted) {
+    let targets = match attach::open_pcie(&wanted, &Default::default()) {
         Ok(t) => t,
         Err(OpenError::Usage(e)) => exit_usage(PROG, &e),
         Err(OpenError::Device(e)) => exit_failure(PROG, e),

@@ -39,7 +39,11 @@ fn main() {
         return;
     }
     say("Initializing NVMe Controllers".into());
-    let targets = match attach::open_pcie(&wanted) {
+    let copts = nvme_driver::ControllerOptions {
+        enable_sgl: !opts.no_sgl,
+        ..Default::default()
+    };
+    let targets = match attach::open_pcie(&wanted, &copts) {
         Ok(t) => t,
         Err(OpenError::Usage(e)) => exit_usage(PROG, &e),
         Err(OpenError::Device(e)) => exit_failure(PROG, e),

@@ -134,6 +134,9 @@ pub struct PerfOptions {
     pub plot: Option<String>,
     /// Pattern writes and checked reads.
     pub verify: bool,
+    /// `--no-sgl`: describe I/O data with PRPs even where the controller takes SGLs
+    /// (`ControllerOptions::enable_sgl` false).
+    pub no_sgl: bool,
     /// Seed of the pattern and of the random offsets.
     pub seed: u64,
     /// Drive multipath bdevs through the block layer (`--multipath`), with this
@@ -215,6 +218,7 @@ const LONG: &[(&str, &str, bool)] = &[
     ("use-every-core", "use-every-core", false),
     ("json", "json", false),
     ("verify", "verify", false),
+    ("no-sgl", "no-sgl", false),
     ("multipath", "multipath", false),
 ];
 
@@ -360,6 +364,7 @@ where
     let mut json = false;
     let mut plot = None;
     let mut verify = false;
+    let mut no_sgl = false;
     let mut seed = 1u64;
     let mut multipath = false;
     let mut policy: Option<nvme_bdev::Policy> = None;
@@ -373,6 +378,7 @@ where
             "use-every-core" => {}
             "json" => json = true,
             "verify" => verify = true,
+            "no-sgl" => no_sgl = true,
             "multipath" => multipath = true,
             "q" => {
                 let n: u32 = number("-q", &v, "queue depth")?;
@@ -522,6 +528,11 @@ where
             "--policy applies to the multipath bdev: add --multipath"
         ));
     }
+    if multipath && no_sgl {
+        return Err(usage!(
+            "--no-sgl applies to the controllers' queue pairs: drop --multipath or --no-sgl"
+        ));
+    }
     if multipath && p != 1 {
         return Err(usage!(
             "-P {p} with --multipath: each core's channel has one queue pair per path; drop -P"
@@ -553,6 +564,7 @@ where
         json,
         plot,
         verify,
+        no_sgl,
         seed,
         multipath,
     }))

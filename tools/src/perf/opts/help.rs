@@ -1,7 +1,7 @@
 //! nvme-perf's `--help` text.
 
 /// One-line usage, printed with `--help` above the option list.
-pub const USAGE: &str = "usage: nvme-perf -q DEPTH -o BYTES -w WORKLOAD -t SECONDS [-M READ%] [-a WARMUP] [-c MASK] [-r TRID]... [-b BDF]... [-P N] [--io-queue-size N] [-L|-LL] [-Q N] [-d N[%]] [-m] [-N] [-s MB] [-O BYTES] [-i ID] [-g] [--json] [--plot FILE.svg] [--verify [--seed N]] [--multipath [--policy POLICY]]";
+pub const USAGE: &str = "usage: nvme-perf -q DEPTH -o BYTES -w WORKLOAD -t SECONDS [-M READ%] [-a WARMUP] [-c MASK] [-r TRID]... [-b BDF]... [-P N] [--io-queue-size N] [-L|-LL] [-Q N] [-d N[%]] [-m] [-N] [-s MB] [-O BYTES] [-i ID] [-g] [--json] [--plot FILE.svg] [--verify [--seed N]] [--no-sgl] [--multipath [--policy POLICY]]";
 
 /// The option list, for `--help`.
 pub const HELP: &str = "\
@@ -41,6 +41,8 @@ pub const HELP: &str = "\
       --verify               write a pattern derived from LBA and seed and check every read;
                              a workload that writes first fills the namespaces with it
       --seed N               seed of the verify pattern and the random offsets (default 1)
+      --no-sgl               describe I/O data with PRPs even where the controller supports
+                             SGLs (the default uses an SGL Data Block descriptor then)
       --multipath            drive the multipath bdev of the block layer instead of the
                              controllers' queue pairs: every controller given with -r (or
                              every one bound to vfio-pci) is attached, controllers that
