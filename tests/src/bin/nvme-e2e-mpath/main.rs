@@ -3,7 +3,7 @@
 //! sharing namespace 1):
 //!
 //! ```text
-//! nvme-e2e-mpath POLICY [--resets N] [--unplug QOM_ID [--replug]]
+//! nvme-e2e-mpath POLICY [--resets N] [--unplug QOM_ID [--replug [--hotplug [--add QOM_ID]]]]
 //! ```
 //!
 //! Both controllers are attached to one block layer and become the two paths of one
@@ -18,6 +18,12 @@
 //! same root port, then `nvme-setup bind` moves it to vfio-pci, as a udev rule would):
 //! the block layer's reconnect must take it back as a path of the same bdev (over
 //! VFIO, the real device), and under an active-active policy it must carry I/O again.
+//! With `--hotplug`, nothing is bound by hand: `nvme-setup keep-vfio on` runs first
+//! (the kernel binds controllers to vfio-pci as they appear) and the layer's hot-plug
+//! scan is on (every 200 ms), so the returning controller is noticed and reconnected
+//! at once; `--add c2` then plugs a new controller of the subsystem on the spare root
+//! port rp2 (0000:03:00.0), which the hot-plug must attach as a third path of the
+//! bdev, named by its address, carrying I/O (active-active policies).
 //!
 //! The scenario checks its premises: each phase that takes a path with I/O in flight
 //! away (the resets of A, the unplug) must fail I/O over to the other path (failovers
@@ -30,11 +36,13 @@
 //! Prints `PASS mpath-POLICY` and exits 0, or says what failed and exits 1. Every
 //! wait has a deadline.
 
+mod plug;
+
+use nvme_bdev::layer::{vfio_connector, VfioHotplug};
 use nvme_bdev::{
     BdevCompletion, BdevIo, BlockLayer, Channel, IoBuf, LayerOptions, MpathOptions, Multipath,
     Policy,
 };
-use nvme_driver::vfio::VfioBus;
 use nvme_driver::{clock, IoQpair, QpairOptions};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -335,70 +343,22 @@ fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) -> R
     Ok(t.elapsed())
 }
 
-/// Plugs controller `id` (QOM id) back on its root port with the arguments qemu/run's
-/// `mpath` topology gave it, moves it to vfio-pci with `nvme-setup bind` (what a udev
-/// rule would do), and waits until the block layer has reconnected it and its path is
-/// usable again.
-fn plug_back(tag: &str, layer: &BlockLayer, mp: &Multipath<IoQpair>, id: &str, bdf: &str) -> R<()> {
-    let (_, reconnects_before) = layer
-        .controller_counts(bdf)
-        .ok_or_else(|| format!("{bdf} is no longer known to the block layer"))?;
-    let port = if id == "c0" { "rp0" } else { "rp1" };
-    let add = e2e::qmp_line(&format!(
-        r#"{{"execute":"device_add","arguments":{{"driver":"nvme","id":"{id}","bus":"{port}","serial":"mpath0","subsys":"subsys0"}}}}"#
-    ));
-    let dev = format!("/sys/bus/pci/devices/{bdf}");
-    let t = Instant::now();
-    // QEMU frees the id only once the old device is finalized; a device_add sent
-    // before then is refused (qemu/run logs the refusal), so it is sent again.
-    let mut present = false;
-    for _ in 0..5 {
-        println!("{add}");
-        if wait_for("the device to appear", Duration::from_secs(5), || {
-            std::path::Path::new(&dev).exists()
-        })
-        .is_ok()
-        {
-            present = true;
-            break;
-        }
-    }
-    if !present {
-        return Err(format!("{bdf} did not appear within 25 s of device_add"));
-    }
-    println!(
-        "{tag}: replug: {bdf} on the PCI bus {} ms after device_add",
-        t.elapsed().as_millis()
-    );
-    let out = std::process::Command::new("nvme-setup")
-        .args(["bind", bdf])
-        .output()
-        .map_err(|e| format!("running nvme-setup bind {bdf}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "nvme-setup bind {bdf} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    wait_for(
-        &format!("the block layer to reconnect {bdf}"),
-        Duration::from_secs(30),
-        || {
-            layer
-                .controller_counts(bdf)
-                .is_some_and(|c| c.1 > reconnects_before)
-                && mp.paths().iter().any(|p| p.name == bdf && p.state.usable())
-        },
-    )?;
-    println!(
-        "{tag}: replug: path {bdf} usable again {} ms after device_add (reconnected)",
-        t.elapsed().as_millis()
-    );
-    Ok(())
+/// How the unplugged controller comes back, and what else arrives.
+#[derive(Debug, Default, Clone, Copy)]
+struct Returns<'a> {
+    /// Plugged back on its root port.
+    replug: bool,
+    /// Bound by the kernel and noticed by the layer's hot-plug (else bound by hand).
+    hotplug: bool,
+    /// A new controller (this QOM id) added on the spare root port.
+    add: Option<&'a str>,
 }
 
-fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>, replug: bool) -> R<()> {
+/// The hot-plug scan period of `--hotplug`.
+const HOTPLUG_PERIOD_MS: u64 = 200;
+
+fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>, ret: Returns) -> R<()> {
+    let replug = ret.replug;
     let policy: Policy = policy_name.parse().map_err(|e| format!("{e}"))?;
     let tag = format!("mpath {policy_name}");
     // The controller the unplug takes away, and the one that must carry on.
@@ -427,19 +387,24 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>, replug: bool) 
     })
     .map_err(|e| e.to_string())?;
     let mut mp_name = None;
+    if ret.hotplug {
+        let said = plug::nvme_setup(&["keep-vfio", "on"])?;
+        println!("{tag}: nvme-setup keep-vfio on: {}", said.trim());
+    }
     for bdf in [A, B] {
-        let b = bdf.to_string();
         let names = layer
-            .attach(
-                bdf,
-                Arc::new(move || VfioBus::open(&b).map(|x| x as Arc<dyn nvme_driver::bus::Bus>)),
-            )
+            .attach(bdf, vfio_connector(bdf))
             .map_err(|e| format!("attaching {bdf}: {e}"))?;
         println!("attached {bdf}: bdevs {}", names.join(", "));
         // Names come in pairs: the namespace bdev, then the multipath bdev.
         mp_name = names.get(1).cloned();
     }
     let mp_name = mp_name.ok_or("no multipath bdev")?;
+    if ret.hotplug {
+        layer
+            .enable_hotplug(Arc::new(VfioHotplug), HOTPLUG_PERIOD_MS)
+            .map_err(|e| e.to_string())?;
+    }
     let bdev = layer.open(&mp_name).map_err(|e| e.to_string())?;
     let mp = bdev.multipath().ok_or("not a multipath bdev")?.clone();
     let paths = mp.paths();
@@ -578,7 +543,10 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>, replug: bool) 
             }
             if replug {
                 enter(3)?;
-                plug_back(&tag, &layer, &mp, id, gone)?;
+                plug::plug_back(&tag, &layer, &mp, id, gone, !ret.hotplug)?;
+                if let Some(new_id) = ret.add {
+                    plug::add_new(&tag, &mp, new_id)?;
+                }
             }
             enter(AFTER)?;
             moving("after the unplug (and replug)")?;
@@ -602,6 +570,7 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>, replug: bool) 
         .join("; ");
     let (resets_done, reconnects) = layer.controller_counts(A).unwrap_or((0, 0));
     let layer_counts_of_gone = layer.controller_counts(gone).unwrap_or((0, 0));
+    let hotplug = layer.hotplug_stats();
     let publish = mp.longest_publish_ns();
     drop(bdev);
     drop(mp);
@@ -672,6 +641,40 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>, replug: bool) 
     if unplug.is_some() && r.phase_completions[AFTER] == 0 {
         return Err("no I/O completed after the unplug".into());
     }
+    if ret.hotplug {
+        println!(
+            "{tag}: hot-plug: {} scans, {} appeared, {} attached, {} reconnects brought forward, {} failed attach attempts",
+            hotplug.scans,
+            hotplug.appeared,
+            hotplug.attached,
+            hotplug.reconnects_prompted,
+            hotplug.attach_failures
+        );
+        if hotplug.reconnects_prompted == 0 {
+            return Err(format!("the hot-plug scan never noticed {gone} come back"));
+        }
+    }
+    if ret.add.is_some() {
+        let on_added: u64 = r
+            .after_per_path
+            .iter()
+            .filter(|(n, _)| n == plug::ADDED)
+            .map(|(_, k)| k)
+            .sum();
+        println!(
+            "{tag}: hot-add: {} attached by the hot-plug scan, carried {on_added} I/Os",
+            plug::ADDED
+        );
+        if hotplug.attached == 0 {
+            return Err(format!("{} was never attached", plug::ADDED));
+        }
+        if policy != Policy::ActivePassive && on_added == 0 {
+            return Err(format!(
+                "{} joined but carried no I/O under {policy_name}",
+                plug::ADDED
+            ));
+        }
+    }
     if replug {
         let (_, gone_reconnects) = layer_counts_of_gone;
         let on_gone = r
@@ -731,7 +734,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = || {
         eprintln!(
-            "usage: nvme-e2e-mpath active-passive|round-robin|least-queue-depth [--resets N] [--unplug QOM_ID [--replug]]"
+            "usage: nvme-e2e-mpath active-passive|round-robin|least-queue-depth [--resets N] [--unplug QOM_ID [--replug [--hotplug [--add QOM_ID]]]]"
         );
         ExitCode::from(2)
     };
@@ -740,15 +743,20 @@ fn main() -> ExitCode {
     };
     let mut resets = 5u64;
     let mut unplug = None;
-    let mut replug = false;
+    let mut ret = Returns::default();
     let mut i = 1;
     while i < args.len() {
-        if args[i] == "--replug" {
-            replug = true;
+        if args[i] == "--replug" || args[i] == "--hotplug" {
+            if args[i] == "--replug" {
+                ret.replug = true;
+            } else {
+                ret.hotplug = true;
+            }
             i += 1;
             continue;
         }
         match (args[i].as_str(), args.get(i + 1)) {
+            ("--add", Some(id)) => ret.add = Some(id.as_str()),
             ("--resets", Some(n)) => match n.parse() {
                 Ok(n) => resets = n,
                 Err(_) => return usage(),
@@ -758,10 +766,13 @@ fn main() -> ExitCode {
         }
         i += 2;
     }
-    if replug && unplug.is_none() {
+    if (ret.replug && unplug.is_none())
+        || (ret.hotplug && !ret.replug)
+        || (ret.add.is_some() && !ret.hotplug)
+    {
         return usage();
     }
-    match scenario(policy, resets, unplug.as_deref(), replug) {
+    match scenario(policy, resets, unplug.as_deref(), ret) {
         Ok(()) => {
             println!("PASS mpath-{policy}");
             ExitCode::SUCCESS
