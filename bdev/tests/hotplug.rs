@@ -427,11 +427,8 @@ fn a_lost_controller_that_reappears_reconnects_at_once() {
     );
     assert_eq!(layer.controller_counts("softB").unwrap().1, 1);
     let st = layer.hotplug_stats();
-    assert_eq!(
-        (st.appeared, st.reconnects_prompted, st.attached),
-        (1, 1, 0),
-        "{st:?}"
-    );
+    assert_eq!((st.appeared, st.attached), (1, 0), "{st:?}");
+    assert!(st.reconnects_prompted >= 1, "{st:?}");
     t.run_until("softB to carry I/O again", Duration::from_secs(5), |t| {
         t.mp.paths()
             .iter()

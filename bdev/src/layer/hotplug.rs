@@ -19,7 +19,10 @@
 //!   until the controller leaves and comes back.
 //! - a controller whose link is `Lost` (the same address coming back while the layer
 //!   still waits for it): its controller thread is asked to reconnect at once instead
-//!   of at the next `reconnect_delay_ms`. The reconnect makes a new controller
+//!   of at the next `reconnect_delay_ms`. As an address can leave and come back
+//!   between two scans, this does not wait for an appearance: every scan asks each
+//!   lost controller whose address is present for one attempt (so such a controller
+//!   is tried once a period, or every `reconnect_delay_ms` if that is sooner). The reconnect makes a new controller
 //!   instance with new path instances (new ids), named as before: a path of the old
 //!   instance that still drains on some channel is never taken for the new one.
 //! - a controller whose link is `Gone` (it stayed away longer than
@@ -214,6 +217,20 @@ impl Watcher {
         }
         // A controller that left again before it could be attached is forgotten.
         self.waiting.retain(|(n, _)| now.contains(n));
+        // A lost controller whose address is present (again): the address may have
+        // left and come back between two scans (seen in the guest: gone for less than
+        // 200 ms), so presence is enough to try a reconnect now, at most once a scan.
+        let lost: Vec<Arc<CtrlRecord>> = lock(&self.inner.ctrls)
+            .iter()
+            .filter(|c| now.contains(&c.name) && c.link_kind() == LinkKind::Lost)
+            .cloned()
+            .collect();
+        for record in lost {
+            if !record.reconnect_now.swap(true, Ordering::AcqRel) {
+                bump(&self.inner.hotplug.reconnects_prompted);
+                log::info!("hot-plug: {} is present; reconnecting it now", record.name);
+            }
+        }
         self.seen = now;
         let waiting = std::mem::take(&mut self.waiting);
         for (name, attempts) in waiting {
