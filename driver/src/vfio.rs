@@ -16,6 +16,10 @@
 //! (wrong address, kernel driver still bound, no IOMMU, group shared with another
 //! driver) get an error that names the device and the fix.
 
+#[cfg(test)]
+mod fake_sysfs;
+mod preflight;
+mod shadow;
 mod sys;
 mod sysfs;
 
@@ -24,13 +28,15 @@ use crate::dma::{DmaMapper, Iova};
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::mmio::Mmio;
+use preflight::vfio_err;
+use shadow::ShadowDevPath;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use sysfs::{vfio_err, Host, ShadowDevPath};
+use sysfs::Host;
 use vfio_bindings::bindings::vfio::{
     VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_REQ_IRQ_INDEX,
     VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
@@ -139,10 +145,10 @@ impl fmt::Debug for VfioBus {
 fn open_error(host: &Host, bdf: &str, group: u32, e: VfioError) -> Error {
     match e {
         VfioError::OpenContainer(io) => {
-            sysfs::container_open_error(bdf, &host.container_node(), &io)
+            preflight::container_open_error(bdf, &host.container_node(), &io)
         }
         VfioError::OpenGroup(io, _) => {
-            sysfs::group_open_error(bdf, group, &host.group_node(group), &io)
+            preflight::group_open_error(bdf, group, &host.group_node(group), &io)
         }
         VfioError::GroupViable => host.not_viable_by_kernel(bdf, group),
         VfioError::GroupGetDeviceFD(errno) => vfio_err(

@@ -12,7 +12,9 @@
 //! completions, failovers, longest pause between completions and longest submit call
 //! (the failover figures of docs/BENCHMARKS.md; shown with `--nocapture`). A fourth
 //! test plugs the unplugged controller back and checks the layer reconnects it over
-//! VFIO and sends it I/O again.
+//! VFIO and sends it I/O again; a fifth does the same with nothing bound by hand (the
+//! kernel binds, the layer's hot-plug scan notices) and hot-adds a new controller on
+//! the spare root port, which joins the bdev.
 
 use e2e::{Guest, GuestOutput, Topology};
 use std::time::Duration;
@@ -149,5 +151,67 @@ fn round_robin_reconnects_a_controller_plugged_back_over_vfio() {
     assert!(
         carried > 0,
         "0000:02:00.0 carried nothing after it came back:\n{out}"
+    );
+}
+
+/// Hot-plug: nothing is bound by hand. `nvme-setup keep-vfio on` has the kernel bind
+/// controllers to vfio-pci as they appear, and the block layer's hot-plug scan is on.
+/// c1 (B) is unplugged under verified round-robin traffic and plugged back on the same
+/// root port: the scan notices it and the layer reconnects it at once, named by its
+/// address, and it carries I/O again. Then a new controller of the subsystem, c2, is
+/// added on the spare root port (0000:03:00.0): the scan attaches it, it joins the
+/// bdev as a third path named by its address and carries I/O. Nothing lost, data
+/// intact, no stray completion throughout.
+#[test]
+fn hot_plug_brings_a_controller_back_and_adds_a_new_one_without_binding_by_hand() {
+    let out = scenario(
+        "round-robin",
+        "--resets 1 --unplug c1 --replug --hotplug --add c2",
+        &[
+            "nvme-setup keep-vfio on: vfio-pci now takes every NVMe controller",
+            "0000:02:00.0 left the PCI bus",
+            "replug: 0000:02:00.0 bound to vfio-pci by the kernel",
+            "replug: path 0000:02:00.0 usable again",
+            "hot-add: path 0000:03:00.0 joined",
+            "phase replug:",
+        ],
+    );
+    assert!(
+        !out.stdout.contains("path 0000:02:00.0 removed"),
+        "the path was removed:\n{out}"
+    );
+    // Every path is named by its address in the per-path report, the returned and the
+    // added ones included.
+    let per_path = out
+        .stdout
+        .lines()
+        .find(|l| l.contains(": per path: "))
+        .unwrap_or_else(|| panic!("no per-path line:\n{out}"));
+    let unnamed = per_path
+        .match_indices("path ")
+        .any(|(i, _)| per_path[i + 5..].starts_with(|c: char| c.is_ascii_digit()));
+    assert!(!unnamed, "a path without its name: {per_path}");
+    for bdf in ["0000:01:00.0", "0000:02:00.0", "0000:03:00.0"] {
+        assert!(per_path.contains(bdf), "{bdf} missing: {per_path}");
+    }
+    let carried = |prefix: &str, suffix: &str| -> u64 {
+        out.stdout
+            .lines()
+            .find_map(|l| {
+                let rest = l.split_once(prefix)?.1;
+                rest.split_once(suffix)?.0.rsplit(' ').next()?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no {prefix:?} line:\n{out}"))
+    };
+    assert!(
+        carried("replug: 0000:02:00.0 reconnected ", " I/Os after") > 0,
+        "0000:02:00.0 carried nothing after it came back:\n{out}"
+    );
+    assert!(
+        carried(
+            "hot-add: 0000:03:00.0 attached by the hot-plug scan, carried ",
+            " I/Os"
+        ) > 0,
+        "0000:03:00.0 carried nothing:\n{out}"
     );
 }

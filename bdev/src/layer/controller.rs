@@ -35,6 +35,17 @@ pub(super) enum LinkState {
     Gone,
 }
 
+/// Which [`LinkState`] a link is in, without its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum LinkKind {
+    /// [`LinkState::Live`].
+    Live,
+    /// [`LinkState::Lost`].
+    Lost,
+    /// [`LinkState::Gone`].
+    Gone,
+}
+
 /// A path one controller provides: the multipath bdev, the path, the NSID.
 pub(super) struct CtrlPath {
     mp: Arc<Multipath<IoQpair>>,
@@ -50,6 +61,9 @@ pub(crate) struct CtrlRecord {
     /// The fan-out mapper key of the current instance's address space.
     space: AtomicU64,
     pub(super) reset_requested: AtomicBool,
+    /// Set by the hot-plug thread when the controller's address reappeared: the next
+    /// reconnect attempt (the current one, if the link is lost) is made at once.
+    pub(super) reconnect_now: AtomicBool,
     stop: AtomicBool,
     pub(super) resets: AtomicU64,
     pub(super) reconnects: AtomicU64,
@@ -77,6 +91,7 @@ impl CtrlRecord {
             link: Mutex::new(LinkState::Live(ctrl)),
             space: AtomicU64::new(space),
             reset_requested: AtomicBool::new(false),
+            reconnect_now: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             resets: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
@@ -91,6 +106,15 @@ impl CtrlRecord {
         match &*lock(&self.link) {
             LinkState::Live(ctrl) => Some(ctrl.clone()),
             LinkState::Lost { .. } | LinkState::Gone => None,
+        }
+    }
+
+    /// Where the link stands.
+    pub(super) fn link_kind(&self) -> LinkKind {
+        match &*lock(&self.link) {
+            LinkState::Live(_) => LinkKind::Live,
+            LinkState::Lost { .. } => LinkKind::Lost,
+            LinkState::Gone => LinkKind::Gone,
         }
     }
 
@@ -309,7 +333,8 @@ fn tend_lost(
         remove_paths(record);
         return Some(LinkState::Gone);
     }
-    if Instant::now() < next_attempt {
+    // The hot-plug thread saw the controller's address come back: no need to wait.
+    if Instant::now() < next_attempt && !record.reconnect_now.swap(false, Ordering::AcqRel) {
         return None;
     }
     match reconnect(inner, record) {

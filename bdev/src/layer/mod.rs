@@ -10,9 +10,14 @@
 //! NQN and NSID). Each path's record in its multipath bdev keeps the factory that
 //! makes a channel's queue pair on the path's controller.
 
+mod attach;
 mod controller;
+mod hotplug;
 mod ns;
 
+pub use hotplug::{
+    vfio_connector, HotplugSource, HotplugStats, VfioHotplug, ATTACH_ATTEMPTS, PERIOD_MIN_MS,
+};
 pub use ns::{NsBdev, NsChannel};
 
 use crate::dma::IoBufPool;
@@ -22,6 +27,7 @@ use crate::qsbr::Qsbr;
 use crate::sync::lock_std as lock;
 use crate::{Error, IoBuf, Result};
 use controller::CtrlRecord;
+use hotplug::{HotplugCounters, HotplugThread};
 use nvme_driver::bus::Bus;
 use nvme_driver::{Controller, ControllerOptions, IoQpair, Namespace, QpairOptions};
 use std::fmt;
@@ -68,6 +74,12 @@ struct Inner {
     ctrls: Mutex<Vec<Arc<CtrlRecord>>>,
     /// Path instance and address-space identifiers, unique in this layer.
     next_id: AtomicU64,
+    /// Held for the whole of an attach (see `attach.rs`).
+    attaching: Mutex<()>,
+    /// The hot-plug thread, while hot-plug is enabled.
+    hotplug_thread: Mutex<Option<HotplugThread>>,
+    /// What the hot-plug thread did.
+    hotplug: HotplugCounters,
 }
 
 /// The block layer: controllers, bdevs, I/O buffers.
@@ -224,6 +236,9 @@ impl BlockLayer {
                 bdevs: Mutex::new(Vec::new()),
                 ctrls: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(1),
+                attaching: Mutex::new(()),
+                hotplug_thread: Mutex::new(None),
+                hotplug: HotplugCounters::default(),
             }),
         })
     }
@@ -267,85 +282,46 @@ impl BlockLayer {
     /// Brings up a controller, creates its bdevs (or joins existing multipath bdevs as
     /// a new path) and starts its controller thread. Returns the bdev names involved.
     pub fn attach(&self, name: &str, connector: Connector) -> Result<Vec<String>> {
-        if lock(&self.inner.ctrls).iter().any(|c| c.name == name) {
-            return Err(Error::DuplicateController(name.to_string()));
-        }
-        let (ctrl, space) = controller::connect(&self.inner, &connector)?;
-        let record = Arc::new(CtrlRecord::new(name, connector, ctrl.clone(), space));
-        let mut names = Vec::new();
-        let mut attach_namespaces = || -> Result<()> {
-            for ns in ctrl.namespaces() {
-                let nsb = NsBdev {
-                    info: ns_info(&ctrl, ns, format!("{name}n{}", ns.nsid)),
-                    nsid: ns.nsid,
-                    ctrl: record.clone(),
-                    qpair: self.inner.opts.qpair,
-                };
-                names.push(nsb.info.name.clone());
-                let mp = self.multipath_for(&ctrl, ns)?;
-                names.push(mp.info().name.clone());
-                controller::add_path(&self.inner, &record, &mp, &ctrl, ns.nsid)?;
-                lock(&self.inner.bdevs).push(Bdev::Nvme(Arc::new(nsb)));
-            }
-            record.start_thread(self.inner.clone())
-        };
-        if let Err(e) = attach_namespaces() {
-            // Nothing of it stays behind: its paths, its namespace bdevs, its mapping.
-            controller::stop(&self.inner, &record, true);
-            return Err(e);
-        }
-        lock(&self.inner.ctrls).push(record);
-        Ok(names)
+        attach::attach(&self.inner, name, connector)
     }
 
-    fn multipath_for(&self, ctrl: &Controller, ns: &Namespace) -> Result<Arc<Multipath<IoQpair>>> {
-        let subnqn = &ctrl.identify().subnqn;
-        let probe = ns_info(ctrl, ns, String::new());
-        let has_id = probe.nguid.is_some() || probe.eui64.is_some() || probe.uuid.is_some();
-        // A shared namespace (NMIC bit 0) without identifiers (QEMU's by default): in
-        // one NVM subsystem an NSID names the same namespace through every
-        // controller, so subsystem NQN and NSID identify it (as Linux does).
-        let shared_name = (!has_id && ns.id.nmic & 1 == 1 && !subnqn.is_empty())
-            .then(|| format!("{subnqn}:n{}", ns.nsid));
-        let mut g = lock(&self.inner.bdevs);
-        for b in g.iter() {
-            if let Bdev::Mpath(m) = b {
-                let same = m.info().same_namespace(&probe)
-                    || shared_name.as_deref().is_some_and(|n| {
-                        n == m.info().name
-                            && m.info().nguid.is_none()
-                            && m.info().eui64.is_none()
-                            && m.info().uuid.is_none()
-                    });
-                if same {
-                    if m.info().block_size != probe.block_size
-                        || m.info().num_blocks != probe.num_blocks
-                    {
-                        return Err(Error::PathMismatch(format!(
-                            "{}: namespace {} has {} blocks of {} bytes through {}, {} of {} elsewhere",
-                            m.info().name, ns.nsid, probe.num_blocks, probe.block_size, ctrl.name(),
-                            m.info().num_blocks, m.info().block_size
-                        )));
-                    }
-                    return Ok(m.clone());
-                }
-            }
+    /// Turns hot-plug on (SPDK's `bdev_nvme_set_hotplug`; off until called): every
+    /// `period_ms` a hot-plug thread asks `source` which controllers are present, and
+    /// attaches those that appeared since the previous scan with this layer's options,
+    /// or brings the reconnect of a lost one forward (see `layer/hotplug.rs`).
+    /// Controllers present now count as seen. Enabling again replaces the source and
+    /// period.
+    pub fn enable_hotplug(&self, source: Arc<dyn HotplugSource>, period_ms: u64) -> Result<()> {
+        self.disable_hotplug();
+        let t = HotplugThread::start(self.inner.clone(), source, period_ms)?;
+        *lock(&self.inner.hotplug_thread) = Some(t);
+        Ok(())
+    }
+
+    /// Turns hot-plug off (waits for an attach in progress). Attached controllers stay.
+    pub fn disable_hotplug(&self) {
+        let t = lock(&self.inner.hotplug_thread).take();
+        if let Some(t) = t {
+            t.stop();
         }
-        let name = if has_id {
-            format!("{subnqn}:n{}", ns.nsid)
-        } else if let Some(n) = shared_name {
-            n
-        } else {
-            format!("{}n{}:mp", ctrl.name(), ns.nsid)
-        };
-        let mp = Multipath::new(
-            BdevInfo { name, ..probe },
-            self.inner.opts.mpath,
-            ctrl.identify().anatt,
-            self.inner.qsbr.clone(),
-        )?;
-        g.push(Bdev::Mpath(mp.clone()));
-        Ok(mp)
+    }
+
+    /// True while hot-plug is on.
+    pub fn hotplug_enabled(&self) -> bool {
+        lock(&self.inner.hotplug_thread).is_some()
+    }
+
+    /// What the hot-plug thread did so far (all zero if it never ran).
+    pub fn hotplug_stats(&self) -> HotplugStats {
+        self.inner.hotplug.snapshot()
+    }
+
+    /// Names of the attached controllers, in the order they were attached.
+    pub fn controller_names(&self) -> Vec<String> {
+        lock(&self.inner.ctrls)
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
     }
 
     /// Asks the controller thread of `name` to reset its controller: its paths leave
@@ -404,6 +380,8 @@ impl BlockLayer {
     /// Stops every controller thread and removes every path. Channels should be
     /// drained and dropped first.
     pub fn shutdown(&self) {
+        // First: it would attach what is being taken away.
+        self.disable_hotplug();
         let all = std::mem::take(&mut *lock(&self.inner.ctrls));
         for record in all {
             controller::stop(&self.inner, &record, false);

@@ -35,6 +35,9 @@ impl Kind {
 /// in flight), capped by the controller's MQES; deeper waits on the pending ring.
 const QUEUE_ENTRIES: u16 = 1024;
 
+/// How often the layer looks for NVMe controllers that appeared (bdev engine, VFIO).
+const HOTPLUG_PERIOD_MS: u64 = 1_000;
+
 /// A file fio may open: a bdev of the layer, under the name fio knows it by.
 struct Target {
     bdev: Bdev,
@@ -125,8 +128,15 @@ fn attach_pcie(g: &mut Global, traddr: &str) -> Result<Vec<String>, String> {
         let bus = soft_controller(traddr)?;
         Arc::new(move || Ok(bus.clone()))
     } else {
-        let bdf = traddr.to_string();
-        Arc::new(move || Ok(nvme_driver::vfio::VfioBus::open(&bdf)? as Arc<dyn Bus>))
+        // Controllers that come back (or appear) while fio runs are noticed by a sysfs
+        // scan once a second: a returning one reconnects at once, one back after the
+        // loss timeout is attached again under its address.
+        if !g.layer.hotplug_enabled() {
+            g.layer
+                .enable_hotplug(Arc::new(nvme_bdev::layer::VfioHotplug), HOTPLUG_PERIOD_MS)
+                .map_err(|e| format!("enabling hot-plug: {e}"))?;
+        }
+        nvme_bdev::layer::vfio_connector(traddr)
     };
     g.attach(traddr, connector)
         .map_err(|e| format!("cannot attach {traddr}: {e}"))

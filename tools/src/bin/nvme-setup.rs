@@ -24,6 +24,7 @@ fn main() {
         }
         Command::Bind(b) => sys.bind(&b).map(|l| l.join("\n")),
         Command::Unbind(b) => sys.unbind(&b).map(|l| l.join("\n")),
+        Command::KeepVfio(on) => sys.keep_vfio(on).map(|l| l.join("\n")),
         Command::Hugepages(n) => sys.set_hugepages(n),
     };
     match result {

@@ -10,7 +10,10 @@
 //! TSC, no allocation, lock or system call per I/O. The controller threads of the layer do
 //! the admin work (resets, ANA, reconnects). Besides the usual table each row
 //! reports per-path I/O counts, failovers and retries, the longest submit call and
-//! the longest pause between completions on its core.
+//! the longest pause between completions on its core. Hot-plug is on: a controller
+//! that appears during the run (a new address bound to vfio-pci, or one coming back)
+//! is attached or reconnected by the layer, and rows name every path by its
+//! controller's PCI address, a path that came back included.
 
 use super::engine::{Backend, NsJob, NsResult, Submission, WorkerJob};
 use super::opts::PerfOptions;
@@ -50,6 +53,9 @@ pub struct MpathRowStats {
     /// Longest time between two completions on this core while I/O was outstanding.
     pub longest_gap_ns: u64,
 }
+
+/// How often the multipath mode looks for controllers that appeared (a sysfs scan).
+pub const HOTPLUG_PERIOD_MS: u64 = 1_000;
 
 /// The block layer options for a run: policy, queue sizes for the depth.
 pub fn layer_options(opts: &PerfOptions, policy: Policy) -> LayerOptions {
@@ -117,8 +123,12 @@ pub fn select_bdevs(
 /// its rows report.
 pub struct BdevChannel {
     ch: Channel,
-    /// Path id to controller name, for the report.
+    /// Path id to controller name, for the report: the paths at the start, and those
+    /// the bdev has when the row is made (a controller that came back, reconnected or
+    /// hot-plugged, is a new path instance with a new id and the same name).
     path_names: Vec<(u64, String)>,
+    /// The multipath bdev, to learn the names of paths added during the run.
+    mp: Option<Arc<nvme_bdev::Multipath<nvme_driver::IoQpair>>>,
     policy: Policy,
     snap: Vec<nvme_bdev::mpath::PathIoStats>,
     snap_ch: ChannelStats,
@@ -220,21 +230,37 @@ impl Backend for BdevChannel {
         };
         let now = c.path_stats();
         let st = c.stats();
-        let paths = now
-            .iter()
-            .map(|ps| {
-                let before = self.snap.iter().find(|b| b.id == ps.id);
-                PathCount {
-                    name: self
-                        .path_names
-                        .iter()
-                        .find(|(id, _)| *id == ps.id)
-                        .map_or_else(|| format!("path {}", ps.id), |(_, n)| n.clone()),
-                    ios: ps.submitted - before.map_or(0, |b| b.submitted),
-                    path_errors: ps.path_errors - before.map_or(0, |b| b.path_errors),
+        if let Some(m) = &self.mp {
+            for p in m.paths() {
+                if !self.path_names.iter().any(|(id, _)| *id == p.id) {
+                    self.path_names.push((p.id, p.name));
                 }
-            })
-            .collect();
+            }
+        }
+        // One entry per controller: the instances of a path that came back (the one
+        // still draining and the new one) count under its name.
+        let mut paths: Vec<PathCount> = Vec::new();
+        for ps in &now {
+            let before = self.snap.iter().find(|b| b.id == ps.id);
+            let name = self
+                .path_names
+                .iter()
+                .find(|(id, _)| *id == ps.id)
+                .map_or_else(|| format!("path {}", ps.id), |(_, n)| n.clone());
+            let ios = ps.submitted - before.map_or(0, |b| b.submitted);
+            let path_errors = ps.path_errors - before.map_or(0, |b| b.path_errors);
+            match paths.iter_mut().find(|p| p.name == name) {
+                Some(p) => {
+                    p.ios += ios;
+                    p.path_errors += path_errors;
+                }
+                None => paths.push(PathCount {
+                    name,
+                    ios,
+                    path_errors,
+                }),
+            }
+        }
         let b = self.snap_ch;
         r.mpath = Some(MpathRowStats {
             policy: self.policy,
@@ -267,8 +293,9 @@ pub fn build_workers(
                 format!("opening a channel of {} for core {core}: {e}", bdev.name())
             })?;
             let bufs = super::alloc_buffers(opts, |len| layer.alloc_buffer(len))?;
-            let path_names = bdev
-                .multipath()
+            let mp = bdev.multipath().cloned();
+            let path_names = mp
+                .as_ref()
                 .map(|m| m.paths().into_iter().map(|p| (p.id, p.name)).collect())
                 .unwrap_or_default();
             jobs.push(MpathJob {
@@ -282,6 +309,7 @@ pub fn build_workers(
                 backend: BdevChannel {
                     ch,
                     path_names,
+                    mp,
                     policy,
                     snap: Vec::new(),
                     snap_ch: Default::default(),
@@ -309,12 +337,8 @@ pub fn open_vfio(
     let layer = BlockLayer::new(lopts).map_err(|e| OpenError::Device(e.to_string()))?;
     let mut attached = Vec::new();
     for (bdf, _) in wanted {
-        let b = bdf.clone();
-        let connector: nvme_bdev::layer::Connector = Arc::new(move || {
-            nvme_driver::vfio::VfioBus::open(&b).map(|x| x as Arc<dyn nvme_driver::bus::Bus>)
-        });
         let names = layer
-            .attach(bdf, connector)
+            .attach(bdf, nvme_bdev::layer::vfio_connector(bdf))
             .map_err(|e| OpenError::Device(format!("{bdf}: {e}")))?;
         note(format!(
             "Attached {bdf} to the block layer: {}",
@@ -322,6 +346,12 @@ pub fn open_vfio(
         ));
         attached.push(names);
     }
+    // Controllers that appear during the run (a new address, or one that comes back
+    // after the loss timeout) join the bdevs they reach; one that comes back while
+    // the layer waits for it reconnects at once.
+    layer
+        .enable_hotplug(Arc::new(nvme_bdev::layer::VfioHotplug), HOTPLUG_PERIOD_MS)
+        .map_err(|e| OpenError::Device(format!("enabling hot-plug: {e}")))?;
     let picked = select_bdevs(wanted, &attached)?;
     let mut out = Vec::new();
     for (name, nsid) in picked {
@@ -372,6 +402,15 @@ pub fn path_summary(layer: &BlockLayer, bdevs: &[(Bdev, u32)]) -> String {
             out,
             "; longest path-set publication {:.1} us",
             m.longest_publish_ns() as f64 / 1000.0
+        );
+    }
+    let hp = layer.hotplug_stats();
+    if hp.appeared > 0 || hp.attach_failures > 0 {
+        let _ = writeln!(
+            out,
+            "Hot-plug: {} controllers appeared, {} attached, {} attached again, {} reconnects \
+             brought forward, {} failed attach attempts",
+            hp.appeared, hp.attached, hp.reattached, hp.reconnects_prompted, hp.attach_failures
         );
     }
     out

@@ -255,4 +255,81 @@ fn continue_on_error_logs_every_nth_failure_as_spdk_nvme_perf_does() {
     // -Q 1 logs every failure; without -Q nothing is logged while running.
     assert_eq!(ErrorLog::new(Some(1)).lines_due(&shared).len(), 5);
     assert!(ErrorLog::new(None).lines_due(&shared).is_empty());
+
+/// A path that comes back keeps its controller's name in the multipath rows: softA
+/// is removed mid-run and a new device takes its place; the layer reconnects it (a new
+/// path instance, a new id) and the row still says `softA`, never `path N`, and counts
+/// the I/O the returned path carried.
+#[test]
+fn multipath_rows_name_a_reconnected_path_by_its_controller() {
+    use super::mpath::{build_workers, layer_options};
+    use nvme_bdev::BlockLayer;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    let ns = Arc::new(Namespace::new(1, 8192, 512).unwrap());
+    let soft = |name: &str, cntlid| {
+        SoftController::start(SoftConfig {
+            name: name.into(),
+            subnqn: "nqn.2024-01.org.nvme-tools:names".into(),
+            cntlid,
+            namespaces: vec![ns.clone()],
+            ..SoftConfig::default()
+        })
+    };
+    let (a, b) = (soft("softA", 1), soft("softB", 2));
+    let current = Arc::new(Mutex::new(a.clone()));
+    let plugged = current.clone();
+    let o =
+        opts("-q 8 -o 4096 -w randrw -M 50 -t 2 -c 0x1 --verify --multipath --policy round-robin");
+    let policy = o.multipath.unwrap();
+    let mut lopts = layer_options(&o, policy);
+    lopts.mpath.reconnect_delay_ms = 50;
+    lopts.mpath.fast_io_fail_timeout_ms = 50;
+    let layer = BlockLayer::new(lopts).unwrap();
+    layer
+        .attach(
+            "softA",
+            Arc::new(move || {
+                let c: Arc<SoftController> = plugged.lock().unwrap().clone();
+                Ok(c as Arc<dyn nvme_driver::bus::Bus>)
+            }),
+        )
+        .unwrap();
+    let names = layer.attach_bus("softB", b.clone()).unwrap();
+    let mp = names.iter().find(|n| n.starts_with("nqn.")).unwrap();
+    let bdevs = vec![(layer.open(mp).unwrap(), 1)];
+    let workers = build_workers(&o, &layer, &bdevs, policy).unwrap();
+    let a2 = soft("softA", 1);
+    let rows = std::thread::scope(|s| {
+        let h = s.spawn(|| with_quiet_ui(|ui| run_mpath(&o, workers, ui)));
+        std::thread::sleep(Duration::from_millis(400));
+        *current.lock().unwrap() = a2.clone();
+        a.faults().simulate_removal();
+        let t0 = Instant::now();
+        while layer.controller_counts("softA").unwrap().1 == 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "softA never reconnected"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        h.join().unwrap()
+    });
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!((r.errors, r.mismatches), (0, 0), "{:?}", r.first_error);
+    let m = r.mpath.as_ref().unwrap();
+    let mut names: Vec<&str> = m.paths.iter().map(|p| p.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["softA", "softB"], "{m:?}");
+    let on_a = m.paths.iter().find(|p| p.name == "softA").unwrap();
+    assert!(on_a.ios > 0, "the returned path carried nothing: {m:?}");
+    assert_eq!(m.channel.stray_completions, 0, "{m:?}");
+    let json = report::to_json(&o, &rows).to_string();
+    assert!(!json.contains("\"path "), "{json}");
+    drop(bdevs);
+    layer.shutdown();
+    for c in [a, a2, b] {
+        c.stop();
+    }
 }

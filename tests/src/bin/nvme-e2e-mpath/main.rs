@@ -3,7 +3,7 @@
 //! sharing namespace 1):
 //!
 //! ```text
-//! nvme-e2e-mpath POLICY [--resets N] [--unplug QOM_ID [--replug]]
+//! nvme-e2e-mpath POLICY [--resets N] [--unplug QOM_ID [--replug [--hotplug [--add QOM_ID]]]]
 //! ```
 //!
 //! Both controllers are attached to one block layer and become the two paths of one
@@ -18,6 +18,12 @@
 //! same root port, then `nvme-setup bind` moves it to vfio-pci, as a udev rule would):
 //! the block layer's reconnect must take it back as a path of the same bdev (over
 //! VFIO, the real device), and under an active-active policy it must carry I/O again.
+//! With `--hotplug`, nothing is bound by hand: `nvme-setup keep-vfio on` runs first
+//! (the kernel binds controllers to vfio-pci as they appear) and the layer's hot-plug
+//! scan is on (every 200 ms), so the returning controller is noticed and reconnected
+//! at once; `--add c2` then plugs a new controller of the subsystem on the spare root
+//! port rp2 (0000:03:00.0), which the hot-plug must attach as a third path of the
+//! bdev, named by its address, carrying I/O (active-active policies).
 //!
 //! The scenario checks its premises: each phase that takes a path with I/O in flight
 //! away (the resets of A, the unplug) must fail I/O over to the other path (failovers
@@ -30,16 +36,17 @@
 //! Prints `PASS mpath-POLICY` and exits 0, or says what failed and exits 1. Every
 //! wait has a deadline.
 
-use nvme_bdev::{
-    BdevCompletion, BdevIo, BlockLayer, Channel, IoBuf, LayerOptions, MpathOptions, Multipath,
-    Policy,
-};
-use nvme_driver::vfio::VfioBus;
-use nvme_driver::{clock, IoQpair, QpairOptions};
+mod plug;
+mod traffic;
+
+use nvme_bdev::layer::{vfio_connector, VfioHotplug};
+use nvme_bdev::{BlockLayer, LayerOptions, MpathOptions, Policy};
+use nvme_driver::QpairOptions;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use traffic::{Report, Traffic};
 
 type R<T> = Result<T, String>;
 
@@ -55,269 +62,6 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 const CTRL_LOSS_MS: i64 = 4_000;
 /// No submit call may take this long (see the module comment).
 const SUBMIT_LIMIT_NS: u64 = 1_000_000_000;
-
-#[derive(Debug, Default, Clone)]
-struct Report {
-    submitted: u64,
-    completed: u64,
-    errors: u64,
-    first_error: Option<String>,
-    mismatches: u64,
-    first_mismatch: Option<String>,
-    duplicates: u64,
-    refused: u64,
-    leftover: usize,
-    /// Per phase: completions, longest pause between completions, longest submit (ns).
-    phase_completions: [u64; 5],
-    /// Per phase: I/Os the channel re-dispatched after a path error.
-    phase_failovers: [u64; 5],
-    longest_gap_ns: [u64; 5],
-    longest_submit_ns: [u64; 5],
-    /// I/Os dispatched per path name in the last phase ("after").
-    after_per_path: Vec<(String, u64)>,
-    /// Per path name: I/Os dispatched, path errors (summed over the run).
-    paths: Vec<(String, u64, u64)>,
-    failovers: u64,
-    queued_high_water: u64,
-    stray_completions: u64,
-}
-
-fn pattern(slot: usize, seq: u64, i: usize) -> u8 {
-    (slot.wrapping_mul(31) ^ (seq as usize).wrapping_mul(131) ^ i.wrapping_mul(7) ^ (i >> 8)) as u8
-}
-
-struct Traffic {
-    ch: Channel,
-    wbufs: Vec<IoBuf>,
-    rbufs: Vec<IoBuf>,
-    out: Vec<u64>,
-    seq: Vec<u64>,
-    reading: Vec<bool>,
-    r: Report,
-    phase: Arc<AtomicUsize>,
-    /// The phase the traffic thread counts in now (it follows `phase` before each poll).
-    phase_seen: Arc<AtomicUsize>,
-    names: Vec<(u64, String)>,
-    /// Per path id: counters carried over from paths that were retired.
-    seen: Vec<(u64, u64, u64)>,
-    /// The channel's failover count when the current phase began.
-    failovers_at_phase: u64,
-    /// Where path names come from: a path that comes back has a new instance id.
-    mp: Arc<Multipath<IoQpair>>,
-    /// Per path id: I/Os dispatched when the last phase began.
-    at_after: Vec<(u64, u64)>,
-}
-
-impl Traffic {
-    fn lba(slot: usize) -> u64 {
-        slot as u64 * BLOCKS_PER_IO as u64
-    }
-
-    fn issue(&mut self, slot: usize) -> R<()> {
-        let seq = self.seq[slot];
-        let ctx = (slot as u64) << 32 | (seq << 1) | u64::from(self.reading[slot]);
-        let io = if self.reading[slot] {
-            self.rbufs[slot].fill(0);
-            BdevIo::read(
-                Self::lba(slot),
-                BLOCKS_PER_IO,
-                self.rbufs[slot].whole(),
-                ctx,
-            )
-        } else {
-            let len = self.wbufs[slot].len();
-            let data: Vec<u8> = (0..len).map(|i| pattern(slot, seq, i)).collect();
-            self.wbufs[slot]
-                .write_at(0, &data)
-                .map_err(|e| e.to_string())?;
-            BdevIo::write(
-                Self::lba(slot),
-                BLOCKS_PER_IO,
-                self.wbufs[slot].whole(),
-                ctx,
-            )
-        };
-        let ph = self.phase.load(Ordering::Relaxed);
-        let t0 = clock::ticks();
-        let res = self.ch.submit(io);
-        let ns = clock::ticks_to_ns(clock::ticks().wrapping_sub(t0));
-        self.r.longest_submit_ns[ph] = self.r.longest_submit_ns[ph].max(ns);
-        match res {
-            Ok(()) => {
-                self.out[slot] = ctx;
-                self.r.submitted += 1;
-                Ok(())
-            }
-            Err((e, _)) => {
-                self.r.refused += 1;
-                Err(format!("submit refused on slot {slot}: {e}"))
-            }
-        }
-    }
-
-    fn on_done(&mut self, c: BdevCompletion, stopping: bool) -> R<()> {
-        let slot = (c.ctx >> 32) as usize;
-        if slot >= SLOTS || self.out[slot] != c.ctx {
-            self.r.duplicates += 1;
-            return Ok(());
-        }
-        self.out[slot] = u64::MAX;
-        self.r.completed += 1;
-        if !c.status.is_success() {
-            self.r.errors += 1;
-            if self.r.first_error.is_none() {
-                self.r.first_error = Some(format!(
-                    "slot {slot} {}: {}",
-                    if self.reading[slot] { "read" } else { "write" },
-                    c.status
-                ));
-            }
-            // Do the same step again (the write, or the read of what was written).
-            if !stopping {
-                self.issue(slot)?;
-            }
-            return Ok(());
-        }
-        if self.reading[slot] {
-            let mut got = vec![0u8; self.rbufs[slot].len()];
-            self.rbufs[slot]
-                .read_at(0, &mut got)
-                .map_err(|e| e.to_string())?;
-            let seq = self.seq[slot];
-            if let Some(i) = got
-                .iter()
-                .enumerate()
-                .position(|(i, &b)| b != pattern(slot, seq, i))
-            {
-                self.r.mismatches += 1;
-                if self.r.first_mismatch.is_none() {
-                    self.r.first_mismatch = Some(format!(
-                        "LBA {} byte {i}: expected {:#04x}, found {:#04x}",
-                        Self::lba(slot),
-                        pattern(slot, seq, i),
-                        got[i]
-                    ));
-                }
-            }
-            self.seq[slot] += 1;
-        }
-        self.reading[slot] = !self.reading[slot];
-        if !stopping {
-            self.issue(slot)?;
-        }
-        Ok(())
-    }
-
-    fn failovers(&self) -> u64 {
-        match &self.ch {
-            Channel::Mpath(c) => c.stats().failovers,
-            _ => 0,
-        }
-    }
-
-    /// Ends phase `ph` for the per-phase failover count.
-    fn close_phase(&mut self, ph: usize) {
-        let f = self.failovers();
-        self.r.phase_failovers[ph] += f - self.failovers_at_phase;
-        self.failovers_at_phase = f;
-    }
-
-    fn collect_paths(&mut self) {
-        for p in self.mp.paths() {
-            if !self.names.iter().any(|(id, _)| *id == p.id) {
-                self.names.push((p.id, p.name));
-            }
-        }
-        if let Channel::Mpath(c) = &self.ch {
-            for ps in c.path_stats() {
-                match self.seen.iter_mut().find(|s| s.0 == ps.id) {
-                    Some(s) => {
-                        s.1 = ps.submitted;
-                        s.2 = ps.path_errors;
-                    }
-                    None => self.seen.push((ps.id, ps.submitted, ps.path_errors)),
-                }
-            }
-        }
-    }
-
-    fn run(mut self, stop: &AtomicBool, progress: &AtomicU64) -> R<Report> {
-        for slot in 0..SLOTS {
-            self.issue(slot)?;
-        }
-        self.ch.flush();
-        let mut last = clock::ticks();
-        let mut got = Vec::with_capacity(SLOTS * 2);
-        let mut last_phase = 0;
-        loop {
-            let stopping = stop.load(Ordering::Acquire);
-            // The phase before the poll: what the poll sees (failovers of I/O a reset
-            // just aborted) belongs to the phase that caused it.
-            let ph = self.phase.load(Ordering::Acquire);
-            if ph != last_phase {
-                self.collect_paths();
-                if ph == AFTER {
-                    self.at_after = self.seen.iter().map(|s| (s.0, s.1)).collect();
-                }
-                self.close_phase(last_phase);
-                last_phase = ph;
-                self.phase_seen.store(ph, Ordering::Release);
-            }
-            got.clear();
-            self.ch.poll(&mut |c| got.push(c));
-            if !got.is_empty() {
-                let now = clock::ticks();
-                let gap = clock::ticks_to_ns(now.wrapping_sub(last));
-                self.r.longest_gap_ns[ph] = self.r.longest_gap_ns[ph].max(gap);
-                last = now;
-                self.r.phase_completions[ph] += got.len() as u64;
-                for &c in &got {
-                    self.on_done(c, stopping)?;
-                }
-                self.ch.flush();
-                progress.store(self.r.completed, Ordering::Relaxed);
-            }
-            if stopping {
-                break;
-            }
-        }
-        // Drain: nothing new starts; what is outstanding completes.
-        let t = Instant::now();
-        while self.ch.outstanding() > 0 {
-            if t.elapsed() > DRAIN_DEADLINE {
-                break;
-            }
-            got.clear();
-            self.ch.poll(&mut |c| got.push(c));
-            for &c in &got {
-                self.on_done(c, true)?;
-            }
-        }
-        self.r.leftover = self.out.iter().filter(|&&o| o != u64::MAX).count();
-        self.collect_paths();
-        self.close_phase(last_phase);
-        if let Channel::Mpath(c) = &self.ch {
-            let st = c.stats();
-            self.r.failovers = st.failovers;
-            self.r.queued_high_water = st.queued_high_water;
-            self.r.stray_completions = st.stray_completions;
-        }
-        for (id, sub, perr) in &self.seen {
-            let name = self
-                .names
-                .iter()
-                .find(|(i, _)| i == id)
-                .map_or_else(|| format!("path {id}"), |(_, n)| n.clone());
-            let before = self.at_after.iter().find(|a| a.0 == *id).map_or(0, |a| a.1);
-            match self.r.after_per_path.iter_mut().find(|a| a.0 == name) {
-                Some(a) => a.1 += sub - before,
-                None => self.r.after_per_path.push((name.clone(), sub - before)),
-            }
-            self.r.paths.push((name, *sub, *perr));
-        }
-        Ok(self.r)
-    }
-}
 
 fn us(ns: u64) -> String {
     format!("{:.1} us", ns as f64 / 1000.0)
@@ -335,70 +79,22 @@ fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) -> R
     Ok(t.elapsed())
 }
 
-/// Plugs controller `id` (QOM id) back on its root port with the arguments qemu/run's
-/// `mpath` topology gave it, moves it to vfio-pci with `nvme-setup bind` (what a udev
-/// rule would do), and waits until the block layer has reconnected it and its path is
-/// usable again.
-fn plug_back(tag: &str, layer: &BlockLayer, mp: &Multipath<IoQpair>, id: &str, bdf: &str) -> R<()> {
-    let (_, reconnects_before) = layer
-        .controller_counts(bdf)
-        .ok_or_else(|| format!("{bdf} is no longer known to the block layer"))?;
-    let port = if id == "c0" { "rp0" } else { "rp1" };
-    let add = e2e::qmp_line(&format!(
-        r#"{{"execute":"device_add","arguments":{{"driver":"nvme","id":"{id}","bus":"{port}","serial":"mpath0","subsys":"subsys0"}}}}"#
-    ));
-    let dev = format!("/sys/bus/pci/devices/{bdf}");
-    let t = Instant::now();
-    // QEMU frees the id only once the old device is finalized; a device_add sent
-    // before then is refused (qemu/run logs the refusal), so it is sent again.
-    let mut present = false;
-    for _ in 0..5 {
-        println!("{add}");
-        if wait_for("the device to appear", Duration::from_secs(5), || {
-            std::path::Path::new(&dev).exists()
-        })
-        .is_ok()
-        {
-            present = true;
-            break;
-        }
-    }
-    if !present {
-        return Err(format!("{bdf} did not appear within 25 s of device_add"));
-    }
-    println!(
-        "{tag}: replug: {bdf} on the PCI bus {} ms after device_add",
-        t.elapsed().as_millis()
-    );
-    let out = std::process::Command::new("nvme-setup")
-        .args(["bind", bdf])
-        .output()
-        .map_err(|e| format!("running nvme-setup bind {bdf}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "nvme-setup bind {bdf} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    wait_for(
-        &format!("the block layer to reconnect {bdf}"),
-        Duration::from_secs(30),
-        || {
-            layer
-                .controller_counts(bdf)
-                .is_some_and(|c| c.1 > reconnects_before)
-                && mp.paths().iter().any(|p| p.name == bdf && p.state.usable())
-        },
-    )?;
-    println!(
-        "{tag}: replug: path {bdf} usable again {} ms after device_add (reconnected)",
-        t.elapsed().as_millis()
-    );
-    Ok(())
+/// How the unplugged controller comes back, and what else arrives.
+#[derive(Debug, Default, Clone, Copy)]
+struct Returns<'a> {
+    /// Plugged back on its root port.
+    replug: bool,
+    /// Bound by the kernel and noticed by the layer's hot-plug (else bound by hand).
+    hotplug: bool,
+    /// A new controller (this QOM id) added on the spare root port.
+    add: Option<&'a str>,
 }
 
-fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>, replug: bool) -> R<()> {
+/// The hot-plug scan period of `--hotplug`.
+const HOTPLUG_PERIOD_MS: u64 = 200;
+
+fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>, ret: Returns) -> R<()> {
+    let replug = ret.replug;
     let policy: Policy = policy_name.parse().map_err(|e| format!("{e}"))?;
     let tag = format!("mpath {policy_name}");
     // The controller the unplug takes away, and the one that must carry on.
@@ -427,19 +123,24 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>, replug: bool) 
     })
     .map_err(|e| e.to_string())?;
     let mut mp_name = None;
+    if ret.hotplug {
+        let said = plug::nvme_setup(&["keep-vfio", "on"])?;
+        println!("{tag}: nvme-setup keep-vfio on: {}", said.trim());
+    }
     for bdf in [A, B] {
-        let b = bdf.to_string();
         let names = layer
-            .attach(
-                bdf,
-                Arc::new(move || VfioBus::open(&b).map(|x| x as Arc<dyn nvme_driver::bus::Bus>)),
-            )
+            .attach(bdf, vfio_connector(bdf))
             .map_err(|e| format!("attaching {bdf}: {e}"))?;
         println!("attached {bdf}: bdevs {}", names.join(", "));
         // Names come in pairs: the namespace bdev, then the multipath bdev.
         mp_name = names.get(1).cloned();
     }
     let mp_name = mp_name.ok_or("no multipath bdev")?;
+    if ret.hotplug {
+        layer
+            .enable_hotplug(Arc::new(VfioHotplug), HOTPLUG_PERIOD_MS)
+            .map_err(|e| e.to_string())?;
+    }
     let bdev = layer.open(&mp_name).map_err(|e| e.to_string())?;
     let mp = bdev.multipath().ok_or("not a multipath bdev")?.clone();
     let paths = mp.paths();
@@ -578,7 +279,10 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>, replug: bool) 
             }
             if replug {
                 enter(3)?;
-                plug_back(&tag, &layer, &mp, id, gone)?;
+                plug::plug_back(&tag, &layer, &mp, id, gone, !ret.hotplug)?;
+                if let Some(new_id) = ret.add {
+                    plug::add_new(&tag, &mp, new_id)?;
+                }
             }
             enter(AFTER)?;
             moving("after the unplug (and replug)")?;
@@ -602,6 +306,7 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>, replug: bool) 
         .join("; ");
     let (resets_done, reconnects) = layer.controller_counts(A).unwrap_or((0, 0));
     let layer_counts_of_gone = layer.controller_counts(gone).unwrap_or((0, 0));
+    let hotplug = layer.hotplug_stats();
     let publish = mp.longest_publish_ns();
     drop(bdev);
     drop(mp);
@@ -672,6 +377,40 @@ fn scenario(policy_name: &str, resets: u64, unplug: Option<&str>, replug: bool) 
     if unplug.is_some() && r.phase_completions[AFTER] == 0 {
         return Err("no I/O completed after the unplug".into());
     }
+    if ret.hotplug {
+        println!(
+            "{tag}: hot-plug: {} scans, {} appeared, {} attached, {} reconnects brought forward, {} failed attach attempts",
+            hotplug.scans,
+            hotplug.appeared,
+            hotplug.attached,
+            hotplug.reconnects_prompted,
+            hotplug.attach_failures
+        );
+        if hotplug.reconnects_prompted == 0 {
+            return Err(format!("the hot-plug scan never noticed {gone} come back"));
+        }
+    }
+    if ret.add.is_some() {
+        let on_added: u64 = r
+            .after_per_path
+            .iter()
+            .filter(|(n, _)| n == plug::ADDED)
+            .map(|(_, k)| k)
+            .sum();
+        println!(
+            "{tag}: hot-add: {} attached by the hot-plug scan, carried {on_added} I/Os",
+            plug::ADDED
+        );
+        if hotplug.attached == 0 {
+            return Err(format!("{} was never attached", plug::ADDED));
+        }
+        if policy != Policy::ActivePassive && on_added == 0 {
+            return Err(format!(
+                "{} joined but carried no I/O under {policy_name}",
+                plug::ADDED
+            ));
+        }
+    }
     if replug {
         let (_, gone_reconnects) = layer_counts_of_gone;
         let on_gone = r
@@ -731,7 +470,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = || {
         eprintln!(
-            "usage: nvme-e2e-mpath active-passive|round-robin|least-queue-depth [--resets N] [--unplug QOM_ID [--replug]]"
+            "usage: nvme-e2e-mpath active-passive|round-robin|least-queue-depth [--resets N] [--unplug QOM_ID [--replug [--hotplug [--add QOM_ID]]]]"
         );
         ExitCode::from(2)
     };
@@ -740,15 +479,20 @@ fn main() -> ExitCode {
     };
     let mut resets = 5u64;
     let mut unplug = None;
-    let mut replug = false;
+    let mut ret = Returns::default();
     let mut i = 1;
     while i < args.len() {
-        if args[i] == "--replug" {
-            replug = true;
+        if args[i] == "--replug" || args[i] == "--hotplug" {
+            if args[i] == "--replug" {
+                ret.replug = true;
+            } else {
+                ret.hotplug = true;
+            }
             i += 1;
             continue;
         }
         match (args[i].as_str(), args.get(i + 1)) {
+            ("--add", Some(id)) => ret.add = Some(id.as_str()),
             ("--resets", Some(n)) => match n.parse() {
                 Ok(n) => resets = n,
                 Err(_) => return usage(),
@@ -758,10 +502,13 @@ fn main() -> ExitCode {
         }
         i += 2;
     }
-    if replug && unplug.is_none() {
+    if (ret.replug && unplug.is_none())
+        || (ret.hotplug && !ret.replug)
+        || (ret.add.is_some() && !ret.hotplug)
+    {
         return usage();
     }
-    match scenario(policy, resets, unplug.as_deref(), replug) {
+    match scenario(policy, resets, unplug.as_deref(), ret) {
         Ok(()) => {
             println!("PASS mpath-{policy}");
             ExitCode::SUCCESS
