@@ -91,8 +91,9 @@ impl CtrlInner {
         Duration::from_millis(self.opts.admin_timeout_ms.max(1))
     }
 
-    fn regs(&self) -> &crate::mmio::Mmio {
-        self.bus.bar0()
+    /// The controller's properties (registers): the only way `ctrlr/` reaches them.
+    fn regs(&self) -> &dyn regs::Properties {
+        self.bus.properties()
     }
 
     fn csts(&self) -> Csts {
