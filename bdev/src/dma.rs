@@ -115,12 +115,12 @@ pub struct IoBufPool {
 }
 
 impl IoBufPool {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new() -> crate::Result<Self> {
         let fanout = Arc::new(FanoutMapper::default());
-        IoBufPool {
-            pool: DmaPool::new("bdev-io", fanout.clone()),
+        Ok(IoBufPool {
+            pool: DmaPool::new("bdev-io", fanout.clone())?,
             fanout,
-        }
+        })
     }
 
     /// The IOVA window the buffers have in every controller's address space: register

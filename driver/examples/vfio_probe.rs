@@ -62,7 +62,7 @@ fn run(bdf: &str, wait_s: u64) -> nvme_driver::Result<()> {
     println!("VS   {:#010x}", bar.read32(regs::VS));
     println!("CSTS {:#010x}", bar.read32(regs::CSTS));
 
-    let pool = DmaPool::new(bus.bdf(), bus.mapper());
+    let pool = DmaPool::new(bus.bdf(), bus.mapper())?;
     let mut buf = pool.alloc(2 << 20)?;
     buf.fill(0xa5);
     let stats = pool.stats();

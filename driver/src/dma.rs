@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::lock;
 use std::fmt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// An I/O virtual address: what the device puts on the bus.
@@ -42,41 +42,8 @@ const ORDERS: usize = 10; // 4 KiB << 9 = 2 MiB
 /// First IOVA the pool uses: above the low 4 GiB, away from the MSI window at
 /// 0xfee00000 that VFIO reserves, and well inside a 39-bit IOMMU address width.
 pub const IOVA_BASE: u64 = 1 << 32;
-/// IOVA space of one pool. Pools get disjoint windows (up to [`POOL_SLOTS`] of them in
-/// a process), so a buffer from one controller's pool handed to another controller
-/// is recognised and refused instead of being read through an unrelated mapping.
-pub const POOL_IOVA_SPAN: u64 = 16 << 30;
-/// Distinct pool windows: they fit below 128 GiB. A pool takes a window no live pool
-/// has and gives it back when it is dropped; only with more than this many pools alive
-/// at once do two share a window (said once), and foreign-buffer detection between
-/// those two becomes best effort.
-pub const POOL_SLOTS: u64 = 7;
-
-/// Windows in use by live pools, a bit each.
-static POOL_WINDOWS_USED: AtomicU64 = AtomicU64::new(0);
-/// Where a pool goes when every window is in use.
-static NEXT_SHARED_WINDOW: AtomicU64 = AtomicU64::new(0);
-static SAID_WINDOWS_SHARED: AtomicBool = AtomicBool::new(false);
-
-/// A window no live pool has (its bit now set), or `None` when all are taken.
-fn take_window() -> Option<u64> {
-    let mut used = POOL_WINDOWS_USED.load(Ordering::Relaxed);
-    loop {
-        let slot = (!used).trailing_zeros() as u64;
-        if slot >= POOL_SLOTS {
-            return None;
-        }
-        match POOL_WINDOWS_USED.compare_exchange_weak(
-            used,
-            used | 1 << slot,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => return Some(slot),
-            Err(now) => used = now,
-        }
-    }
-}
+mod windows;
+pub use windows::{WINDOW_ENV, WINDOW_MAX};
 
 static SAID_NO_HUGEPAGES: AtomicBool = AtomicBool::new(false);
 
@@ -116,9 +83,9 @@ pub struct DmaStats {
 
 struct PoolShared {
     name: String,
-    /// The window this pool holds alone (given back on drop); `None` when shared.
-    window: Option<u64>,
+    /// The IOVA window this pool holds alone (given back on drop): base and size.
     iova_base: u64,
+    window_size: u64,
     mapper: Arc<dyn DmaMapper>,
     use_huge: bool,
     inner: Mutex<PoolInner>,
@@ -166,29 +133,21 @@ fn mmap_anon(len: usize, huge: bool) -> Option<NonNull<u8>> {
 }
 
 impl DmaPool {
-    /// A pool named `name` (the device it serves) mapping through `mapper`. Huge pages
-    /// are used when `/proc/sys/vm/nr_hugepages` shows some and a mapping succeeds.
-    pub fn new(name: &str, mapper: Arc<dyn DmaMapper>) -> Self {
+    /// A pool named `name` (the device it serves) mapping through `mapper`, in an
+    /// IOVA window of its own ([`windows`]). Huge pages are used when
+    /// `/proc/sys/vm/nr_hugepages` shows some and a mapping succeeds. Refused with
+    /// [`Error::DmaExhausted`] when every window is held by a live pool.
+    pub fn new(name: &str, mapper: Arc<dyn DmaMapper>) -> Result<Self> {
         let use_huge = std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .is_some_and(|n| n > 0);
-        let window = take_window();
-        let slot = window.unwrap_or_else(|| {
-            if !SAID_WINDOWS_SHARED.swap(true, Ordering::Relaxed) {
-                log::warn!(
-                    "nvme-driver: more than {POOL_SLOTS} DMA pools alive at once: {name} shares \
-                     an IOVA window with another pool, so a buffer of one handed to the other \
-                     is no longer always recognised"
-                );
-            }
-            NEXT_SHARED_WINDOW.fetch_add(1, Ordering::Relaxed) % POOL_SLOTS
-        });
-        let iova_base = IOVA_BASE + slot * POOL_IOVA_SPAN;
-        DmaPool(Arc::new(PoolShared {
+        let windows = windows::windows()?;
+        let iova_base = windows.take(name)?;
+        Ok(DmaPool(Arc::new(PoolShared {
             name: name.to_string(),
-            window,
             iova_base,
+            window_size: windows.size(),
             mapper,
             use_huge,
             inner: Mutex::new(PoolInner {
@@ -197,12 +156,12 @@ impl DmaPool {
                 mapped_bytes: 0,
                 in_use_bytes: 0,
             }),
-        }))
+        })))
     }
 
     /// The IOVA window this pool allocates from: (base, length).
     pub fn iova_range(&self) -> (Iova, u64) {
-        (Iova(self.0.iova_base), POOL_IOVA_SPAN)
+        (Iova(self.0.iova_base), self.0.window_size)
     }
 
     /// The device this pool serves.
@@ -225,11 +184,11 @@ impl DmaPool {
         let len = len.div_ceil(CHUNK_SIZE) * CHUNK_SIZE;
         // Before mapping anything, so a full window leaks no memory.
         let iova = Iova(inner.next_iova);
-        if inner.next_iova + len as u64 > self.0.iova_base + POOL_IOVA_SPAN {
+        if inner.next_iova + len as u64 > self.0.iova_base + self.0.window_size {
             return Err(Error::DmaExhausted(format!(
-                "{}: the pool's {} GiB IOVA window is used up",
+                "{}: the pool's {} GiB IOVA window is used up (its size: {WINDOW_ENV})",
                 self.0.name,
-                POOL_IOVA_SPAN >> 30
+                self.0.window_size >> 30
             )));
         }
         let (ptr, huge) = match self.0.use_huge.then(|| mmap_anon(len, true)).flatten() {
@@ -385,8 +344,8 @@ impl Drop for PoolShared {
             unsafe { libc::munmap(c.ptr.as_ptr().cast(), c.len) };
         }
         // Unmapped above: the window is free for the next pool.
-        if let Some(slot) = self.window {
-            POOL_WINDOWS_USED.fetch_and(!(1 << slot), Ordering::AcqRel);
+        if let Ok(windows) = windows::windows() {
+            windows.give_back(self.iova_base);
         }
     }
 }
@@ -556,7 +515,7 @@ mod tests {
 
     #[test]
     fn buddy_allocates_and_coalesces() {
-        let pool = DmaPool::new("test", Arc::new(NullMapper));
+        let pool = DmaPool::new("test", Arc::new(NullMapper)).unwrap();
         let a = pool.alloc(100).unwrap();
         let b = pool.alloc(4096).unwrap();
         let c = pool.alloc(64 << 10).unwrap();
@@ -580,7 +539,7 @@ mod tests {
 
     #[test]
     fn copies_are_bounds_checked() {
-        let pool = DmaPool::new("test", Arc::new(NullMapper));
+        let pool = DmaPool::new("test", Arc::new(NullMapper)).unwrap();
         let mut b = pool.alloc(8192).unwrap();
         b.write_at(4000, &[1, 2, 3]).unwrap();
         let mut out = [0u8; 3];
@@ -589,7 +548,7 @@ mod tests {
         assert!(b.write_at(8190, &[0; 3]).is_err());
         assert!(b.slice(8000, 200).is_err());
         assert_eq!(b.slice(512, 512).unwrap().iova.0, b.iova().0 + 512);
-        let other = DmaPool::new("other", Arc::new(NullMapper));
+        let other = DmaPool::new("other", Arc::new(NullMapper)).unwrap();
         assert!(b.is_from(&pool) && !b.is_from(&other));
         assert_ne!(
             pool.iova_range().0,

@@ -232,7 +232,7 @@ impl BlockLayer {
             inner: Arc::new(Inner {
                 qsbr: Qsbr::new(opts.readers),
                 opts,
-                bufs: IoBufPool::new(),
+                bufs: IoBufPool::new()?,
                 bdevs: Mutex::new(Vec::new()),
                 ctrls: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(1),

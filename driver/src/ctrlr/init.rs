@@ -90,7 +90,7 @@ impl Controller {
     /// event configuration and requests, and the ANA log where supported.
     pub fn init(bus: Arc<dyn Bus>, opts: ControllerOptions) -> Result<Controller> {
         let name = bus.name().to_string();
-        let r = bus.bar0();
+        let r = bus.properties();
         let cap = Cap(r.read64(regs::CAP));
         let vs = Vs(r.read32(regs::VS));
         if cap.0 == u64::MAX {
@@ -117,9 +117,9 @@ impl Controller {
                 ),
             });
         }
-        let pool = DmaPool::new(&name, bus.mapper());
+        let pool = DmaPool::new(&name, bus.mapper())?;
         let ring = Ring::new(
-            r,
+            bus.bar0(),
             &name,
             cap.dstrd(),
             RingConfig {

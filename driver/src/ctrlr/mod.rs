@@ -56,7 +56,8 @@ pub(crate) struct CtrlInner {
     failure_requested: Mutex<Option<String>>,
     fail_flag: AtomicBool,
     reset_wanted: AtomicBool,
-    aborts: ArrayQueue<(u16, u16)>,
+    /// Aborts the queue pairs asked for: the queue pair and the command's CID.
+    aborts: ArrayQueue<(Arc<QpairShared>, u16)>,
     admin: Mutex<AdminQueue>,
     qpairs: Mutex<Vec<Arc<QpairShared>>>,
     events: Mutex<VecDeque<AsyncEvent>>,
@@ -90,8 +91,9 @@ impl CtrlInner {
         Duration::from_millis(self.opts.admin_timeout_ms.max(1))
     }
 
-    fn regs(&self) -> &crate::mmio::Mmio {
-        self.bus.bar0()
+    /// The controller's properties (registers): the only way `ctrlr/` reaches them.
+    fn regs(&self) -> &dyn regs::Properties {
+        self.bus.properties()
     }
 
     fn csts(&self) -> Csts {
@@ -131,9 +133,22 @@ impl CtrlInner {
         self.fail_flag.store(true, Ordering::Release);
     }
 
-    pub(crate) fn request_abort(&self, qid: u16, cid: u16) {
-        if self.aborts.push((qid, cid)).is_err() {
-            // Too many timeouts at once: a reset deals with all of them.
+    /// From the data path: command `cid` of queue pair `qpair` passed its deadline.
+    /// The admin side sends an Abort at its next `process_admin`, and reports when
+    /// it ended ([`CtrlInner::abort_ended`]).
+    pub(crate) fn request_abort(&self, qpair: &Arc<QpairShared>, cid: u16) {
+        if self.aborts.push((qpair.clone(), cid)).is_err() {
+            // Too many timeouts at once: a reset deals with all of them (and frees
+            // the trackers waiting for an Abort).
+            self.reset_wanted.store(true, Ordering::Release);
+        }
+    }
+
+    /// The Abort of `cid` on `qpair` ended (answered, or dropped at a reset): the
+    /// queue pair may reuse the CID. If the report cannot be queued, a reset frees
+    /// the tracker instead.
+    pub(crate) fn abort_ended(&self, qpair: &QpairShared, cid: u16) {
+        if qpair.aborts_ended.push(cid).is_err() {
             self.reset_wanted.store(true, Ordering::Release);
         }
     }

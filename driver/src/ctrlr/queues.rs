@@ -9,6 +9,7 @@ use crate::lock;
 use crate::pcie::{PcieQueue, RingConfig};
 use crate::qpair::{IoQpair, QpairOptions, QpairShared};
 use crate::spec::{admin_opc, Sqe, CQE_SIZE, SQE_SIZE};
+use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,6 +119,9 @@ impl Controller {
             sq_iova: sq_mem.iova(),
             cq_iova: cq_mem.iova(),
             handshake: Handshake::new(epoch),
+            // One Abort out per tracker at most; twice that leaves room for reports
+            // a reset made stale (see `CtrlInner::abort_ended`).
+            aborts_ended: ArrayQueue::new(2 * opts.entries as usize),
         });
         // The host side first: nothing exists on the device if it cannot be made.
         let transport = PcieQueue::new(

@@ -168,7 +168,10 @@ impl Controller {
             }
         }
         inner.reset_wanted.store(false, Ordering::Release);
-        while inner.aborts.pop().is_some() {}
+        // Aborts not sent: the reset ended their commands.
+        while let Some((qpair, cid)) = inner.aborts.pop() {
+            inner.abort_ended(&qpair, cid);
+        }
         if !inner
             .state
             .transition(CtrlState::Resetting, CtrlState::Live)
@@ -230,14 +233,17 @@ impl Controller {
         if ana_changed && inner.ident.ana_supported() {
             let _ = self.refresh_ana();
         }
-        while let Some((qid, cid)) = inner.aborts.pop() {
-            match self.abort(qid, cid) {
-                Ok(true) => {}
-                // Not aborted: it may still complete; if not, the qpair asks for a reset.
-                Ok(false) => {}
+        while let Some((qpair, cid)) = inner.aborts.pop() {
+            match self.abort(qpair.qid, cid) {
+                // Aborted (its completion came first, with Command Abort Requested),
+                // or not: it may still complete; if not, the qpair asks for a reset.
+                // Either way the Abort is over and the CID may be reused.
+                Ok(_) => inner.abort_ended(&qpair, cid),
                 // The admin queue does not answer either: reset now. The other aborts
                 // would each wait out the admin timeout for nothing (the reset ends
-                // their commands, and empties the queue of aborts).
+                // their commands, frees their trackers, and empties the queue of
+                // aborts). The Abort may still be out: the reset, not a report, frees
+                // this CID.
                 Err(_) => {
                     inner.reset_wanted.store(true, Ordering::Release);
                     break;

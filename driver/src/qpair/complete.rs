@@ -34,17 +34,21 @@ impl<T: Transport> IoQpair<T> {
                 break;
             };
             let cid = cqe.cid();
-            if !self.trackers.in_flight(cid)
-                || cqe.sq_head() >= self.sq_entries
-                || cqe.sq_id() != self.qid
+            let (parent, ctx) = if self.trackers.in_flight(cid)
+                && cqe.sq_head() < self.sq_entries
+                && cqe.sq_id() == self.qid
             {
-                self.bad_completion(cqe);
-                break;
-            }
+                self.trackers.give_back(cid)
+            } else {
+                let Some(held) = self.unusual_completion(cqe) else {
+                    break;
+                };
+                held
+            };
             self.transport.pop_completion();
             consumed += 1;
             let status = Status::from_field(cqe.status_field());
-            delivered += self.complete_command(cid, status, cb);
+            delivered += self.deliver(parent, ctx, status, cb);
         }
         if consumed > 0 {
             if self.transport.release_completions(consumed) {
@@ -68,6 +72,25 @@ impl<T: Transport> IoQpair<T> {
         delivered
     }
 
+    /// A completion that fails the data path's check: the late completion of a
+    /// command an Abort was asked for (its tracker ended; returns what it held, for
+    /// delivery), or one [`bad_completion`](Self::bad_completion) refuses (returns
+    /// `None`; the queue pair consumes nothing past it).
+    #[cold]
+    #[inline(never)]
+    fn unusual_completion(&mut self, cqe: CqeTail) -> Option<(u16, u64)> {
+        let valid = cqe.sq_head() < self.sq_entries && cqe.sq_id() == self.qid;
+        let held = if valid {
+            self.trackers.end_aborted(cqe.cid())
+        } else {
+            None
+        };
+        if held.is_none() {
+            self.bad_completion(cqe);
+        }
+        held
+    }
+
     /// A completion that does not match a command in flight, or names one with an
     /// impossible SQ head or SQ identifier: it is counted (once, however many polls
     /// find it) and never delivered, and the controller is failed (by its owner)
@@ -82,7 +105,7 @@ impl<T: Transport> IoQpair<T> {
         }
         self.bad_at = at;
         let cid = cqe.cid();
-        let what = if !self.trackers.in_flight(cid) {
+        let what = if !self.trackers.names_command(cid) {
             self.stats.stray_completions += 1;
             "no command in flight has this identifier (unknown, or a duplicate)"
         } else {
@@ -100,16 +123,16 @@ impl<T: Transport> IoQpair<T> {
         self.ctrl.request_failure(reason);
     }
 
-    /// Ends command `cid` (in flight) with `status`: its identifier is free again and
-    /// its request is delivered if it is done. Returns the number delivered.
-    #[inline]
-    pub(super) fn complete_command(
+    /// Delivers the request of a command that ended (`parent`, `ctx` from its
+    /// tracker), if it is done. Returns the number delivered.
+    #[inline(always)]
+    pub(super) fn deliver(
         &mut self,
-        cid: u16,
+        parent: u16,
+        ctx: u64,
         status: Status,
         cb: &mut impl FnMut(IoCompletion),
     ) -> usize {
-        let (parent, ctx) = self.trackers.give_back(cid);
         if parent == NO_PARENT {
             self.stats.completed += 1;
             cb(IoCompletion { ctx, status });
@@ -120,21 +143,29 @@ impl<T: Transport> IoQpair<T> {
 
     /// Commands past their deadline: the first time, an Abort is asked of the
     /// controller's admin side and the command gets one more period; the second, a
-    /// reset.
+    /// reset. Also frees the trackers whose Abort ended (reported by the admin side),
+    /// and issues what waited for them.
     fn scan_timeouts(&mut self) {
+        let mut freed = false;
+        while let Some(cid) = self.shared.aborts_ended.pop() {
+            freed |= self.trackers.abort_ended(cid);
+        }
+        if freed && self.slow {
+            self.drain_pending();
+            self.flush();
+        }
         let now = clock::ticks();
         for index in 0..self.trackers.len() {
             let timeout_ticks = self.timeout_ticks;
             let t = self.trackers.get_mut(index);
-            if !t.active || (now.wrapping_sub(t.deadline) as i64) < 0 {
+            if !t.active() || (now.wrapping_sub(t.deadline) as i64) < 0 {
                 continue;
             }
-            let cid = t.cid;
-            if !t.abort_sent {
-                t.abort_sent = true;
+            if !t.abort_sent() {
                 t.deadline = now.wrapping_add(timeout_ticks);
+                let cid = self.trackers.abort_sent(index);
                 self.stats.timeouts += 1;
-                self.ctrl.request_abort(self.shared.qid, cid);
+                self.ctrl.request_abort(&self.shared, cid);
             } else {
                 // The abort did not bring it back either: reset the controller.
                 self.ctrl.request_reset();

@@ -60,12 +60,16 @@ impl<T: Transport> IoQpair<T> {
     ) -> usize {
         let mut n = 0;
         for index in 0..self.trackers.len() {
-            if let Some(cid) = self.trackers.in_flight_at(index) {
+            if self.trackers.active_at(index) {
                 self.stats.reset_aborts += 1;
-                n += self.complete_command(cid, status, cb);
+                let (parent, ctx) = self.trackers.give_back_at(index);
+                n += self.deliver(parent, ctx, status, cb);
             }
         }
-        debug_assert!(self.trackers.all_free());
+        // Commands that ended while their Abort was out: the device forgot every
+        // command, so no Abort can end a new one on these identifiers.
+        self.trackers.release_parked();
+        assert!(self.trackers.all_free(), "every tracker free after a reset");
         // A split request with blocks not yet issued: its commands in flight were
         // completed just above, so it ends here, with its first error or `status`.
         n += self.abort_partial(status, cb);

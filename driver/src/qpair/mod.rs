@@ -44,6 +44,7 @@ use crate::dma::Iova;
 use crate::error::Result;
 use crate::pcie::PcieQueue;
 use crate::transport::Transport;
+use crossbeam_queue::ArrayQueue;
 use namespaces::Namespaces;
 use pending::Pending;
 use split::Parents;
@@ -67,6 +68,9 @@ pub(crate) struct QpairShared {
     pub sq_iova: Iova,
     pub cq_iova: Iova,
     pub handshake: Handshake,
+    /// CIDs whose Abort ended (sent and answered, or dropped at a reset), reported by
+    /// the admin side; the owner frees their trackers at its next timeout scan.
+    pub aborts_ended: ArrayQueue<u16>,
 }
 
 /// How often (in polls) trackers are checked for deadlines.
@@ -179,6 +183,12 @@ impl<T: Transport> IoQpair<T> {
     pub fn needs_poll(&self) -> bool {
         self.stats.submitted != self.stats.completed
             || self.shared.handshake.peek() != self.control_seen
+    }
+
+    /// Command identifiers held back because an Abort naming them is still out
+    /// (their commands ended; see [`tracker`]): free again when the Abort ends.
+    pub fn held_for_abort(&self) -> usize {
+        self.trackers.parked()
     }
 
     /// Requests waiting on the pending queue.
