@@ -255,6 +255,7 @@ fn continue_on_error_logs_every_nth_failure_as_spdk_nvme_perf_does() {
     // -Q 1 logs every failure; without -Q nothing is logged while running.
     assert_eq!(ErrorLog::new(Some(1)).lines_due(&shared).len(), 5);
     assert!(ErrorLog::new(None).lines_due(&shared).is_empty());
+}
 
 /// A path that comes back keeps its controller's name in the multipath rows: softA
 /// is removed mid-run and a new device takes its place; the layer reconnects it (a new
