@@ -15,7 +15,7 @@ fn setup(sgls: u32) -> (Arc<SoftController>, DmaPool, DmaBuf) {
         sgls,
         ..SoftConfig::default()
     });
-    let pool = DmaPool::new(ctrl.name(), ctrl.mapper());
+    let pool = DmaPool::new(ctrl.name(), ctrl.mapper()).unwrap();
     let page = pool.alloc(4096).unwrap();
     (ctrl, pool, page)
 }
