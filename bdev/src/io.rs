@@ -151,6 +151,14 @@ pub trait PathQueue: Send {
     }
     /// True once the controller behind it failed for good.
     fn is_failed(&self) -> bool;
+    /// True while the controller behind it resets: the queue accepts requests but
+    /// holds them until the reset ends (up to the admin timeout), so a channel sends
+    /// them to another path if it has one. The default, never, suits a queue that
+    /// does not hold.
+    #[inline]
+    fn is_resetting(&self) -> bool {
+        false
+    }
     /// True when a poll has work to do (requests outstanding, or a state change the
     /// owner must acknowledge by polling, such as a reset). A channel's ordinary polls
     /// look only at the queues it gave I/O; its full polls (when the QSBR epoch moved,
@@ -194,6 +202,10 @@ impl PathQueue for IoQpair {
     #[inline]
     fn is_failed(&self) -> bool {
         IoQpair::is_failed(self)
+    }
+    #[inline]
+    fn is_resetting(&self) -> bool {
+        IoQpair::is_resetting(self)
     }
     #[inline]
     fn needs_poll(&self) -> bool {

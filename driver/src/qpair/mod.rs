@@ -211,6 +211,15 @@ impl<T: Transport> IoQpair<T> {
         self.failed
     }
 
+    /// True while this queue pair holds new requests for a controller reset (seen at a
+    /// poll, until the poll that sees the reset end): they are accepted but wait for
+    /// the reset, which can take up to the admin timeout. A caller with another path
+    /// should send its requests there meanwhile.
+    #[inline]
+    pub fn is_resetting(&self) -> bool {
+        self.held && !self.failed
+    }
+
     #[inline(always)]
     fn update_slow(&mut self) {
         self.slow = self.held || self.partial.is_some() || !self.pending.is_empty();

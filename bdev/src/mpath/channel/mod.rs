@@ -300,9 +300,15 @@ impl<Q: PathQueue> MpathChannel<Q> {
     #[inline(always)]
     fn dispatch(&mut self, slot: u32, io: &BdevIo) -> Dispatch {
         loop {
+            // A cached path whose controller began a reset since it was chosen: choose
+            // again (another path takes the I/O meanwhile, if there is one).
             let path = match self.choice.cached() {
-                Some(path) => path,
-                None => match self.select() {
+                Some(path)
+                    if !local(&mut self.paths, path).is_some_and(|p| p.queue.is_resetting()) =>
+                {
+                    path
+                }
+                _ => match self.select() {
                     Some(path) => path,
                     None => return Dispatch::NoPath,
                 },

@@ -6,8 +6,10 @@
 //! `bdev_nvme_find_io_path` keeps `current_io_path`: under active-passive every I/O
 //! goes to the cached path without selecting again. The cache is dropped whenever
 //! the choice could change: a new path set (a path's state, paths added or removed),
-//! a path avoided after a path error or a refusal, avoidance ending. While any path is
-//! avoided nothing is cached, so every I/O selects (and notices the avoidance end).
+//! a path avoided after a path error or a refusal, avoidance ending, the cached
+//! path's queue holding I/O for a reset of its controller (checked at each
+//! dispatch). While any path is avoided nothing is cached, so every I/O selects (and
+//! notices the avoidance end).
 //! Round robin and least queue depth select for every I/O.
 
 use super::super::{PathSet, PathShared, Policy, MAX_PATHS};
@@ -204,8 +206,13 @@ impl PathChoice {
     }
 
     /// Picks a path by policy from the best ANA tier that has an available path: not
-    /// avoided, its queue not failed. `None` when no path is available. The view must
-    /// be current (the caller rebuilds it first).
+    /// avoided, its queue neither failed nor resetting. A resetting queue would hold
+    /// the I/O until its controller's reset ends, which can take the admin timeout
+    /// (10 s by default) while other paths could serve it; with no other path the I/O
+    /// waits on the channel's pending queue instead (up to `fast_io_fail_timeout_ms`),
+    /// as it does for a reset the block layer asks for, and goes out at the first
+    /// full poll after the reset. `None` when no path is available. The view must be
+    /// current (the caller rebuilds it first).
     #[inline(never)]
     pub(super) fn select<Q: PathQueue>(&mut self, paths: &mut PathTable<Q>) -> Option<u8> {
         // The clock matters only while some path is avoided.
@@ -224,7 +231,9 @@ impl PathChoice {
                 p.is_some_and(|p| !p.removing),
                 "the view names held paths that are not being removed"
             );
-            p.is_some_and(|p| p.avoid_until <= now && !p.queue.is_failed())
+            p.is_some_and(|p| {
+                p.avoid_until <= now && !p.queue.is_failed() && !p.queue.is_resetting()
+            })
         };
         let first = view.iter().position(available)?;
         let tier = view[first].optimized;
