@@ -592,15 +592,22 @@ impl<B: Backend> NsState<B> {
 }
 
 /// Hands this worker's error count and latest failed I/O to the main thread, which
-/// prints `-Q`'s error log (the worker itself never prints).
+/// prints `-Q`'s error log (the worker itself never prints). `published` is the count
+/// this worker last handed over, so an unchanged count costs no shared-memory access.
 #[inline]
-fn publish_errors<B: Backend>(states: &[NsState<B>], idx: usize, shared: &Shared) {
+fn publish_errors<B: Backend>(
+    states: &[NsState<B>],
+    idx: usize,
+    shared: &Shared,
+    published: &mut u64,
+) {
     let errors: u64 = states.iter().map(|s| s.r.errors).sum();
-    if errors != shared.errors[idx].load(Ordering::Relaxed) {
+    if errors != *published {
         if let Some(s) = states.iter().rev().find(|s| s.last_error.0 != 0) {
             shared.last_error[idx].store(s.last_error.0, Ordering::Relaxed);
         }
         shared.errors[idx].store(errors, Ordering::Relaxed);
+        *published = errors;
     }
 }
 
@@ -627,6 +634,7 @@ pub fn run_worker<B: Backend>(
     let mut rng = XorShift::new(p.seed ^ (job.core as u64).wrapping_mul(0x9e37_79b9));
     let done = &shared.done[idx];
     let mut total = 0u64;
+    let mut errors_published = 0u64;
 
     // Verify fill: sequential pattern writes over this core's share, all slots busy.
     let fill_wanted = states.iter().any(|s| !s.job.fill.is_empty());
@@ -644,7 +652,7 @@ pub fn run_worker<B: Backend>(
                 total += s.poll(p, &mut rng, scale, false, true, true);
             }
             done.store(total, Ordering::Relaxed);
-            publish_errors(&states, idx, shared);
+            publish_errors(&states, idx, shared, &mut errors_published);
         }
     }
     shared.start.wait();
@@ -686,7 +694,7 @@ pub fn run_worker<B: Backend>(
             busy += s.busy;
         }
         done.store(total, Ordering::Relaxed);
-        publish_errors(&states, idx, shared);
+        publish_errors(&states, idx, shared, &mut errors_published);
         if busy == 0 {
             // Every slot retired on errors, or -d's count is done.
             break;
@@ -709,7 +717,7 @@ pub fn run_worker<B: Backend>(
         for s in states.iter_mut() {
             s.poll(p, &mut rng, scale, false, false, false);
         }
-        publish_errors(&states, idx, shared);
+        publish_errors(&states, idx, shared, &mut errors_published);
     }
     let mut out = Vec::with_capacity(states.len());
     for mut s in states {
