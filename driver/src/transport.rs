@@ -7,7 +7,10 @@
 //! completions and describes data buffers:
 //!
 //! - PCIe ([`crate::pcie::PcieQueue`]): a submission and a completion ring in host
-//!   memory with doorbells in BAR0; data described by PRP entries in the command.
+//!   memory with doorbells in BAR0; data described by an SGL or PRP entries in the
+//!   command. The admin queue (`crate::ctrlr::admin`) is a `PcieQueue` too, for
+//!   queue 0 and with PRPs only; how queues are made and registered with the device
+//!   is [`crate::pcie::setup`].
 //! - NVMe/TCP (not written yet) would fit the same trait: `post` appends a command
 //!   capsule to the socket's send buffer, `ring_doorbell` sends it, `peek_completion`
 //!   and `pop_completion` parse response capsules from the receive buffer,
@@ -17,7 +20,7 @@
 //! Dispatch is static (`IoQpair<T: Transport>`): each transport gets its own copy of
 //! the data path, with no indirect call per I/O.
 
-use crate::spec::Sqe;
+use crate::spec::{Cqe, Sqe};
 
 /// What the NVMe logic of a queue pair needs from the wire under it. One owner
 /// thread calls every method (`&mut self`); none allocates, locks or sleeps.
@@ -51,6 +54,11 @@ pub trait Transport: Send + std::fmt::Debug {
 
     /// The next completion, if one arrived; it stays until `pop_completion`.
     fn peek_completion(&self) -> Option<CqeTail>;
+
+    /// Dword 0 of the completion `peek_completion` returned, still unpopped: command
+    /// specific, used by admin commands only (Get/Set Features, Async Event Request,
+    /// Abort); the I/O path never asks for it.
+    fn completion_dw0(&self) -> u32;
 
     /// Consumes the completion `peek_completion` returned.
     fn pop_completion(&mut self);
@@ -99,5 +107,17 @@ impl CqeTail {
     #[inline(always)]
     pub fn status_field(self) -> u16 {
         (self.dw3 >> 17) as u16
+    }
+    /// The whole completion, given its dword 0 (`Transport::completion_dw0`); dword 1
+    /// (command specific, used by no command this driver sends) reads 0.
+    pub fn with_dw0(self, dw0: u32) -> Cqe {
+        Cqe {
+            dw0,
+            dw1: 0,
+            sq_head: self.sq_head(),
+            sq_id: self.sq_id(),
+            cid: self.cid(),
+            status: (self.dw3 >> 16) as u16,
+        }
     }
 }

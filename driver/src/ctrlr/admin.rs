@@ -1,40 +1,44 @@
 //! The admin queue (section 5, "Admin Command Set"): one command at a time under the
-//! controller's admin lock, on the same ring as the I/O queues
-//! ([`crate::pcie::ring`]), with Async Event Requests kept outstanding beside it.
+//! controller's admin lock, over the same [`Transport`] as the I/O queues (made by
+//! [`crate::pcie::setup::admin_queue`]), with Async Event Requests kept outstanding
+//! beside it.
 
 use super::{Controller, CtrlInner};
 use crate::dma::DmaBuf;
 use crate::error::{Error, Result};
 use crate::lock;
-use crate::pcie::Ring;
-use crate::prp::{self, PAGE_SIZE};
+use crate::pcie::PcieQueue;
+use crate::prp::PAGE_SIZE;
 use crate::spec::{
     admin_opc, feature_id, log_id, AnaLog, AsyncEvent, Cqe, ErrorLogEntry, SmartLog, Sqe,
     IDENTIFY_SIZE,
 };
+use crate::transport::Transport;
 use std::time::{Duration, Instant};
 
-/// Admin queue entries.
-pub(super) const ADMIN_ENTRIES: u16 = 32;
 /// Async Event Requests kept outstanding, at most.
 const AER_MAX: usize = 4;
 
-/// The admin queue: its ring, a data page for identify and log pages, and the
+/// The tracker whose descriptor page describes the admin data buffer: admin data
+/// commands go one at a time.
+const DATA_TAG: u16 = 0;
+
+/// The admin queue: its transport, a data buffer for identify and log pages, and the
 /// identifiers of its commands.
 #[derive(Debug)]
 pub(super) struct AdminQueue {
-    pub ring: Ring,
-    /// Two pages of data (identify, log pages) plus one for their PRP list.
-    pub data: DmaBuf,
+    transport: PcieQueue,
+    /// Two pages of data (identify, log pages).
+    data: DmaBuf,
     next_cid: u16,
     /// CIDs of outstanding Async Event Requests.
     pub aer_cids: Vec<u16>,
 }
 
 impl AdminQueue {
-    pub(super) fn new(ring: Ring, data: DmaBuf) -> AdminQueue {
+    pub(super) fn new(transport: PcieQueue, data: DmaBuf) -> AdminQueue {
         AdminQueue {
-            ring,
+            transport,
             data,
             next_cid: 0,
             aer_cids: Vec::with_capacity(AER_MAX),
@@ -43,8 +47,13 @@ impl AdminQueue {
 
     /// Empties the queue for a controller being enabled: no command is outstanding.
     pub(super) fn rewind(&mut self) {
-        self.ring.rewind();
+        self.transport.rewind();
         self.aer_cids.clear();
+    }
+
+    /// The transport, for registering the queue with the device.
+    pub(super) fn transport(&self) -> &PcieQueue {
+        &self.transport
     }
 
     /// The next command identifier (15 bits, wrapping).
@@ -130,8 +139,8 @@ impl CtrlInner {
         // At most AER_MAX + 1 commands are outstanding, far fewer than the entries
         // (late completions of commands given up on are consumed as they come).
         debug_assert!(aq.aer_cids.len() <= AER_MAX);
-        aq.ring.push(&sqe);
-        aq.ring.ring_sq_doorbell();
+        aq.transport.post(&sqe);
+        aq.transport.ring_doorbell();
     }
 
     /// Consumes admin completions. Returns the one for `want` if it arrived; async
@@ -140,15 +149,18 @@ impl CtrlInner {
         let mut found = None;
         let mut reposts = 0;
         let mut popped = 0;
-        while let Some(cqe) = aq.ring.peek() {
-            aq.ring.pop();
+        while let Some(tail) = aq.transport.peek_completion() {
+            let cqe = tail.with_dw0(aq.transport.completion_dw0());
+            aq.transport.pop_completion();
             popped += 1;
-            if cqe.sq_head >= ADMIN_ENTRIES {
+            // The SQ holds one more entry than may be in flight (section 4.1).
+            let sq_entries = aq.transport.depth_max() + 1;
+            if cqe.sq_head as usize >= sq_entries {
                 // The device's word is wrong: the caller fails the controller.
                 return Err(Error::ControllerFailed {
                     device: self.name.clone(),
                     reason: format!(
-                        "admin completion with SQ head {} of {ADMIN_ENTRIES}",
+                        "admin completion with SQ head {} of {sq_entries}",
                         cqe.sq_head
                     ),
                 });
@@ -166,9 +178,8 @@ impl CtrlInner {
             }
             // Anything else is a stale completion of a command we gave up on.
         }
-        // The ring's threshold is 0 for the admin queue: written whenever one was
-        // consumed.
-        aq.ring.release_cq(popped);
+        // For the admin queue this tells the device at once (see `admin_queue`).
+        aq.transport.release_completions(popped);
         for _ in 0..reposts {
             self.post_aer(aq);
         }
@@ -229,22 +240,13 @@ impl CtrlInner {
         mut sqe: Sqe,
         len: usize,
     ) -> Result<Vec<u8>> {
-        // The data page's last page is the PRP list for it, not data.
-        let len = len.min(aq.data.len() - PAGE_SIZE as usize);
-        // SAFETY: the data page is ours and no admin command is using it now (the
-        // admin lock is held and commands are issued one at a time).
-        let prps = unsafe {
-            let list = aq
-                .data
-                .as_ptr()
-                .wrapping_add(aq.data.len() - PAGE_SIZE as usize)
-                .cast::<u64>();
-            let list_iova = aq.data.iova().0 + aq.data.len() as u64 - PAGE_SIZE;
-            prp::build(aq.data.iova().0, len as u32, list, list_iova)
-        }
-        .map_err(|e| Error::InvalidArgument(format!("admin data of {len} bytes: {e:?}")))?;
-        sqe.prp1 = prps.prp1;
-        sqe.prp2 = prps.prp2;
+        let len = len.min(aq.data.len());
+        // The transport describes it (PRPs on PCIe: section 4.1.2). No admin command
+        // uses the data buffer or the descriptor page now: the admin lock is held and
+        // commands are issued one at a time.
+        let iova = aq.data.iova().0;
+        aq.transport
+            .describe_data(DATA_TAG, &mut sqe, iova, len as u64);
         self.admin_cmd(aq, sqe, self.admin_timeout())?;
         let mut out = vec![0u8; len];
         aq.data.read_at(0, &mut out)?;

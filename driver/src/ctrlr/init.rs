@@ -1,17 +1,17 @@
 //! Bring-up (section 3.5.1, "Controller Initialization"): the registers checked, the
 //! admin queue programmed, the controller enabled, identified, and given its queues.
 
-use super::admin::{AdminQueue, ADMIN_ENTRIES};
+use super::admin::AdminQueue;
 use super::{Controller, ControllerOptions, CtrlInner, CtrlState, Namespace};
 use crate::bus::Bus;
 use crate::control::AtomicCtrlState;
 use crate::dma::DmaPool;
 use crate::error::{Error, Result};
 use crate::lock;
-use crate::pcie::{Ring, RingConfig};
+use crate::pcie::setup;
 use crate::prp::{self, PAGE_SIZE};
-use crate::regs::{self, Aqa, Cap, Cc, Vs};
-use crate::spec::{cns, IdentifyController, IdentifyNamespace, CQE_SIZE, IDENTIFY_SIZE, SQE_SIZE};
+use crate::regs::{self, Cap, Cc, Vs};
+use crate::spec::{cns, IdentifyController, IdentifyNamespace, IDENTIFY_SIZE};
 use crossbeam_queue::ArrayQueue;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -69,12 +69,7 @@ impl CtrlInner {
         // The controller is disabled, so the device does not access the admin queues.
         aq.rewind();
         let r = self.regs();
-        r.write32(
-            regs::AQA,
-            Aqa::new(ADMIN_ENTRIES as u32, ADMIN_ENTRIES as u32).0,
-        );
-        r.write64(regs::ASQ, aq.ring.sq_mem().iova().0);
-        r.write64(regs::ACQ, aq.ring.cq_mem().iova().0);
+        setup::register_admin_queue(r, aq.transport());
         let cc = Cc::default()
             .with_mps_shift(12)
             .with_entry_sizes(6, 4)
@@ -118,23 +113,9 @@ impl Controller {
             });
         }
         let pool = DmaPool::new(&name, bus.mapper())?;
-        let ring = Ring::new(
-            bus.bar0(),
-            &name,
-            cap.dstrd(),
-            RingConfig {
-                qid: 0,
-                sq: pool.alloc(ADMIN_ENTRIES as usize * SQE_SIZE)?,
-                cq: pool.alloc(ADMIN_ENTRIES as usize * CQE_SIZE)?,
-                sq_entries: ADMIN_ENTRIES,
-                cq_entries: ADMIN_ENTRIES,
-                // Any number of late completions may come: the CQ head doorbell is
-                // written whenever one was consumed.
-                in_flight_max: ADMIN_ENTRIES as usize - 1,
-            },
-        )?;
-        // Two pages of data (identify, log pages) plus one for a PRP list.
-        let aq = AdminQueue::new(ring, pool.alloc(3 * PAGE_SIZE as usize)?);
+        let transport = setup::admin_queue(bus.as_ref(), &pool, cap.dstrd())?;
+        // Two pages of data: identify data, log pages.
+        let aq = AdminQueue::new(transport, pool.alloc(2 * PAGE_SIZE as usize)?);
         let mut inner = CtrlInner {
             bus: bus.clone(),
             name: name.clone(),

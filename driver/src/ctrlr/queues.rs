@@ -1,34 +1,25 @@
-//! I/O queue pairs on the device: created (Create I/O CQ and SQ, section 5.4 and
-//! 5.5) for a new queue pair and after each reset, deleted when it is dropped.
+//! I/O queue pairs on the device: created for a new queue pair and after each reset,
+//! deleted when it is dropped or before a reset. What that takes on the wire (Create
+//! and Delete I/O CQ/SQ on PCIe) is [`crate::pcie::setup`]'s.
 
 use super::admin::AdminQueue;
 use super::{Controller, CtrlInner, CtrlState};
 use crate::control::{Handshake, Phase};
 use crate::error::{Error, Result};
 use crate::lock;
-use crate::pcie::{PcieQueue, RingConfig};
+use crate::pcie::setup;
 use crate::qpair::{IoQpair, QpairOptions, QpairShared};
-use crate::spec::{admin_opc, Sqe, CQE_SIZE, SQE_SIZE};
 use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 impl CtrlInner {
+    /// Creates queue pair `q`'s queues on the device (through [`setup`]).
     pub(super) fn create_io_queues(&self, aq: &mut AdminQueue, q: &QpairShared) -> Result<()> {
-        // Create I/O Completion Queue (section 5.4): physically contiguous, no
-        // interrupts (IEN = 0), as we poll.
-        let mut sqe = Sqe::new(admin_opc::CREATE_IO_CQ);
-        sqe.prp1 = q.cq_iova.0;
-        sqe.cdw10 = (q.cq_entries as u32 - 1) << 16 | q.qid as u32;
-        sqe.cdw11 = 1; // PC
-        self.admin_cmd(aq, sqe, self.admin_timeout())?;
-        // Create I/O Submission Queue (section 5.5), bound to the CQ of the same id.
-        let mut sqe = Sqe::new(admin_opc::CREATE_IO_SQ);
-        sqe.prp1 = q.sq_iova.0;
-        sqe.cdw10 = (q.entries as u32 - 1) << 16 | q.qid as u32;
-        sqe.cdw11 = (q.qid as u32) << 16 | 1; // CQID, PC
-        self.admin_cmd(aq, sqe, self.admin_timeout())?;
+        for sqe in setup::create_io_queue_commands(q.qid, q.entries, &q.site) {
+            self.admin_cmd(aq, sqe, self.admin_timeout())?;
+        }
         Ok(())
     }
 
@@ -55,12 +46,9 @@ impl CtrlInner {
         qid: u16,
         timeout: Duration,
     ) -> Result<()> {
-        let mut sqe = Sqe::new(admin_opc::DELETE_IO_SQ);
-        sqe.cdw10 = qid as u32;
-        self.admin_cmd(aq, sqe, timeout)?;
-        let mut sqe = Sqe::new(admin_opc::DELETE_IO_CQ);
-        sqe.cdw10 = qid as u32;
-        self.admin_cmd(aq, sqe, timeout)?;
+        for sqe in setup::delete_io_queue_commands(qid) {
+            self.admin_cmd(aq, sqe, timeout)?;
+        }
         Ok(())
     }
 
@@ -106,36 +94,18 @@ impl Controller {
                 inner.name, inner.io_queues_granted
             ))
         })?;
-        // A CQ twice the SQ's size (within MQES) lets the queue pair write the CQ head
-        // doorbell once per many completions instead of once per poll.
-        let cq_entries = (opts.entries as u32 * 2).min(mqes as u32) as u16;
-        let sq_mem = inner.pool.alloc(opts.entries as usize * SQE_SIZE)?;
-        let cq_mem = inner.pool.alloc(cq_entries as usize * CQE_SIZE)?;
+        // The host side first: nothing exists on the device if it cannot be made.
+        let (transport, site) = setup::io_queue(inner, qid, opts.entries, mqes)?;
         let epoch = inner.epoch.load(Ordering::Acquire);
         let shared = Arc::new(QpairShared {
             qid,
             entries: opts.entries,
-            cq_entries,
-            sq_iova: sq_mem.iova(),
-            cq_iova: cq_mem.iova(),
+            site,
             handshake: Handshake::new(epoch),
             // One Abort out per tracker at most; twice that leaves room for reports
             // a reset made stale (see `CtrlInner::abort_ended`).
             aborts_ended: ArrayQueue::new(2 * opts.entries as usize),
         });
-        // The host side first: nothing exists on the device if it cannot be made.
-        let transport = PcieQueue::new(
-            inner,
-            RingConfig {
-                qid,
-                sq: sq_mem,
-                cq: cq_mem,
-                sq_entries: opts.entries,
-                cq_entries,
-                // One slot stays empty: a full SQ is tail + 1 == head (section 4.1).
-                in_flight_max: opts.entries as usize - 1,
-            },
-        )?;
         debug_assert!((1..=inner.io_queues_granted).contains(&qid));
         inner.create_io_queues(&mut aq, &shared)?;
         lock(&inner.qpairs).push(shared.clone());

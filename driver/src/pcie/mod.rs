@@ -2,15 +2,16 @@
 //! an SGL Data Block descriptor when the controller takes SGLs, else by PRP entries
 //! (NVMe Base Specification 2.0, sections 3.3.1, 4.1.1 and 4.1.2).
 //!
-//! [`ring`] is the submission/completion ring protocol, shared by the admin queue
-//! (`crate::ctrlr::admin`) and the I/O queue pairs; [`PcieQueue`] is an I/O queue
-//! pair's [`Transport`]: a ring plus one descriptor page (a PRP list, an SGL segment
-//! or a Dataset Management range) per command identifier.
+//! [`ring`] is the submission/completion ring protocol; [`PcieQueue`] is the
+//! [`Transport`] of the admin queue (`crate::ctrlr::admin`, queue 0, PRPs only) and of
+//! every I/O queue pair: a ring plus descriptor pages (a PRP list, an SGL segment or a
+//! Dataset Management range), one per tracker. [`setup`] makes the queues and
+//! registers them with the device (AQA/ASQ/ACQ, Create/Delete I/O CQ and SQ).
 
 pub(crate) mod ring;
+pub(crate) mod setup;
 
-use crate::ctrlr::CtrlInner;
-use crate::dma::DmaBuf;
+use crate::dma::{DmaBuf, DmaPool};
 use crate::error::Result;
 use crate::prp::{self, PAGE_SIZE};
 use crate::sgl;
@@ -18,11 +19,11 @@ use crate::spec::Sqe;
 use crate::transport::{CqeTail, Transport};
 pub(crate) use ring::{Ring, RingConfig};
 
-/// An I/O queue pair's PCIe side: its ring and its descriptor pages.
+/// A queue pair's PCIe side (admin or I/O): its ring and its descriptor pages.
 #[derive(Debug)]
 pub struct PcieQueue {
     ring: Ring,
-    /// One page per command identifier: its PRP list, or its Dataset Management range.
+    /// One page per tracker: its PRP list, or its Dataset Management range.
     prp_mem: DmaBuf,
     depth_max: usize,
     /// Data is described with SGLs (the controller supports them for I/O and the
@@ -31,17 +32,27 @@ pub struct PcieQueue {
 }
 
 impl PcieQueue {
-    /// The host side of I/O queue `cfg.qid` of `ctrl`: a ring over `cfg`'s memory and
-    /// a descriptor page for each of `cfg.in_flight_max` command identifiers.
-    pub(crate) fn new(ctrl: &CtrlInner, cfg: RingConfig) -> Result<PcieQueue> {
+    /// A queue over `cfg`'s memory with the doorbells of queue `cfg.qid` in `bar`
+    /// (stride CAP.DSTRD `dstrd`), `cfg.in_flight_max` trackers and a descriptor page
+    /// for each of the first `pages` of them; data described with SGLs if `sgl`.
+    fn new(
+        bar: &crate::mmio::Mmio,
+        name: &str,
+        dstrd: u32,
+        pool: &DmaPool,
+        cfg: RingConfig,
+        sgl: bool,
+        pages: usize,
+    ) -> Result<PcieQueue> {
+        debug_assert!((1..=cfg.in_flight_max).contains(&pages));
         let depth_max = cfg.in_flight_max;
-        let prp_mem = ctrl.pool.alloc(depth_max * PAGE_SIZE as usize)?;
-        let ring = Ring::new(ctrl.bus.bar0(), &ctrl.name, ctrl.cap.dstrd(), cfg)?;
+        let prp_mem = pool.alloc(pages * PAGE_SIZE as usize)?;
+        let ring = Ring::new(bar, name, dstrd, cfg)?;
         Ok(PcieQueue {
             ring,
             prp_mem,
             depth_max,
-            sgl: ctrl.uses_sgl(),
+            sgl,
         })
     }
 
@@ -55,6 +66,10 @@ impl PcieQueue {
     fn page(&self, tag: u16) -> (*mut u64, u64) {
         debug_assert!((tag as usize) < self.depth_max);
         let off = tag as usize * PAGE_SIZE as usize;
+        debug_assert!(
+            off < self.prp_mem.len(),
+            "tracker {tag} has a descriptor page"
+        );
         (
             self.prp_mem.as_ptr().wrapping_add(off).cast::<u64>(),
             self.prp_mem.iova().0 + off as u64,
@@ -131,6 +146,10 @@ impl Transport for PcieQueue {
     #[inline(always)]
     fn peek_completion(&self) -> Option<CqeTail> {
         self.ring.peek_tail()
+    }
+
+    fn completion_dw0(&self) -> u32 {
+        self.ring.peek_dw0()
     }
 
     #[inline(always)]

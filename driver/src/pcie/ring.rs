@@ -94,14 +94,19 @@ impl Ring {
         })
     }
 
-    /// The SQ memory (for the admin queue's registers).
+    /// The SQ memory (for ASQ, or Create I/O Submission Queue's PRP1).
     pub(crate) fn sq_mem(&self) -> &DmaBuf {
         &self.sq
     }
 
-    /// The CQ memory (for the admin queue's registers).
+    /// The CQ memory (for ACQ, or Create I/O Completion Queue's PRP1).
     pub(crate) fn cq_mem(&self) -> &DmaBuf {
         &self.cq
+    }
+
+    /// SQ and CQ entries.
+    pub(crate) fn entries(&self) -> (u16, u16) {
+        (self.sq_entries, self.cq_entries)
     }
 
     /// Copies `sqe` into the slot at the SQ tail and advances the tail. The device
@@ -197,11 +202,17 @@ impl Ring {
         Some(CqeTail { dw2, dw3 })
     }
 
-    /// The whole completion at the CQ head (all four dwords), if the device wrote one.
-    pub(crate) fn peek(&self) -> Option<crate::spec::Cqe> {
-        let entry = self.head_ready()?;
-        // SAFETY: as in `peek_tail`; a Cqe is 16 bytes of plain integers.
-        Some(unsafe { entry.cast::<crate::spec::Cqe>().read_volatile() })
+    /// Dword 0 of the completion at the CQ head (command specific: Get/Set Features,
+    /// Async Event Request, Abort; figure 90). Only after `peek_tail` returned it.
+    pub(crate) fn peek_dw0(&self) -> u32 {
+        let entry = self.head_entry();
+        debug_assert!(
+            self.head_ready().is_some(),
+            "dw0 of a completion not yet seen"
+        );
+        // SAFETY: as in `head_ready`; the caller saw the phase tag (and its acquire
+        // fence) through `peek_tail`, so the device wrote dword 0 before.
+        unsafe { entry.cast::<u32>().read_volatile() }
     }
 
     /// Consumes the completion at the CQ head (which `peek` returned).

@@ -40,8 +40,8 @@ mod tracker;
 use crate::clock;
 use crate::control::{ControlWord, Handshake, Phase};
 use crate::ctrlr::CtrlInner;
-use crate::dma::Iova;
 use crate::error::Result;
+use crate::pcie::setup::IoQueueSite;
 use crate::pcie::PcieQueue;
 use crate::transport::Transport;
 use crossbeam_queue::ArrayQueue;
@@ -61,12 +61,10 @@ pub(crate) use namespaces::MAX_DMA_WINDOWS;
 #[derive(Debug)]
 pub(crate) struct QpairShared {
     pub qid: u16,
+    /// Submission queue entries.
     pub entries: u16,
-    /// Completion queue entries: larger than the SQ when the controller allows, so
-    /// the CQ head doorbell can be written lazily (see [`crate::pcie::ring`]).
-    pub cq_entries: u16,
-    pub sq_iova: Iova,
-    pub cq_iova: Iova,
+    /// Where the transport put the queues, for creating them on the device.
+    pub site: IoQueueSite,
     pub handshake: Handshake,
     /// CIDs whose Abort ended (sent and answered, or dropped at a reset), reported by
     /// the admin side; the owner frees their trackers at its next timeout scan.
