@@ -796,3 +796,24 @@ fn queue_state_notifier_tells_an_idle_owner_to_poll() {
         "told when the controller failed"
     );
 }
+
+/// Admin completions carry dword 0 to the caller (Get/Set Features, section 5.27):
+/// the admin queue reads it through its transport (`Transport::completion_dw0`), for
+/// the controller's own value and for one the host set.
+#[test]
+fn admin_completion_dword_0_reaches_the_caller() {
+    let (_dev, ctrl) = soft(SoftConfig {
+        max_io_queues: 5,
+        ..ns_config(1024, 512)
+    });
+    use nvme_driver::spec::feature_id;
+    // Number of Queues: zero-based counts of SQs (15:0) and CQs (31:16) granted.
+    let queues = ctrl.get_feature(feature_id::NUMBER_OF_QUEUES, 0).unwrap();
+    assert_eq!(queues, 4 << 16 | 4, "{queues:#x}");
+    ctrl.set_feature(feature_id::TEMPERATURE_THRESHOLD, 0x0000_0157)
+        .unwrap();
+    let temp = ctrl
+        .get_feature(feature_id::TEMPERATURE_THRESHOLD, 0)
+        .unwrap();
+    assert_eq!(temp, 0x157, "{temp:#x}");
+}

@@ -7,7 +7,7 @@ use super::{Controller, CtrlInner};
 use crate::dma::DmaBuf;
 use crate::error::{Error, Result};
 use crate::lock;
-use crate::pcie::PcieQueue;
+use crate::pcie::setup::QueueTransport;
 use crate::prp::PAGE_SIZE;
 use crate::spec::{
     admin_opc, feature_id, log_id, AnaLog, AsyncEvent, Cqe, ErrorLogEntry, SmartLog, Sqe,
@@ -27,7 +27,7 @@ const DATA_TAG: u16 = 0;
 /// identifiers of its commands.
 #[derive(Debug)]
 pub(super) struct AdminQueue {
-    transport: PcieQueue,
+    transport: QueueTransport,
     /// Two pages of data (identify, log pages).
     data: DmaBuf,
     next_cid: u16,
@@ -36,7 +36,7 @@ pub(super) struct AdminQueue {
 }
 
 impl AdminQueue {
-    pub(super) fn new(transport: PcieQueue, data: DmaBuf) -> AdminQueue {
+    pub(super) fn new(transport: QueueTransport, data: DmaBuf) -> AdminQueue {
         AdminQueue {
             transport,
             data,
@@ -52,7 +52,7 @@ impl AdminQueue {
     }
 
     /// The transport, for registering the queue with the device.
-    pub(super) fn transport(&self) -> &PcieQueue {
+    pub(super) fn transport(&self) -> &QueueTransport {
         &self.transport
     }
 

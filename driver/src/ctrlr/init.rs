@@ -9,7 +9,7 @@ use crate::dma::DmaPool;
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::pcie::setup;
-use crate::prp::{self, PAGE_SIZE};
+use crate::prp::PAGE_SIZE;
 use crate::regs::{self, Cap, Cc, Vs};
 use crate::spec::{cns, IdentifyController, IdentifyNamespace, IDENTIFY_SIZE};
 use crossbeam_queue::ArrayQueue;
@@ -164,9 +164,6 @@ impl Controller {
                 });
             }
             let mdts = ident.max_transfer_bytes(12).unwrap_or(u64::MAX);
-            // One PRP list page per command: a transfer of MAX_PRP_PAGES - 1 pages
-            // fits at any offset.
-            let prp_max = (prp::MAX_PRP_PAGES - 1) * PAGE_SIZE;
             let nsids = if vs.0 >= 0x0001_0100 {
                 let d = inner.identify(&mut aq, cns::ACTIVE_NS_LIST, 0)?;
                 crate::spec::parse_ns_list(&d).map_err(|e| Error::Parse(e, name.clone()))?
@@ -194,7 +191,8 @@ impl Controller {
                 });
             }
             let granted = inner.set_num_queues(&mut aq, opts.io_queues)?;
-            (ident, namespaces, mdts.min(prp_max) as u32, granted)
+            let max_xfer = setup::max_transfer_bytes(mdts) as u32;
+            (ident, namespaces, max_xfer, granted)
         };
         inner.ident = ident;
         inner.namespaces = namespaces;

@@ -12,10 +12,12 @@
 //! status, surprise removal and hot-unplug requests, and performs requested resets.
 //!
 //! Where each part is: [`options`] (what callers choose, and a namespace's facts),
-//! [`init`] (bring-up: enable, identify, queues), [`admin`] (the admin queue, on the
-//! same ring as the I/O queues, and the admin commands), [`queues`] (I/O queue pairs
-//! created and deleted on the device), [`state`] (the state machine: reset, failure,
-//! housekeeping, shutdown; the handshake with queue pairs is [`crate::control`]).
+//! [`init`] (bring-up: enable, identify, queues), [`admin`] (the admin queue, over the
+//! same transport as the I/O queues, and the admin commands), [`queues`] (I/O queue
+//! pairs created and deleted on the device), [`state`] (the state machine: reset,
+//! failure, housekeeping, shutdown; the handshake with queue pairs is
+//! [`crate::control`]). What is particular to PCIe in making queues and registering
+//! them with the device is reached only through [`crate::pcie::setup`].
 
 mod admin;
 mod init;
@@ -191,7 +193,8 @@ impl Controller {
             .find(|n| n.nsid == nsid)
             .ok_or_else(|| self.0.no_such_namespace(nsid))
     }
-    /// Largest transfer of one command in bytes (MDTS, capped by one PRP list page).
+    /// Largest transfer of one command in bytes (MDTS, capped by what the transport
+    /// describes: one PRP list page on PCIe).
     pub fn max_transfer_bytes(&self) -> u32 {
         self.0.max_xfer_bytes
     }

@@ -29,8 +29,21 @@ use crate::bus::Bus;
 use crate::ctrlr::CtrlInner;
 use crate::dma::{DmaPool, Iova};
 use crate::error::Result;
+use crate::prp::{self, PAGE_SIZE};
 use crate::regs::{self, Aqa, Properties};
 use crate::spec::{admin_opc, Sqe, CQE_SIZE, SQE_SIZE};
+
+/// The transport every queue of a controller runs over, the admin queue's included
+/// (static dispatch: an NVMe/TCP build would name its own queue type here).
+pub(crate) type QueueTransport = PcieQueue;
+
+/// The largest transfer one command can carry that this transport can describe,
+/// given the controller's limit `mdts` (bytes): one PRP list page per command, so
+/// `MAX_PRP_PAGES - 1` pages fit at any offset (section 4.1.1). TCP: `mdts` alone
+/// (an SGL transport data block descriptor has no page limit).
+pub(crate) fn max_transfer_bytes(mdts: u64) -> u64 {
+    mdts.min((prp::MAX_PRP_PAGES - 1) * PAGE_SIZE)
+}
 
 /// Admin queue entries, SQ and CQ alike.
 pub(crate) const ADMIN_ENTRIES: u16 = 32;
