@@ -97,10 +97,10 @@ pub enum PageRule {
 pub fn page_rule(slices: &[DmaSlice]) -> Option<(usize, PageRule)> {
     let last = slices.len().saturating_sub(1);
     for (i, s) in slices.iter().enumerate() {
-        if i > 0 && s.iova.0 % PAGE_SIZE != 0 {
+        if i > 0 && !s.iova.0.is_multiple_of(PAGE_SIZE) {
             return Some((i, PageRule::StartNotAligned));
         }
-        if i < last && (s.iova.0 + s.len as u64) % PAGE_SIZE != 0 {
+        if i < last && !(s.iova.0 + s.len as u64).is_multiple_of(PAGE_SIZE) {
             return Some((i, PageRule::EndNotAligned));
         }
     }
