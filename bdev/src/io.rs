@@ -80,6 +80,7 @@ impl BdevIo {
             slba: self.slba,
             nlb: self.nlb,
             buf: self.buf,
+            iov: None,
             ctx,
         }
     }

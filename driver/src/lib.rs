@@ -45,6 +45,7 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 pub mod clock;
 pub mod ctrlr;
+pub mod iov;
 pub mod pcie;
 pub mod prp;
 pub mod qpair;
@@ -53,6 +54,7 @@ pub mod transport;
 
 pub use ctrlr::{Controller, ControllerOptions, CtrlState, Namespace};
 pub use dma::{DmaBuf, DmaPool, DmaSlice, Iova};
+pub use iov::DmaVec;
 pub use pcie::PcieQueue;
 pub use qpair::{IoCompletion, IoOp, IoQpair, IoRequest, QpairOptions, QpairStats, Refused};
 pub use spec::Status;

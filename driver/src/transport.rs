@@ -34,6 +34,21 @@ pub trait Transport: Send + std::fmt::Debug {
     /// page), which is not in flight.
     fn describe_data(&mut self, tag: u16, sqe: &mut Sqe, iova: u64, len: u64);
 
+    /// What a vectored request's commands must respect: pieces per command, and
+    /// whether slices must join on page boundaries (see [`crate::iov`]).
+    fn vector_limits(&self) -> crate::iov::Limits;
+
+    /// Describes the `len` bytes at byte `offset` of the vector `slices` in `sqe`, as
+    /// `describe_data` does for one buffer; the bytes keep `vector_limits`.
+    fn describe_vectored(
+        &mut self,
+        tag: u16,
+        sqe: &mut Sqe,
+        slices: &[crate::dma::DmaSlice],
+        offset: u64,
+        len: u64,
+    );
+
     /// Attaches a one-range Dataset Management range (context attributes 0, `nlb`
     /// blocks at `slba`) to `sqe` as its data, for the command on tracker `tag`, which
     /// is not in flight.

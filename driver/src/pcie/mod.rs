@@ -11,8 +11,9 @@
 pub(crate) mod ring;
 pub(crate) mod setup;
 
-use crate::dma::{DmaBuf, DmaPool};
+use crate::dma::{DmaBuf, DmaPool, DmaSlice};
 use crate::error::Result;
+use crate::iov;
 use crate::prp::{self, PAGE_SIZE};
 use crate::sgl;
 use crate::spec::Sqe;
@@ -104,6 +105,51 @@ impl Transport for PcieQueue {
             }
             // Unreachable: requests are split at MDTS and MAX_PRP_PAGES. A zero PRP1
             // makes the device fail the command rather than touch memory.
+            None => {
+                debug_assert!(false, "a command's data fits one PRP list page");
+                sqe.prp1 = 0;
+            }
+        }
+    }
+
+    fn vector_limits(&self) -> iov::Limits {
+        iov::Limits {
+            max_pieces: if self.sgl {
+                sgl::SEGMENT_DESCRIPTORS
+            } else {
+                usize::MAX
+            },
+            page_joins: !self.sgl,
+        }
+    }
+
+    fn describe_vectored(
+        &mut self,
+        tag: u16,
+        sqe: &mut Sqe,
+        slices: &[DmaSlice],
+        offset: u64,
+        len: u64,
+    ) {
+        let (page, page_iova) = self.page(tag);
+        if self.sgl {
+            // Section 4.1.2: one Data Block per piece, behind a Last Segment in the
+            // command when there are several.
+            // SAFETY: the page is this tag's, whose command is not in flight; the
+            // queue pair split the request at `vector_limits().max_pieces`.
+            let d = unsafe { iov::describe_sgl(slices, offset, len, page, page_iova) };
+            sqe.cdw0 |= sgl::PSDT_SGL;
+            sqe.prp1 = d.address;
+            sqe.prp2 = d.word1;
+            return;
+        }
+        // Section 4.1.1: the slices join on page boundaries (checked at submission).
+        // SAFETY: as above; the request was split at MDTS, so one list page is enough.
+        match unsafe { iov::describe_prp(slices, offset, len, page, page_iova) } {
+            Some((p1, p2)) => {
+                sqe.prp1 = p1;
+                sqe.prp2 = p2;
+            }
             None => {
                 debug_assert!(false, "a command's data fits one PRP list page");
                 sqe.prp1 = 0;

@@ -36,6 +36,7 @@ mod split;
 pub mod stats;
 mod submit;
 mod tracker;
+mod vectored;
 
 use crate::clock;
 use crate::control::{ControlWord, Handshake, Phase};

@@ -96,7 +96,7 @@ impl Namespaces {
     /// windows are ordered newest first (see `new`), so the first test is the one that
     /// matches for the usual caller.
     #[inline(always)]
-    fn in_window(&self, iova: u64, len: u64) -> bool {
+    pub(super) fn in_window(&self, iova: u64, len: u64) -> bool {
         let inside = |&(b, l): &(u64, u64)| iova.wrapping_sub(b) < l && iova - b + len <= l;
         if inside(&self.windows[0]) {
             return true;
@@ -107,7 +107,7 @@ impl Namespaces {
     /// True if `nlb` (at least one) blocks at `slba` lie inside a namespace of `nsze`
     /// blocks.
     #[inline(always)]
-    fn range_ok(slba: u64, nlb: u32, nsze: u64) -> bool {
+    pub(super) fn range_ok(slba: u64, nlb: u32, nsze: u64) -> bool {
         let end = slba.wrapping_add(nlb as u64);
         nlb != 0 && end >= slba && end <= nsze
     }
@@ -118,7 +118,10 @@ impl Namespaces {
     pub fn valid(&self, req: &IoRequest, ns: &NsInfo) -> bool {
         match req.op {
             IoOp::Flush => true,
-            IoOp::Read | IoOp::Write => self.valid_rw(req, ns),
+            IoOp::Read | IoOp::Write => match &req.iov {
+                None => self.valid_rw(req, ns),
+                Some(v) => self.valid_vectored(req, v, ns),
+            },
             _ => Self::range_ok(req.slba, req.nlb, ns.nsze),
         }
     }

@@ -2,6 +2,7 @@
 //! options.
 
 use crate::dma::DmaSlice;
+use crate::iov::DmaVec;
 use crate::spec::Status;
 
 /// The operation of an I/O request.
@@ -30,8 +31,11 @@ pub struct IoRequest {
     pub slba: u64,
     /// Number of blocks (a count, at least 1 except for flush).
     pub nlb: u32,
-    /// Data buffer for read and write; ignored otherwise.
+    /// Data buffer for read and write; ignored otherwise, and when `iov` is set.
     pub buf: DmaSlice,
+    /// Several slices instead of `buf` (a vectored read or write, see [`DmaVec`]);
+    /// `None` for the one-slice case, which keeps its own fast path.
+    pub iov: Option<DmaVec>,
     /// Caller's context.
     pub ctx: u64,
 }
@@ -45,6 +49,7 @@ impl IoRequest {
             slba,
             nlb,
             buf,
+            iov: None,
             ctx,
         }
     }
@@ -56,7 +61,24 @@ impl IoRequest {
             slba,
             nlb,
             buf,
+            iov: None,
             ctx,
+        }
+    }
+    /// A vectored read of `nlb` blocks at `slba` into the slices of `iov`, in order
+    /// (`spdk_nvme_ns_cmd_readv`); the slices must hold at least `nlb` blocks.
+    pub fn readv(nsid: u32, slba: u64, nlb: u32, iov: DmaVec, ctx: u64) -> Self {
+        IoRequest {
+            iov: Some(iov),
+            ..Self::read(nsid, slba, nlb, DmaSlice::default(), ctx)
+        }
+    }
+    /// A vectored write of `nlb` blocks at `slba` from the slices of `iov`, in order
+    /// (`spdk_nvme_ns_cmd_writev`).
+    pub fn writev(nsid: u32, slba: u64, nlb: u32, iov: DmaVec, ctx: u64) -> Self {
+        IoRequest {
+            iov: Some(iov),
+            ..Self::write(nsid, slba, nlb, DmaSlice::default(), ctx)
         }
     }
     /// A flush of namespace `nsid`.
@@ -67,6 +89,7 @@ impl IoRequest {
             slba: 0,
             nlb: 0,
             buf: DmaSlice::default(),
+            iov: None,
             ctx,
         }
     }
@@ -78,6 +101,7 @@ impl IoRequest {
             slba,
             nlb,
             buf: DmaSlice::default(),
+            iov: None,
             ctx,
         }
     }

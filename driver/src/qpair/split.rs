@@ -77,11 +77,17 @@ impl<T: Transport> IoQpair<T> {
     #[inline(always)]
     pub(super) fn start(&mut self, req: &IoRequest, ns: NsInfo) {
         let max_blocks = ns.max_blocks(req.op);
-        if req.nlb <= max_blocks {
+        // A vectored request fits one command when its first cut is all of it.
+        let fits = match &req.iov {
+            None => req.nlb <= max_blocks,
+            Some(v) => self.vector_piece(v, req.nlb, 0, (max_blocks, ns.block_shift)) >= req.nlb,
+        };
+        if fits {
             let cid = self.trackers.take();
             debug_assert!(cid.is_some(), "start is called with a CID free");
             if let Some(cid) = cid {
-                let iova = req.buf.iova.0;
+                // A vectored request's data starts at byte 0 of its slices.
+                let iova = if req.iov.is_some() { 0 } else { req.buf.iova.0 };
                 self.issue(cid, req, req.slba, req.nlb, iova, NO_PARENT, ns.block_shift);
             }
             return;
@@ -127,8 +133,17 @@ impl<T: Transport> IoQpair<T> {
                 self.partial = Some(p);
                 return;
             };
-            let nlb = max.min(par.req.nlb - par.issued);
-            let iova = par.req.buf.iova.0 + ((par.issued as u64) << block_shift);
+            let left = par.req.nlb - par.issued;
+            let offset = (par.issued as u64) << block_shift;
+            // Vectored: cut at a block boundary within one command's descriptors, and
+            // pass the byte offset into the slices instead of an address.
+            let (nlb, iova) = match &par.req.iov {
+                None => (max.min(left), par.req.buf.iova.0 + offset),
+                Some(v) => (
+                    self.vector_piece(v, left, par.issued, (max, block_shift)),
+                    offset,
+                ),
+            };
             let slba = par.req.slba + par.issued as u64;
             self.issue(cid, &par.req, slba, nlb, iova, p, block_shift);
             let par = self.parents.get_mut(p);

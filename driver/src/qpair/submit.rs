@@ -8,6 +8,7 @@ use super::IoQpair;
 use crate::clock;
 use crate::dma::DmaSlice;
 use crate::error::Error;
+use crate::iov::DmaVec;
 use crate::spec::{io_opc, Sqe};
 use crate::transport::Transport;
 
@@ -19,6 +20,9 @@ impl<T: Transport> IoQpair<T> {
     ///
     /// Callers on a data path that handle refusals themselves may prefer
     /// [`try_submit`](Self::try_submit), whose refusal is one byte.
+    // The refusal hands the request back by value on a cold path; a vectored
+    // request's `iov` made `IoRequest` 64 bytes, past clippy's size for an `Err`.
+    #[allow(clippy::result_large_err)]
     #[inline]
     pub fn submit(&mut self, req: IoRequest) -> std::result::Result<(), (Error, IoRequest)> {
         match self.try_submit(&req) {
@@ -53,12 +57,15 @@ impl<T: Transport> IoQpair<T> {
                 }
             }
         }
-        self.submit_general(req.op, req.nsid, req.slba, req.nlb, req.buf, req.ctx)
+        self.submit_general(
+            req.op, req.nsid, req.slba, req.nlb, req.buf, req.iov, req.ctx,
+        )
     }
 
     /// Everything `try_submit`'s fast path leaves: other operations, split requests,
     /// the pending queue, refusals. The request comes in pieces: passing it whole, or
     /// its address, makes every caller build it in memory, on the fast path too.
+    #[allow(clippy::too_many_arguments)]
     #[inline(never)]
     fn submit_general(
         &mut self,
@@ -67,6 +74,7 @@ impl<T: Transport> IoQpair<T> {
         slba: u64,
         nlb: u32,
         buf: DmaSlice,
+        iov: Option<DmaVec>,
         ctx: u64,
     ) -> std::result::Result<(), Refused> {
         let req = IoRequest {
@@ -75,12 +83,18 @@ impl<T: Transport> IoQpair<T> {
             slba,
             nlb,
             buf,
+            iov,
             ctx,
         };
         let ns = match self.namespaces.get(nsid) {
             Some(ns) if self.namespaces.valid(&req, ns) => *ns,
             _ => return Err(Refused::Invalid),
         };
+        if let (IoOp::Read | IoOp::Write, Some(v)) = (op, &iov) {
+            if !self.vector_ok(&req, v, &ns) {
+                return Err(Refused::Invalid);
+            }
+        }
         if self.slow || !self.trackers.any_free() {
             return self.pend(req);
         }
@@ -95,7 +109,10 @@ impl<T: Transport> IoQpair<T> {
     #[inline(never)]
     pub fn explain(&self, why: Refused, req: IoRequest) -> Error {
         match why {
-            Refused::Invalid => self.namespaces.invalid(&self.ctrl, &req),
+            Refused::Invalid => match (req.op, &req.iov) {
+                (IoOp::Read | IoOp::Write, Some(v)) => self.vector_invalid(&req, v),
+                _ => self.namespaces.invalid(&self.ctrl, &req),
+            },
             Refused::Busy => Error::Busy(self.pending.max()),
             Refused::Failed => self.ctrl.failed_error(),
         }
@@ -118,6 +135,16 @@ impl<T: Transport> IoQpair<T> {
     ) {
         let len = (nlb as u64) << block_shift;
         let sqe = match req.op {
+            IoOp::Read | IoOp::Write if req.iov.is_some() => {
+                let opc = if req.op == IoOp::Read {
+                    io_opc::READ
+                } else {
+                    io_opc::WRITE
+                };
+                let v = req.iov.unwrap_or_else(|| unreachable!());
+                // For a vectored request `iova` is the byte offset into its slices.
+                self.rw_sqe_vectored(cid, opc, req, &v, slba, nlb, iova, len)
+            }
             IoOp::Read => self.rw_sqe(cid, io_opc::READ, req.nsid, slba, nlb, iova, len),
             IoOp::Write => self.rw_sqe(cid, io_opc::WRITE, req.nsid, slba, nlb, iova, len),
             IoOp::WriteZeroes => Sqe::rw(io_opc::WRITE_ZEROES, req.nsid, slba, nlb),

@@ -12,7 +12,7 @@ use super::pattern::{self, Mismatch, XorShift};
 use hdrhistogram::Histogram;
 use nvme_driver::clock;
 use nvme_driver::spec::Status;
-use nvme_driver::{DmaBuf, IoCompletion, IoQpair, IoRequest, QpairStats};
+use nvme_driver::{DmaBuf, DmaSlice, DmaVec, IoCompletion, IoQpair, IoRequest, QpairStats};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Barrier;
 
@@ -103,13 +103,41 @@ pub struct Qpairs {
     nsid: u32,
     qpairs: Vec<IoQpair>,
     snap: Vec<QpairStats>,
+    /// `-O`: per task slot, its buffer cut into I/O units (spdk_nvme_perf's
+    /// io_unit_size); each I/O is then a vectored request over them. Empty otherwise.
+    units: Vec<Box<[DmaSlice]>>,
 }
 
 impl Qpairs {
     /// Queue pairs for namespace `nsid`; task `i` uses queue pair `i % len`.
     pub fn new(nsid: u32, qpairs: Vec<IoQpair>) -> Self {
         let snap = vec![QpairStats::default(); qpairs.len()];
-        Qpairs { nsid, qpairs, snap }
+        Qpairs {
+            nsid,
+            qpairs,
+            snap,
+            units: Vec::new(),
+        }
+    }
+
+    /// `-O unit`: each I/O on `bufs[i]` (task slot `i`) is made of `unit`-byte pieces
+    /// of it, described as one vectored request (several SGL Data Blocks, or PRPs when
+    /// the pieces join on pages). Made before the run: the data path allocates nothing.
+    pub fn with_io_units(mut self, unit: u64, io_size: u64, bufs: &[DmaBuf]) -> Self {
+        self.units = bufs
+            .iter()
+            .map(|b| {
+                (0..io_size.div_ceil(unit))
+                    .map(|k| {
+                        let off = k * unit;
+                        let len = unit.min(io_size - off);
+                        b.slice(off as usize, len as usize)
+                            .expect("the buffer holds one I/O")
+                    })
+                    .collect()
+            })
+            .collect();
+        self
     }
 }
 
@@ -126,7 +154,17 @@ impl Backend for Qpairs {
     #[inline]
     fn submit(&mut self, io: Submission, buf: &DmaBuf) -> Result<(), Self::Error> {
         let (nsid, i) = (self.nsid, io.slot);
-        let req = if io.write {
+        let req = if let Some(units) = self.units.get(i) {
+            // SAFETY: `units` belongs to this backend, which outlives every I/O it
+            // submits (`abandon` leaks it with the queue pairs), and is never changed
+            // after `with_io_units`.
+            let v = unsafe { DmaVec::new(units) };
+            if io.write {
+                IoRequest::writev(nsid, io.lba, io.nlb, v, i as u64)
+            } else {
+                IoRequest::readv(nsid, io.lba, io.nlb, v, i as u64)
+            }
+        } else if io.write {
             IoRequest::write(nsid, io.lba, io.nlb, buf.whole(), i as u64)
         } else {
             IoRequest::read(nsid, io.lba, io.nlb, buf.whole(), i as u64)
@@ -167,6 +205,8 @@ impl Backend for Qpairs {
 
     fn abandon(&mut self) {
         std::mem::forget(std::mem::take(&mut self.qpairs));
+        // I/O may still be in flight on the units' slices.
+        std::mem::forget(std::mem::take(&mut self.units));
     }
 }
 

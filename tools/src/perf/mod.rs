@@ -192,6 +192,11 @@ pub fn build_jobs(
                             .map_err(|e| format!("creating a queue pair for core {core}: {e}"))?,
                     );
                 }
+                let bufs = alloc_buffers(opts, |len| t.ctrl.alloc_buffer(len))?;
+                let mut backend = Qpairs::new(nsid, qpairs);
+                if let Some(unit) = opts.io_unit_size.filter(|&u| u < opts.io_size) {
+                    backend = backend.with_io_units(unit, opts.io_size, &bufs);
+                }
                 ns_jobs.push(NsJob {
                     device: t.ctrl.name().to_string(),
                     nsid,
@@ -200,8 +205,8 @@ pub fn build_jobs(
                     slots,
                     fill: fill_range(opts, ci, slots),
                     limit: io_limit(opts, slots),
-                    backend: Qpairs::new(nsid, qpairs),
-                    bufs: alloc_buffers(opts, |len| t.ctrl.alloc_buffer(len))?,
+                    backend,
+                    bufs,
                 });
             }
         }

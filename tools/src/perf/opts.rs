@@ -122,7 +122,8 @@ pub struct PerfOptions {
     pub no_shutdown_notification: bool,
     /// `-s`: DMA memory for the I/O buffers, MiB.
     pub mem_size_mb: Option<u64>,
-    /// `-O`: I/O unit size (accepted; each I/O is one contiguous buffer).
+    /// `-O`: I/O unit size: each I/O's buffer is made of pieces this size, one
+    /// vectored request (direct mode).
     pub io_unit_size: Option<u64>,
     /// `-i`: shared memory group (accepted; nothing is shared).
     pub shm_id: Option<u32>,
@@ -157,11 +158,13 @@ impl PerfOptions {
         if self.single_segment {
             out.push("-g: there are no DPDK memory segments here; ignored".into());
         }
-        if let Some(u) = self.io_unit_size.filter(|&u| u < self.io_size) {
-            out.push(format!(
-                "-O {u}: each I/O is described as one contiguous {} byte buffer here; the unit size does not split it",
-                self.io_size
-            ));
+        if let (Some(u), true) = (self.io_unit_size, self.multipath.is_some()) {
+            if u < self.io_size {
+                out.push(format!(
+                    "-O {u}: through the block layer each I/O is one contiguous {} byte buffer; the unit size does not split it",
+                    self.io_size
+                ));
+            }
         }
         out
     }

@@ -334,3 +334,37 @@ fn multipath_rows_name_a_reconnected_path_by_its_controller() {
         c.stop();
     }
 }
+
+#[test]
+fn io_unit_size_makes_each_io_a_vectored_request() {
+    for enable_sgl in [true, false] {
+        let sc = SoftController::start(SoftConfig {
+            namespaces: vec![Arc::new(Namespace::new(1, 8192, 512).unwrap())],
+            ..SoftConfig::default()
+        });
+        let opts_c = ControllerOptions {
+            enable_sgl,
+            ..ControllerOptions::default()
+        };
+        let t = select(Controller::init(sc.clone(), opts_c).unwrap(), None).unwrap();
+        // 64 KiB I/Os of 4 KiB units: page-joined, so PRPs take them too.
+        let o = opts("-q 4 -o 65536 -O 4096 -w randrw -M 50 -t 1 --verify --seed 3");
+        let rows = run_soft(&o, &t);
+        assert_eq!(rows[0].errors, 0, "{:?}", rows[0].first_error);
+        assert_eq!(rows[0].mismatches, 0, "{:?}", rows[0].first_mismatch);
+        assert!(rows[0].reads > 0 && rows[0].reads < rows[0].ios);
+        // 1028-byte units: fine as SGL Data Blocks, refused by PRPs by slice and rule.
+        let o = opts("-q 2 -o 4096 -O 1028 -w write -t 1 -d 50");
+        let rows = run_soft(&o, &t);
+        if enable_sgl {
+            assert_eq!(rows[0].errors, 0, "{:?}", rows[0].first_error);
+            assert!(rows[0].ios > 0);
+        } else {
+            let e = format!("{:?}", rows[0].first_error);
+            assert!(rows[0].errors > 0, "PRPs cannot take 1028-byte units");
+            assert!(e.contains("slice 0 ends inside a 4 KiB page"), "{e}");
+        }
+        t.ctrl.shutdown().unwrap();
+        sc.stop();
+    }
+}

@@ -32,7 +32,7 @@ pub const HELP: &str = "\
   -m, --cpu-usage            busy share of each poller core (polls that found completions)
   -N, --no-shst-notification leave the controllers without a shutdown notification at exit
   -s, --hugemem-size MB      DMA memory nvme-perf may use for its buffers, in MiB
-  -O, --io-unit-size BYTES   accepted (4-byte aligned); each I/O uses one contiguous buffer
+  -O, --io-unit-size BYTES   each I/O's buffer is pieces of BYTES (4-byte multiple): one vectored request
   -i, --shmem-grp-id ID      accepted; there is no shared memory here
   -g, --mem-single-seg       accepted; there are no DPDK memory segments here
       --json                 print the results as JSON instead of tables

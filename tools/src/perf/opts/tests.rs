@@ -167,8 +167,8 @@ fn spdk_options_this_tool_accepts() {
         [
             "-i 1: there is no shared memory here (no secondary processes); ignored",
             "-g: there are no DPDK memory segments here; ignored",
-            "-O 512: each I/O is described as one contiguous 4096 byte buffer here; the unit size does not split it",
-        ]
+        ],
+        "-O 512 in direct mode is a vectored request: nothing to note"
     );
     // The long forms, and -O at least the I/O size says nothing.
     let o = run(&format!(
