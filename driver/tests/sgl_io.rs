@@ -5,52 +5,10 @@
 //! 512 bytes to past the largest command (split) at every buffer offset class reads
 //! back what was written, and each request completes exactly once.
 
-use nvme_driver::bus::Bus;
-use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
-use nvme_driver::{Controller, ControllerOptions, IoCompletion, IoQpair, IoRequest, QpairOptions};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
-const DEADLINE: Duration = Duration::from_secs(20);
-
-/// A controller reporting `sgls`, brought up with `enable_sgl`.
-fn soft(sgls: u32, enable_sgl: bool) -> (Arc<SoftController>, Controller) {
-    let dev = SoftController::start(SoftConfig {
-        sgls,
-        namespaces: vec![Arc::new(Namespace::new(1, 8192, 512).unwrap())],
-        ..SoftConfig::default()
-    });
-    let opts = ControllerOptions {
-        enable_sgl,
-        ..ControllerOptions::default()
-    };
-    let ctrl = Controller::init(dev.clone() as Arc<dyn Bus>, opts).expect("controller comes up");
-    (dev, ctrl)
-}
-
-/// Submits `req` and polls until it completes; fails the test unless it completes
-/// exactly once, with success, within the deadline.
-fn run_one(qp: &mut IoQpair, req: IoRequest, what: &str) {
-    qp.submit(req).map_err(|(e, _)| e).unwrap();
-    let mut done: Vec<IoCompletion> = Vec::new();
-    let start = Instant::now();
-    while done.is_empty() {
-        qp.poll(64, &mut |c| done.push(c));
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{what}: no completion within {DEADLINE:?}"
-        );
-    }
-    // A late duplicate would show up here.
-    qp.poll(64, &mut |c| done.push(c));
-    assert_eq!(
-        done.len(),
-        1,
-        "{what}: one request, one completion: {done:?}"
-    );
-    assert_eq!(done[0].ctx, req.ctx, "{what}");
-    assert!(done[0].status.is_success(), "{what}: {}", done[0].status);
-}
+use common::{run_one, soft};
+use nvme_driver::{Controller, IoRequest, QpairOptions};
 
 /// Writes a pattern of every size class at every offset class through `ctrl` and
 /// reads it back into a clean buffer; returns the number of transfers.
@@ -134,7 +92,7 @@ fn sgls_when_supported_prps_when_forced_or_not() {
         (1, false, false),
         (0, true, false),
     ] {
-        let (dev, ctrl) = soft(sgls, enable);
+        let (dev, ctrl) = soft(sgls, 8192, enable);
         assert_eq!(
             ctrl.uses_sgl(),
             want_sgl,

@@ -4,50 +4,10 @@
 //! split (at MDTS, or at one page of SGL descriptors); each request completes exactly
 //! once; layouts PRPs cannot describe are refused naming the slice and the rule.
 
-use nvme_driver::bus::Bus;
-use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
-use nvme_driver::{
-    Controller, ControllerOptions, DmaBuf, DmaSlice, DmaVec, IoCompletion, IoQpair, IoRequest,
-    QpairOptions,
-};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
-const DEADLINE: Duration = Duration::from_secs(20);
-
-/// A controller that takes SGLs, brought up with `enable_sgl`.
-fn soft(enable_sgl: bool) -> (Arc<SoftController>, Controller) {
-    let dev = SoftController::start(SoftConfig {
-        sgls: 1,
-        namespaces: vec![Arc::new(Namespace::new(1, 1 << 16, 512).unwrap())],
-        ..SoftConfig::default()
-    });
-    let opts = ControllerOptions {
-        enable_sgl,
-        ..ControllerOptions::default()
-    };
-    let ctrl = Controller::init(dev.clone() as Arc<dyn Bus>, opts).expect("controller comes up");
-    (dev, ctrl)
-}
-
-/// Submits `req`, polls until it completes; exactly one successful completion.
-fn run_one(qp: &mut IoQpair, req: IoRequest, what: &str) {
-    qp.submit(req).map_err(|(e, _)| e).unwrap();
-    let mut done: Vec<IoCompletion> = Vec::new();
-    let start = Instant::now();
-    while done.is_empty() {
-        qp.poll(64, &mut |c| done.push(c));
-        assert!(start.elapsed() < DEADLINE, "{what}: no completion");
-    }
-    qp.poll(64, &mut |c| done.push(c));
-    assert_eq!(
-        done.len(),
-        1,
-        "{what}: one request, one completion: {done:?}"
-    );
-    assert_eq!(done[0].ctx, req.ctx, "{what}");
-    assert!(done[0].status.is_success(), "{what}: {}", done[0].status);
-}
+use common::{run_one, soft};
+use nvme_driver::{Controller, DmaBuf, DmaSlice, DmaVec, IoQpair, IoRequest, QpairOptions};
 
 /// Slice layouts: (name, PRPs can take it, piece lengths cycle, gap after each).
 #[derive(Clone, Copy, Debug)]
@@ -148,7 +108,7 @@ fn round_trip(ctrl: &Controller, qp: &mut IoQpair, wl: Layout, rl: Layout, total
 #[test]
 fn vectored_round_trips_with_sgls_and_with_prps() {
     for enable_sgl in [true, false] {
-        let (dev, ctrl) = soft(enable_sgl);
+        let (dev, ctrl) = soft(1, 1 << 16, enable_sgl);
         assert_eq!(ctrl.uses_sgl(), enable_sgl);
         let mut qp = ctrl.create_io_qpair(QpairOptions::default()).unwrap();
         let max = ctrl.max_transfer_bytes() as usize;
@@ -177,7 +137,7 @@ fn vectored_round_trips_with_sgls_and_with_prps() {
 
 #[test]
 fn layouts_prps_cannot_take_are_refused_by_slice_and_rule() {
-    let (_dev, ctrl) = soft(false);
+    let (_dev, ctrl) = soft(1, 1 << 16, false);
     let mut qp = ctrl.create_io_qpair(QpairOptions::default()).unwrap();
     let buf = ctrl.alloc_buffer(1 << 16).unwrap();
     let cases: [(Vec<DmaSlice>, &str); 3] = [
@@ -211,7 +171,7 @@ fn layouts_prps_cannot_take_are_refused_by_slice_and_rule() {
         assert!(err.contains(want), "{err:?} should say {want:?}");
     }
     // The same page-breaking layout is fine with SGLs.
-    let (_dev, ctrl) = soft(true);
+    let (_dev, ctrl) = soft(1, 1 << 16, true);
     let mut qp = ctrl.create_io_qpair(QpairOptions::default()).unwrap();
     round_trip(&ctrl, &mut qp, Layout::IoUnits, Layout::Odd, 8192);
     assert_eq!(qp.stats().completed, 2);

@@ -136,21 +136,31 @@ impl Namespaces {
             && self.in_window(req.buf.iova.0, req.buf.len as u64)
     }
 
-    /// Why `req` failed the checks, with how to fix it.
-    #[cold]
-    #[inline(never)]
-    pub fn invalid(&self, ctrl: &CtrlInner, req: &IoRequest) -> Error {
+    /// The namespace `req` names, if it has one and the blocks lie within it; the
+    /// error naming which of the two is wrong otherwise (cold: the checks' first step).
+    pub fn target(&self, ctrl: &CtrlInner, req: &IoRequest) -> Result<&NsInfo, Error> {
         let Some(ns) = self.get(req.nsid) else {
-            return ctrl.no_such_namespace(req.nsid);
+            return Err(ctrl.no_such_namespace(req.nsid));
         };
         if !Self::range_ok(req.slba, req.nlb, ns.nsze) {
-            return Error::LbaOutOfRange {
+            return Err(Error::LbaOutOfRange {
                 nsid: req.nsid,
                 slba: req.slba,
                 nlb: req.nlb,
                 nsze: ns.nsze,
-            };
+            });
         }
+        Ok(ns)
+    }
+
+    /// Why `req` failed the checks, with how to fix it.
+    #[cold]
+    #[inline(never)]
+    pub fn invalid(&self, ctrl: &CtrlInner, req: &IoRequest) -> Error {
+        let ns = match self.target(ctrl, req) {
+            Ok(ns) => ns,
+            Err(e) => return e,
+        };
         let need = (req.nlb as u64) << ns.block_shift;
         if (req.buf.len as u64) < need {
             return Error::BadBuffer(format!(

@@ -94,17 +94,10 @@ impl<T: Transport> IoQpair<T> {
     #[cold]
     pub(super) fn vector_invalid(&self, req: &IoRequest, v: &DmaVec) -> Error {
         let name = &self.ctrl.name;
-        let Some(ns) = self.namespaces.get(req.nsid) else {
-            return self.ctrl.no_such_namespace(req.nsid);
+        let ns = match self.namespaces.target(&self.ctrl, req) {
+            Ok(ns) => ns,
+            Err(e) => return e,
         };
-        if !Namespaces::range_ok(req.slba, req.nlb, ns.nsze) {
-            return Error::LbaOutOfRange {
-                nsid: req.nsid,
-                slba: req.slba,
-                nlb: req.nlb,
-                nsze: ns.nsze,
-            };
-        }
         if v.is_empty() {
             return Error::BadBuffer("a vectored request needs at least one slice".into());
         }
