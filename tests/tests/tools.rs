@@ -656,6 +656,10 @@ run_case status_vfio nvme-setup status
 run_case write nvme-perf -q 16 -o 4096 -w write -t 1 --verify --seed 7
 run_case verify_ok nvme-perf -q 16 -o 8192 -w randread -t 1 --verify --seed 7
 run_case wrong_seed nvme-perf -q 4 -o 4096 -w randread -t 1 --verify --seed 8
+run_case units_sgl nvme-perf -q 8 -o 65536 -O 4096 -w randread -t 1 --verify --seed 7
+run_case units_prp nvme-perf -q 8 -o 65536 -O 4096 -w randread -t 1 --verify --seed 7 --no-sgl
+run_case units_odd_sgl nvme-perf -q 8 -o 65536 -O 1536 -w randread -t 1 --verify --seed 7
+run_case units_odd_prp nvme-perf -q 1 -o 65536 -O 1536 -w read -t 1 --no-sgl
 run_case unbind nvme-setup unbind
 wait_blk
 run_case status_back nvme-setup status
@@ -725,6 +729,28 @@ run_case status_last nvme-setup status
         bad.out
             .contains("expected 0x0000000000000008, found 0x0000000000000007"),
         "{bad:#?}"
+    );
+
+    // -O: each 64 KiB read is a vectored request of I/O units (16 of 4 KiB, or 43 of
+    // 1536 bytes) over the device's real SGL and PRP paths, and reads back the pattern:
+    // SGL segments take any unit; PRPs take page-joined units and refuse the others,
+    // naming the slice and the rule.
+    for name in ["units_sgl", "units_prp", "units_odd_sgl"] {
+        let c = ok(&cs, name, &out);
+        let (rows, total) = parse_table(&c.out);
+        check_table(&rows, &total, 65536.0, &c.out);
+        assert!(
+            c.out.contains("verify: every read matched the pattern ("),
+            "{name}: {c:#?}"
+        );
+    }
+    let odd = case(&cs, "units_odd_prp", &out);
+    assert_ne!(odd.rc, 0, "{odd:#?}");
+    assert!(
+        format!("{}{}", odd.out, odd.err).contains(
+            "slice 0 ends inside a 4 KiB page; with PRPs (no SGL support, or enable_sgl off)"
+        ),
+        "{odd:#?}"
     );
 
     // unbind: back on nvme, where dd overwrote LBAs 8000 to 8063.
