@@ -267,11 +267,17 @@ fn simulate(seed: u64, verbose: bool, outcome: &mut Totals) -> Result<(), String
                 "drop the next I/O completion (timeout, abort)".to_string()
             }
             4 => {
-                // A CID no command can have (the queues have 31 trackers): a bogus
-                // completion that names a command in flight is indistinguishable from
-                // its real completion (the device's word is all the host has), so the
-                // host can only be asked to catch the ones that name none.
-                let (cqid, cid) = (1 + rng.below(2) as u16, 64 + rng.below(900) as u16);
+                // A CID no command can have: a bogus completion that names a command
+                // in flight is indistinguishable from its real completion (the
+                // device's word is all the host has), so the host can only be asked
+                // to catch the ones that name none. The queues have 31 trackers, so a
+                // CID's low 5 bits are the tracker index and the bits above its
+                // generation; index 31 is never used (no CID is FFFFh), so any
+                // generation with index 31 names no command. (Before generation CIDs,
+                // CIDs from 64 up named none; with them, CID 233 was tracker 9 in its
+                // seventh use, and seed 5539 completed a read the device never ran.)
+                let cqid = 1 + rng.below(2) as u16;
+                let cid = (rng.below(2047) as u16) << 5 | 31;
                 f.post_bogus_completion(cqid, cid);
                 format!("bogus completion CQ {cqid} CID {cid}")
             }
