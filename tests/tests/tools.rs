@@ -710,13 +710,17 @@ run_case status_last nvme-setup status
     );
     let (rows, total) = parse_table(&w.out);
     check_table(&rows, &total, 4096.0, &w.out);
-    let v = ok(&cs, "verify_ok", &out);
-    let (rows, total) = parse_table(&v.out);
-    check_table(&rows, &total, 8192.0, &v.out);
-    assert!(
-        v.out.contains("verify: every read matched the pattern ("),
-        "{v:#?}"
-    );
+    // A verified read run: its table adds up for `bytes` per I/O, every read matched.
+    let read_back = |name: &str, bytes: f64| {
+        let c = ok(&cs, name, &out);
+        let (rows, total) = parse_table(&c.out);
+        check_table(&rows, &total, bytes, &c.out);
+        assert!(
+            c.out.contains("verify: every read matched the pattern ("),
+            "{name}: {c:#?}"
+        );
+    };
+    read_back("verify_ok", 8192.0);
     // ...and another seed's pattern is not what is on the disk.
     let bad = case(&cs, "wrong_seed", &out);
     assert_eq!(bad.rc, 1, "{bad:#?}");
@@ -736,13 +740,7 @@ run_case status_last nvme-setup status
     // SGL segments take any unit; PRPs take page-joined units and refuse the others,
     // naming the slice and the rule.
     for name in ["units_sgl", "units_prp", "units_odd_sgl"] {
-        let c = ok(&cs, name, &out);
-        let (rows, total) = parse_table(&c.out);
-        check_table(&rows, &total, 65536.0, &c.out);
-        assert!(
-            c.out.contains("verify: every read matched the pattern ("),
-            "{name}: {c:#?}"
-        );
+        read_back(name, 65536.0);
     }
     let odd = case(&cs, "units_odd_prp", &out);
     assert_ne!(odd.rc, 0, "{odd:#?}");

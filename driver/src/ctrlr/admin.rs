@@ -149,12 +149,12 @@ impl CtrlInner {
         let mut found = None;
         let mut reposts = 0;
         let mut popped = 0;
+        // The SQ holds one more entry than may be in flight (section 4.1).
+        let sq_entries = aq.transport.depth_max() + 1;
         while let Some(tail) = aq.transport.peek_completion() {
             let cqe = tail.with_dw0(aq.transport.completion_dw0());
             aq.transport.pop_completion();
             popped += 1;
-            // The SQ holds one more entry than may be in flight (section 4.1).
-            let sq_entries = aq.transport.depth_max() + 1;
             if cqe.sq_head as usize >= sq_entries {
                 // The device's word is wrong: the caller fails the controller.
                 return Err(Error::ControllerFailed {

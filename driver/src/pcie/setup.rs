@@ -134,7 +134,8 @@ pub(crate) fn create_io_queue_commands(qid: u16, entries: u16, site: &IoQueueSit
     cq.prp1 = site.cq_iova.0;
     cq.cdw10 = (site.cq_entries as u32 - 1) << 16 | qid as u32;
     cq.cdw11 = 1; // PC
-                  // Create I/O Submission Queue (section 5.5), bound to the CQ of the same id.
+
+    // Create I/O Submission Queue (section 5.5), bound to the CQ of the same id.
     let mut sq = Sqe::new(admin_opc::CREATE_IO_SQ);
     sq.prp1 = site.sq_iova.0;
     sq.cdw10 = (entries as u32 - 1) << 16 | qid as u32;
