@@ -7,7 +7,7 @@
 //! fio's; a controller not bound to vfio-pci is refused with the way to bind it.
 //! (Refusals that need no device run on the host: `tools/fio/tests/refusals.rs`.)
 
-use e2e::{case, cases, ok, repo_root, Bind, Guest, GuestOutput, Topology, RUN_CASE};
+use e2e::{case, cases, ok, release_dir, repo_root, Bind, Guest, GuestOutput, Topology, RUN_CASE};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,7 +17,7 @@ const C0: &str = "trtype=PCIe traddr=0000.01.00.0 ns=1";
 const C1: &str = "trtype=PCIe traddr=0000.02.00.0 ns=1";
 
 fn engine() -> PathBuf {
-    let so = repo_root().join("target/release/libnvme_fio.so");
+    let so = release_dir().join("libnvme_fio.so");
     assert!(
         so.is_file(),
         "{} is missing: build it with cargo build --release -p nvme-fio (tests/run does)",
