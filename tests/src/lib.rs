@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// The environment variable that says skipping is expected: with
@@ -36,6 +36,12 @@ use std::time::Duration;
 /// records a skip and passes; without it, [`skip`] fails the test. A check that
 /// silently does not happen is a check that can no longer fail.
 pub const ALLOW_SKIP_ENV: &str = "NVME_TESTS_ALLOW_SKIP";
+
+/// The environment variable naming a file every guest run appends a line to: the
+/// test (its thread's name), the topology, the wall time and the boot time.
+/// `tests/run` sets it and prints the slowest first at the end, so the suite's time
+/// can be seen guest by guest.
+pub const TIME_LOG_ENV: &str = "NVME_TESTS_TIME_LOG";
 
 /// The environment variable naming a file every [`skip`] appends a line to.
 /// `tests/run` sets it and prints the file at the end, outside libtest's capture
@@ -400,14 +406,42 @@ impl Guest {
         let _serial = GUEST_LOCK
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let t0 = std::time::Instant::now();
         let out = match cmd.output() {
             Ok(out) => out,
             Err(e) => panic!("cannot start {:?}: {e}", cmd.get_program()),
         };
-        GuestOutput {
+        let out = GuestOutput {
             status: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        self.log_time(t0.elapsed(), &out);
+        out
+    }
+
+    /// Appends this run's line to `$NVME_TESTS_TIME_LOG`, when set (see
+    /// [`TIME_LOG_ENV`]); a log that cannot be written is said on stderr, not fatal.
+    fn log_time(&self, wall: Duration, out: &GuestOutput) {
+        let Some(path) = std::env::var_os(TIME_LOG_ENV) else {
+            return;
+        };
+        let thread = std::thread::current();
+        let line = format!(
+            "{:7.1} s  {} ({}, boot {})\n",
+            wall.as_secs_f64(),
+            thread.name().unwrap_or("?"),
+            self.topology,
+            out.boot_seconds()
+                .map_or("unknown".to_string(), |b| format!("{b:.1} s")),
+        );
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+        if let Err(e) = written {
+            eprintln!("cannot append to {}: {e}", Path::new(&path).display());
         }
     }
 }
@@ -504,6 +538,39 @@ mod tests {
 }
 
 // ------------------------------------------------------------- many cases per boot
+
+/// One guest run that several tests read. A boot costs 10 to 20 s under TCG, so
+/// tests that each check a part of what one script printed share its run: the first
+/// test to ask boots the guest, the others wait for it and read the same output
+/// (each still asserts its own part, under its own name). A run that panics is not
+/// kept: the next test to ask runs it again.
+///
+/// ```no_run
+/// use e2e::{Guest, SharedRun, Topology};
+/// static BOOT: SharedRun = SharedRun::new();
+/// let out = BOOT.get(|| Guest::new(Topology::Single).run("echo a; echo b"));
+/// assert!(out.stdout.contains("a"));
+/// ```
+#[derive(Debug)]
+pub struct SharedRun(OnceLock<GuestOutput>);
+
+impl SharedRun {
+    /// A run not made yet.
+    pub const fn new() -> Self {
+        SharedRun(OnceLock::new())
+    }
+
+    /// The run's output, made by `run` if no test has made it yet.
+    pub fn get(&self, run: impl FnOnce() -> GuestOutput) -> &GuestOutput {
+        self.0.get_or_init(run)
+    }
+}
+
+impl Default for SharedRun {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// Defines `run_case NAME CMD...` in the guest script: it prints the command's exit
 /// status, stdout and stderr between markers (the guest's stderr is a separate serial

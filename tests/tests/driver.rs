@@ -5,9 +5,10 @@
 //! `nvme-e2e-driver`, which prints `PASS <scenario>` for each one that held (it fails
 //! itself when the counts do not add up) and a `<scenario>: counts k=v ...` line
 //! whose counts these tests check again: every accepted request completed once, the
-//! outcomes add up, no stray or malformed completion.
+//! outcomes add up, no stray or malformed completion. The single-controller scenarios
+//! share one boot ([`SharedRun`]), each run as its own case.
 
-use e2e::{Guest, Topology};
+use e2e::{case, cases, Guest, SharedRun, Topology, RUN_CASE};
 
 /// The counts `scenario` printed on its `<scenario>: counts k=v ...` line.
 fn counts(out: &e2e::GuestOutput, scenario: &str) -> std::collections::HashMap<String, u64> {
@@ -44,31 +45,60 @@ fn assert_counts_add_up(c: &std::collections::HashMap<String, u64>, out: &e2e::G
     assert!(n("succeeded") > 0, "{out}");
 }
 
-fn assert_passed(out: &e2e::GuestOutput, scenarios: &[&str]) {
-    out.assert_success();
-    for s in scenarios {
+/// `text` has the line `PASS <scenario>`.
+fn printed_pass(text: &str, scenario: &str) -> bool {
+    text.lines().any(|l| l.trim() == format!("PASS {scenario}"))
+}
+
+/// Each of `scenarios` ran as a case of `out`, exited 0 and printed `PASS <scenario>`
+/// (a case is named after its scenario, `sizes` cases after the mode too).
+fn assert_passed(out: &e2e::GuestOutput, scenarios: &[(&str, &str)]) {
+    let all = cases(out);
+    for (name, scenario) in scenarios {
+        let c = case(&all, name, out);
+        assert_eq!(c.rc, 0, "{name} failed:\n{out}");
         assert!(
-            out.stdout.lines().any(|l| l.trim() == format!("PASS {s}")),
-            "scenario {s} did not pass:\n{out}"
+            printed_pass(&c.out, scenario),
+            "scenario {scenario} did not pass:\n{out}"
         );
     }
 }
 
+/// One boot of `single` for the single-controller scenarios: identify, rw, threads
+/// and reset, then sizes through SGLs and through PRPs, each a case.
+static SINGLE: SharedRun = SharedRun::new();
+
+fn single() -> &'static e2e::GuestOutput {
+    SINGLE.get(|| {
+        Guest::new(Topology::Single).run(&format!(
+            "{RUN_CASE}
+             for s in identify rw threads reset; do run_case $s nvme-e2e-driver $s 0000:01:00.0; done
+             for m in sgl prp; do run_case sizes-$m nvme-e2e-driver sizes 0000:01:00.0 $m; done"
+        ))
+    })
+}
+
 #[test]
 fn identify_rw_threads_and_reset_on_one_controller() {
-    let out = Guest::new(Topology::Single).run(
-        "set -e; for s in identify rw threads reset; do nvme-e2e-driver $s 0000:01:00.0; done",
+    let out = single();
+    assert_passed(
+        out,
+        &[
+            ("identify", "identify"),
+            ("rw", "rw"),
+            ("threads", "threads"),
+            ("reset", "reset"),
+        ],
     );
-    assert_passed(&out, &["identify", "rw", "threads", "reset"]);
-    let threads = counts(&out, "threads");
-    assert_counts_add_up(&threads, &out);
+    let threads = counts(out, "threads");
+    assert_counts_add_up(&threads, out);
     assert_eq!(
         threads["aborted"] + threads["failed"] + threads["refused"],
         0,
         "{out}"
     );
-    let reset = counts(&out, "reset");
-    assert_counts_add_up(&reset, &out);
+    let reset = counts(out, "reset");
+    assert_counts_add_up(&reset, out);
     assert_eq!(reset["resets"], 3, "{out}");
     assert_eq!((reset["failed"], reset["refused"]), (0, 0), "{out}");
 }
@@ -78,12 +108,14 @@ fn identify_rw_threads_and_reset_on_one_controller() {
 /// with PRPs forced (`ControllerOptions::enable_sgl` false).
 #[test]
 fn every_size_reads_back_through_sgls_and_prps() {
-    let out = Guest::new(Topology::Single)
-        .run("set -e; for m in sgl prp; do nvme-e2e-driver sizes 0000:01:00.0 $m; done");
-    assert_passed(&out, &["sizes"]);
+    let out = single();
+    assert_passed(out, &[("sizes-sgl", "sizes"), ("sizes-prp", "sizes")]);
+    let all = cases(out);
     for m in ["sgl", "prp"] {
         assert!(
-            out.stdout.contains(&format!("sizes-{m}: ")),
+            case(&all, &format!("sizes-{m}"), out)
+                .out
+                .contains(&format!("sizes-{m}: ")),
             "no summary of mode {m}:\n{out}"
         );
     }
@@ -93,7 +125,11 @@ fn every_size_reads_back_through_sgls_and_prps() {
 fn hot_unplug_during_traffic_fails_every_io_once_and_releases_the_device() {
     let out = Guest::new(Topology::Mpath)
         .run("nvme-e2e-driver unplug 0000:02:00.0 c1 && ls /sys/bus/pci/devices");
-    assert_passed(&out, &["unplug"]);
+    out.assert_success();
+    assert!(
+        printed_pass(&out.stdout, "unplug"),
+        "scenario unplug did not pass:\n{out}"
+    );
     let unplug = counts(&out, "unplug");
     assert_counts_add_up(&unplug, &out);
     assert!(

@@ -1,12 +1,15 @@
 //! The test bed itself: every topology boots, commands' status and output come
 //! back, the controllers sit bound to vfio-pci in their own IOMMU groups, the kernel
 //! driver baseline reads and writes `/dev/nvme0n1`, data survives between runs,
-//! a guest can have a controller hot-unplugged, and a hung guest is killed.
+//! a guest can have a controller hot-unplugged, and a hung guest is killed. Tests that
+//! read parts of one script's output share its boot ([`SharedRun`]).
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use e2e::{device_del_cmd, Backing, Bind, Guest, Topology};
+use e2e::{device_del_cmd, Backing, Bind, Guest, GuestOutput, SharedRun, Topology};
 
 /// Lists, per NVMe controller (class 0x010802): BDF, driver, IOMMU group.
 const LIST_CONTROLLERS: &str = r#"
@@ -43,14 +46,12 @@ fn numeric_lines(stdout: &str) -> BTreeSet<u32> {
         .collect()
 }
 
-/// Boots `topology` bound to vfio-pci and checks the controllers and /dev/vfio.
-fn boots_bound_to_vfio(topology: Topology) {
-    let out = Guest::new(topology).run(&format!(
-        "echo hello from the guest; {LIST_CONTROLLERS}; echo vfio:; ls -1 /dev/vfio"
-    ));
-    out.assert_success();
-    assert!(out.stdout.contains("hello from the guest"), "{out}");
-    let ctrls = controllers(&out.stdout);
+/// Checks what a boot of `topology` listed (`listing`: the controllers, then `vfio:`
+/// and `/dev/vfio`'s entries): every controller on vfio-pci, each in its own IOMMU
+/// group, one `/dev/vfio` node per group.
+fn bound_to_vfio(topology: Topology, listing: &str, out: &GuestOutput) {
+    assert!(listing.contains("hello from the guest"), "{out}");
+    let ctrls = controllers(listing);
     assert_eq!(ctrls.len(), topology.controllers(), "{out}");
     for c in &ctrls {
         assert_eq!(c.driver, "vfio-pci", "{} not on vfio-pci:\n{out}", c.bdf);
@@ -61,7 +62,7 @@ fn boots_bound_to_vfio(topology: Topology) {
         ctrls.len(),
         "controllers share an IOMMU group:\n{out}"
     );
-    let vfio = out.stdout.split("vfio:").nth(1).unwrap_or("");
+    let vfio = listing.split("vfio:").nth(1).unwrap_or("");
     let nodes = numeric_lines(vfio);
     assert_eq!(
         nodes.len(),
@@ -80,27 +81,67 @@ fn boots_bound_to_vfio(topology: Topology) {
     eprintln!("{}: boot to first command {boot:.1} s", topology.name());
 }
 
+/// The script that lists the controllers and `/dev/vfio`.
+fn listing_script() -> String {
+    format!("echo hello from the guest; {LIST_CONTROLLERS}; echo vfio:; ls -1 /dev/vfio")
+}
+
+/// One boot of `single` for two tests: the listing, then a line on stdout with an
+/// environment variable, a line on stderr, and exit status 7.
+static SINGLE: SharedRun = SharedRun::new();
+
+fn single() -> &'static GuestOutput {
+    SINGLE.get(|| {
+        Guest::new(Topology::Single)
+            .env("GREETING", "two words")
+            .run(&format!(
+                "{}; echo \"out $GREETING\"; echo err-line >&2; exit 7",
+                listing_script()
+            ))
+    })
+}
+
+/// One boot of `mpath` for two tests: the listing, then c1 (0000:02:00.0) unplugged
+/// over QMP, waited for (at most 30 s), and the controllers listed again.
+static MPATH: SharedRun = SharedRun::new();
+
+fn mpath() -> &'static GuestOutput {
+    MPATH.get(|| {
+        Guest::new(Topology::Mpath).run(&format!(
+            "{}; echo unplug:; {}; for i in $(seq 60); do \
+             [ -e /sys/bus/pci/devices/0000:02:00.0 ] || break; sleep 0.5; done; \
+             echo after:; {LIST_CONTROLLERS}",
+            listing_script(),
+            device_del_cmd("c1")
+        ))
+    })
+}
+
 #[test]
 fn single_boots_with_its_controller_on_vfio() {
-    boots_bound_to_vfio(Topology::Single);
+    let out = single();
+    assert_eq!(out.status, 7, "the script ends with exit 7:\n{out}");
+    bound_to_vfio(Topology::Single, &out.stdout, out);
 }
 
 #[test]
 fn multi_boots_with_two_controllers_on_vfio() {
-    boots_bound_to_vfio(Topology::Multi);
+    let out = Guest::new(Topology::Multi).run(&listing_script());
+    out.assert_success();
+    bound_to_vfio(Topology::Multi, &out.stdout, &out);
 }
 
 #[test]
 fn mpath_boots_with_two_vfio_groups() {
-    boots_bound_to_vfio(Topology::Mpath);
+    let out = mpath();
+    out.assert_success();
+    let (listing, _) = out.stdout.split_once("unplug:").expect("marker");
+    bound_to_vfio(Topology::Mpath, listing, out);
 }
 
 #[test]
 fn exit_status_and_stderr_come_back() {
-    let out = Guest::new(Topology::Single)
-        .backing(Backing::Null)
-        .env("GREETING", "two words")
-        .run("echo \"out $GREETING\"; echo err-line >&2; exit 7");
+    let out = single();
     assert_eq!(out.status, 7, "{out}");
     assert!(out.stdout.contains("out two words"), "{out}");
     assert!(
@@ -110,18 +151,36 @@ fn exit_status_and_stderr_come_back() {
     assert!(out.stderr.contains("err-line"), "{out}");
 }
 
+/// One boot of `single` on the kernel's nvme driver, with its disks kept in a folder
+/// for a second boot: 1 MiB of random data written through `/dev/nvme0n1` and read
+/// back after dropping the page cache, then a marker written at LBA 0.
+static KERNEL: OnceLock<(PathBuf, GuestOutput)> = OnceLock::new();
+
+fn kernel() -> &'static (PathBuf, GuestOutput) {
+    KERNEL.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("e2e-keep-disks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = Guest::new(Topology::Single)
+            .bind(Bind::Nvme)
+            .keep_disks(&dir)
+            .run(
+                "set -e
+                 dd if=/dev/urandom of=/tmp/pattern bs=4096 count=256 2>/dev/null
+                 dd if=/tmp/pattern of=/dev/nvme0n1 bs=4096 conv=fsync 2>/dev/null
+                 echo 3 > /proc/sys/vm/drop_caches
+                 dd if=/dev/nvme0n1 of=/tmp/back bs=4096 count=256 2>/dev/null
+                 md5sum /tmp/pattern /tmp/back
+                 cmp /tmp/pattern /tmp/back
+                 echo identical
+                 echo marker-4711 | dd of=/dev/nvme0n1 conv=fsync 2>/dev/null",
+            );
+        (dir, out)
+    })
+}
+
 #[test]
 fn kernel_driver_baseline_reads_back_what_it_wrote() {
-    let out = Guest::new(Topology::Single).bind(Bind::Nvme).run(
-        "set -e
-         dd if=/dev/urandom of=/tmp/pattern bs=4096 count=256 2>/dev/null
-         dd if=/tmp/pattern of=/dev/nvme0n1 bs=4096 conv=fsync 2>/dev/null
-         echo 3 > /proc/sys/vm/drop_caches
-         dd if=/dev/nvme0n1 of=/tmp/back bs=4096 count=256 2>/dev/null
-         md5sum /tmp/pattern /tmp/back
-         cmp /tmp/pattern /tmp/back
-         echo identical",
-    );
+    let (_, out) = kernel();
     out.assert_success();
     assert!(out.stdout.contains("identical"), "{out}");
     let sums: BTreeSet<&str> = out
@@ -135,26 +194,20 @@ fn kernel_driver_baseline_reads_back_what_it_wrote() {
 
 #[test]
 fn kept_disks_carry_data_between_runs() {
-    let dir = std::env::temp_dir().join(format!("e2e-keep-disks-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let guest = Guest::new(Topology::Single)
+    let (dir, first) = kernel();
+    first.assert_success();
+    let out = Guest::new(Topology::Single)
         .bind(Bind::Nvme)
-        .keep_disks(&dir);
-    guest
-        .run("echo marker-4711 | dd of=/dev/nvme0n1 conv=fsync 2>/dev/null")
-        .assert_success();
-    let out = guest.run("dd if=/dev/nvme0n1 bs=512 count=1 2>/dev/null | head -n 1");
-    let _ = std::fs::remove_dir_all(&dir);
+        .keep_disks(dir)
+        .run("dd if=/dev/nvme0n1 bs=512 count=1 2>/dev/null | head -n 1");
+    let _ = std::fs::remove_dir_all(dir);
     out.assert_success();
     assert!(out.stdout.contains("marker-4711"), "{out}");
 }
 
 #[test]
 fn guest_can_hot_unplug_a_controller_over_qmp() {
-    let out = Guest::new(Topology::Mpath).run(&format!(
-        "{LIST_CONTROLLERS}; {}; sleep 9; echo after:; {LIST_CONTROLLERS}",
-        device_del_cmd("c1")
-    ));
+    let out = mpath();
     out.assert_success();
     let (before, after) = out.stdout.split_once("after:").expect("marker");
     assert_eq!(controllers(before).len(), 2, "{out}");
