@@ -7,20 +7,28 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// `target/release/libnvme_fio.so`, next to this test's `deps/` folder.
+/// The engine library: the one built with this test's profile (`target/<profile>/`,
+/// next to its `deps/` folder), or else the release one that `tests/run` builds for
+/// the guests (`cargo test` does not build a cdylib, so a profile of its own, such as
+/// the suite's, has none).
 fn engine() -> PathBuf {
     let exe = std::env::current_exe().expect("test path");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>");
-    let so = dir.join("libnvme_fio.so");
+    let own = dir.join("libnvme_fio.so");
+    let release = dir.with_file_name("release").join("libnvme_fio.so");
+    if own.is_file() {
+        return own;
+    }
     assert!(
-        so.is_file(),
-        "{} missing: cargo build -p nvme-fio",
-        so.display()
+        release.is_file(),
+        "neither {} nor {} exists: cargo build --release -p nvme-fio",
+        own.display(),
+        release.display()
     );
-    so
+    release
 }
 
 fn fio(args: &[&str]) -> Output {
