@@ -461,7 +461,7 @@ fn run_seeds(seeds: impl Iterator<Item = u64>, verbose: bool) -> (Totals, Vec<St
     (total, findings)
 }
 
-/// Seeds a plain `cargo test` runs (CI): about four and a half minutes on two cores,
+/// Seeds a plain `cargo test` runs (CI): about five minutes on two cores,
 /// eight at once.
 const DEFAULT_SEEDS: u64 = 300;
 /// Seeds run at once in each of the [`SHARDS`] tests unless `NVME_SIM_JOBS` says: a
