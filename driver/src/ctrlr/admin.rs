@@ -128,6 +128,27 @@ impl CtrlInner {
             }
             spins += 1;
             if spins > 100 {
+                // A device that is gone never answers: stop waiting once the bus
+                // reports its removal or its registers read all ones (what reads of a
+                // removed PCIe function return), as Linux's remove callback cancels
+                // outstanding admin commands. Otherwise a removal that comes just
+                // after the caller read CSTS would hold whatever waits on this command
+                // (a reset, the failure path, the I/O they hand back) for its whole
+                // deadline. Looked at every 20th sleep, not every spin: under QEMU a
+                // register read traps to the emulator.
+                if spins.is_multiple_of(20)
+                    && (self.bus.removal_requested() || self.csts().is_all_ones())
+                {
+                    return Err(Error::ControllerFailed {
+                        device: self.name.clone(),
+                        reason: format!(
+                            "removed while waiting {} ms for admin command {:#04x} ({})",
+                            start.elapsed().as_millis(),
+                            sqe.opc(),
+                            admin_name(sqe.opc())
+                        ),
+                    });
+                }
                 std::thread::sleep(Duration::from_micros(50));
             } else {
                 std::hint::spin_loop();

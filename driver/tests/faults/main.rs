@@ -285,6 +285,42 @@ fn admin_command_timeout_is_an_error_and_the_controller_lives_on() {
     assert_no_stray(&qp.stats());
 }
 
+/// A device removed while the host waits on an admin command ends the wait at once
+/// with an error that says so, not at the command's deadline: whatever waits on the
+/// command (a reset, the failure path, the I/O they hand back to a multipath layer)
+/// is not held for it. The device drops the command's completion, then is removed;
+/// with a 5 s admin timeout, a driver that does not watch for the removal returns a
+/// timeout instead.
+#[test]
+fn a_removal_ends_an_admin_wait_with_an_error_naming_it() {
+    let (dev, ctrl) = soft_with(
+        63,
+        ControllerOptions {
+            admin_timeout_ms: 5_000,
+            ..ControllerOptions::default()
+        },
+    );
+    dev.faults().drop_admin_completions(1);
+    let remover = {
+        let dev = dev.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            dev.faults().simulate_removal();
+        })
+    };
+    let err = ctrl
+        .get_feature(nvme_driver::spec::feature_id::NUMBER_OF_QUEUES, 0)
+        .unwrap_err();
+    remover.join().unwrap();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::ControllerFailed { .. }),
+        "the wait ended on the removal, not the deadline: {msg}"
+    );
+    assert!(msg.contains("removed while waiting"), "{msg}");
+    assert!(msg.contains("get features"), "{msg}");
+}
+
 /// The driver never clears CC.EN while I/O queues are alive on a controller that
 /// could delete them (QEMU 7.2's controller crashed, rarely, when that happened with
 /// I/O in flight): the software controller counts it, and the count stays zero
