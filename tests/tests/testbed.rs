@@ -6,7 +6,6 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use e2e::{device_del_cmd, Backing, Bind, Guest, GuestOutput, SharedRun, Topology};
@@ -151,18 +150,23 @@ fn exit_status_and_stderr_come_back() {
     assert!(out.stderr.contains("err-line"), "{out}");
 }
 
-/// One boot of `single` on the kernel's nvme driver, with its disks kept in a folder
-/// for a second boot: 1 MiB of random data written through `/dev/nvme0n1` and read
-/// back after dropping the page cache, then a marker written at LBA 0.
-static KERNEL: OnceLock<(PathBuf, GuestOutput)> = OnceLock::new();
+/// Where the kernel-driver boots keep their disks (one folder per test process).
+fn kept_disks() -> PathBuf {
+    std::env::temp_dir().join(format!("e2e-keep-disks-{}", std::process::id()))
+}
 
-fn kernel() -> &'static (PathBuf, GuestOutput) {
-    KERNEL.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("e2e-keep-disks-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let out = Guest::new(Topology::Single)
+/// One boot of `single` on the kernel's nvme driver, with its disks kept in
+/// [`kept_disks`] for a second boot: 1 MiB of random data written through
+/// `/dev/nvme0n1` and read back after dropping the page cache, then a marker written
+/// at LBA 0.
+static KERNEL: SharedRun = SharedRun::new();
+
+fn kernel() -> &'static GuestOutput {
+    KERNEL.get(|| {
+        let _ = std::fs::remove_dir_all(kept_disks());
+        Guest::new(Topology::Single)
             .bind(Bind::Nvme)
-            .keep_disks(&dir)
+            .keep_disks(kept_disks())
             .run(
                 "set -e
                  dd if=/dev/urandom of=/tmp/pattern bs=4096 count=256 2>/dev/null
@@ -173,14 +177,13 @@ fn kernel() -> &'static (PathBuf, GuestOutput) {
                  cmp /tmp/pattern /tmp/back
                  echo identical
                  echo marker-4711 | dd of=/dev/nvme0n1 conv=fsync 2>/dev/null",
-            );
-        (dir, out)
+            )
     })
 }
 
 #[test]
 fn kernel_driver_baseline_reads_back_what_it_wrote() {
-    let (_, out) = kernel();
+    let out = kernel();
     out.assert_success();
     assert!(out.stdout.contains("identical"), "{out}");
     let sums: BTreeSet<&str> = out
@@ -194,13 +197,12 @@ fn kernel_driver_baseline_reads_back_what_it_wrote() {
 
 #[test]
 fn kept_disks_carry_data_between_runs() {
-    let (dir, first) = kernel();
-    first.assert_success();
+    kernel().assert_success();
     let out = Guest::new(Topology::Single)
         .bind(Bind::Nvme)
-        .keep_disks(dir)
+        .keep_disks(kept_disks())
         .run("dd if=/dev/nvme0n1 bs=512 count=1 2>/dev/null | head -n 1");
-    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(kept_disks());
     out.assert_success();
     assert!(out.stdout.contains("marker-4711"), "{out}");
 }
