@@ -21,6 +21,8 @@ pub(super) struct FaultState {
     pub corrupt_phase: u32,
     pub corrupt_sq_head: VecDeque<u16>,
     pub fail_io: VecDeque<Status>,
+    /// Admin opcode whose completions are kept until released.
+    pub keep_admin: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +114,25 @@ impl Faults {
         self.state().drop_admin = count;
     }
 
+    /// Executes admin commands with opcode `opc` but keeps their completions until
+    /// [`Faults::release_admin_completions`], which posts them in order: an admin wait
+    /// held open for as long as a test needs, then answered (unlike
+    /// [`Faults::drop_admin_completions`], whose commands end only by an Abort, a
+    /// queue deletion or a timeout). For example, a controller reset parked on its Set
+    /// Features (Number of Queues, section 5.27.1.5) after it disabled the device,
+    /// while its queue pairs are held. One opcode at a time; Abort and Asynchronous
+    /// Event Request are never kept. A controller reset (CC.EN 1 to 0) discards kept
+    /// completions without posting them, as it does every command in flight.
+    pub fn keep_admin_completions(&self, opc: u8) {
+        self.state().keep_admin = Some(opc);
+    }
+
+    /// Ends [`Faults::keep_admin_completions`]: the kept completions are posted at the
+    /// device's next scan, in the order their commands ran.
+    pub fn release_admin_completions(&self) {
+        self.state().keep_admin = None;
+    }
+
     /// Posts the next completion twice.
     pub fn duplicate_next_completion(&self) {
         self.state().duplicate += 1;
@@ -142,7 +163,8 @@ impl Faults {
         self.state().fail_io.push_back(status);
     }
 
-    /// Turns every knob above off. Commands already held stay held.
+    /// Turns every knob above off. Commands already held stay held; kept admin
+    /// completions are released.
     pub fn clear(&self) {
         *self.state() = FaultState::default();
     }

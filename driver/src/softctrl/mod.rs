@@ -20,11 +20,11 @@
 //! whose state tests set per controller.
 //!
 //! What it does on purpose, when a test asks through [`Faults`]: delayed, reordered,
-//! dropped (held until aborted) and duplicated completions, completions with a bogus
-//! command identifier, a wrong phase or a wrong SQ head, controller fatal status,
-//! surprise removal, ANA state changes with their asynchronous events. A small
-//! [`SoftConfig::mqes`] forces tag exhaustion; [`SoftConfig::mdts`] sets the transfer
-//! limit.
+//! dropped (held until aborted) and duplicated completions, admin completions kept
+//! until the test releases them, completions with a bogus command identifier, a
+//! wrong phase or a wrong SQ head, controller fatal status, surprise removal, ANA
+//! state changes with their asynchronous events. A small [`SoftConfig::mqes`] forces
+//! tag exhaustion; [`SoftConfig::mdts`] sets the transfer limit.
 //!
 //! It is a test tool: it takes locks, allocates and is not fast, and the device
 //! thread spins for a short while after work and then sleeps tens of microseconds

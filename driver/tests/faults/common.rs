@@ -111,9 +111,18 @@ pub(crate) struct Batch {
 impl Batch {
     /// `n` requests alternating write (even) and read (odd).
     pub(crate) fn new(ctrl: &Controller, n: usize) -> Self {
+        Self::with(ctrl, n, |seq| seq % 2 == 0)
+    }
+
+    /// `n` reads of the prefilled blocks.
+    pub(crate) fn reads(ctrl: &Controller, n: usize) -> Self {
+        Self::with(ctrl, n, |_| false)
+    }
+
+    fn with(ctrl: &Controller, n: usize, is_write: impl Fn(usize) -> bool) -> Self {
         let ios = (0..n)
             .map(|seq| {
-                let write = seq % 2 == 0;
+                let write = is_write(seq);
                 let lba = if write {
                     seq as u64
                 } else {

@@ -11,12 +11,16 @@
 //! Writes go to block `seq`, reads come from block `READ_BASE + seq`, prefilled; the
 //! data of every request that succeeded is checked.
 //!
+//! `reset_hold` holds a reset open (the device keeps an admin completion) to show
+//! that a submit never waits for it.
+//!
 //! Not here: retry delays from a completion's CRD field. The driver does not retry
 //! (it delivers the status, CRD included, to the caller); the block layer's
 //! multipath channel honours the delay: bdev/tests/retry_delay.rs.
 
 mod abort;
 mod common;
+mod reset_hold;
 
 use common::*;
 use nvme_driver::softctrl::SoftController;

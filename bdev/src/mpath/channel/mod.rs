@@ -233,9 +233,11 @@ impl<Q: PathQueue> MpathChannel<Q> {
         if self.stopping {
             return Err((self.refusal(), io));
         }
-        let Some(slot) = self.slots.next_free() else {
+        // Every outcome below takes the reserved slot.
+        let Some(free) = self.slots.reserve() else {
             return Err((self.refusal(), io));
         };
+        let slot = free.index();
         // Behind the I/O that is already waiting, in order.
         let outcome = if self.pending.is_empty() {
             self.dispatch(slot, &io)
@@ -243,17 +245,17 @@ impl<Q: PathQueue> MpathChannel<Q> {
             Dispatch::NoRoom
         };
         match outcome {
-            Dispatch::Sent(path) => self.slots.take(slot, io, SlotState::in_flight(path)),
+            Dispatch::Sent(path) => self.slots.take(free, io, SlotState::in_flight(path)),
             Dispatch::NoRoom => {
-                self.slots.take(slot, io, SlotState::PENDING);
+                self.slots.take(free, io, SlotState::PENDING);
                 self.wait(slot, 0);
             }
             Dispatch::NoPath => {
-                self.slots.take(slot, io, SlotState::PENDING);
+                self.slots.take(free, io, SlotState::PENDING);
                 self.wait_for_path(slot);
             }
             Dispatch::Fail(status) => {
-                self.slots.take(slot, io, SlotState::FINISHED);
+                self.slots.take(free, io, SlotState::FINISHED);
                 return self.refused_by_queue(slot, status);
             }
         }

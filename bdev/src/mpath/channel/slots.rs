@@ -1,12 +1,14 @@
 //! The channel's I/O slots: one per I/O the channel can track, sized when the channel
 //! is made, so nothing is allocated per I/O.
 //!
-//! A slot is taken when an I/O is accepted and given back when its completion is
-//! delivered, both here ([`SlotTable::take`] and [`SlotTable::finish`], with paired
-//! assertions on the slot's state). The slot's index is the context a path queue
-//! carries with the request, so a completion finds its slot without a search; a
-//! completion whose context names no slot in flight on that path is counted as stray,
-//! never delivered.
+//! A slot is reserved off the free list when an I/O arrives, taken when the I/O is
+//! accepted, and given back when its completion is delivered, all here
+//! ([`SlotTable::reserve`], [`SlotTable::take`] and [`SlotTable::finish`]). Only a
+//! reservation ([`FreeSlot`]) names a slot to take, so `take` cannot be handed an index
+//! that is out of range or a slot in use, and has no case in which it skips the I/O.
+//! The slot's index is the context a path queue carries with the request, so a
+//! completion finds its slot without a search; a completion whose context names no
+//! slot in flight on that path is counted as stray, never delivered.
 
 use crate::io::{BdevCompletion, BdevIo};
 use nvme_driver::{IoCompletion, Status};
@@ -34,6 +36,24 @@ impl SlotState {
     #[inline(always)]
     pub(super) fn in_flight(path: u8) -> SlotState {
         SlotState(path as u16)
+    }
+}
+
+/// A slot reserved off the free list by [`SlotTable::reserve`], for
+/// [`SlotTable::take`]. Made nowhere else, neither `Copy` nor `Clone`, and consumed by
+/// `take`: a slot to take is always one of the table's (the list holds only its
+/// indices, and the table never changes size), free, and named once. One that is not
+/// taken is lost to the table until the channel is dropped, so every reservation is
+/// taken (the channel's `submit` takes it in every outcome).
+#[must_use = "a reserved slot not taken is lost to the table"]
+#[derive(Debug)]
+pub(super) struct FreeSlot(u32);
+
+impl FreeSlot {
+    /// The slot's index: the context its I/O carries on a path queue.
+    #[inline(always)]
+    pub(super) fn index(&self) -> u32 {
+        self.0
     }
 }
 
@@ -77,7 +97,8 @@ pub(super) struct IoSlot {
     /// While pending: the earliest time to dispatch it again (ticks; 0: at once).
     pub(super) retry_at: u64,
     /// While pending for lack of a usable path: when it gives up and fails (ticks).
-    /// 0 whenever the slot is not waiting for a path.
+    /// 0 whenever the slot is not waiting for a path (a free slot's is cleared when
+    /// it is given back).
     pub(super) fail_at: u64,
 }
 
@@ -147,34 +168,34 @@ impl SlotTable {
         self.slots.len()
     }
 
-    /// The slot the next [`take`](Self::take) takes; `None` when every slot is in use.
+    /// Reserves a free slot for [`take`](Self::take); `None` when every slot is in use.
     /// Its index can go out with a request before the slot is taken: nothing completes
     /// before the channel's next poll.
     #[inline(always)]
-    pub(super) fn next_free(&self) -> Option<u32> {
+    pub(super) fn reserve(&mut self) -> Option<FreeSlot> {
         // `NO_SLOT` is out of range: one test for "none free" and the bounds.
         let index = self.free_head;
-        ((index as usize) < self.slots.len()).then_some(index)
+        let slot = self.slots.get(index as usize)?;
+        debug_assert_eq!(slot.state, SlotState::FREE, "slot {index} on the free list");
+        self.free_head = slot.next_free;
+        Some(FreeSlot(index))
     }
 
-    /// Takes slot `index`, the one [`next_free`](Self::next_free) named, for `io`, in
-    /// `state`.
+    /// Takes reserved slot `slot` for `io`, in `state`.
     #[inline(always)]
-    pub(super) fn take(&mut self, index: u32, io: BdevIo, state: SlotState) {
-        debug_assert_eq!(
-            index, self.free_head,
-            "slots are taken from the free list's head"
-        );
-        let Some(slot) = self.slots.get_mut(index as usize) else {
-            debug_assert!(false, "slot {index} is out of range");
-            return;
-        };
-        debug_assert_eq!(slot.state, SlotState::FREE, "slot {index} on the free list");
-        debug_assert_eq!(slot.fail_at, 0, "slot {index} left waiting for a path");
-        self.free_head = slot.next_free;
-        slot.state = state;
-        slot.errors = ErrorHistory::NONE;
-        slot.io = io;
+    pub(super) fn take(&mut self, slot: FreeSlot, io: BdevIo, state: SlotState) {
+        // In range: a reservation's index came off the free list, which holds only
+        // indices of this table (see `FreeSlot`), so the slice's bounds check cannot
+        // fail.
+        let s = &mut self.slots[slot.0 as usize];
+        // Free and waiting for no path, by construction: it came off the free list,
+        // which `new` and `release` alone fill, with free slots whose `fail_at` is 0.
+        // Checked in debug builds as documentation of that; nothing depends on them.
+        debug_assert_eq!(s.state, SlotState::FREE, "a reserved slot is free");
+        debug_assert_eq!(s.fail_at, 0, "a free slot waits for no path");
+        s.state = state;
+        s.errors = ErrorHistory::NONE;
+        s.io = io;
         // `retry_at` is set by whoever puts the slot on the pending queue.
     }
 
@@ -207,6 +228,9 @@ impl SlotTable {
         let slot = &mut self.slots[index];
         debug_assert_ne!(slot.state, SlotState::FREE, "slot {index} given back twice");
         slot.state = SlotState::FREE;
+        // A slot given back while it waited for a path (stopping, or the fast-fail
+        // deadline) must not bring that deadline to its next I/O.
+        slot.fail_at = 0;
         slot.next_free = self.free_head;
         self.free_head = index as u32;
         slot.io.ctx
@@ -272,5 +296,63 @@ impl SlotTable {
     pub(super) fn deferred(&self, i: usize) -> IoCompletion {
         debug_assert!(i < self.deferred_len);
         self.deferred[i]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every slot can be reserved once, and no more: the reservations are distinct,
+    /// in range, and each is taken with its I/O.
+    #[test]
+    fn reservations_are_distinct_free_slots_until_none_is_left() {
+        let mut t = SlotTable::new(4);
+        let mut seen = Vec::new();
+        while let Some(free) = t.reserve() {
+            let index = free.index();
+            assert!((index as usize) < t.capacity(), "slot {index} in range");
+            assert!(!seen.contains(&index), "slot {index} reserved twice");
+            seen.push(index);
+            t.take(free, BdevIo::flush(index as u64 + 100), SlotState::PENDING);
+            assert_eq!(t.get(index).state, SlotState::PENDING);
+            assert_eq!(t.get(index).io.ctx, index as u64 + 100);
+        }
+        assert_eq!(seen.len(), 4);
+        assert!(t.reserve().is_none(), "none left");
+    }
+
+    /// Two reservations made before either is taken name two slots (the free list
+    /// gives each its own), and the I/O delivered is each one's own.
+    #[test]
+    fn two_reservations_outstanding_take_two_slots() {
+        let mut t = SlotTable::new(2);
+        let (a, b) = (t.reserve().unwrap(), t.reserve().unwrap());
+        let (ia, ib) = (a.index(), b.index());
+        assert_ne!(ia, ib);
+        t.take(b, BdevIo::flush(2), SlotState::in_flight(0));
+        t.take(a, BdevIo::flush(1), SlotState::in_flight(1));
+        let mut got = Vec::new();
+        t.finish(ia as usize, Status::SUCCESS, &mut |c| got.push(c.ctx));
+        t.finish(ib as usize, Status::SUCCESS, &mut |c| got.push(c.ctx));
+        assert_eq!(got, [1, 2]);
+        assert_eq!(t.delivered, 2);
+    }
+
+    /// A slot given back while it waited for a path does not bring its fast-fail
+    /// deadline to the next I/O that takes it.
+    #[test]
+    fn a_slot_given_back_forgets_its_path_deadline() {
+        let mut t = SlotTable::new(1);
+        let free = t.reserve().unwrap();
+        let index = free.index();
+        t.take(free, BdevIo::flush(7), SlotState::PENDING);
+        t.get_mut(index).fail_at = 12345;
+        t.finish(index as usize, Status::HOST_PATHING_ERROR, &mut |_| {});
+        assert_eq!(t.failed, 1);
+        let free = t.reserve().unwrap();
+        assert_eq!(free.index(), index);
+        t.take(free, BdevIo::flush(8), SlotState::PENDING);
+        assert_eq!(t.get(index).fail_at, 0);
     }
 }

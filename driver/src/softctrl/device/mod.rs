@@ -176,6 +176,9 @@ pub(super) struct Device {
     sqs: Vec<Option<Sq>>,
     cqs: Vec<Option<Cq>>,
     held: Vec<Completion>,
+    /// Admin completions kept by [`super::Faults::keep_admin_completions`], with their
+    /// commands' opcodes.
+    kept: Vec<(u8, Completion)>,
     delayed: VecDeque<(Instant, Completion)>,
     aers: Vec<u16>,
     features: BTreeMap<u8, u32>,
@@ -222,6 +225,7 @@ impl Device {
             sqs: (0..nq).map(|_| None).collect(),
             cqs: (0..nq).map(|_| None).collect(),
             held: Vec::new(),
+            kept: Vec::new(),
             delayed: VecDeque::new(),
             aers: Vec::new(),
             features: BTreeMap::new(),
@@ -383,6 +387,7 @@ impl Device {
         self.cqs.iter_mut().for_each(|q| *q = None);
         self.held.clear();
         self.sync_held();
+        self.kept.clear();
         self.delayed.clear();
         self.aers.clear();
         self.batch.clear();

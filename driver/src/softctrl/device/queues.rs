@@ -104,12 +104,19 @@ impl Device {
         if !status.is_success() {
             self.log_error(&c, &sqe);
         }
-        self.finish(c, admin, admin && opc == admin_opc::ABORT);
+        self.finish(c, admin, opc);
     }
 
-    /// Applies the drop and delay faults, then queues the completion in the batch.
-    pub(super) fn finish(&mut self, c: Completion, admin: bool, exempt: bool) {
+    /// Applies the keep, drop and delay faults, then queues the completion in the
+    /// batch. Abort is exempt from the admin faults.
+    pub(super) fn finish(&mut self, c: Completion, admin: bool, opc: u8) {
+        let exempt = admin && opc == admin_opc::ABORT;
         let mut f = self.sh.faults.state();
+        if !exempt && admin && f.keep_admin == Some(opc) {
+            drop(f);
+            self.kept.push((opc, c));
+            return;
+        }
         let hold = if admin {
             let d = !exempt && f.drop_admin > 0;
             f.drop_admin -= d as u32;
@@ -192,6 +199,20 @@ impl Device {
     pub(super) fn post_all(&mut self) -> bool {
         let sh = self.sh.clone();
         let mut worked = false;
+        if !self.kept.is_empty() {
+            // Kept admin completions whose opcode is no longer kept, in order.
+            let keep = sh.faults.state().keep_admin;
+            let mut i = 0;
+            while i < self.kept.len() {
+                if Some(self.kept[i].0) == keep {
+                    i += 1;
+                } else {
+                    let (_, c) = self.kept.remove(i);
+                    enqueue(&mut self.cqs, c);
+                    worked = true;
+                }
+            }
+        }
         if !self.delayed.is_empty() {
             let now = Instant::now();
             while self.delayed.front().is_some_and(|(due, _)| *due <= now) {

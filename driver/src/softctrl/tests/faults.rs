@@ -1,6 +1,6 @@
 //! The fault knobs seen from the host: ANA changes and events, two controllers as
 //! two paths, fatal status, removal, dropped, duplicated, bogus, reordered and
-//! late completions.
+//! late completions, kept admin completions.
 
 use super::*;
 
@@ -184,6 +184,63 @@ fn release_reads_all_ones_without_removal() {
     ctrl.release();
     assert!(h.wait_csts(|c| c.is_all_ones()));
     assert!(!ctrl.removal_requested());
+}
+
+/// Kept admin completions: the command runs (its effect shows at once) but its
+/// completion waits for the release, then comes with its own status; other opcodes
+/// and Abort pass. A controller reset discards a kept completion.
+#[test]
+fn kept_admin_completions_wait_for_the_release() {
+    let ctrl = SoftController::start(SoftConfig::default());
+    let mut h = Host::enable(ctrl.clone());
+    let m = ctrl.bar0();
+    let set_temp = |kelvin: u32| {
+        let mut s = Sqe::new(admin_opc::SET_FEATURES);
+        s.cdw10 = feature_id::TEMPERATURE_THRESHOLD as u32;
+        s.cdw11 = kelvin;
+        s
+    };
+    let get_temp = || {
+        let mut s = Sqe::new(admin_opc::GET_FEATURES);
+        s.cdw10 = feature_id::TEMPERATURE_THRESHOLD as u32;
+        s
+    };
+    ctrl.faults()
+        .keep_admin_completions(admin_opc::SET_FEATURES);
+    let kept = h.admin.submit(m, set_temp(350));
+    assert!(
+        h.admin.wait_for(m, QUIET).is_none(),
+        "the completion is kept"
+    );
+    // Another opcode, and an Abort, pass; the kept command already ran.
+    let cqe = h.admin(get_temp());
+    assert_eq!(cqe.dw0, 350, "the kept command ran");
+    let mut abort = Sqe::new(admin_opc::ABORT);
+    abort.cdw10 = 1 << 16;
+    assert!(h.admin(abort).status().is_success());
+    ctrl.faults().release_admin_completions();
+    let cqe = h.admin.wait(m);
+    assert_eq!(cqe.cid, kept);
+    assert!(cqe.status().is_success());
+
+    // A controller reset (CC.EN 1 to 0) forgets a kept completion.
+    ctrl.faults()
+        .keep_admin_completions(admin_opc::SET_FEATURES);
+    h.admin.submit(m, set_temp(351));
+    assert!(h.admin.wait_for(m, QUIET).is_none());
+    h.disable();
+    ctrl.faults().release_admin_completions();
+    h.start();
+    let cqe = h.admin(get_temp());
+    assert_eq!(
+        cqe.cid, 0,
+        "the first completion on the new admin queue is its own"
+    );
+    assert_eq!(cqe.dw0, 343, "the reset restored the default threshold");
+    assert!(
+        h.admin.wait_for(m, QUIET).is_none(),
+        "nothing kept came back"
+    );
 }
 
 #[test]
