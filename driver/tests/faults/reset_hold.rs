@@ -74,11 +74,15 @@ fn submits_during_a_held_reset_return_at_once_onto_the_pending_queue() {
     dev.faults().release_admin_completions();
     let (resetting, state, reset_over, pending, st, fetched) = held;
 
+    // A submit takes microseconds; one descheduled on a busy machine can take longer
+    // than the limit, so two of the eight may. A submit that waits for the reset
+    // is over the limit every time.
+    let slow = took.iter().filter(|t| **t >= SUBMIT_MAX).count();
     let slowest = took.iter().max().copied().unwrap_or_default();
     assert!(
-        slowest < SUBMIT_MAX,
-        "a submit waited while its queue pair was held for a reset: slowest {slowest:?} \
-         (limit {SUBMIT_MAX:?}), each: {took:?}"
+        slow <= 2,
+        "a submit waited while its queue pair was held for a reset: {slow} of {READS} \
+         took {SUBMIT_MAX:?} or more, slowest {slowest:?}, each: {took:?}"
     );
     assert!(
         resetting && state == CtrlState::Resetting && !reset_over,
