@@ -150,6 +150,16 @@ pub trait PathQueue: Send {
     fn pended(&self) -> u64 {
         0
     }
+    /// Commands that passed their deadline so far (each then gets an Abort); 0 for a
+    /// queue without deadlines.
+    fn timeouts(&self) -> u64 {
+        0
+    }
+    /// Commands handed back because their controller was reset or failed; 0 for a
+    /// queue that never does that.
+    fn reset_aborts(&self) -> u64 {
+        0
+    }
     /// True once the controller behind it failed for good.
     fn is_failed(&self) -> bool;
     /// True while the controller behind it resets: the queue accepts requests but
@@ -199,6 +209,12 @@ impl PathQueue for IoQpair {
     }
     fn pended(&self) -> u64 {
         IoQpair::stats(self).pended
+    }
+    fn timeouts(&self) -> u64 {
+        IoQpair::stats(self).timeouts
+    }
+    fn reset_aborts(&self) -> u64 {
+        IoQpair::stats(self).reset_aborts
     }
     #[inline]
     fn is_failed(&self) -> bool {

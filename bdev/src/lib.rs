@@ -35,7 +35,7 @@ mod loom_tests;
 pub use dma::{IoBuf, IoBufPool, IOVA_WINDOW};
 pub use error::{Error, Result};
 pub use io::{BdevCompletion, BdevIo, PathQueue};
-pub use layer::{Bdev, BlockLayer, Channel, LayerOptions};
+pub use layer::{Bdev, BlockLayer, Channel, ControllerStats, LayerOptions};
 pub use mpath::{BdevInfo, MpathChannel, MpathOptions, Multipath, PathState, Policy};
 pub use nvme_driver::{IoOp, Status};
 pub use reactor::{Poller, ReactorCtx, ReactorOptions, Reactors};

@@ -21,6 +21,12 @@
 //! (exactly once; a context word carries the channel, slot, sequence number and the
 //! read/write bit); the channels must count no stray completions; nothing stays out.
 //!
+//! The behaviour oracle (`simulator/oracle.rs`) judges the layer itself: no I/O sent
+//! to a path the layer knew was unusable (not connected, ANA inaccessible, or just
+//! returned an ANA error) or non-optimized while an optimized one was available, and
+//! every command timeout, reset, controller failure and failover explained by the
+//! faults injected on that controller.
+//!
 //! Same seed, same fault schedule (the threads of the devices and of the layer's
 //! controller thread interleave as they will). Environment:
 //! - `NVME_SIM_SEEDS=N` runs seeds 1..=N (default 300, spread over four tests);
@@ -28,7 +34,9 @@
 //! - `NVME_SIM_JOBS=J` runs J seeds at once in each of the four tests (default 2): a
 //!   seed mostly waits (timeouts, reconnect delays), so long runs go faster with more;
 //! - `NVME_SIM_SEED=S` runs seed S alone, printing its schedule;
-//! - `NVME_SIM_FAULTS=a,b` applies only the fault kinds named (see [`report::FAULTS`]).
+//! - `NVME_SIM_FAULTS=a,b` applies only the fault kinds named (see [`report::FAULTS`]);
+//! - `NVME_SIM_ANA_STRICT=1` judges any I/O sent to a path after it returned an ANA
+//!   error, until news, not only within the layer's avoidance time (see the oracle).
 //!
 //! A run prints its totals (faults injected per kind, I/Os checked, lost, duplicated,
 //! corrupted, the longest pause) as a Markdown table, each test its own and the last
@@ -38,6 +46,8 @@
 
 #[path = "simulator/model.rs"]
 mod model;
+#[path = "simulator/oracle.rs"]
+mod oracle;
 #[path = "simulator/report.rs"]
 mod report;
 
@@ -47,6 +57,7 @@ use nvme_bdev::{BlockLayer, Channel, LayerOptions, MpathOptions, Policy};
 use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
 use nvme_driver::spec::AnaState;
 use nvme_driver::QpairOptions;
+use oracle::Oracle;
 use report::{Totals, FAULTS};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -86,6 +97,13 @@ struct Ctrl {
     /// The step at which this controller is healed (returns, or its ANA state goes
     /// back to optimized); None while healthy.
     heal_at: Option<usize>,
+    /// Faults applied to it, per kind of [`FAULTS`].
+    faults: [u64; FAULTS.len()],
+    /// Bumped whenever the simulator changes its ANA state or replaces its device:
+    /// what the layer learnt of its ANA state before may no longer hold.
+    ana_epoch: u64,
+    /// ANA error statuses and SQ deletion aborts posted by its devices replaced so far.
+    posted_before: (u64, u64),
 }
 
 impl Ctrl {
@@ -162,6 +180,9 @@ fn simulate(seed: u64, verbose: bool, outcome: &mut Totals) -> Result<(), String
                 cntlid,
                 gone: Arc::new(AtomicBool::new(false)),
                 heal_at: None,
+                faults: [0; FAULTS.len()],
+                ana_epoch: 0,
+                posted_before: (0, 0),
             }
         })
         .collect();
@@ -211,21 +232,21 @@ fn simulate(seed: u64, verbose: bool, outcome: &mut Totals) -> Result<(), String
             lane.issue(slot);
         }
     }
+    let mut oracle = Oracle::new(CHANNELS);
+    for lane in &lanes {
+        // The counters after the first submits: the oracle judges what comes after.
+        oracle.after(
+            lane.index,
+            oracle::Before::unjudged(),
+            &path_stats(lane),
+            &mp,
+            &|_| 0,
+        );
+    }
     let mut schedule = Vec::new();
     let t0 = Instant::now();
-    let traffic = |lanes: &mut Vec<Lane>, polls: usize, more: bool| {
-        for _ in 0..polls {
-            let mut n = 0;
-            for lane in lanes.iter_mut() {
-                n += lane.poll(more);
-            }
-            if n == 0 {
-                std::thread::sleep(Duration::from_micros(50));
-            }
-        }
-    };
     for step in 0..STEPS {
-        traffic(&mut lanes, POLLS_PER_STEP, true);
+        traffic(&mut lanes, &mut oracle, &mp, &ctrls, POLLS_PER_STEP, true);
         // Heal what is due.
         for c in ctrls.iter_mut() {
             if c.heal_at.is_some_and(|s| s <= step) {
@@ -245,6 +266,7 @@ fn simulate(seed: u64, verbose: bool, outcome: &mut Totals) -> Result<(), String
             continue;
         }
         let c = &mut ctrls[k];
+        c.faults[kind] += 1;
         let dev = c.device();
         let f = dev.faults();
         let what = match kind {
@@ -297,6 +319,7 @@ fn simulate(seed: u64, verbose: bool, outcome: &mut Totals) -> Result<(), String
             8 => {
                 let state = [AnaState::Inaccessible, AnaState::NonOptimized][rng.below(2) as usize];
                 dev.set_ana_state(grp, state).map_err(|e| e.to_string())?;
+                c.ana_epoch += 1;
                 c.heal_at = Some(step + 1 + rng.below(3) as usize);
                 format!("ANA {state:?} until step {}", c.heal_at.unwrap())
             }
@@ -328,13 +351,13 @@ fn simulate(seed: u64, verbose: bool, outcome: &mut Totals) -> Result<(), String
     };
     let t_heal = Instant::now();
     while !all_back(&mp) && t_heal.elapsed() < LIMIT {
-        traffic(&mut lanes, 50, true);
+        traffic(&mut lanes, &mut oracle, &mp, &ctrls, 50, true);
     }
     let back = all_back(&mp);
-    traffic(&mut lanes, POLLS_PER_STEP, true);
+    traffic(&mut lanes, &mut oracle, &mp, &ctrls, POLLS_PER_STEP, true);
     let t_drain = Instant::now();
     while lanes.iter().any(|l| l.ch.outstanding() > 0) && t_drain.elapsed() < LIMIT {
-        traffic(&mut lanes, 10, false);
+        traffic(&mut lanes, &mut oracle, &mp, &ctrls, 10, false);
     }
     let mut failures: Vec<String> = Vec::new();
     if !back {
@@ -383,6 +406,34 @@ fn simulate(seed: u64, verbose: bool, outcome: &mut Totals) -> Result<(), String
         outcome.duplicated += lane.duplicated;
         outcome.corrupted += lane.corrupted;
         outcome.longest_pause.0 = outcome.longest_pause.0.max(lane.longest_pause);
+    }
+    // The behaviour oracle: where I/O was sent, and what explains every timeout,
+    // reset, failure and failover.
+    oracle.learn_names(&mp.paths());
+    outcome.judged_calls += oracle.judged_calls;
+    outcome.choice_findings += oracle.choice_findings;
+    if oracle.choice_findings > 0 {
+        failures.push(format!(
+            "oracle: {} dispatches to a path the layer knew it should not use (first {}):",
+            oracle.choice_findings,
+            oracle.findings.len()
+        ));
+        failures.extend(oracle.findings.iter().map(|f| format!("oracle: {f}")));
+    }
+    for c in &ctrls {
+        let stats = layer.controller_stats(&c.name).unwrap_or_default();
+        let d = c.device();
+        let posted = (
+            c.posted_before.0 + d.counters().ana_errors(),
+            c.posted_before.1 + d.counters().sq_deletion_aborts(),
+        );
+        let (unexplained, counts) = oracle.judge_controller(&c.name, &c.faults, stats, posted);
+        outcome.unexplained += unexplained.len() as u64;
+        outcome.timeouts += counts.timeouts;
+        outcome.resets += counts.resets;
+        outcome.failures += counts.failures;
+        outcome.failovers += counts.failovers;
+        failures.extend(unexplained.into_iter().map(|f| format!("oracle: {f}")));
     }
     if !failures.is_empty() {
         for c in &ctrls {
@@ -433,13 +484,54 @@ fn heal(c: &mut Ctrl, ns: &Arc<Namespace>, grp: u32) {
     let dev = c.device();
     dev.faults().clear();
     if dev.faults().is_removed() {
+        c.ana_epoch += 1;
+        c.posted_before.0 += dev.counters().ana_errors();
+        c.posted_before.1 += dev.counters().sq_deletion_aborts();
         dev.stop();
         *c.current.lock().unwrap() = device(&c.name, c.cntlid, ns);
         c.gone.store(false, Ordering::Release);
     } else if dev.faults().ana_state(grp) != Some(AnaState::Optimized) {
         dev.set_ana_state(grp, AnaState::Optimized).unwrap();
+        c.ana_epoch += 1;
     }
     c.heal_at = None;
+}
+
+/// Per-path counters of a lane's channel.
+fn path_stats(lane: &Lane) -> Vec<nvme_bdev::mpath::PathIoStats> {
+    match &lane.ch {
+        Channel::Mpath(c) => c.path_stats(),
+        _ => Vec::new(),
+    }
+}
+
+/// Runs the lanes' traffic for `polls` rounds (issuing the next I/O of each slot when
+/// `more`), each lane's call watched by the oracle.
+fn traffic(
+    lanes: &mut [Lane],
+    oracle: &mut Oracle,
+    mp: &nvme_bdev::Multipath<nvme_driver::IoQpair>,
+    ctrls: &[Ctrl],
+    polls: usize,
+    more: bool,
+) {
+    let epoch = |name: &str| {
+        ctrls
+            .iter()
+            .find(|c| c.name == name)
+            .map_or(0, |c| c.ana_epoch)
+    };
+    for _ in 0..polls {
+        let mut n = 0;
+        for lane in lanes.iter_mut() {
+            let before = oracle.before(mp);
+            n += lane.poll(more);
+            oracle.after(lane.index, before, &path_stats(lane), mp, &epoch);
+        }
+        if n == 0 {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
 }
 
 /// Runs `seeds` one after the other: their totals, and the findings of those that
@@ -510,6 +602,13 @@ static ALL_SHARDS: Mutex<(Totals, u64)> = Mutex::new((
         duplicated: 0,
         corrupted: 0,
         longest_pause: (Duration::ZERO, 0),
+        judged_calls: 0,
+        choice_findings: 0,
+        unexplained: 0,
+        timeouts: 0,
+        resets: 0,
+        failures: 0,
+        failovers: 0,
     },
     0,
 ));

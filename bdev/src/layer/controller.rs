@@ -9,7 +9,7 @@
 //! reconnect: a new controller instance, its paths new path instances) or `Gone` (the
 //! loss timeout passed, or it is 0: the paths are removed for good).
 
-use super::{Bdev, Connector, Inner};
+use super::{Bdev, Connector, ControllerStats, Inner};
 use crate::mpath::{Multipath, PathShared, PathState};
 use crate::sync::lock_std as lock;
 use crate::Result;
@@ -67,6 +67,13 @@ pub(crate) struct CtrlRecord {
     stop: AtomicBool,
     pub(super) resets: AtomicU64,
     pub(super) reconnects: AtomicU64,
+    /// Resets completed by earlier instances and by the current one up to
+    /// `instance_resets` (see [`CtrlRecord::count_resets`]).
+    resets_all: AtomicU64,
+    /// The current instance's reset count already added to `resets_all`.
+    instance_resets: AtomicU64,
+    /// Times a live instance failed.
+    failures: AtomicU64,
     paths: Mutex<Vec<CtrlPath>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// When the controller thread last read the ANA log unasked (see `ANA_RECHECK`).
@@ -95,6 +102,9 @@ impl CtrlRecord {
             stop: AtomicBool::new(false),
             resets: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            resets_all: AtomicU64::new(0),
+            instance_resets: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
             paths: Mutex::new(Vec::new()),
             thread: Mutex::new(None),
             ana_rechecked: Mutex::new(Instant::now()),
@@ -116,6 +126,25 @@ impl CtrlRecord {
             LinkState::Lost { .. } => LinkKind::Lost,
             LinkState::Gone => LinkKind::Gone,
         }
+    }
+
+    /// What was done to this controller so far (see [`ControllerStats`]).
+    pub(super) fn stats(&self) -> ControllerStats {
+        ControllerStats {
+            resets_requested: self.resets.load(Ordering::Relaxed),
+            resets: self.resets_all.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Adds the resets `ctrl` (the live instance) completed since the last call to
+    /// `resets_all`: the driver counts per instance, the record over all of them.
+    fn count_resets(&self, ctrl: &Controller) {
+        let now = ctrl.reset_count();
+        let before = self.instance_resets.swap(now, Ordering::Relaxed);
+        self.resets_all
+            .fetch_add(now.saturating_sub(before), Ordering::Relaxed);
     }
 
     /// Starts the controller thread.
@@ -260,7 +289,10 @@ fn tend_live(inner: &Inner, record: &CtrlRecord, ctrl: &Controller) -> Option<Li
             Err(e) => log::warn!("{}: reset failed: {e}", record.name),
         }
     }
-    if ctrl.process_admin() == CtrlState::Failed {
+    let state = ctrl.process_admin();
+    record.count_resets(ctrl);
+    if state == CtrlState::Failed {
+        record.failures.fetch_add(1, Ordering::Relaxed);
         set_connected(record, false, None);
         let opts = &inner.opts.mpath;
         if opts.ctrl_loss_timeout_ms == 0 {
@@ -340,6 +372,7 @@ fn tend_lost(
     match reconnect(inner, record) {
         Ok(ctrl) => {
             record.reconnects.fetch_add(1, Ordering::Relaxed);
+            record.instance_resets.store(0, Ordering::Relaxed);
             log::info!("{}: reconnected", record.name);
             Some(LinkState::Live(ctrl))
         }

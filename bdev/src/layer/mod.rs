@@ -39,6 +39,22 @@ use std::sync::{Arc, Mutex};
 /// same one).
 pub type Connector = Arc<dyn Fn() -> nvme_driver::Result<Arc<dyn Bus>> + Send + Sync>;
 
+/// What was done to one attached controller, over all its instances: read by tests
+/// and tools to explain every reset and failure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ControllerStats {
+    /// Resets asked for through [`BlockLayer::request_reset`] and completed.
+    pub resets_requested: u64,
+    /// Resets completed, by whoever started them: those asked for, and those the
+    /// driver started itself (fatal status, a command that an Abort did not bring
+    /// back, an Abort that got no answer).
+    pub resets: u64,
+    /// Times a live instance failed (the link went to lost, or gone).
+    pub failures: u64,
+    /// Reconnects that brought a new instance up.
+    pub reconnects: u64,
+}
+
 /// Options of a [`BlockLayer`].
 #[derive(Clone, Debug)]
 pub struct LayerOptions {
@@ -350,6 +366,15 @@ impl BlockLayer {
                     c.reconnects.load(Ordering::Relaxed),
                 )
             })
+    }
+
+    /// What the layer and the driver did to controller `name` so far, over every
+    /// instance of it (a reconnect makes a new one).
+    pub fn controller_stats(&self, name: &str) -> Option<ControllerStats> {
+        lock(&self.inner.ctrls)
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.stats())
     }
 
     /// True while a requested reset of `name` has not started yet.

@@ -1,6 +1,7 @@
 //! Totals of a simulator run, printed in the shape of the reports of systems that
 //! test this way (TigerBeetle's VOPR, Jepsen): faults injected per kind, I/Os
-//! checked, lost, duplicated, corrupted, the longest pause.
+//! checked, lost, duplicated, corrupted, the longest pause, and what the behaviour
+//! oracle judged and found.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -42,6 +43,20 @@ pub struct Totals {
     pub corrupted: u64,
     /// The longest time a channel had I/O out and no completion, and its seed.
     pub longest_pause: (Duration, u64),
+    /// Channel calls whose dispatches the oracle judged (the path set did not move
+    /// during the call).
+    pub judged_calls: u64,
+    /// Dispatches to a path the layer knew it should not use (oracle findings).
+    pub choice_findings: u64,
+    /// Timeout, reset, failure or failover counts of a controller that the faults
+    /// injected on it do not explain (oracle findings).
+    pub unexplained: u64,
+    /// Command timeouts (each an Abort), controller resets, controller failures and
+    /// failovers the layer performed, all explained by faults unless counted above.
+    pub timeouts: u64,
+    pub resets: u64,
+    pub failures: u64,
+    pub failovers: u64,
 }
 
 impl Totals {
@@ -57,6 +72,13 @@ impl Totals {
         self.lost += o.lost;
         self.duplicated += o.duplicated;
         self.corrupted += o.corrupted;
+        self.judged_calls += o.judged_calls;
+        self.choice_findings += o.choice_findings;
+        self.unexplained += o.unexplained;
+        self.timeouts += o.timeouts;
+        self.resets += o.resets;
+        self.failures += o.failures;
+        self.failovers += o.failovers;
         if o.longest_pause.0 > self.longest_pause.0 {
             self.longest_pause = o.longest_pause;
         }
@@ -103,6 +125,26 @@ impl Totals {
         let _ = writeln!(t, "| lost | {} |", self.lost);
         let _ = writeln!(t, "| duplicated | {} |", self.duplicated);
         let _ = writeln!(t, "| corrupted | {} |", self.corrupted);
+        let _ = writeln!(
+            t,
+            "| channel calls judged for path choice (path set still) | {} |",
+            self.judged_calls
+        );
+        let _ = writeln!(
+            t,
+            "| I/O sent to a path the layer knew it should not use | {} |",
+            self.choice_findings
+        );
+        let _ = writeln!(
+            t,
+            "| timeouts / resets / failures / failovers performed | {} / {} / {} / {} |",
+            self.timeouts, self.resets, self.failures, self.failovers
+        );
+        let _ = writeln!(
+            t,
+            "| of those, counts no injected fault explains | {} |",
+            self.unexplained
+        );
         let _ = writeln!(
             t,
             "| longest pause (no completion while I/O was out) | {} ms (seed {}) |",

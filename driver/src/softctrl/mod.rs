@@ -181,6 +181,8 @@ pub struct Counters {
     disabled_with_io_queues: AtomicU64,
     sgl_transfers: AtomicU64,
     prp_transfers: AtomicU64,
+    ana_errors: AtomicU64,
+    sq_deletion_aborts: AtomicU64,
 }
 
 impl fmt::Debug for Counters {
@@ -206,6 +208,8 @@ impl Counters {
             disabled_with_io_queues: AtomicU64::new(0),
             sgl_transfers: AtomicU64::new(0),
             prp_transfers: AtomicU64::new(0),
+            ana_errors: AtomicU64::new(0),
+            sq_deletion_aborts: AtomicU64::new(0),
         }
     }
     /// Data transfers (of commands that moved data) the command described with an
@@ -216,6 +220,16 @@ impl Counters {
     /// Data transfers the command described with PRPs, walked successfully.
     pub fn prp_transfers(&self) -> u64 {
         self.prp_transfers.load(Ordering::Relaxed)
+    }
+    /// I/O commands completed with an ANA path status (inaccessible, persistent loss,
+    /// transition) because their namespace's group was not accessible here.
+    pub fn ana_errors(&self) -> u64 {
+        self.ana_errors.load(Ordering::Relaxed)
+    }
+    /// Held I/O commands (see [`Faults::drop_io_completions`]) completed with Aborted
+    /// SQ Deletion because the host deleted their submission queue.
+    pub fn sq_deletion_aborts(&self) -> u64 {
+        self.sq_deletion_aborts.load(Ordering::Relaxed)
     }
     /// Admin commands with opcode `opc` fetched from the admin SQ.
     pub fn admin_fetched(&self, opc: u8) -> u64 {

@@ -64,6 +64,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 p.stats.path_errors += 1;
                 p.shared.failovers.fetch_add(1, Ordering::Relaxed);
                 if status.is_ana_error() {
+                    p.stats.ana_errors += 1;
                     p.shared.ana_stale.store(true, Ordering::Release);
                 }
             }

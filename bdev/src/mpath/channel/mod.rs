@@ -201,6 +201,10 @@ impl<Q: PathQueue> MpathChannel<Q> {
             inflight: p.queue.outstanding() as u64,
             submitted: p.queue.submitted(),
             pended: p.queue.pended(),
+            timeouts: p.queue.timeouts(),
+            reset_aborts: p.queue.reset_aborts(),
+            resetting: p.queue.is_resetting(),
+            failed: p.queue.is_failed(),
             ..p.stats
         }));
     }

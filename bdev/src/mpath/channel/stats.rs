@@ -9,8 +9,20 @@ pub struct PathIoStats {
     pub submitted: u64,
     /// I/Os in flight on it from this core.
     pub inflight: u64,
-    /// Path errors it returned.
+    /// Path errors it returned (each one a failover: the I/O is dispatched again).
     pub path_errors: u64,
+    /// Of those, ANA errors (inaccessible, persistent loss, transition).
+    pub ana_errors: u64,
+    /// Commands on the path's queue that passed their deadline (each then gets an
+    /// Abort), from its queue's counters.
+    pub timeouts: u64,
+    /// Commands the path's queue handed back because its controller was reset or
+    /// failed, from its queue's counters.
+    pub reset_aborts: u64,
+    /// The path's queue holds new I/O for a controller reset (when sampled).
+    pub resetting: bool,
+    /// The path's controller failed for good (when sampled).
+    pub failed: bool,
     /// I/Os that waited in the path queue's own pending queue (the driver's, when
     /// this core's I/Os on the path outnumber its command slots).
     pub pended: u64,

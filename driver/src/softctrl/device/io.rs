@@ -36,6 +36,7 @@ impl Device {
             return generic(sc::INVALID_NAMESPACE);
         };
         if let Some(st) = self.ana_error(ns.anagrpid()) {
+            self.sh.counters.ana_errors.fetch_add(1, Ordering::Relaxed);
             return st;
         }
         let r = match opc {

@@ -380,6 +380,10 @@ impl Device {
                 let mut c = self.held.remove(i);
                 c.status = Status::ABORTED_SQ_DELETION;
                 c.dw0 = 0;
+                self.sh
+                    .counters
+                    .sq_deletion_aborts
+                    .fetch_add(1, Ordering::Relaxed);
                 self.batch.push(c);
             } else {
                 i += 1;
