@@ -67,9 +67,10 @@ fn distinct(it: impl Iterator<Item = String>) -> Vec<String> {
     out
 }
 
-/// A colour per engine, from a palette that tells ten apart.
+/// A colour per engine, from a palette that tells twenty apart (qemu/bench with
+/// `--spdk` has up to a dozen engines).
 fn color(i: usize) -> RGBColor {
-    const P: [RGBColor; 10] = [
+    const P: [RGBColor; 20] = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
@@ -80,9 +81,22 @@ fn color(i: usize) -> RGBColor {
         RGBColor(127, 127, 127),
         RGBColor(188, 189, 34),
         RGBColor(23, 190, 207),
+        RGBColor(174, 199, 232),
+        RGBColor(255, 187, 120),
+        RGBColor(152, 223, 138),
+        RGBColor(255, 152, 150),
+        RGBColor(197, 176, 213),
+        RGBColor(196, 156, 148),
+        RGBColor(247, 182, 210),
+        RGBColor(199, 199, 199),
+        RGBColor(219, 219, 141),
+        RGBColor(158, 218, 229),
     ];
     P[i % P.len()]
 }
+
+/// The picture's width in pixels.
+const WIDTH: i32 = 1400;
 
 /// The figure a chart shows, if the engine reported it.
 type Pick = fn(&Figure) -> Option<f64>;
@@ -95,27 +109,32 @@ pub fn write_svg(path: &str, title: &str, figures: &[Figure]) -> Result<(), Stri
     if workloads.is_empty() {
         return Err("no figures to draw".into());
     }
-    let root = SVGBackend::new(path, (1400, 960)).into_drawing_area();
+    let root = SVGBackend::new(path, (WIDTH as u32, 960)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let root = root
         .titled(title, ("sans-serif", 24))
         .map_err(|e| err(&e))?;
-    // One legend for both charts, in a row above them.
-    let (strip, charts) = root.split_vertically(40);
-    let mut x = 100;
-    for (ei, engine) in engines.iter().enumerate() {
+    // One legend for both charts, in rows above them (a new row where the next name
+    // would run past the right edge).
+    let mut legend = Vec::new();
+    let (mut x, mut row) = (100, 0);
+    for engine in &engines {
+        let w = 40 + 10 * engine.len() as i32;
+        if x > 100 && x + w > WIDTH - 20 {
+            (x, row) = (100, row + 1);
+        }
+        legend.push((x, 12 + 24 * row));
+        x += w;
+    }
+    let (strip, charts) = root.split_vertically(40 + 24 * row);
+    for (ei, (engine, &(x, y))) in engines.iter().zip(&legend).enumerate() {
         let c = color(ei);
         strip
-            .draw(&Rectangle::new([(x, 12), (x + 16, 28)], c.filled()))
+            .draw(&Rectangle::new([(x, y), (x + 16, y + 16)], c.filled()))
             .map_err(|e| err(&e))?;
         strip
-            .draw(&Text::new(
-                engine.as_str(),
-                (x + 22, 12),
-                ("sans-serif", 17),
-            ))
+            .draw(&Text::new(engine.as_str(), (x + 22, y), ("sans-serif", 17)))
             .map_err(|e| err(&e))?;
-        x += 40 + 10 * engine.len() as i32;
     }
     let (top, bottom) = charts.split_vertically(440);
     let panels: [(&_, &str, &str, Pick); 2] = [
@@ -249,5 +268,65 @@ mod tests {
         assert!(parse_bench("{")
             .unwrap_err()
             .contains("not qemu/bench's JSON"));
+    }
+
+    /// qemu/bench --spdk's dozen engines: every legend entry inside the picture, and no
+    /// two engines sharing a colour.
+    #[test]
+    fn many_engines_fit_the_legend() {
+        let engines = [
+            "nvme-perf",
+            "nvme-perf-prp",
+            "spdk_nvme_perf",
+            "fio+spdk",
+            "fio+spdk(SPDK)",
+            "fio+spdk_bdev-ap",
+            "fio+spdk_bdev-ap(SPDK)",
+            "fio+spdk_bdev-aa",
+            "fio+spdk_bdev-aa(SPDK)",
+            "io_uring",
+            "io_uring-hipri",
+            "libaio",
+            "fio+null",
+        ];
+        let figs: Vec<Figure> = engines
+            .iter()
+            .map(|e| Figure {
+                workload: "4k-randread-qd32".into(),
+                engine: e.to_string(),
+                iops: 1000.0,
+                p99_us: Some(10.0),
+            })
+            .collect();
+        let dir =
+            std::env::temp_dir().join(format!("nvme-bench-chart-many-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bench.svg");
+        write_svg(path.to_str().unwrap(), "many", &figs).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        for e in engines {
+            let at = svg
+                .find(&format!(">\n{e}\n<"))
+                .unwrap_or_else(|| panic!("{e} missing"));
+            let tag = &svg[svg[..at].rfind("<text").unwrap()..at];
+            let x: i32 = tag
+                .split("x=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            // The legend's own estimate of a name's width: 10 px a character.
+            assert!(
+                x + 10 * e.len() as i32 <= WIDTH,
+                "{e}'s legend entry at x={x} runs past {WIDTH}"
+            );
+        }
+        let colors: std::collections::HashSet<_> =
+            (0..engines.len()).map(|i| color(i).rgb()).collect();
+        assert_eq!(colors.len(), engines.len());
     }
 }
