@@ -31,6 +31,7 @@ extern void nvme_fio_set_logger(void (*err)(const char *msg), void (*info)(const
 extern int nvme_fio_global_setup(int kind, const char *json_conf, unsigned mem_size_mb);
 extern int nvme_fio_bdev_names(int index, char *out, size_t len);
 extern int nvme_fio_resolve(int kind, const char *filename, uint32_t *target, uint64_t *size);
+extern void nvme_fio_thread_reap_all(void *t);
 extern void *nvme_fio_thread_new(int kind, const char *job, unsigned iodepth, int print_qid,
 				 int stats);
 extern int nvme_fio_open(void *t, uint32_t target, const char *filename, uint32_t *slot);
@@ -281,10 +282,37 @@ static int bdev_setup(struct thread_data *td)
 	return resolve_files(td, KIND_BDEV);
 }
 
+/*
+ * Whether the job set iodepth_batch_complete_max. fio's own test (`fio_option_is_set`)
+ * calls a function of the fio binary: it is looked up when the library is loaded, as
+ * `fio_version_string` is, so that the library loads into any process (LD_PRELOAD
+ * reaches a job's shell too). Without it the option counts as set.
+ */
+static bool (*option_is_set)(struct thread_options *, unsigned int);
+
+static bool batch_complete_max_set(struct thread_data *td)
+{
+	return !option_is_set ||
+	       option_is_set(&td->o, offsetof(struct thread_options, iodepth_batch_complete_max));
+}
+
 static int engine_init(struct thread_data *td, int kind, int print_qid, int stats)
 {
 	td->io_ops_data = nvme_fio_thread_new(kind, td->o.name, td->o.iodepth, print_qid, stats);
-	return td->io_ops_data ? 0 : 1;
+	if (!td->io_ops_data)
+		return 1;
+	/*
+	 * fio 3.33 caps getevents' `max` at iodepth_batch_complete_max, which defaults to
+	 * iodepth_batch_complete_min (1): with the defaults fio takes one completion per
+	 * call and runs its per-call work (clock reads, accounting, its loop around
+	 * getevents) once per I/O. Unless the job sets iodepth_batch_complete_max, every
+	 * I/O that has completed is handed back, as fio's null engine and SPDK's bdev
+	 * plugin do (both return all they have, whatever `max` says). docs/BENCHMARKS.md:
+	 * fio through the engines.
+	 */
+	if (!batch_complete_max_set(td))
+		nvme_fio_thread_reap_all(td->io_ops_data);
+	return 0;
 }
 
 static int nvme_init(struct thread_data *td)
@@ -452,6 +480,7 @@ static int registered;
 __attribute__((constructor)) static void nvme_fio_register(void)
 {
 	check_loader();
+	*(void **)&option_is_set = dlsym(RTLD_DEFAULT, "__fio_option_is_set");
 	nvme_fio_set_logger(log_to_fio, info_to_fio);
 	/* The library exports Rust's symbols only, so fio's external: loader finds
 	 * `get_ioengine` (Rust), which hands out this struct. */

@@ -215,6 +215,14 @@ impl Channel {
             Channel::Nvme(c) => Some(c.qid()),
         }
     }
+    /// The queue pair's counters (submissions, polls, doorbell writes...) for a
+    /// namespace bdev's channel; `None` for a multipath channel (see its path stats).
+    pub fn queue_stats(&self) -> Option<nvme_driver::QpairStats> {
+        match self {
+            Channel::Mpath(_) => None,
+            Channel::Nvme(c) => Some(c.queue_stats()),
+        }
+    }
     /// Stop mode (see [`MpathChannel::shutdown`]); poll until `outstanding() == 0`.
     pub fn shutdown(&mut self) {
         if let Channel::Mpath(c) = self {

@@ -111,6 +111,11 @@ impl NsChannel {
         self.qpair.outstanding()
     }
 
+    /// The queue pair's counters.
+    pub(super) fn queue_stats(&self) -> nvme_driver::QpairStats {
+        self.qpair.stats()
+    }
+
     /// The queue pair's ID.
     #[inline]
     pub(super) fn qid(&self) -> u16 {

@@ -365,6 +365,13 @@ pub struct Thread {
     polls: u32,
     spins: u32,
     scratch: Vec<PathIoStats>,
+    /// `getevents` hands back every completed I/O, not at most fio's `max`.
+    reap_all: bool,
+    /// `getevents` calls, the events they handed to fio, and the passes over the
+    /// files' channels they made (`nvme_stats` prints them).
+    calls: u64,
+    events: u64,
+    passes: u64,
 }
 
 impl std::fmt::Debug for Thread {
@@ -423,7 +430,17 @@ impl Thread {
             polls: 0,
             spins: 0,
             scratch: Vec::with_capacity(16),
+            reap_all: false,
+            calls: 0,
+            events: 0,
+            passes: 0,
         }
+    }
+
+    /// From now on `getevents` hands back every I/O that completed, whatever fio's
+    /// `max`: for jobs that left `iodepth_batch_complete_max` at fio's default of 1.
+    pub fn reap_all(&mut self) {
+        self.reap_all = true;
     }
 
     /// Opens a channel to `target` for this thread; returns its slot.
@@ -553,8 +570,10 @@ impl Thread {
     }
 
     /// Polls until at least `min` I/Os completed (or `timeout` passed); returns how
-    /// many (at most `max`) fio may take with [`event`](Self::event).
+    /// many (at most `max`, unless [`reap_all`](Self::reap_all)) fio may take with
+    /// [`event`](Self::event).
     pub fn getevents(&mut self, min: usize, max: usize, timeout: Option<Duration>) -> usize {
+        let max = if self.reap_all { usize::MAX } else { max };
         // What fio took last time goes; what it could not take (more than its `max`)
         // stays, in order.
         if self.handed == self.ready.len() {
@@ -565,6 +584,7 @@ impl Thread {
         let mut start = None;
         loop {
             let ready = &mut self.ready;
+            self.passes += 1;
             for f in &mut self.files {
                 f.ch.poll(&mut |c| ready.push((c.ctx, c.status.0)));
             }
@@ -592,6 +612,8 @@ impl Thread {
             }
         }
         self.handed = self.ready.len().min(max);
+        self.calls += 1;
+        self.events += self.handed as u64;
         self.handed
     }
 
@@ -672,6 +694,9 @@ impl Thread {
                 log::err(&self.summary(f));
             }
         }
+        if self.stats {
+            log::err(&self.reaping());
+        }
         if self.errors > 0 {
             log::err(&format!(
                 "{}: job {}: {} I/Os failed",
@@ -680,6 +705,43 @@ impl Thread {
                 self.errors
             ));
         }
+    }
+
+    /// How fio met the engine: `getevents` calls, the events they handed back and the
+    /// passes over the channels they made, per call (docs/BENCHMARKS.md: how many
+    /// events one call returns decides fio's speed at depth).
+    fn reaping(&self) -> String {
+        let per_call = |n: u64| n as f64 / self.calls.max(1) as f64;
+        let mut line = format!(
+            "{}: job {}: getevents {} calls, {:.2} events and {:.1} polling passes per call ({})",
+            self.kind.name(),
+            self.job,
+            self.calls,
+            per_call(self.events),
+            per_call(self.passes),
+            if self.reap_all {
+                "every completion per call"
+            } else {
+                "at most fio's iodepth_batch_complete_max per call"
+            }
+        );
+        // Namespace files: the queue pairs' doorbell writes per I/O.
+        let (mut ios, mut sq, mut cq) = (0, 0, 0);
+        for s in self.files.iter().filter_map(|f| f.ch.queue_stats()) {
+            (ios, sq, cq) = (
+                ios + s.completed,
+                sq + s.sq_doorbell_writes,
+                cq + s.cq_doorbell_writes,
+            );
+        }
+        if ios > 0 {
+            line += &format!(
+                "; doorbell writes per I/O: SQ {:.3}, CQ {:.3}",
+                sq as f64 / ios as f64,
+                cq as f64 / ios as f64
+            );
+        }
+        line
     }
 
     fn summary(&self, f: &File) -> String {

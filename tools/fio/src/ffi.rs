@@ -169,6 +169,17 @@ pub unsafe extern "C" fn nvme_fio_thread_new(
     Box::into_raw(Box::new(t)).cast()
 }
 
+/// Every `getevents` hands back all the I/Os that completed, whatever fio's `max`
+/// (the job left `iodepth_batch_complete_max` at its default; glue.c says why).
+///
+/// # Safety
+/// `t` from [`nvme_fio_thread_new`].
+#[no_mangle]
+pub unsafe extern "C" fn nvme_fio_thread_reap_all(t: *mut c_void) {
+    // SAFETY: per this function's contract.
+    unsafe { thread(t) }.reap_all();
+}
+
 /// # Safety
 /// `t` came from [`nvme_fio_thread_new`] and is used by one thread at a time.
 unsafe fn thread<'a>(t: *mut c_void) -> &'a mut Thread {
