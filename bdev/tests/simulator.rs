@@ -34,9 +34,7 @@
 //! - `NVME_SIM_JOBS=J` runs J seeds at once in each of the four tests (default 2): a
 //!   seed mostly waits (timeouts, reconnect delays), so long runs go faster with more;
 //! - `NVME_SIM_SEED=S` runs seed S alone, printing its schedule;
-//! - `NVME_SIM_FAULTS=a,b` applies only the fault kinds named (see [`report::FAULTS`]);
-//! - `NVME_SIM_ANA_STRICT=1` judges any I/O sent to a path after it returned an ANA
-//!   error, until news, not only within the layer's avoidance time (see the oracle).
+//! - `NVME_SIM_FAULTS=a,b` applies only the fault kinds named (see [`report::FAULTS`]).
 //!
 //! A run prints its totals (faults injected per kind, I/Os checked, lost, duplicated,
 //! corrupted, the longest pause) as a Markdown table, each test its own and the last

@@ -218,9 +218,21 @@ fn remove_paths(record: &CtrlRecord) {
 /// Publishes the state of every path of the controller: connected or not, and the
 /// ANA state through `ctrl` (inaccessible without one).
 fn set_connected(record: &CtrlRecord, connected: bool, ctrl: Option<&Controller>) {
+    set_states(record, connected, ctrl, &[]);
+}
+
+/// As [`set_connected`], and each path in `ana_read` (ids of paths whose ANA log was
+/// re-read after a channel's ANA error) is published even if its state did not
+/// change ([`Multipath::ana_log_read`]).
+fn set_states(record: &CtrlRecord, connected: bool, ctrl: Option<&Controller>, ana_read: &[u64]) {
     for p in lock(&record.paths).iter() {
         let ana = ctrl.map_or(AnaState::Inaccessible, |c| ana_of(c, p.nsid));
-        p.mp.set_path_state(p.path.id, PathState { connected, ana });
+        let state = PathState { connected, ana };
+        if ana_read.contains(&p.path.id) {
+            p.mp.ana_log_read(p.path.id, state);
+        } else {
+            p.mp.set_path_state(p.path.id, state);
+        }
     }
 }
 
@@ -316,12 +328,13 @@ fn tend_live(inner: &Inner, record: &CtrlRecord, ctrl: &Controller) -> Option<Li
     }
     let _events = ctrl.take_events();
     // This thread alone clears its paths' flags, every one that is set (not only up
-    // to the first).
-    let stale = lock(&record.paths)
+    // to the first), before the re-read: an ANA error reported after it sets its flag
+    // again and gets a re-read of its own.
+    let stale: Vec<u64> = lock(&record.paths)
         .iter()
         .filter(|p| p.path.ana_stale.swap(false, Ordering::AcqRel))
-        .count()
-        > 0;
+        .map(|p| p.path.id)
+        .collect();
     let degraded = || {
         lock(&record.paths).iter().any(|p| {
             !matches!(
@@ -338,12 +351,16 @@ fn tend_live(inner: &Inner, record: &CtrlRecord, ctrl: &Controller) -> Option<Li
         }
         due
     };
-    if ctrl.identify().ana_supported() && (stale || (degraded() && recheck())) {
+    if ctrl.identify().ana_supported() && (!stale.is_empty() || (degraded() && recheck())) {
         if let Err(e) = ctrl.refresh_ana() {
             log::warn!("{}: ANA log re-read failed: {e}", record.name);
         }
     }
-    set_connected(record, ctrl.state() == CtrlState::Live, Some(ctrl));
+    // The flagged paths get a new path set even when nothing changed, and even when
+    // the re-read failed or there is no log to read: their channels avoid them until
+    // the next set, and a path that still returns ANA errors is flagged again by the
+    // next one (a failed read is the admin queue's trouble, which ends in a reset).
+    set_states(record, ctrl.state() == CtrlState::Live, Some(ctrl), &stale);
     None
 }
 

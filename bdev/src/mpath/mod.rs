@@ -111,7 +111,9 @@ pub struct PathShared {
     pub name: String,
     /// Namespace ID on that controller.
     pub nsid: u32,
-    /// Set by a channel that saw an ANA error status: re-read the ANA log.
+    /// Set by a channel that saw an ANA error status: re-read the ANA log, then
+    /// publish a new path set even if nothing changed ([`Multipath::ana_log_read`]):
+    /// channels avoid the path until that set (or the ANA transition time) passes.
     pub ana_stale: AtomicBool,
     /// I/Os moved off this path after a path error (all cores).
     pub failovers: AtomicU64,
@@ -342,11 +344,26 @@ impl<Q: PathQueue> Multipath<Q> {
     /// Changes a path's state and publishes the new set. Returns false for an unknown
     /// path.
     pub fn set_path_state(&self, id: u64, state: PathState) -> bool {
+        self.update_path_state(id, state, false)
+    }
+
+    /// The path's controller re-read its ANA log after a channel flagged the path
+    /// (`PathShared::ana_stale`): sets its state and publishes a new set even when
+    /// nothing changed. Channels avoid a path that returned an ANA error until the
+    /// next set; this is that set. Returns false for an unknown path.
+    pub fn ana_log_read(&self, id: u64, state: PathState) -> bool {
+        self.update_path_state(id, state, true)
+    }
+
+    fn update_path_state(&self, id: u64, state: PathState, always_publish: bool) -> bool {
         let mut w = lock(&self.writer);
         let Some(p) = w.paths.iter_mut().find(|p| p.shared.id == id) else {
             return false;
         };
         if p.state == state {
+            if always_publish {
+                self.publish_locked(&mut w);
+            }
             return true;
         }
         p.transition_since = match (state.ana, p.transition_since) {
@@ -410,7 +427,8 @@ impl<Q: PathQueue> Multipath<Q> {
     /// Deferred writer-side work, never waiting for a channel: retries mailbox
     /// messages that did not fit, forgets closed channels, frees snapshots every reader
     /// has moved past, and drops queues channels gave back. (A path's `ana_stale` flag
-    /// is left to the owner of its controller, which re-reads the ANA log.)
+    /// is left to the owner of its controller, which re-reads the ANA log and then
+    /// calls [`ana_log_read`](Self::ana_log_read).)
     pub fn tick(&self) {
         {
             let mut w = lock(&self.writer);

@@ -19,17 +19,18 @@
 //! - a dispatch to a path from which this channel received an ANA error status in an
 //!   earlier call, when nothing could have told the layer otherwise since (no new path
 //!   set, and the simulator has not changed that controller's ANA state nor replaced
-//!   it), within the layer's avoidance time (0.5 ms; judged as "the dispatching call
-//!   ended less than 0.4 ms after the erroring call began") is a finding. With
-//!   `NVME_SIM_ANA_STRICT=1`, any such dispatch until news is: the layer does not
-//!   promise that today (it probes the path again once the avoidance ends, before its
-//!   controller thread has re-read the ANA log; RELIABILITY, simulator);
+//!   it), is a finding, however long ago the error was: an ANA error is knowledge
+//!   until the ANA log is read (the layer avoids the path until its controller thread
+//!   publishes a new set after the re-read, which takes a controller thread turn or
+//!   two; its safety deadline, the ANA transition time, 10 s here, is never needed
+//!   while that thread runs);
 //! - a dispatch to a non-optimized path while an optimized one was available to the
 //!   channel is a finding: the optimized path is connected in the set, held by the
 //!   channel, its queue neither resetting nor failed at the start and end of the call
 //!   (a queue changes those only when polled, at most once per call), and not avoided
 //!   (no path error from it in this call, nor within 2 ms before the call began; the
-//!   layer avoids a path for 0.5 ms after one). Every policy of this layer chooses
+//!   layer avoids a path for 0.5 ms after one; and no ANA error from it to this
+//!   channel with no new set since). Every policy of this layer chooses
 //!   from the best ANA tier that has an available path, so the rule holds for all
 //!   three, not only active-passive.
 //!
@@ -76,20 +77,31 @@ impl Before {
     }
 }
 
-/// The time the layer avoids a path after a path error (`AVOID_US` in the channel),
-/// less a margin for the clocks: within this time of the call that received an ANA
-/// error, no dispatch may go back to the path.
-const AVOID_SURE: Duration = Duration::from_micros(400);
-
 /// One channel's counters as last read, and what it learnt.
 #[derive(Default)]
 struct LaneSeen {
     last: HashMap<u64, PathIoStats>,
-    /// Paths this channel received an ANA error from: the generation of the set
-    /// then, the controller's ANA epoch then, and when that call began.
-    ana_error: HashMap<u64, (u64, u64, Instant)>,
+    /// Paths this channel received an ANA error from, and when.
+    ana_error: HashMap<u64, AnaErrorSeen>,
     /// When the last call in which a path returned a path error ended.
     path_error_at: HashMap<u64, Instant>,
+}
+
+/// The call in which a channel received an ANA error from a path.
+#[derive(Clone, Copy)]
+struct AnaErrorSeen {
+    /// The path set's generation before the call (`None`: it moved while being read).
+    /// The channel handled the error with a view at least this new, so a dispatch
+    /// with this set still current had no news since.
+    before: Option<u64>,
+    /// The generation after the call. The channel may have handled the error with
+    /// an older view (the set moved during the call): the path is surely no longer
+    /// avoided for the error only once a set newer than this one is current.
+    after: u64,
+    /// The controller's ANA epoch (the simulator's ANA changes and replacements).
+    epoch: u64,
+    /// When the call began.
+    at: Instant,
 }
 
 /// Counts of one path over the seed (all channels).
@@ -109,10 +121,6 @@ pub struct Oracle {
     pub findings: Vec<String>,
     pub choice_findings: u64,
     pub judged_calls: u64,
-    /// `NVME_SIM_ANA_STRICT`: an ANA error makes its path unusable to the channel
-    /// until news (a new path set, an ANA change), not only for the layer's
-    /// avoidance time.
-    strict_ana: bool,
 }
 
 impl Oracle {
@@ -124,7 +132,6 @@ impl Oracle {
             findings: Vec::new(),
             choice_findings: 0,
             judged_calls: 0,
-            strict_ana: std::env::var_os("NVME_SIM_ANA_STRICT").is_some(),
         }
     }
 
@@ -165,6 +172,7 @@ impl Oracle {
     ) {
         let generation_after = mp.generation();
         let start = before.at;
+        let before_generation = before.set.as_ref().map(|(g, _)| *g);
         let stable = before.set.as_ref().filter(|(g, _)| *g == generation_after);
         let end = Instant::now();
         if stable.is_some() {
@@ -197,10 +205,11 @@ impl Oracle {
                     p.state.connected, p.state.ana
                 ))),
                 Some(p) => {
-                    if let (Some(&(g, e, at)), Some(n)) = (seen.ana_error.get(&s.id), &name) {
-                        let news = g != *generation || e != ana_epoch(n);
-                        let avoided = end < at + AVOID_SURE;
-                        if !news && (avoided || self.strict_ana) {
+                    if let (Some(&seen_err), Some(n)) = (seen.ana_error.get(&s.id), &name) {
+                        let news =
+                            seen_err.before != Some(*generation) || seen_err.epoch != ana_epoch(n);
+                        let at = seen_err.at;
+                        if !news {
                             found.push(what(format!(
                                 "it had returned an ANA error to this channel in an earlier \
                                  call {} us before, and nothing has told the layer otherwise \
@@ -213,7 +222,7 @@ impl Oracle {
                         let better = paths.iter().find(|q| {
                             q.state.connected
                                 && q.state.ana == AnaState::Optimized
-                                && available(seen, q.id, now, start)
+                                && available(seen, q.id, now, start, *generation)
                         });
                         if let Some(q) = better {
                             found.push(what(format!(
@@ -236,8 +245,15 @@ impl Oracle {
             let seen = &mut self.lanes[lane];
             if s.ana_errors > prev.ana_errors {
                 if let Some(n) = &name {
-                    seen.ana_error
-                        .insert(s.id, (generation_after, ana_epoch(n), start));
+                    seen.ana_error.insert(
+                        s.id,
+                        AnaErrorSeen {
+                            before: before_generation,
+                            after: generation_after,
+                            epoch: ana_epoch(n),
+                            at: start,
+                        },
+                    );
                 }
             }
             if s.path_errors > prev.path_errors {
@@ -386,9 +402,16 @@ fn usable(ana: AnaState) -> bool {
 }
 
 /// True if path `id` was surely available to the channel throughout a call that
-/// began at `start`: held before and after it, its queue neither resetting nor
-/// failed at either end, and no path error from it recent enough to be avoided.
-fn available(seen: &LaneSeen, id: u64, now: &[PathIoStats], start: Instant) -> bool {
+/// began at `start` with path set `generation`: held before and after it, its queue
+/// neither resetting nor failed at either end, no path error from it recent enough to
+/// be avoided, and no ANA error from it to this channel with no new set since.
+fn available(
+    seen: &LaneSeen,
+    id: u64,
+    now: &[PathIoStats],
+    start: Instant,
+    generation: u64,
+) -> bool {
     let (Some(a), Some(b)) = (seen.last.get(&id), now.iter().find(|s| s.id == id)) else {
         return false;
     };
@@ -401,4 +424,5 @@ fn available(seen: &LaneSeen, id: u64, now: &[PathIoStats], start: Instant) -> b
             .path_error_at
             .get(&id)
             .is_none_or(|&t| t + AVOID_MARGIN < start)
+        && seen.ana_error.get(&id).is_none_or(|e| e.after < generation)
 }

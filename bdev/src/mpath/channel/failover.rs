@@ -4,8 +4,11 @@
 //! - A path error (including "aborted: SQ deletion" from a reset and "aborted by host"
 //!   from a failed controller): the I/O goes on the pending queue to be dispatched
 //!   again at once, on another path if there is one, and this core avoids the path for
-//!   [`AVOID_US`](super::AVOID_US) (unless a new path set comes first); an ANA error
-//!   also flags the path for an ANA log re-read by its controller thread.
+//!   [`AVOID_US`](super::AVOID_US) (unless a new path set comes first). An ANA error
+//!   also flags the path for an ANA log re-read by its controller thread, and the path
+//!   is avoided until the next path set, which that thread publishes after the
+//!   re-read, or at most the ANA transition time (`ana_avoid_ticks`): the path is not
+//!   probed again before the layer knows its new ANA state.
 //! - Another retryable error: retried after the command retry delay (the completion's
 //!   CRD times `retry_delay_unit_ms`), up to `retry_count` times.
 //! - Do Not Retry, or the retries used up: the I/O completes with the status.
@@ -58,8 +61,13 @@ impl<Q: PathQueue> MpathChannel<Q> {
         // Errors only: the clock is read when needed, not on every completion.
         let now = clock::ticks();
         if status.is_path_error() {
+            let avoid = if status.is_ana_error() {
+                self.ana_avoid_ticks
+            } else {
+                self.avoid_ticks
+            };
             self.choice
-                .avoid(&mut self.paths, path, now.saturating_add(self.avoid_ticks));
+                .avoid(&mut self.paths, path, now.saturating_add(avoid));
             if let Some(p) = local(&mut self.paths, path) {
                 p.stats.path_errors += 1;
                 p.shared.failovers.fetch_add(1, Ordering::Relaxed);

@@ -18,7 +18,8 @@
 //!    handled in `failover.rs`: a path error (including "aborted: SQ deletion" from a
 //!    reset and "aborted by host" from a failed controller) dispatches the I/O again
 //!    at once, on another path if there is one, and this core avoids the path for a
-//!    moment (an ANA error also flags it for an ANA log re-read); another retryable
+//!    moment; after an ANA error, until its controller thread, which the error flags
+//!    for an ANA log re-read, publishes a new path set; another retryable
 //!    error is retried after the command retry delay, up to the retry count; Do Not
 //!    Retry completes.
 //! 3. The pending queue is run at the next full poll, or right after the errors that
@@ -53,9 +54,12 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// How long a path that returned a path error is avoided by this core, unless a new
-/// path set arrives first.
+/// How long a path that returned a path error other than an ANA error is avoided by
+/// this core, unless a new path set arrives first.
 const AVOID_US: u64 = 500;
+/// The least time a path that returned an ANA error is avoided by this core when no
+/// new path set arrives (see [`MpathChannel::ana_avoid_ticks`]).
+const ANA_AVOID_MIN_MS: u64 = 1000;
 /// Completions taken from one path queue per poll (any more wait for the next poll).
 pub(super) const POLL_BATCH: usize = 256;
 /// A poll looks at every path (not only those given I/O) at least this often, so a
@@ -106,6 +110,18 @@ pub struct MpathChannel<Q: PathQueue> {
     removing: usize,
     fast_fail_ticks: u64,
     avoid_ticks: u64,
+    /// How long a path that returned an ANA error (Asymmetric Access Inaccessible,
+    /// Persistent Loss or Transition) is avoided when no new path set comes: a
+    /// safety deadline, not the expected end. Such a status says the path's ANA state
+    /// changed and this core does not know the new one; as Linux keeps the path
+    /// disabled until the ANA log is read (`NVME_NS_ANA_PENDING`), the channel avoids
+    /// it until the next path set, which its controller thread publishes after
+    /// re-reading the ANA log (even when nothing changed). The deadline only matters
+    /// if that publication never comes (a controller thread that cannot read the
+    /// log); it is the ANA Transition Time (ANATT, Identify Controller byte 342, in
+    /// seconds: the longest the controller takes to change ANA state, or reports the
+    /// change state), at least [`ANA_AVOID_MIN_MS`].
+    ana_avoid_ticks: u64,
     retry_unit_ticks: u64,
     stats: ChannelStats,
     mp: Arc<Multipath<Q>>,
@@ -152,6 +168,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
             removing: 0,
             fast_fail_ticks: clock::ms_to_ticks(opts.fast_io_fail_timeout_ms),
             avoid_ticks: clock::ms_to_ticks(1).saturating_mul(AVOID_US) / 1000,
+            ana_avoid_ticks: mp.anatt_ticks.max(clock::ms_to_ticks(ANA_AVOID_MIN_MS)),
             retry_unit_ticks: clock::ms_to_ticks(opts.retry_delay_unit_ms),
             stats: ChannelStats::default(),
             mp,
