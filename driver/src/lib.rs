@@ -52,7 +52,7 @@ pub mod qpair;
 pub mod sgl;
 pub mod transport;
 
-pub use ctrlr::{Controller, ControllerOptions, CtrlState, Namespace};
+pub use ctrlr::{Controller, ControllerOptions, CtrlState, Namespace, ShutdownReport};
 pub use dma::{DmaBuf, DmaPool, DmaSlice, Iova};
 pub use iov::DmaVec;
 pub use pcie::PcieQueue;

@@ -283,6 +283,9 @@ fn assert_usage_error(cases: &BTreeMap<String, Case>, name: &str, needles: &[&st
 
 // ---------------------------------------------------------------- tests
 
+/// QEMU's trace event for a shutdown notification (CC.SHN written non-zero).
+const SHUTDOWN_TRACE: &str = "pci_nvme_mmio_shutdown_set";
+
 /// single, null-co (32 MiB): nvme-perf's table and JSON, its usage errors, and
 /// nvme-identify's text and JSON, in one boot.
 #[test]
@@ -317,9 +320,36 @@ run_case bad_b nvme-perf -q 1 -o 4096 -w randread -t 1 -b 0000:09:00.0
         .backing(Backing::Null)
         .disk_size("32M")
         .timeout(Duration::from_secs(240))
+        .args(["--trace", SHUTDOWN_TRACE])
         .run(&script);
     out.assert_success();
     let cs = cases(&out);
+
+    // The orderly stop, seen by QEMU's controller (issue 23): each nvme-perf and
+    // nvme-identify run that ended normally sent CC.SHN once; `-N` (spdk_opts, which
+    // also ends normally) none; usage errors never reached the controller.
+    let notified = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains(SHUTDOWN_TRACE))
+        .count();
+    let normal = [
+        "table",
+        "json",
+        "qdeep",
+        "identify",
+        "identify_json",
+        "deep",
+        "number_ios",
+    ];
+    for name in normal.iter().chain(["spdk_opts"].iter()) {
+        assert_eq!(case(&cs, name, &out).rc, 0, "{name} ended normally");
+    }
+    assert_eq!(
+        notified,
+        normal.len(),
+        "QEMU saw CC.SHN {notified} times; runs that ended normally without -N: {normal:?}"
+    );
 
     // The table: one row, the sums, the units.
     let table = ok(&cs, "table", &out);

@@ -44,6 +44,7 @@ extern void nvme_fio_report_error(void *t, uint32_t slot, uint16_t status, uint6
 extern void nvme_fio_thread_free(void *t);
 extern const char *nvme_fio_check_loader(const char *running_fio_version);
 extern void nvme_fio_set_ops(struct ioengine_ops *spdk);
+extern void nvme_fio_shutdown(void);
 
 static void log_to_fio(const char *msg)
 {
@@ -495,6 +496,8 @@ __attribute__((constructor)) static void nvme_fio_register(void)
 
 __attribute__((destructor)) static void nvme_fio_unregister(void)
 {
+	/* fio ended normally: flush and shut the controllers down (CC.SHN). */
+	nvme_fio_shutdown();
 	if (registered) {
 		unregister_ioengine(&ioengine);
 		unregister_ioengine(&bdev_engine);

@@ -43,7 +43,7 @@ pub(super) fn attach(inner: &Arc<Inner>, name: &str, connector: Connector) -> Re
     };
     if let Err(e) = attach_namespaces() {
         // Nothing of it stays behind: its paths, its namespace bdevs, its mapping.
-        controller::stop(inner, &record, true);
+        controller::stop(inner, &record, controller::StopMode::Detach);
         return Err(e);
     }
     lock(&inner.ctrls).push(record);

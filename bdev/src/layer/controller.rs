@@ -236,24 +236,40 @@ fn set_states(record: &CtrlRecord, connected: bool, ctrl: Option<&Controller>, a
     }
 }
 
-/// Stops a controller's thread and takes its paths and namespace bdevs away. With
-/// `fail_ctrl` (detach, where channels may still have I/O on the controller) the
-/// controller is failed first: the device stops touching memory before the buffer
-/// window is unmapped from its address space, and what its queue pairs hold comes
-/// back to their owners as path errors (retried on another path) instead of being
-/// finished against unmapped memory (a Data Transfer Error, which does not retry).
-pub(super) fn stop(inner: &Inner, record: &Arc<CtrlRecord>, fail_ctrl: bool) {
+/// How [`stop`] leaves a live controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum StopMode {
+    /// Detach: the controller is failed (queues deleted, disabled).
+    Detach,
+    /// The layer's shutdown: the orderly stop of [`Controller::shutdown`] (a flush
+    /// of a volatile write cache, then the normal shutdown notification, waited for),
+    /// unless the layer's controller options say `no_shn_notification`.
+    Shutdown,
+}
+
+/// Stops a controller's thread and takes its paths and namespace bdevs away. A live
+/// controller is failed (detach) or shut down (`StopMode`) first, while channels may
+/// still have I/O on it: the device stops touching memory before the buffer window is
+/// unmapped from its address space, and what its queue pairs hold comes back to their
+/// owners as path errors (retried on another path, or failed once no path is left)
+/// instead of being finished against unmapped memory (a Data Transfer Error, which
+/// does not retry).
+pub(super) fn stop(inner: &Inner, record: &Arc<CtrlRecord>, mode: StopMode) {
     record.stop.store(true, Ordering::Release);
     if let Some(t) = lock(&record.thread).take() {
         if t.join().is_err() {
             log::error!("{}: the controller thread panicked", record.name);
         }
     }
-    if fail_ctrl {
-        // After the thread stopped: it would take the failure for a loss and
-        // reconnect.
-        if let Some(c) = record.live_controller() {
-            c.fail("detached");
+    // After the thread stopped: it would take the failure for a loss and reconnect.
+    if let Some(c) = record.live_controller() {
+        match mode {
+            StopMode::Detach => c.fail("detached"),
+            StopMode::Shutdown => {
+                if let Err(e) = c.shutdown() {
+                    log::warn!("{}: shutdown: {e}", record.name);
+                }
+            }
         }
     }
     remove_paths(record);

@@ -258,7 +258,7 @@ impl Watcher {
                     // Its paths are gone already; its record and namespace bdevs go
                     // now, and the controller comes back as a new one of that name.
                     lock(&inner.ctrls).retain(|c| !Arc::ptr_eq(c, record));
-                    controller::stop(inner, record, true);
+                    controller::stop(inner, record, controller::StopMode::Detach);
                 }
             }
         }

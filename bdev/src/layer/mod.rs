@@ -26,7 +26,7 @@ use crate::mpath::{BdevInfo, MpathChannel, MpathOptions, Multipath};
 use crate::qsbr::Qsbr;
 use crate::sync::lock_std as lock;
 use crate::{Error, IoBuf, Result};
-use controller::CtrlRecord;
+use controller::{CtrlRecord, StopMode};
 use hotplug::{HotplugCounters, HotplugThread};
 use nvme_driver::bus::Bus;
 use nvme_driver::{Controller, ControllerOptions, IoQpair, Namespace, QpairOptions};
@@ -406,18 +406,27 @@ impl BlockLayer {
                     })?;
             g.remove(pos)
         };
-        controller::stop(&self.inner, &record, true);
+        controller::stop(&self.inner, &record, StopMode::Detach);
         Ok(())
     }
 
-    /// Stops every controller thread and removes every path. Channels should be
-    /// drained and dropped first.
+    /// Stops every controller thread, shuts every live controller down in order and
+    /// removes every path; dropping the layer does the same. The orderly stop
+    /// ([`Controller::shutdown`]): a Flush to each active namespace when the
+    /// controller reports a volatile write cache, the I/O queues deleted, then the
+    /// normal shutdown notification (CC.SHN = 01b), waited for until CSTS.SHST = 10b or
+    /// RTD3E (at least [`ControllerOptions::shutdown_timeout_ms`], 5 s by default)
+    /// passes; `LayerOptions::ctrl.no_shn_notification` leaves out the flush and the
+    /// notification (the controller is only disabled). Channels should be drained and
+    /// dropped first: the flush needs a free I/O queue, and I/O still in flight
+    /// completes once, with an error. A process that is killed sends nothing: the
+    /// device is left to VFIO's reset. A second call does nothing.
     pub fn shutdown(&self) {
         // First: it would attach what is being taken away.
         self.disable_hotplug();
         let all = std::mem::take(&mut *lock(&self.inner.ctrls));
         for record in all {
-            controller::stop(&self.inner, &record, false);
+            controller::stop(&self.inner, &record, StopMode::Shutdown);
         }
         for b in lock(&self.inner.bdevs).iter() {
             if let Bdev::Mpath(m) = b {

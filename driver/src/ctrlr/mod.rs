@@ -15,7 +15,7 @@
 //! [`init`] (bring-up: enable, identify, queues), [`admin`] (the admin queue, over the
 //! same transport as the I/O queues, and the admin commands), [`queues`] (I/O queue
 //! pairs created and deleted on the device), [`state`] (the state machine: reset,
-//! failure, housekeeping, shutdown; the handshake with queue pairs is
+//! failure, housekeeping; [`shutdown`]: the orderly stop; the handshake with queue pairs is
 //! [`crate::control`]). What is particular to PCIe in making queues and registering
 //! them with the device is reached only through [`crate::pcie::setup`].
 
@@ -23,6 +23,7 @@ mod admin;
 mod init;
 pub mod options;
 mod queues;
+mod shutdown;
 mod state;
 
 use crate::bus::Bus;
@@ -37,6 +38,7 @@ use crate::spec::{AnaLog, AsyncEvent, IdentifyController};
 use admin::AdminQueue;
 use crossbeam_queue::ArrayQueue;
 pub use options::{ControllerOptions, Namespace};
+pub use shutdown::ShutdownReport;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

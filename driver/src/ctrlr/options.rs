@@ -19,6 +19,15 @@ pub struct ControllerOptions {
     /// admin queue always uses PRPs. SPDK's fio plugin calls its switch `enable_sgl`;
     /// nvme-perf's is `--no-sgl`.
     pub enable_sgl: bool,
+    /// The least time [`Controller::shutdown`](crate::Controller::shutdown) waits for
+    /// CSTS.SHST = 10b after CC.SHN = 01b; a longer RTD3E from Identify Controller
+    /// extends it (up to 60 s). Linux's `shutdown_timeout` module parameter, 5 s.
+    pub shutdown_timeout_ms: u64,
+    /// [`Controller::shutdown`](crate::Controller::shutdown) leaves out the shutdown
+    /// notification (and the flush before it): it only deletes the I/O queues and
+    /// disables the controller (CC.EN = 0). SPDK's `no_shn_notification`, set by
+    /// `spdk_nvme_perf -N`.
+    pub no_shn_notification: bool,
 }
 
 impl Default for ControllerOptions {
@@ -28,6 +37,8 @@ impl Default for ControllerOptions {
             release_on_removal: true,
             admin_timeout_ms: 10_000,
             enable_sgl: true,
+            shutdown_timeout_ms: 5_000,
+            no_shn_notification: false,
         }
     }
 }

@@ -9,7 +9,6 @@ use crate::control::Phase;
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::qpair::QpairShared;
-use crate::regs::{self, Cc};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -254,31 +253,5 @@ impl Controller {
             let _ = self.reset();
         }
         inner.state()
-    }
-
-    /// Orderly shutdown (CC.SHN normal, section 3.6.1). Queue pairs should be dropped
-    /// first; any left are failed.
-    pub fn shutdown(&self) -> Result<()> {
-        let inner = &self.0;
-        if inner.state() == CtrlState::Failed {
-            return Ok(());
-        }
-        let mut aq = lock(&inner.admin);
-        // Queue pairs still alive lose their queues first (see `fail`).
-        inner.delete_all_io_queues(&mut aq);
-        let cc = Cc(inner.regs().read32(regs::CC));
-        inner.regs().write32(regs::CC, cc.with_shn(1).0);
-        let start = Instant::now();
-        let timeout = Duration::from_millis(inner.cap.timeout_ms().max(1000));
-        loop {
-            let csts = inner.csts();
-            if csts.shst() == 2 || csts.is_all_ones() || start.elapsed() > timeout {
-                break;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        drop(aq);
-        inner.fail("controller shut down".into());
-        Ok(())
     }
 }

@@ -109,6 +109,17 @@ pub struct SoftConfig {
     /// in address and length). Default 01b. The controller walks Data Block, Segment
     /// and Last Segment descriptors and refuses others (NVMe Base 2.0, 4.1.2).
     pub sgls: u32,
+    /// Report a volatile write cache (Identify Controller VWC bit 0). The model keeps
+    /// no cache (writes reach the namespace at once); it counts the Flushes that
+    /// follow the last write before each shutdown notification
+    /// ([`Counters::flushes_before_shutdown`]). Default off.
+    pub vwc: bool,
+    /// RTD3 Entry Latency reported in Identify Controller, microseconds (0: not
+    /// reported).
+    pub rtd3e_us: u32,
+    /// How long shutdown processing takes: CSTS.SHST reads 01b (occurring) for this
+    /// long after CC.SHN is written, then 10b (complete). Default 0 (at once).
+    pub shutdown_ms: u64,
 }
 
 impl Default for SoftConfig {
@@ -132,6 +143,9 @@ impl Default for SoftConfig {
             multi_controller: false,
             idle_sleep_us: 20,
             sgls: 1,
+            vwc: false,
+            rtd3e_us: 0,
+            shutdown_ms: 0,
         }
     }
 }
@@ -183,6 +197,10 @@ pub struct Counters {
     prp_transfers: AtomicU64,
     ana_errors: AtomicU64,
     sq_deletion_aborts: AtomicU64,
+    shutdown_notifications: AtomicU64,
+    shutdowns_completed: AtomicU64,
+    shutdowns_abandoned: AtomicU64,
+    flushes_before_shutdown: AtomicU64,
 }
 
 impl fmt::Debug for Counters {
@@ -192,6 +210,10 @@ impl fmt::Debug for Counters {
             .field("completions_posted", &self.completions_posted())
             .field("held", &self.held_commands())
             .field("disabled_with_io_queues", &self.disabled_with_io_queues())
+            .field("shutdown_notifications", &self.shutdown_notifications())
+            .field("shutdowns_completed", &self.shutdowns_completed())
+            .field("shutdowns_abandoned", &self.shutdowns_abandoned())
+            .field("flushes_before_shutdown", &self.flushes_before_shutdown())
             .finish()
     }
 }
@@ -210,7 +232,34 @@ impl Counters {
             prp_transfers: AtomicU64::new(0),
             ana_errors: AtomicU64::new(0),
             sq_deletion_aborts: AtomicU64::new(0),
+            shutdown_notifications: AtomicU64::new(0),
+            shutdowns_completed: AtomicU64::new(0),
+            shutdowns_abandoned: AtomicU64::new(0),
+            flushes_before_shutdown: AtomicU64::new(0),
         }
+    }
+    /// Normal or abrupt shutdown notifications: CC.SHN written non-zero (after being
+    /// zero) while the device was present (NVMe Base 2.0, section 3.6.1).
+    pub fn shutdown_notifications(&self) -> u64 {
+        self.shutdown_notifications.load(Ordering::Relaxed)
+    }
+    /// Shutdown processing that ran to its end: CSTS.SHST went to 10b
+    /// ([`SoftConfig::shutdown_ms`] after the notification).
+    pub fn shutdowns_completed(&self) -> u64 {
+        self.shutdowns_completed.load(Ordering::Relaxed)
+    }
+    /// Shutdown processing the host cut short: it cleared CC.SHN or CC.EN, or
+    /// released the device, while CSTS.SHST still read 01b. Zero for a host that
+    /// waits for SHST = 10b (within the time the device needs).
+    pub fn shutdowns_abandoned(&self) -> u64 {
+        self.shutdowns_abandoned.load(Ordering::Relaxed)
+    }
+    /// Flush commands (any namespace, NSID FFFFFFFFh included) completed after the
+    /// last write (Write, Write Zeroes, Dataset Management) and before a shutdown
+    /// notification, summed over notifications: a host that flushes each namespace
+    /// once before shutting down adds the number of namespaces per shutdown.
+    pub fn flushes_before_shutdown(&self) -> u64 {
+        self.flushes_before_shutdown.load(Ordering::Relaxed)
     }
     /// Data transfers (of commands that moved data) the command described with an
     /// SGL, walked successfully.

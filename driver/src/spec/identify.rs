@@ -74,6 +74,9 @@ pub struct IdentifyController {
     pub cntlid: u16,
     /// Version.
     pub ver: u32,
+    /// RTD3 Entry Latency, microseconds (bytes 91:88): the typical time from CC.SHN
+    /// written to CSTS.SHST = 10b. Zero when not reported.
+    pub rtd3e: u32,
     /// Optional Asynchronous Events Supported.
     pub oaes: u32,
     /// Controller Attributes.
@@ -112,7 +115,7 @@ pub struct IdentifyController {
     pub nn: u32,
     /// Optional NVM Command Support.
     pub oncs: u16,
-    /// Volatile Write Cache.
+    /// Volatile Write Cache (bit 0: present; bits 2:1: Flush with NSID FFFFFFFFh).
     pub vwc: u8,
     /// SGL Support.
     pub sgls: u32,
@@ -139,6 +142,7 @@ impl IdentifyController {
             mdts: d[77],
             cntlid: le16(d, 78),
             ver: le32(d, 80),
+            rtd3e: le32(d, 88),
             oaes: le32(d, 92),
             ctratt: le32(d, 96),
             oacs: le16(d, 256),
@@ -183,6 +187,11 @@ impl IdentifyController {
     /// True when Write Zeroes is supported (ONCS bit 3).
     pub fn write_zeroes_supported(&self) -> bool {
         self.oncs >> 3 & 1 == 1
+    }
+    /// True when the controller has a volatile write cache (VWC bit 0): what was
+    /// written is durable only after a Flush (or a normal shutdown).
+    pub fn volatile_write_cache(&self) -> bool {
+        self.vwc & 1 == 1
     }
     /// True when Dataset Management is supported (ONCS bit 2).
     pub fn dsm_supported(&self) -> bool {

@@ -262,6 +262,17 @@ fn attach_config(g: &mut Global, cfg: &config::BdevConfig) -> Result<(), String>
     Ok(())
 }
 
+/// The end of the process (the glue's destructor): the block layer shuts its
+/// controllers down in order (a flush of a volatile write cache, the normal shutdown
+/// notification). Every job thread has ended by then; a later setup would make a new
+/// layer.
+pub fn global_shutdown() {
+    let g = global().take();
+    if let Some(g) = g {
+        g.layer.shutdown();
+    }
+}
+
 /// The bdev names of the config, in order (`filename=*`).
 pub fn bdev_names() -> Vec<String> {
     global()

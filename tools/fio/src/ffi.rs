@@ -54,6 +54,18 @@ pub extern "C" fn nvme_fio_set_logger(err: log::LogFn, info: log::LogFn) {
     log::install();
 }
 
+/// The glue's destructor (process exit, or the library unloaded): the block layer
+/// shuts its controllers down in order. A killed fio sends nothing: the device is left
+/// to VFIO's reset.
+#[no_mangle]
+pub extern "C" fn nvme_fio_shutdown() {
+    // Nothing to report to fio: a panic must not unwind into C.
+    let _ = guarded(|| {
+        engine::global_shutdown();
+        Ok(())
+    });
+}
+
 /// The `spdk` engine's `struct ioengine_ops`, from the glue's constructor.
 static SPDK_OPS: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
 

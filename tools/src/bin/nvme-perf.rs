@@ -187,9 +187,6 @@ fn run_multipath(
     say: &dyn Fn(String),
 ) {
     use nvme_tools::perf::mpath;
-    if opts.no_shutdown_notification {
-        say("-N: the block layer shuts its controllers down at exit; -N applies without --multipath".into());
-    }
     say(format!(
         "Initializing the block layer (multipath, policy {})",
         policy.name()

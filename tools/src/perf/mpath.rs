@@ -22,7 +22,7 @@ use crate::attach::Wanted;
 use crate::{usage, UsageError};
 use nvme_bdev::mpath::ChannelStats;
 use nvme_bdev::{Bdev, BdevIo, BlockLayer, Channel, IoBuf, LayerOptions, MpathOptions, Policy};
-use nvme_driver::{clock, IoCompletion, QpairOptions};
+use nvme_driver::{clock, ControllerOptions, IoCompletion, QpairOptions};
 use std::sync::Arc;
 
 /// I/Os one path carried from one core.
@@ -75,6 +75,12 @@ pub fn layer_options(opts: &PerfOptions, policy: Policy) -> LayerOptions {
             // What does not fit the queue waits on the driver's pending ring.
             pending_max: depth as usize,
             timeout_ms: IO_TIMEOUT_MS,
+        },
+        // -N: the layer's shutdown disables the controllers without the flush and the
+        // shutdown notification, as without --multipath.
+        ctrl: ControllerOptions {
+            no_shn_notification: opts.no_shutdown_notification,
+            ..ControllerOptions::default()
         },
         ..LayerOptions::default()
     }

@@ -131,6 +131,7 @@ impl Device {
         d[77] = c.mdts;
         put16(&mut d, 78, c.cntlid);
         put32(&mut d, 80, 0x0001_0400); // VER
+        put32(&mut d, 88, c.rtd3e_us); // RTD3E, microseconds
         put32(&mut d, 92, if c.ana { 1 << 11 } else { 0 }); // OAES: ANA change notices
         d[111] = 1; // CNTRLTYPE: I/O controller
         d[258] = ACL;
@@ -152,6 +153,7 @@ impl Device {
         d[513] = 0x44; // CQES
         put32(&mut d, 516, self.nn()); // NN
         put16(&mut d, 520, 1 << 2 | 1 << 3); // ONCS: DSM, Write Zeroes
+        d[525] = c.vwc as u8; // VWC: bit 0, a volatile write cache
         put32(&mut d, 536, c.sgls); // SGLS
         let nqn = c.subnqn.as_bytes();
         let n = nqn.len().min(255);

@@ -30,6 +30,7 @@ impl Device {
             return st;
         }
         if opc == io_opc::FLUSH && sqe.nsid == u32::MAX {
+            self.flushes_since_write += 1;
             return Status::SUCCESS;
         }
         let Some(ns) = self.ns(sqe.nsid) else {
@@ -46,6 +47,13 @@ impl Device {
             io_opc::DATASET_MANAGEMENT => self.dsm(sqe, &ns),
             _ => Ok(()),
         };
+        match opc {
+            io_opc::FLUSH => self.flushes_since_write += 1,
+            io_opc::WRITE | io_opc::WRITE_ZEROES | io_opc::DATASET_MANAGEMENT => {
+                self.flushes_since_write = 0
+            }
+            _ => {}
+        }
         r.err().unwrap_or(Status::SUCCESS)
     }
 

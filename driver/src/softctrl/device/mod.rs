@@ -40,6 +40,7 @@ const LOG_MAX_BYTES: usize = 1 << 20;
 const CSTS_RDY: u32 = 1;
 const CSTS_CFS: u32 = 1 << 1;
 const CSTS_SHST_MASK: u32 = 3 << 2;
+const CSTS_SHST_OCCURRING: u32 = 1 << 2;
 const CSTS_SHST_COMPLETE: u32 = 2 << 2;
 
 /// AEC bit 11: send ANA change notices.
@@ -188,6 +189,13 @@ pub(super) struct Device {
     errors: VecDeque<ErrorEntry>,
     error_count: u64,
     smart: Smart,
+    /// CC.SHN was non-zero at the last scan, to find the notification's edge.
+    last_shn: bool,
+    /// While shutdown processing runs (CSTS.SHST 01b): when it completes.
+    shutdown_due: Option<Instant>,
+    /// Flushes completed since the last write command (see
+    /// `Counters::flushes_before_shutdown`).
+    flushes_since_write: u64,
 }
 
 /// The device thread's loop: scan, and when idle for a while, sleep briefly. In
@@ -235,6 +243,9 @@ impl Device {
             errors: VecDeque::new(),
             error_count: 0,
             smart: Smart::default(),
+            last_shn: false,
+            shutdown_due: None,
+            flushes_since_write: 0,
         };
         d.features = d.default_features();
         d.init_regs();
@@ -294,6 +305,7 @@ impl Device {
         if self.sh.faults.is_removed() || self.sh.released.load(Ordering::Acquire) {
             if !self.gone {
                 self.drop_state();
+                self.abandon_shutdown();
                 self.gone = true;
             }
             let m = &self.sh.regs.mmio;
@@ -318,6 +330,9 @@ impl Device {
 
     fn handle_cc(&mut self) {
         let cc = Cc(self.sh.regs.mmio.read32(regs::CC));
+        // The notification first: a host that writes CC.SHN and then clears CC.EN
+        // between two scans cut the shutdown short (the disable below counts it).
+        self.handle_shn(cc);
         if cc.en() && !self.last_en {
             self.last_en = true;
             self.enable(cc);
@@ -331,10 +346,49 @@ impl Device {
                     .disabled_with_io_queues
                     .fetch_add(1, Ordering::Relaxed);
             }
+            self.abandon_shutdown();
             self.reset();
         }
-        let shst = if cc.shn() != 0 { CSTS_SHST_COMPLETE } else { 0 };
-        self.set_csts(self.csts & !CSTS_SHST_MASK | shst);
+    }
+
+    /// CC.SHN and CSTS.SHST (NVMe Base 2.0, section 3.6.1): a notification starts
+    /// shutdown processing (SHST 01b), which completes (10b) `shutdown_ms` later;
+    /// clearing SHN clears SHST.
+    fn handle_shn(&mut self, cc: Cc) {
+        let shn = cc.shn() != 0;
+        let sh = self.sh.clone();
+        let c = &sh.counters;
+        if shn && !self.last_shn {
+            c.shutdown_notifications.fetch_add(1, Ordering::Relaxed);
+            c.flushes_before_shutdown.fetch_add(
+                std::mem::take(&mut self.flushes_since_write),
+                Ordering::Relaxed,
+            );
+            self.shutdown_due =
+                Some(Instant::now() + Duration::from_millis(self.sh.config.shutdown_ms));
+            self.set_csts(self.csts & !CSTS_SHST_MASK | CSTS_SHST_OCCURRING);
+        } else if !shn && self.last_shn {
+            self.abandon_shutdown();
+            self.set_csts(self.csts & !CSTS_SHST_MASK);
+        }
+        self.last_shn = shn;
+        if self.shutdown_due.is_some_and(|due| Instant::now() >= due) {
+            self.shutdown_due = None;
+            c.shutdowns_completed.fetch_add(1, Ordering::Relaxed);
+            self.set_csts(self.csts & !CSTS_SHST_MASK | CSTS_SHST_COMPLETE);
+        }
+    }
+
+    /// The host cut shutdown processing short (a reset, SHN cleared, the device
+    /// released): counted, and SHST goes back to 00b.
+    fn abandon_shutdown(&mut self) {
+        if self.shutdown_due.take().is_some() {
+            self.sh
+                .counters
+                .shutdowns_abandoned
+                .fetch_add(1, Ordering::Relaxed);
+            self.set_csts(self.csts & !CSTS_SHST_MASK);
+        }
     }
 
     fn enable(&mut self, cc: Cc) {

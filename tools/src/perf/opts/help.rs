@@ -30,7 +30,8 @@ pub const HELP: &str = "\
   -d, --number-ios N[%]      stop each namespace on each core after N I/Os (or N% of the
                              namespace's size in I/Os), or at -t, whichever comes first
   -m, --cpu-usage            busy share of each poller core (polls that found completions)
-  -N, --no-shst-notification leave the controllers without a shutdown notification at exit
+  -N, --no-shst-notification no shutdown notification at exit: the controllers are only
+                             disabled (CC.EN = 0), not flushed and shut down (CC.SHN)
   -s, --hugemem-size MB      DMA memory nvme-perf may use for its buffers, in MiB
   -O, --io-unit-size BYTES   each I/O's buffer is pieces of BYTES (4-byte multiple): one vectored request
   -i, --shmem-grp-id ID      accepted; there is no shared memory here
