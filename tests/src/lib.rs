@@ -130,6 +130,29 @@ pub fn device_del_line(id: &str) -> String {
     ))
 }
 
+/// The HMP `qemu-io` commands that switch the blkdebug node `faults<N>` of a disk
+/// behind `qemu/run --backing blkdebug` between its states (qemu/run's
+/// `BLKDEBUG_RULES`, qemu/README.md "Media errors"). Each writes into the first 4 KiB
+/// of the disk (the chaos soak's probe chunk) and only zeroes: [`READS_FAIL`] writes
+/// zeroes over all 4 KiB, [`WRITES_FAIL`] byte 0 and [`NO_ERRORS`] bytes 1 to 511 (the
+/// two are read-modify-writes of block 0, which keep the block's other bytes).
+pub mod blkdebug {
+    /// Every read of the disk fails from now on (event `pwritev_zero`).
+    pub const READS_FAIL: &str = "write -z 0 4096";
+    /// Every write fails from now on (event `pwritev_rmw_tail`).
+    pub const WRITES_FAIL: &str = "write -P 0 0 1";
+    /// No errors, the start state (event `pwritev_rmw_head`).
+    pub const NO_ERRORS: &str = "write -P 0 1 511";
+
+    /// The line a guest program prints to have the host run `qemu-io` command `io` on
+    /// node `faults0` (disk d0).
+    pub fn switch_line(io: &str) -> String {
+        super::qmp_line(&format!(
+            r#"{{"execute":"human-monitor-command","arguments":{{"command-line":"qemu-io faults0 \"{io}\""}}}}"#
+        ))
+    }
+}
+
 /// A shell command that asks the host to hot-unplug controller `id` (`c0`, `c1`).
 /// The controller leaves the guest about 5 s later (PCIe attention-button delay).
 pub fn device_del_cmd(id: &str) -> String {

@@ -132,14 +132,26 @@ pub fn unplug_replug(
 }
 
 /// HMP `qemu-io` on the blkdebug node of disk d0 (qemu/run `--backing blkdebug`):
-/// a write of zeroes switches reads to failing, an unaligned write that ends
-/// mid-block (a read-modify-write of its tail) switches writes to failing, and one
-/// that starts mid-block (of its head) switches both back. All land in the probe
-/// chunk, which holds zeroes and carries no traffic.
+/// [`e2e::blkdebug::READS_FAIL`] (a write of zeroes) switches reads to failing,
+/// [`WRITES_FAIL`](e2e::blkdebug::WRITES_FAIL) (an unaligned write that ends mid-block,
+/// a read-modify-write of its tail) switches writes to failing, and
+/// [`NO_ERRORS`](e2e::blkdebug::NO_ERRORS) (one that starts mid-block) switches both
+/// back. All land in the probe chunk, which carries no traffic, and all write zeroes
+/// (qemu/run's rules keep the switches' own I/O free of errors, so a read-modify-write
+/// keeps the block's other bytes: see [`PROBE_SHADOW`]).
 fn blkdebug_line(io: &str) -> String {
-    e2e::qmp_line(&format!(
-        r#"{{"execute":"human-monitor-command","arguments":{{"command-line":"qemu-io faults0 \"{io}\""}}}}"#
-    ))
+    e2e::blkdebug::switch_line(io)
+}
+
+/// The probe chunk's shadow: every byte 0. Its writers all write zeroes: the switches
+/// above, and the write probes, whose buffer is zeroed before each.
+pub const PROBE_SHADOW: u8 = 0;
+
+/// The first byte of `data` that differs from the probe chunk's shadow.
+pub fn probe_difference(data: &[u8]) -> Option<(usize, u8)> {
+    data.iter()
+        .position(|&b| b != PROBE_SHADOW)
+        .map(|off| (off, data[off]))
 }
 
 /// Status QEMU's NVMe device returns for a failed read: Media and Data Integrity
@@ -148,10 +160,14 @@ pub const UNRECOVERED_READ: (u8, u8) = (2, 0x81);
 /// For a failed write: Media and Data Integrity Errors, Write Fault.
 pub const WRITE_FAULT: (u8, u8) = (2, 0x80);
 
-/// One I/O on the probe chunk, polled to completion.
-fn probe(ch: &mut Channel, buf: &IoBuf, write: bool) -> R<Status> {
+/// One I/O on the probe chunk, polled to completion. A write writes the shadow
+/// (zeroes); a read that succeeds must bring the shadow back.
+fn probe(ch: &mut Channel, buf: &mut IoBuf, write: bool) -> R<Status> {
     let lba = PROBE_CHUNK * (CHUNK as u64 / 512);
     let nlb = (CHUNK / 512) as u32;
+    // Writes: what the shadow says, never what an earlier read left in the buffer.
+    // Reads: a byte the device did not write stands out.
+    buf.fill(if write { PROBE_SHADOW } else { 0xA5 });
     let io = if write {
         BdevIo::write(lba, nlb, buf.whole(), 1)
     } else {
@@ -168,7 +184,17 @@ fn probe(ch: &mut Channel, buf: &IoBuf, write: bool) -> R<Status> {
         }
         ch.poll(&mut |c| done = Some(c));
     }
-    Ok(done.map(|c| c.status).expect("loop ends with a completion"))
+    let status = done.map(|c| c.status).expect("loop ends with a completion");
+    if !write && status.is_success() {
+        let mut data = [0u8; CHUNK];
+        buf.read_at(0, &mut data).map_err(|e| e.to_string())?;
+        if let Some((off, found)) = probe_difference(&data) {
+            return Err(format!(
+                "a probe read of the probe chunk (LBA {lba}) found byte {off} at {found:#04x}, its shadow says {PROBE_SHADOW:#04x}"
+            ));
+        }
+    }
+    Ok(status)
 }
 
 /// A media-error window: errors on every read (`write` false) or write for about
@@ -178,7 +204,7 @@ fn probe(ch: &mut Channel, buf: &IoBuf, write: bool) -> R<Status> {
 /// back. The probe must first see the error status (the window took effect).
 pub fn media_window(
     bdev: &nvme_bdev::Bdev,
-    probe_buf: &IoBuf,
+    probe_buf: &mut IoBuf,
     write: bool,
     ms: u64,
     start: u64,
@@ -186,10 +212,11 @@ pub fn media_window(
     let since_start = || clock::ticks_to_ns(clock::ticks().wrapping_sub(start));
     let want = if write { WRITE_FAULT } else { UNRECOVERED_READ };
     let on = if write {
-        "write -P 0 0 1"
+        e2e::blkdebug::WRITES_FAIL
     } else {
-        "write -z 0 4096"
+        e2e::blkdebug::READS_FAIL
     };
+    let off_cmd = e2e::blkdebug::NO_ERRORS;
     // The probes' own channel (a channel has queues of its own: one per window).
     let mut ch = bdev.channel().map_err(|e| e.to_string())?;
     let opened = since_start();
@@ -216,11 +243,13 @@ pub fn media_window(
         }
     }
     std::thread::sleep(Duration::from_millis(ms));
-    println!("{}", blkdebug_line("write -P 0 1 511"));
+    println!("{}", blkdebug_line(off_cmd));
     let off = Instant::now();
     loop {
         if off.elapsed() > Duration::from_secs(20) {
-            return Err("the switch back (write -P 0 1 511) had no effect within 20 s".into());
+            return Err(format!(
+                "the switch back ({off_cmd}) had no effect within 20 s"
+            ));
         }
         if probe(&mut ch, probe_buf, write)?.is_success() {
             break;

@@ -121,9 +121,10 @@ fn per_path_line(now: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) ->
         .join(", ")
 }
 
-/// Reads the whole namespace back and compares every chunk but the probe chunk with
-/// the shadow (`gens[chunk]`, generation 0 for chunks never written: zeroes). Returns
-/// the chunks checked and a description of each mismatch (at most 10 kept).
+/// Reads the whole namespace back and compares every chunk with its shadow: the
+/// traffic's (`gens[chunk]`, generation 0 for chunks never written: zeroes), and for
+/// the probe chunk [`faults::PROBE_SHADOW`]. Returns the chunks checked and a
+/// description of each mismatch (at most 10 kept).
 fn scan(bdev: &nvme_bdev::Bdev, layer: &BlockLayer, gens: &[u32]) -> R<(u64, u64, Vec<String>)> {
     const PER_IO: usize = 16; // chunks per read: 64 KiB
     const DEPTH: usize = 8;
@@ -183,14 +184,23 @@ fn scan(bdev: &nvme_bdev::Bdev, layer: &BlockLayer, gens: &[u32]) -> R<(u64, u64
                 .map_err(|e| e.to_string())?;
             for k in 0..n {
                 let chunk = first + k as u64;
+                checked += 1;
+                let got = &data[k * CHUNK..(k + 1) * CHUNK];
                 if chunk == traffic::PROBE_CHUNK {
-                    // The fault machinery's: the blkdebug switches write into it from
-                    // the host and the probes write there; no traffic, no shadow.
+                    // The fault machinery's: no traffic; the blkdebug switches and the
+                    // write probes write it, all zeroes (its own shadow).
+                    if let Some((off, found)) = faults::probe_difference(got) {
+                        bad += 1;
+                        if notes.len() < 10 {
+                            notes.push(format!(
+                                "chunk {chunk} (LBA 0, the probe chunk) byte {off}: expected {:#04x} (its shadow: zeroes), found {found:#04x}",
+                                faults::PROBE_SHADOW
+                            ));
+                        }
+                    }
                     continue;
                 }
                 let gen = gens[chunk as usize];
-                checked += 1;
-                let got = &data[k * CHUNK..(k + 1) * CHUNK];
                 if let Some((off, want, found)) = traffic::first_difference(chunk, gen, got) {
                     bad += 1;
                     if notes.len() < 10 {
@@ -284,7 +294,7 @@ fn run(a: &Args) -> R<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let probe_buf = layer.alloc_buffer(CHUNK).map_err(|e| e.to_string())?;
+    let mut probe_buf = layer.alloc_buffer(CHUNK).map_err(|e| e.to_string())?;
 
     let shared = Arc::new(Shared::default());
     let origin = Instant::now();
@@ -371,7 +381,7 @@ fn run(a: &Args) -> R<()> {
                 Fault::ReadErrors { ms } | Fault::WriteErrors { ms } => {
                     let write = matches!(p.fault, Fault::WriteErrors { .. });
                     shared.media_window.store(true, Ordering::Release);
-                    let r = faults::media_window(&bdev, &probe_buf, write, ms, start);
+                    let r = faults::media_window(&bdev, &mut probe_buf, write, ms, start);
                     shared.media_window.store(false, Ordering::Release);
                     r.map(|(opened, closed, note)| {
                         windows.push((write, opened, closed));
