@@ -549,11 +549,11 @@ fn perf_on_multi_with_two_cores_has_four_rows_that_add_up() {
 run_case table nvme-perf -q 32 -o 4096 -w randread -t 2 -c 0x3
 run_case json nvme-perf -q 16 -o 8192 -w randrw -M 50 -t 1 -c '[0-1]' --json
 run_case identify_json nvme-identify --json
-"#
+{SPDK_AND_NVME_CLI_CASES}"#
     );
     let out = Guest::new(Topology::Multi)
         .backing(Backing::Null)
-        .timeout(Duration::from_secs(180))
+        .timeout(Duration::from_secs(240))
         .run(&script);
     out.assert_success();
     let cs = cases(&out);
@@ -598,7 +598,121 @@ run_case identify_json nvme-identify --json
         .map(|c| c["identity"]["serial"].as_str().expect("serial"))
         .collect();
     assert_eq!(serials, ["multi0", "multi1"], "{doc}");
+    check_spdk_and_nvme_cli_cases(&cs, &out, &doc);
     eprintln!("multi: guest {:.1} s", started.elapsed().as_secs_f64());
+}
+
+// ------------------------------------- spdk_nvme_identify's and nvme-cli's words
+
+/// Commands for [`check_spdk_and_nvme_cli_cases`], run in the multi boot (issue 25):
+/// nvme-cli's `-o json` for a controller and for a namespace, spdk_nvme_identify's
+/// options, and nvme-perf's attach line and `-G`.
+const SPDK_AND_NVME_CLI_CASES: &str = r#"run_case cli_ctrl nvme-identify -o json 01:00.0
+run_case cli_ns nvme-identify --output-format json -r 'trtype:PCIe traddr:0000:02:00.0 ns:1'
+run_case spdk_identify nvme-identify -x -i 0 -p 0 -d 64 -g -L nvme -r 'trtype:PCIe traddr:0000:01:00.0'
+run_case spdk_identify_vmd nvme-identify -V
+run_case perf_debug nvme-perf -q 1 -o 4096 -w read -t 1 -G -r 'trtype:PCIe traddr:0000:02:00.0'
+"#;
+
+/// `nvme id-ctrl -o json`'s keys that scripts read (nvme-cli's nvme-print-json.c):
+/// numbers.
+const ID_CTRL_NUMBERS: &[&str] = &[
+    "vid", "ssvid", "rab", "ieee", "cmic", "mdts", "cntlid", "ver", "oacs", "acl", "aerl", "frmw",
+    "lpa", "elpe", "npss", "sqes", "cqes", "maxcmd", "nn", "oncs", "vwc", "sgls", "tnvmcap",
+];
+
+/// `nvme id-ns -o json`'s keys that scripts read: numbers.
+const ID_NS_NUMBERS: &[&str] = &["nsze", "ncap", "nuse", "nsfeat", "nlbaf", "flbas", "nmic"];
+
+/// The checks of [`SPDK_AND_NVME_CLI_CASES`] against QEMU's controllers (PCI ID
+/// 1b36:0010, Identify VID 1b36, SSVID 1af4); `own` is nvme-identify's own JSON of the
+/// same boot.
+fn check_spdk_and_nvme_cli_cases(cs: &BTreeMap<String, Case>, out: &e2e::GuestOutput, own: &Value) {
+    // nvme-perf names the PCI vendor and device ID where spdk_nvme_perf does, on the
+    // attach line as in the row names.
+    let table = ok(cs, "table", out);
+    for bdf in ["0000:01:00.0", "0000:02:00.0"] {
+        let want = format!("Attached to NVMe Controller at {bdf} [1b36:0010] QEMU NVMe Ctrl");
+        assert!(table.out.contains(&want), "{want}: {table:#?}");
+    }
+    let perf = ok(cs, "perf_debug", out);
+    assert!(
+        perf.out
+            .contains("Attached to NVMe Controller at 0000:02:00.0 [1b36:0010]"),
+        "{perf:#?}"
+    );
+    assert!(
+        perf.out
+            .contains("PCIE (0000:02:00.0) [1b36:0010] NSID 1 from core  0: "),
+        "{perf:#?}"
+    );
+
+    // `nvme id-ctrl -o json`: nvme-cli's keys and types, trimmed strings, no
+    // nvme-identify keys.
+    let c = parse_json(ok(cs, "cli_ctrl", out));
+    for k in ID_CTRL_NUMBERS {
+        assert!(c[k].is_u64(), "id-ctrl {k} is not a number: {c}");
+    }
+    assert_eq!(c["vid"], 0x1b36, "{c}");
+    assert_eq!(c["ssvid"], 0x1af4, "{c}");
+    assert_eq!(c["sn"], "multi0", "{c}");
+    assert_eq!(c["mn"], "QEMU NVMe Ctrl", "{c}");
+    let fr = c["fr"].as_str().expect("fr is a string");
+    assert!(!fr.is_empty() && fr.trim() == fr, "fr {fr:?}");
+    let nqn = c["subnqn"].as_str().expect("subnqn is a string");
+    assert!(nqn.starts_with("nqn."), "{c}");
+    assert!(c["psds"].is_array(), "{c}");
+    assert!(
+        c.get("serial").is_none() && c.get("identity").is_none(),
+        "{c}"
+    );
+    let own_ctrl = &own["controllers"][0];
+    assert_eq!(c["cntlid"], own_ctrl["identity"]["cntlid"], "{c}");
+    assert_eq!(c["subnqn"], own_ctrl["identity"]["subnqn"], "{c}");
+
+    // `nvme id-ns -o json` for the namespace named with ns:1.
+    let n = parse_json(ok(cs, "cli_ns", out));
+    for k in ID_NS_NUMBERS {
+        assert!(n[k].is_u64(), "id-ns {k} is not a number: {n}");
+    }
+    let own_ns = &own["controllers"][1]["namespaces"][0];
+    assert_eq!(n["nsze"], own_ns["size_blocks"], "{n}");
+    assert_eq!(n["ncap"], own_ns["capacity_blocks"], "{n}");
+    let lbafs = n["lbafs"].as_array().expect("lbafs");
+    assert_eq!(lbafs.len() as u64, n["nlbaf"].as_u64().unwrap() + 1, "{n}");
+    let cur = &lbafs[(n["flbas"].as_u64().unwrap() & 0xf) as usize];
+    for k in ["ms", "ds", "rp"] {
+        assert!(cur[k].is_u64(), "lbafs {k}: {n}");
+    }
+    assert_eq!(
+        1u64 << cur["ds"].as_u64().unwrap(),
+        own_ns["block_size"].as_u64().unwrap(),
+        "{n}"
+    );
+
+    // spdk_nvme_identify's options: -x dumps the raw data (VID 1b36 first, little
+    // endian), -i -p -d -g are noted once each on stderr, -V is refused by name.
+    let id = ok(cs, "spdk_identify", out);
+    assert!(
+        id.out
+            .contains("Identify Controller data of 0000:01:00.0 (hex):\n00000000: 36 1B F4 1A"),
+        "{id:#?}"
+    );
+    assert!(
+        id.out.contains("Identify Namespace data of NSID 1 (hex):"),
+        "{id:#?}"
+    );
+    assert!(id.out.contains("Serial:"), "{id:#?}");
+    for note in ["-i 0: ", "-p 0: ", "-d 64: ", "-g: "] {
+        assert_eq!(
+            id.err.lines().filter(|l| l.starts_with(note)).count(),
+            1,
+            "{note}: {id:#?}"
+        );
+    }
+    let vmd = case(cs, "spdk_identify_vmd", out);
+    assert_eq!(vmd.rc, 2, "{vmd:#?}");
+    assert!(vmd.err.contains("-V (enumerate VMD)"), "{vmd:#?}");
 }
 
 /// The kernel modules that mount ext2 (busybox has mke2fs; the guest kernel has no

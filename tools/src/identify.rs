@@ -10,28 +10,89 @@ use nvme_driver::Controller;
 use serde_json::{json, Value};
 use std::fmt::Write;
 
+pub mod nvme_cli;
+
 /// One-line usage.
-pub const USAGE: &str = "usage: nvme-identify [-r TRID]... [BDF]... [--json]";
+pub const USAGE: &str =
+    "usage: nvme-identify [-r TRID]... [BDF]... [-o json|normal | --json] [-x] [-L FLAG] [-i ID] [-p CORE] [-d MB] [-g]";
 
 /// The option list, for `--help`.
 pub const HELP: &str = "\
   -r, --transport TRID  'trtype:PCIe traddr:0000:01:00.0 [ns:1]' (repeatable)
   BDF                   a PCI address, 0000:01:00.0 or 01:00.0 (same as -r traddr:BDF)
                         default: every NVMe controller bound to vfio-pci
-      --json            print one JSON document
-  -h, --help            this text
+  -o, --output-format json|normal
+                        json: nvme-cli's documents, `nvme id-ctrl -o json` for each
+                        controller named without ns:, `nvme id-ns -o json` for each
+                        namespace named with ns: (one JSON document each, in order);
+                        normal: the text (the default)
+      --json            print nvme-identify's own JSON document (every section)
+  -x                    hex dump of the raw Identify Controller and Namespace data
+  -L FLAG               debug messages of the driver on stderr (SPDK's log flags are
+                        not kept apart here: any flag turns them all on)
+  -i ID, -p CORE, -d MB, -g
+                        spdk_nvme_identify's shared memory ID, main core, DPDK memory
+                        size and DPDK segment flag: accepted and ignored, with a note
+  -H, -h, --help        this text
+spdk_nvme_identify's -V (VMD), -z (zone report) and -o without a format (Open-Channel
+SSDs) are refused with the reason.
 ";
+
+/// What nvme-identify prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// spdk_nvme_identify-like text (`-o normal`, the default).
+    Text,
+    /// nvme-identify's own JSON document (`--json`).
+    Json,
+    /// nvme-cli's `id-ctrl` / `id-ns` JSON documents (`-o json`).
+    NvmeCli,
+}
 
 /// nvme-identify's options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentifyOptions {
     /// Controllers (and namespaces) to show; empty: every vfio-bound controller.
     pub trids: Vec<TransportId>,
-    /// JSON output.
-    pub json: bool,
+    /// The output format.
+    pub output: Output,
+    /// `-x`: hex dumps of the raw Identify data after the text.
+    pub hex_dump: bool,
+    /// `-L`: the driver's debug messages.
+    pub debug_log: bool,
+    /// One line each for the options accepted but without effect here.
+    pub notes: Vec<String>,
 }
 
-/// Parses nvme-identify's arguments; `Ok(None)` asks for help.
+/// Why spdk_nvme_identify's `-V` is refused.
+const VMD: &str = "-V (enumerate VMD): VMD enumeration is not supported; bind the NVMe controller itself to vfio-pci (nvme-setup bind) and drop -V";
+/// Why `-z` is refused.
+const ZONES: &str = "-z (zone report): zoned namespaces are not supported by the driver, so there is no zone report; drop -z";
+/// Why `-o` without a format is refused.
+const OCSSD: &str = "-o without a format is spdk_nvme_identify's Open-Channel SSD flag, and Open-Channel SSDs are not supported; for nvme-cli's JSON give -o json";
+/// nvme-cli's `binary` format.
+const BINARY: &str =
+    "-o binary: raw binary output is not offered; -x prints a hex dump of the raw Identify data";
+
+/// A `-i`, `-p` or `-d` value: a non-negative decimal number, as SPDK requires.
+fn spdk_number(opt: char, v: &str, what: &str) -> Result<u64, UsageError> {
+    v.trim()
+        .parse::<u64>()
+        .map_err(|_| usage!("-{opt} {v}: the {what} must be a whole number, 0 or more"))
+}
+
+/// `-o` / `--output-format`'s value.
+fn output_format(v: &str) -> Result<Output, UsageError> {
+    match v {
+        "json" => Ok(Output::NvmeCli),
+        "normal" => Ok(Output::Text),
+        "binary" => Err(usage!("{BINARY}")),
+        _ => Err(usage!("-o {v}: unknown output format; use json or normal")),
+    }
+}
+
+/// Parses nvme-identify's arguments (spdk_nvme_identify's, getopt style: flags may be
+/// grouped, a value may follow its letter directly); `Ok(None)` asks for help.
 pub fn parse_args<I, S>(args: I) -> Result<Option<IdentifyOptions>, UsageError>
 where
     I: IntoIterator<Item = S>,
@@ -40,36 +101,182 @@ where
     let args: Vec<String> = args.into_iter().map(Into::into).collect();
     let mut o = IdentifyOptions {
         trids: Vec::new(),
-        json: false,
+        output: Output::Text,
+        hex_dump: false,
+        debug_log: false,
+        notes: Vec::new(),
     };
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();
         i += 1;
-        match a {
-            "-h" | "--help" => return Ok(None),
-            "--json" => o.json = true,
-            "-r" | "--transport" => {
-                let v = args
-                    .get(i)
-                    .ok_or_else(|| usage!("{a} needs a transport ID"))?;
+        if let Some(long) = a.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (long, None),
+            };
+            let mut value = |what: &str| -> Result<String, UsageError> {
+                if let Some(v) = inline.clone() {
+                    return Ok(v);
+                }
+                let v = args.get(i).ok_or_else(|| usage!("--{name} needs {what}"))?;
                 i += 1;
-                o.trids.push(TransportId::parse(v)?);
+                Ok(v.clone())
+            };
+            match name {
+                "help" => return Ok(None),
+                "json" => o.output = Output::Json,
+                "transport" => o.trids.push(TransportId::parse(&value("a transport ID")?)?),
+                "output-format" => o.output = output_format(&value("a format: json or normal")?)?,
+                _ => return Err(usage!("unknown option --{name}")),
             }
-            _ if a.starts_with("--transport=") => o
-                .trids
-                .push(TransportId::parse(&a["--transport=".len()..])?),
-            _ if a.starts_with("-r") && a.len() > 2 => o.trids.push(TransportId::parse(&a[2..])?),
-            _ if a.starts_with('-') => return Err(usage!("unknown option {a}")),
-            _ => {
-                let traddr = parse_bdf(a).ok_or_else(|| {
-                    usage!("'{a}' is not a PCI address; give DDDD:BB:DD.F like 0000:01:00.0")
-                })?;
-                o.trids.push(TransportId { traddr, nsid: None });
+            continue;
+        }
+        let Some(group) = a.strip_prefix('-').filter(|g| !g.is_empty()) else {
+            let traddr = parse_bdf(a).ok_or_else(|| {
+                usage!("'{a}' is not a PCI address; give DDDD:BB:DD.F like 0000:01:00.0")
+            })?;
+            o.trids.push(TransportId { traddr, nsid: None });
+            continue;
+        };
+        let chars: Vec<char> = group.chars().collect();
+        let mut k = 0;
+        while k < chars.len() {
+            let ch = chars[k];
+            k += 1;
+            let rest: String = chars[k..].iter().collect();
+            match ch {
+                'h' | 'H' => return Ok(None),
+                'x' => o.hex_dump = true,
+                'g' => o
+                    .notes
+                    .push("-g: there are no DPDK memory segments here; ignored".into()),
+                'V' => return Err(usage!("{VMD}")),
+                'z' => return Err(usage!("{ZONES}")),
+                'o' => {
+                    // spdk_nvme_identify's -o is a flag (Open-Channel SSDs); nvme-cli's
+                    // takes a format. A format word after it decides.
+                    let v = if !rest.is_empty() {
+                        rest
+                    } else {
+                        match args.get(i).map(String::as_str) {
+                            Some(f @ ("json" | "normal" | "binary")) => {
+                                i += 1;
+                                f.to_string()
+                            }
+                            _ => return Err(usage!("{OCSSD}")),
+                        }
+                    };
+                    o.output = output_format(&v)?;
+                    break;
+                }
+                'r' | 'L' | 'i' | 'p' | 'd' => {
+                    let v = if !rest.is_empty() {
+                        rest
+                    } else {
+                        let v = args
+                            .get(i)
+                            .ok_or_else(|| match ch {
+                                'r' => usage!("-r needs a transport ID"),
+                                _ => usage!("-{ch} needs a value"),
+                            })?
+                            .clone();
+                        i += 1;
+                        v
+                    };
+                    match ch {
+                        'r' => o.trids.push(TransportId::parse(&v)?),
+                        'L' => {
+                            if v.trim().is_empty() {
+                                return Err(usage!("-L needs a log flag, e.g. -L nvme"));
+                            }
+                            o.debug_log = true;
+                        }
+                        'i' => {
+                            let id = spdk_number('i', &v, "shared memory ID")?;
+                            o.notes.push(format!(
+                                "-i {id}: there is no shared memory here (no secondary processes); ignored"
+                            ));
+                        }
+                        'p' => {
+                            let core = spdk_number('p', &v, "core number")?;
+                            o.notes.push(format!(
+                                "-p {core}: nvme-identify runs on the calling thread and polls only the admin queue; ignored"
+                            ));
+                        }
+                        _ => {
+                            let mb = spdk_number('d', &v, "memory size in MB")?;
+                            o.notes.push(format!(
+                                "-d {mb}: there is no DPDK memory here (nvme-identify maps the few pages it needs through VFIO); ignored"
+                            ));
+                        }
+                    }
+                    break;
+                }
+                _ => return Err(usage!("unknown option -{ch}")),
             }
         }
     }
+    if o.hex_dump && o.output != Output::Text {
+        o.notes.push(
+            "-x: the hex dumps go with the text output (-o normal); ignored with JSON".into(),
+        );
+    }
     Ok(Some(o))
+}
+
+/// Whether nvme-cli mode prints `id-ns` documents for the controller at `traddr`:
+/// when every transport ID naming it names a namespace (`ns:`), as `nvme id-ns`
+/// names a namespace device; otherwise its `id-ctrl` document.
+pub fn namespaces_named(trids: &[TransportId], traddr: &str) -> bool {
+    let mine: Vec<_> = trids.iter().filter(|t| t.traddr == traddr).collect();
+    !mine.is_empty() && mine.iter().all(|t| t.nsid.is_some())
+}
+
+/// The raw Identify data of a controller and its selected namespaces, for `-x` and
+/// `-o json`.
+#[derive(Debug, Clone)]
+pub struct RawIdentify {
+    /// Identify Controller (CNS 01h).
+    pub ctrl: Vec<u8>,
+    /// Identify Namespace (CNS 00h) of each selected namespace, by NSID.
+    pub namespaces: Vec<(u32, Vec<u8>)>,
+}
+
+/// Reads the raw Identify data of `t` again from the controller.
+pub fn read_raw(t: &Target) -> nvme_driver::Result<RawIdentify> {
+    use nvme_driver::spec::cns;
+    let ctrl = t.ctrl.identify_raw(cns::CONTROLLER, 0)?;
+    let namespaces = t
+        .nsids
+        .iter()
+        .map(|&ns| Ok((ns, t.ctrl.identify_raw(cns::NAMESPACE, ns)?)))
+        .collect::<nvme_driver::Result<_>>()?;
+    Ok(RawIdentify { ctrl, namespaces })
+}
+
+/// nvme-cli mode's documents for one controller: its `id-ctrl`, or the `id-ns` of
+/// each selected namespace when `namespaces` (see [`namespaces_named`]).
+pub fn nvme_cli_documents(raw: &RawIdentify, namespaces: bool) -> Vec<Value> {
+    if namespaces {
+        raw.namespaces
+            .iter()
+            .map(|(_, d)| nvme_cli::id_ns(d))
+            .collect()
+    } else {
+        vec![nvme_cli::id_ctrl(&raw.ctrl)]
+    }
+}
+
+/// `-x`'s text: spdk_nvme_identify's hex dumps of the raw structures.
+pub fn render_hex(name: &str, raw: &RawIdentify) -> String {
+    let mut out = format!("\nIdentify Controller data of {name} (hex):\n");
+    out.push_str(&nvme_cli::hex_dump(&raw.ctrl));
+    for (ns, d) in &raw.namespaces {
+        let _ = write!(out, "\nIdentify Namespace data of NSID {ns} (hex):\n");
+        out.push_str(&nvme_cli::hex_dump(d));
+    }
+    out
 }
 
 /// Optional admin commands, by OACS bit.
@@ -395,7 +602,7 @@ mod tests {
         .unwrap();
         assert_eq!(o.trids.len(), 2);
         assert_eq!(o.trids[0].traddr, "0000:01:00.0");
-        assert!(o.json);
+        assert_eq!(o.output, Output::Json);
         assert_eq!(parse_args(["--help"]).unwrap(), None);
         assert!(parse_args(["xyz"])
             .unwrap_err()
@@ -413,6 +620,153 @@ mod tests {
             .unwrap_err()
             .0
             .contains("traddr is missing"));
+    }
+
+    /// spdk_nvme_identify's options (v23.01.1, examples/nvme/identify/identify.c):
+    /// what each does here, one by one.
+    #[test]
+    fn spdk_identify_options() {
+        let parse = |a: &[&str]| parse_args(a.iter().copied()).unwrap().unwrap();
+        let err = |a: &[&str]| parse_args(a.iter().copied()).unwrap_err().0;
+        // -H is SPDK's help, as -h and --help.
+        assert_eq!(parse_args(["-H"]).unwrap(), None);
+        assert_eq!(parse_args(["-x", "-H"]).unwrap(), None);
+        // -x: hex dumps; grouped with other flags as getopt allows.
+        let o = parse(&["-x"]);
+        assert!(o.hex_dump && o.notes.is_empty() && o.output == Output::Text);
+        assert!(parse(&["-xg"]).hex_dump);
+        // -L FLAG: the driver's debug messages; the flag is required.
+        assert!(parse(&["-L", "nvme"]).debug_log);
+        assert!(parse(&["-Lnvme"]).debug_log);
+        assert!(!parse(&[]).debug_log);
+        assert!(err(&["-L"]).contains("-L needs a value"));
+        // -i, -p, -d, -g: accepted, one note each, values checked as SPDK does.
+        let o = parse(&["-i", "0", "-p3", "-d", "256", "-g", "01:00.0"]);
+        assert_eq!(o.trids.len(), 1);
+        assert_eq!(o.notes.len(), 4, "{:?}", o.notes);
+        assert!(o.notes[0].starts_with("-i 0: there is no shared memory here"));
+        assert!(o.notes[1].starts_with("-p 3: nvme-identify runs on the calling thread"));
+        assert!(o.notes[2].starts_with("-d 256: there is no DPDK memory here"));
+        assert!(o.notes[3].starts_with("-g: there are no DPDK memory segments here"));
+        assert!(err(&["-i", "-1"]).contains("-i -1: the shared memory ID must be a whole number"));
+        assert!(err(&["-p", "x"]).contains("-p x: the core number"));
+        assert!(err(&["-d", "1.5"]).contains("-d 1.5: the memory size"));
+        // -V, -z and the bare -o (Open-Channel) are refused by name with the reason.
+        assert!(err(&["-V"]).contains("-V (enumerate VMD): VMD enumeration is not supported"));
+        assert!(err(&["-z"]).contains("-z (zone report): zoned namespaces are not supported"));
+        assert!(err(&["-z", "8"]).contains("-z (zone report)"));
+        assert!(err(&["-o"]).contains("Open-Channel SSD flag"));
+        assert!(err(&["-o", "01:00.0"]).contains("Open-Channel SSD flag"));
+        // nvme-cli's -o / --output-format.
+        assert_eq!(parse(&["-o", "json"]).output, Output::NvmeCli);
+        assert_eq!(parse(&["-ojson"]).output, Output::NvmeCli);
+        assert_eq!(parse(&["--output-format", "json"]).output, Output::NvmeCli);
+        assert_eq!(parse(&["--output-format=json"]).output, Output::NvmeCli);
+        assert_eq!(parse(&["--json", "-o", "normal"]).output, Output::Text);
+        assert_eq!(parse(&["-o", "json", "--json"]).output, Output::Json);
+        assert!(err(&["-o", "binary"]).contains("-o binary: raw binary output is not offered"));
+        assert!(err(&["--output-format=yaml"]).contains("-o yaml: unknown output format"));
+        // -x with JSON: a note that the dumps belong to the text.
+        let o = parse(&["-x", "-o", "json"]);
+        assert_eq!(
+            o.notes,
+            ["-x: the hex dumps go with the text output (-o normal); ignored with JSON"]
+        );
+        // Still unknown: a letter spdk_nvme_identify does not have either.
+        assert!(err(&["-q"]).contains("unknown option -q"));
+        assert!(err(&["--frobnicate"]).contains("unknown option --frobnicate"));
+    }
+
+    #[test]
+    fn nvme_cli_mode_prints_id_ns_only_for_named_namespaces() {
+        let t = |s: &str| TransportId::parse(s).unwrap();
+        let a = "0000:01:00.0";
+        assert!(!namespaces_named(&[], a));
+        assert!(!namespaces_named(&[t("traddr:01:00.0")], a));
+        assert!(namespaces_named(&[t("traddr:01:00.0 ns:1")], a));
+        assert!(!namespaces_named(
+            &[t("traddr:01:00.0 ns:1"), t("traddr:01:00.0")],
+            a
+        ));
+        assert!(!namespaces_named(&[t("traddr:02:00.0 ns:1")], a));
+    }
+
+    /// `-o json` against the software controller: nvme-cli's keys with the values the
+    /// controller reports, numbers as numbers, strings trimmed; `-x`'s dumps.
+    #[test]
+    fn nvme_cli_json_and_hex_dump_of_the_software_controller() {
+        let sc = SoftController::start(SoftConfig::default());
+        let ctrl = Controller::init(sc.clone(), ControllerOptions::default()).unwrap();
+        let t = select(ctrl, None).unwrap();
+        let raw = read_raw(&t).unwrap();
+        let docs = nvme_cli_documents(&raw, false);
+        assert_eq!(docs.len(), 1);
+        let c = &docs[0];
+        let id = t.ctrl.identify();
+        assert_eq!(c["vid"], id.vid, "{c}");
+        assert_eq!(c["ssvid"], id.ssvid, "{c}");
+        assert_eq!(c["sn"], "SOFT0001", "{c}");
+        assert_eq!(c["mn"], id.mn.as_str(), "{c}");
+        assert_eq!(c["fr"], id.fr.as_str(), "{c}");
+        assert_eq!(c["subnqn"], "nqn.2024-01.org.nvme-driver:soft0", "{c}");
+        for (k, want) in [
+            ("rab", id.rab as u64),
+            ("ieee", id.ieee as u64),
+            ("cmic", id.cmic as u64),
+            ("mdts", id.mdts as u64),
+            ("cntlid", id.cntlid as u64),
+            ("ver", id.ver as u64),
+            ("oacs", id.oacs as u64),
+            ("acl", id.acl as u64),
+            ("aerl", id.aerl as u64),
+            ("lpa", id.lpa as u64),
+            ("elpe", id.elpe as u64),
+            ("npss", id.npss as u64),
+            ("sqes", id.sqes as u64),
+            ("cqes", id.cqes as u64),
+            ("nn", id.nn as u64),
+            ("oncs", id.oncs as u64),
+            ("vwc", id.vwc as u64),
+            ("sgls", id.sgls as u64),
+        ] {
+            assert_eq!(c[k].as_u64(), Some(want), "{k}: {c}");
+        }
+        assert!(c["frmw"].is_u64(), "{c}");
+        let docs = nvme_cli_documents(&raw, true);
+        assert_eq!(docs.len(), t.nsids.len());
+        let n = &docs[0];
+        let ns = t.ctrl.namespace(t.nsids[0]).unwrap();
+        assert_eq!(n["nsze"], ns.id.nsze, "{n}");
+        assert_eq!(n["ncap"], ns.id.ncap, "{n}");
+        assert_eq!(n["nuse"], ns.id.nuse, "{n}");
+        assert_eq!(n["nsfeat"], ns.id.nsfeat, "{n}");
+        assert_eq!(n["nlbaf"], ns.id.nlbaf, "{n}");
+        assert_eq!(n["flbas"], ns.id.flbas, "{n}");
+        let lbafs = n["lbafs"].as_array().unwrap();
+        assert_eq!(lbafs.len(), ns.id.nlbaf as usize + 1, "{n}");
+        assert_eq!(
+            lbafs[0],
+            serde_json::json!({"ms": 0, "ds": 9, "rp": 0}),
+            "{n}"
+        );
+        let hex = render_hex(t.ctrl.name(), &raw);
+        assert!(
+            hex.contains("Identify Controller data of softnvme0 (hex):\n00000000: 36 1B F4 1A"),
+            "{hex}"
+        );
+        assert!(
+            hex.contains("Identify Namespace data of NSID 1 (hex):\n"),
+            "{hex}"
+        );
+        // 256 lines of 16 bytes per structure.
+        assert_eq!(
+            hex.lines()
+                .filter(|l| l.len() > 9 && l.as_bytes()[8] == b':')
+                .count(),
+            256 * (1 + t.nsids.len())
+        );
+        t.ctrl.shutdown().unwrap();
+        sc.stop();
     }
 
     #[test]

@@ -8,7 +8,7 @@ struct StderrLogger;
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::Level::Info
+        metadata.level() <= log::max_level()
     }
 
     fn log(&self, record: &log::Record<'_>) {
@@ -27,4 +27,9 @@ pub fn install_stderr_logger() {
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(log::LevelFilter::Info);
     }
+}
+
+/// Lets debug messages through too (spdk_nvme_perf's `-G`, spdk_nvme_identify's `-L`).
+pub fn enable_debug() {
+    log::set_max_level(log::LevelFilter::Debug);
 }

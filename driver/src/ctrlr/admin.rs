@@ -333,6 +333,14 @@ impl Controller {
         Ok(log)
     }
 
+    /// Issues Identify with `cns` for `nsid` and returns the 4096-byte data structure
+    /// as the controller sent it, for tools that print the raw bytes or fields the
+    /// driver does not parse (`nvme-identify -x`, nvme-cli's JSON keys).
+    pub fn identify_raw(&self, cns: u32, nsid: u32) -> Result<Vec<u8>> {
+        let mut aq = lock(&self.0.admin);
+        self.0.identify(&mut aq, cns, nsid)
+    }
+
     /// Reads the SMART / health log page.
     pub fn smart_log(&self) -> Result<SmartLog> {
         let mut aq = lock(&self.0.admin);

@@ -18,6 +18,9 @@ fn main() {
         }
         Err(e) => exit_usage(PROG, &e),
     };
+    if opts.debug_log {
+        nvme_tools::logger::enable_debug();
+    }
     // With --json, stdout carries only the document; the narration goes to stderr.
     let json = opts.json;
     let say = |s: String| {
@@ -64,16 +67,8 @@ fn main() {
     };
     let mut plans = Vec::new();
     for t in &targets {
-        let id = t.ctrl.identify();
-        say(format!(
-            "Attached to NVMe Controller at {} [{:04x}:{:04x}] {} (SN {}, FR {})",
-            t.ctrl.name(),
-            id.vid,
-            id.ssvid,
-            id.mn,
-            id.sn,
-            id.fr
-        ));
+        let name = t.ctrl.name();
+        say(perf::attach_line(name, pci_id(name), t.ctrl.identify()));
         match perf::check_target(&opts, t) {
             Ok(p) => {
                 if let Some(w) = perf::queue_warning(&p) {
@@ -100,7 +95,9 @@ fn main() {
     };
     let (mut rows, samples) = launch(&opts, &say, |ui| perf::run(&opts, &targets, jobs, ui));
     for r in &mut rows {
-        r.pci_id = pci_id(&r.device);
+        if let Some(t) = targets.iter().find(|t| t.ctrl.name() == r.device) {
+            r.pci_id = Some(perf::controller_id(pci_id(&r.device), t.ctrl.identify()));
+        }
     }
     for t in &targets {
         if let Some(reason) = t.ctrl.failure() {

@@ -26,6 +26,7 @@ use crate::attach::Target;
 use crate::{usage, UsageError};
 use engine::{Backend, IoBuffer, NsJob, NsResult, Params, Qpairs, Shared, WorkerJob};
 use nvme_driver::clock;
+use nvme_driver::spec::IdentifyController;
 use nvme_driver::QpairOptions;
 use opts::PerfOptions;
 use std::sync::atomic::Ordering;
@@ -82,6 +83,23 @@ fn check_io_size(
 fn io_slots(opts: &PerfOptions, block_size: u32, blocks: u64) -> (u32, u64) {
     let nlb = (opts.io_size / block_size as u64) as u32;
     (nlb, blocks / nlb as u64)
+}
+
+/// The `[vid:did]` spdk_nvme_perf prints for a controller: the PCI vendor and device
+/// ID (`pci`), or for a controller without one (the software controller) Identify's
+/// VID and SSVID, the closest it has.
+pub fn controller_id(pci: Option<(u16, u16)>, id: &IdentifyController) -> (u16, u16) {
+    pci.unwrap_or((id.vid, id.ssvid))
+}
+
+/// spdk_nvme_perf's attach line, `Attached to NVMe Controller at <address>
+/// [<vid>:<did>]`, then the model, serial and firmware.
+pub fn attach_line(name: &str, pci: Option<(u16, u16)>, id: &IdentifyController) -> String {
+    let (vid, did) = controller_id(pci, id);
+    format!(
+        "Attached to NVMe Controller at {name} [{vid:04x}:{did:04x}] {} (SN {}, FR {})",
+        id.mn, id.sn, id.fr
+    )
 }
 
 /// Checks the options against one controller and its selected namespaces.

@@ -129,6 +129,8 @@ pub struct PerfOptions {
     pub shm_id: Option<u32>,
     /// `-g`: single memory segment (accepted; no DPDK segments).
     pub single_segment: bool,
+    /// `-G`: the driver's debug messages on stderr.
+    pub debug_log: bool,
     /// JSON output.
     pub json: bool,
     /// `--plot`: SVG picture to write.
@@ -216,6 +218,7 @@ const LONG: &[(&str, &str, bool)] = &[
     ("plot", "plot", true),
     ("enable-sw-latency-tracking", "L", false),
     ("mem-single-seg", "g", false),
+    ("enable-debug", "G", false),
     ("no-shst-notification", "N", false),
     ("cpu-usage", "m", false),
     ("use-every-core", "use-every-core", false),
@@ -284,7 +287,7 @@ fn tokenize(args: &[String]) -> Result<Option<Vec<(String, String)>>, UsageError
             k += 1;
             match ch {
                 'h' | 'v' => return Ok(None),
-                'L' | 'g' | 'N' | 'm' => out.push((ch.to_string(), String::new())),
+                'L' | 'g' | 'G' | 'N' | 'm' => out.push((ch.to_string(), String::new())),
                 c if SHORT_WITH_VALUE.contains(c) => {
                     let rest: String = chars[k..].iter().collect();
                     let value = if !rest.is_empty() {
@@ -364,6 +367,7 @@ where
     let mut io_unit_size = None;
     let mut shm_id = None;
     let mut single_segment = false;
+    let mut debug_log = false;
     let mut json = false;
     let mut plot = None;
     let mut verify = false;
@@ -376,6 +380,7 @@ where
         match name.as_str() {
             "L" => lat = (lat + 1).min(2),
             "g" => single_segment = true,
+            "G" => debug_log = true,
             "N" => no_shn = true,
             "m" => cpu_usage = true,
             "use-every-core" => {}
@@ -564,6 +569,7 @@ where
         io_unit_size,
         shm_id,
         single_segment,
+        debug_log,
         json,
         plot,
         verify,

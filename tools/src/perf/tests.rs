@@ -368,3 +368,30 @@ fn io_unit_size_makes_each_io_a_vectored_request() {
         sc.stop();
     }
 }
+
+/// spdk_nvme_perf's attach line carries the PCI vendor and device ID, as the row
+/// names do; a controller without one (the software controller) shows Identify's
+/// VID:SSVID instead.
+#[test]
+fn attach_line_names_the_pci_vendor_and_device() {
+    let (sc, t) = soft(64);
+    let id = t.ctrl.identify();
+    assert_eq!((id.vid, id.ssvid), (0x1b36, 0x1af4));
+    let line = attach_line("0000:01:00.0", Some((0x1b36, 0x0010)), id);
+    assert!(
+        line.starts_with("Attached to NVMe Controller at 0000:01:00.0 [1b36:0010] "),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(&format!("{} (SN {}, FR {})", id.mn, id.sn, id.fr)),
+        "{line}"
+    );
+    assert_eq!(controller_id(Some((0x8086, 0x0953)), id), (0x8086, 0x0953));
+    let line = attach_line(t.ctrl.name(), None, id);
+    assert!(
+        line.starts_with("Attached to NVMe Controller at softnvme0 [1b36:1af4] "),
+        "{line}"
+    );
+    t.ctrl.shutdown().unwrap();
+    sc.stop();
+}

@@ -1,7 +1,7 @@
 //! nvme-perf's `--help` text.
 
 /// One-line usage, printed with `--help` above the option list.
-pub const USAGE: &str = "usage: nvme-perf -q DEPTH -o BYTES -w WORKLOAD -t SECONDS [-M READ%] [-a WARMUP] [-c MASK] [-r TRID]... [-b BDF]... [-P N] [--io-queue-size N] [-L|-LL] [-Q N] [-d N[%]] [-m] [-N] [-s MB] [-O BYTES] [-i ID] [-g] [--json] [--plot FILE.svg] [--verify [--seed N]] [--no-sgl] [--multipath [--policy POLICY]]";
+pub const USAGE: &str = "usage: nvme-perf -q DEPTH -o BYTES -w WORKLOAD -t SECONDS [-M READ%] [-a WARMUP] [-c MASK] [-r TRID]... [-b BDF]... [-P N] [--io-queue-size N] [-L|-LL] [-Q N] [-d N[%]] [-m] [-N] [-s MB] [-O BYTES] [-i ID] [-g] [-G] [--json] [--plot FILE.svg] [--verify [--seed N]] [--no-sgl] [--multipath [--policy POLICY]]";
 
 /// The option list, for `--help`.
 pub const HELP: &str = "\
@@ -51,6 +51,8 @@ pub const HELP: &str = "\
                              counts and failover events are reported
       --policy POLICY        multipath policy: active-passive (default), round-robin or
                              least-queue-depth (with --multipath)
+  -G, --enable-debug         the driver's debug messages on stderr (spdk_nvme_perf's -G;
+                             here in every build, not only one configured --enable-debug)
   -h, --help                 this text
 spdk_nvme_perf's other options (-e -F -R -S -T -U -V -A -C -D -E -k -l -y -z -Z -H -I, the
 TCP, RDMA and DPDK options) are recognised and refused with what to do instead.

@@ -286,3 +286,20 @@ fn dma_memory_size_covers_every_buffer() {
     assert_eq!(e, "-s 2: 2 cores x 2 namespaces x -q 16 buffers of 65536 bytes need 4 MiB; raise -s or lower -q, -o or the cores");
     assert!(check_memory(&run("-q 16 -o 64k -w read -t 1").unwrap(), 1000).is_ok());
 }
+
+/// spdk_nvme_perf v23.01.1's `-G` / `--enable-debug`: debug logging (the `nvme` flag
+/// at debug level); here in every build.
+#[test]
+fn dash_g_enables_debug_logging() {
+    let base = "-q 1 -o 4096 -w read -t 1";
+    assert!(!run(base).unwrap().debug_log);
+    assert!(run(&format!("{base} -G")).unwrap().debug_log);
+    assert!(run(&format!("{base} --enable-debug")).unwrap().debug_log);
+    // Grouped with the other flags, as getopt allows, and apart from -g.
+    let o = run(&format!("{base} -gG")).unwrap();
+    assert!(o.debug_log && o.single_segment);
+    let o = run(&format!("{base} -g")).unwrap();
+    assert!(!o.debug_log && o.single_segment);
+    assert!(err(&format!("{base} --enable-debug=1")).contains("--enable-debug takes no value"));
+    assert!(super::help::HELP.contains("-G, --enable-debug"));
+}
