@@ -14,19 +14,23 @@
 //! Modules: [`reactor`] (per-core loops, timers, messages), [`qsbr`] (snapshots and
 //! reclamation), [`ring`] (the bounded lock-free ring between cores), [`mpath`] (the
 //! multipath core and its per-core channel, generic over the path queue), [`layer`]
-//! (controllers, bdev registry, namespace and multipath bdevs over the driver).
+//! (controllers, bdev registry, namespace and multipath bdevs over the driver),
+//! [`events`] (what happened to a bdev, for the embedder to take on its own thread),
+//! [`room`] (being called back when a busy channel has room again).
 //!
 //! Model checks: `RUSTFLAGS="--cfg loom" cargo test -p nvme-bdev --release loom`.
 #![deny(missing_docs)]
 
 mod dma;
 mod error;
+pub mod events;
 mod io;
 pub mod layer;
 pub mod mpath;
 pub mod qsbr;
 pub mod reactor;
 pub mod ring;
+pub mod room;
 mod sync;
 
 #[cfg(all(test, loom))]
@@ -34,8 +38,10 @@ mod loom_tests;
 
 pub use dma::{IoBuf, IoBufPool, IOVA_WINDOW};
 pub use error::{Error, Result};
+pub use events::{BdevEvent, EventReceiver, EVENT_QUEUE_DEFAULT};
 pub use io::{BdevCompletion, BdevIo, PathQueue};
 pub use layer::{Bdev, BlockLayer, Channel, ControllerStats, LayerOptions};
 pub use mpath::{BdevInfo, MpathChannel, MpathOptions, Multipath, PathState, Policy};
 pub use nvme_driver::{IoOp, Status};
 pub use reactor::{Poller, ReactorCtx, ReactorOptions, Reactors};
+pub use room::{RoomWaiter, ROOM_WAITERS_MAX};

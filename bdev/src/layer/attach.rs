@@ -47,6 +47,12 @@ pub(super) fn attach(inner: &Arc<Inner>, name: &str, connector: Connector) -> Re
         return Err(e);
     }
     lock(&inner.ctrls).push(record);
+    // Per namespace: the namespace bdev, then the multipath bdev.
+    let (ns_bdevs, mp_bdevs) = names
+        .chunks(2)
+        .map(|p| (p[0].clone(), p[1].clone()))
+        .unzip();
+    inner.events.attached(name, ns_bdevs, mp_bdevs);
     Ok(names)
 }
 
@@ -108,6 +114,7 @@ fn multipath_for(
         ctrl.identify().anatt,
         inner.qsbr.clone(),
     )?;
+    mp.set_events(inner.events.clone());
     g.push(Bdev::Mpath(mp.clone()));
     Ok(mp)
 }

@@ -278,6 +278,7 @@ pub(super) fn stop(inner: &Inner, record: &Arc<CtrlRecord>, mode: StopMode) {
         .fanout
         .detach(record.space.load(Ordering::Relaxed));
     lock(&inner.bdevs).retain(|b| !matches!(b, Bdev::Nvme(n) if Arc::ptr_eq(&n.ctrl, record)));
+    inner.events.stopped(&record.name);
 }
 
 fn controller_thread(inner: Arc<Inner>, record: Arc<CtrlRecord>) {
@@ -293,7 +294,9 @@ fn controller_thread(inner: Arc<Inner>, record: Arc<CtrlRecord>) {
             LinkState::Gone => None,
         };
         if let Some(next) = next {
+            let live = matches!(next, LinkState::Live(_));
             *lock(&record.link) = next;
+            inner.events.link(&record.name, live);
         }
         let mps: Vec<_> = lock(&record.paths).iter().map(|p| p.mp.clone()).collect();
         for m in mps {

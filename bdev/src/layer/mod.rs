@@ -14,6 +14,7 @@ mod attach;
 mod controller;
 mod hotplug;
 mod ns;
+mod subscribe;
 
 pub use hotplug::{
     vfio_connector, HotplugSource, HotplugStats, VfioHotplug, ATTACH_ATTEMPTS, PERIOD_MIN_MS,
@@ -96,6 +97,8 @@ struct Inner {
     hotplug_thread: Mutex<Option<HotplugThread>>,
     /// What the hot-plug thread did.
     hotplug: HotplugCounters,
+    /// Subscribers to bdev events (`layer/subscribe.rs`).
+    events: Arc<crate::events::EventHub>,
 }
 
 /// The block layer: controllers, bdevs, I/O buffers.
@@ -184,13 +187,18 @@ impl Channel {
             Channel::Nvme(c) => c.submit(io),
         }
     }
-    /// Polls for completions, delivering each to `cb`; returns how many.
+    /// Polls for completions, delivering each to `cb`; returns how many. Then runs
+    /// the waiters of [`notify_when_room`](Self::notify_when_room) if there is room.
     #[inline]
     pub fn poll(&mut self, cb: &mut impl FnMut(BdevCompletion)) -> usize {
-        match self {
-            Channel::Mpath(c) => c.poll(cb),
-            Channel::Nvme(c) => c.poll(cb),
+        let (n, waiters) = match self {
+            Channel::Mpath(c) => (c.poll(cb), c.room_waiters().any()),
+            Channel::Nvme(c) => (c.poll(cb), c.room_waiters().any()),
+        };
+        if waiters {
+            self.run_room_waiters();
         }
+        n
     }
     /// Rings the doorbells for I/O submitted since the last poll (poll does it too).
     #[inline]
@@ -263,6 +271,7 @@ impl BlockLayer {
                 attaching: Mutex::new(()),
                 hotplug_thread: Mutex::new(None),
                 hotplug: HotplugCounters::default(),
+                events: Arc::default(),
             }),
         })
     }

@@ -4,6 +4,7 @@
 use super::controller::CtrlRecord;
 use crate::io::{BdevCompletion, BdevIo};
 use crate::mpath::BdevInfo;
+use crate::room::RoomWaiters;
 use crate::{Error, Result};
 use nvme_driver::{IoQpair, IoRequest, QpairOptions, Refused};
 use std::fmt;
@@ -39,6 +40,8 @@ impl NsBdev {
         })?;
         Ok(NsChannel {
             qpair: ctrl.create_io_qpair(self.qpair)?,
+            pending_max: self.qpair.pending_max,
+            room: RoomWaiters::new(),
             nsid: self.nsid,
             num_blocks: self.info.num_blocks,
             block_shift: self.info.block_size.trailing_zeros(),
@@ -50,6 +53,10 @@ impl NsBdev {
 #[derive(Debug)]
 pub struct NsChannel {
     qpair: IoQpair,
+    /// The queue pair's pending ring: a submit is refused as busy when it is full.
+    pending_max: usize,
+    /// Who waits for room (see [`Channel::notify_when_room`](crate::Channel::notify_when_room)).
+    room: RoomWaiters,
     nsid: u32,
     num_blocks: u64,
     block_shift: u32,
@@ -109,6 +116,21 @@ impl NsChannel {
     #[inline]
     pub(super) fn outstanding(&self) -> usize {
         self.qpair.outstanding()
+    }
+
+    /// True when a submit now would not be refused as busy: the pending ring has room
+    /// (a request that finds a free command identifier does not use it).
+    #[inline]
+    pub(crate) fn has_room(&self) -> bool {
+        self.qpair.pending_len() < self.pending_max
+    }
+
+    pub(crate) fn room_waiters(&self) -> &RoomWaiters {
+        &self.room
+    }
+
+    pub(crate) fn room_waiters_mut(&mut self) -> &mut RoomWaiters {
+        &mut self.room
     }
 
     /// The queue pair's counters.

@@ -19,6 +19,7 @@ mod options;
 pub use channel::{ChannelStats, MpathChannel, PathIoStats};
 pub use options::{MpathOptions, Policy};
 
+use crate::events::EventHub;
 use crate::io::PathQueue;
 use crate::qsbr::{Qsbr, QsbrCell};
 use crate::ring::Ring;
@@ -28,7 +29,7 @@ use nvme_driver::spec::AnaState;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Paths one multipath bdev can have at once.
 pub const MAX_PATHS: usize = 16;
@@ -174,6 +175,8 @@ pub struct Multipath<Q: PathQueue> {
     cell: QsbrCell<PathSet>,
     writer: Mutex<Writer<Q>>,
     graveyard: Mutex<Vec<Q>>,
+    /// Where path changes are reported, once the block layer gave it one.
+    events: OnceLock<Arc<EventHub>>,
 }
 
 impl<Q: PathQueue> fmt::Debug for Multipath<Q> {
@@ -228,6 +231,7 @@ impl<Q: PathQueue> Multipath<Q> {
                 publish_ns_max: 0,
             }),
             graveyard: Mutex::new(Vec::new()),
+            events: OnceLock::new(),
         }))
     }
 
@@ -253,6 +257,19 @@ impl<Q: PathQueue> Multipath<Q> {
                 failovers: p.shared.failovers.load(Ordering::Relaxed),
             })
             .collect()
+    }
+
+    /// Reports path changes to `hub` from now on (the block layer's, once).
+    pub(crate) fn set_events(&self, hub: Arc<EventHub>) {
+        let _ = self.events.set(hub);
+    }
+
+    /// Reports a path's change of state, published just now (called under the writer
+    /// lock: in publication order).
+    fn path_event(&self, controller: &str, old: Option<PathState>, new: Option<PathState>) {
+        if let Some(hub) = self.events.get() {
+            hub.path_changed(&self.info.name, controller, old, new);
+        }
     }
 
     /// The longest path-set publication so far (building and swapping), in ns.
@@ -331,6 +348,7 @@ impl<Q: PathQueue> Multipath<Q> {
                 ChanMsg::Add(channel::LocalPath::boxed(path.clone(), q)),
             );
         }
+        let shared = path.clone();
         w.paths.push(PathRecord {
             shared: path,
             state,
@@ -338,6 +356,7 @@ impl<Q: PathQueue> Multipath<Q> {
             make_queue,
         });
         self.publish_locked(&mut w);
+        self.path_event(&shared.name, None, Some(state));
         Ok(())
     }
 
@@ -371,8 +390,10 @@ impl<Q: PathQueue> Multipath<Q> {
             (AnaState::Change, None) => Some(nvme_driver::clock::ticks()),
             _ => None,
         };
+        let (old, shared) = (p.state, p.shared.clone());
         p.state = state;
         self.publish_locked(&mut w);
+        self.path_event(&shared.name, Some(old), Some(state));
         true
     }
 
@@ -384,13 +405,14 @@ impl<Q: PathQueue> Multipath<Q> {
         let Some(pos) = w.paths.iter().position(|p| p.shared.id == id) else {
             return false;
         };
-        w.paths.remove(pos);
+        let gone = w.paths.remove(pos);
         // The message first: channels look at their mailbox when they see the epoch
         // move, which the publication does.
         for entry in w.channels.iter_mut() {
             Self::send(entry, ChanMsg::Remove(id));
         }
         self.publish_locked(&mut w);
+        self.path_event(&gone.shared.name, Some(gone.state), None);
         true
     }
 

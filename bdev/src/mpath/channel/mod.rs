@@ -43,6 +43,7 @@ use super::{ChanMsg, Multipath, PathShared};
 use crate::io::{BdevCompletion, BdevIo, PathQueue};
 use crate::qsbr::QsbrReader;
 use crate::ring::Ring;
+use crate::room::RoomWaiters;
 use crate::Error;
 use nvme_driver::clock;
 use nvme_driver::spec::{sc, sct};
@@ -128,6 +129,8 @@ pub struct MpathChannel<Q: PathQueue> {
     reader: QsbrReader,
     mailbox: Arc<Ring<ChanMsg<Q>>>,
     closed: Arc<AtomicBool>,
+    /// Who waits for room (see [`Channel::notify_when_room`](crate::Channel::notify_when_room)).
+    room: RoomWaiters,
 }
 
 impl<Q: PathQueue> fmt::Debug for MpathChannel<Q> {
@@ -175,6 +178,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
             reader,
             mailbox,
             closed,
+            room: RoomWaiters::new(),
         };
         for (shared, q) in initial {
             ch.add_local(LocalPath::boxed(shared, q));
@@ -224,6 +228,21 @@ impl<Q: PathQueue> MpathChannel<Q> {
             failed: p.queue.is_failed(),
             ..p.stats
         }));
+    }
+
+    /// True when a submit now would not be refused as [`Error::Busy`]: a slot is free
+    /// (or the channel is stopping, and a submit is refused as stopped instead).
+    #[inline]
+    pub fn has_room(&self) -> bool {
+        self.stopping || self.slots.has_free()
+    }
+
+    pub(crate) fn room_waiters(&self) -> &RoomWaiters {
+        &self.room
+    }
+
+    pub(crate) fn room_waiters_mut(&mut self) -> &mut RoomWaiters {
+        &mut self.room
     }
 
     /// Stop mode: I/O waiting for a path or a retry fails at the next poll instead of

@@ -168,6 +168,12 @@ impl SlotTable {
         self.slots.len()
     }
 
+    /// True when a slot is free (the next [`reserve`](Self::reserve) succeeds).
+    #[inline]
+    pub(super) fn has_free(&self) -> bool {
+        self.free_head != NO_SLOT
+    }
+
     /// Reserves a free slot for [`take`](Self::take); `None` when every slot is in use.
     /// Its index can go out with a request before the slot is taken: nothing completes
     /// before the channel's next poll.
