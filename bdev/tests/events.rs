@@ -7,7 +7,10 @@
 //! inside a submit or a poll; a full queue drops and counts, never holds a controller
 //! thread up. Every wait has a deadline.
 
-use nvme_bdev::layer::{Connector, HotplugSource};
+mod common;
+
+use common::Bus;
+use nvme_bdev::layer::Connector;
 use nvme_bdev::{
     BdevEvent, BdevIo, BlockLayer, Channel, EventReceiver, LayerOptions, MpathOptions,
 };
@@ -52,46 +55,6 @@ fn layer() -> BlockLayer {
         ..LayerOptions::default()
     })
     .unwrap()
-}
-
-/// The controllers "present on the bus" for hot-plug, and the connector of each (a
-/// name absent from the bus fails to connect).
-#[derive(Clone, Default)]
-struct Bus(Arc<Mutex<Vec<Present>>>);
-
-/// A controller on the test bus: its name and the device.
-type Present = (String, Arc<SoftController>);
-
-impl Bus {
-    fn plug(&self, name: &str, c: &Arc<SoftController>) {
-        let mut g = self.0.lock().unwrap();
-        g.retain(|(n, _)| n != name);
-        g.push((name.to_string(), c.clone()));
-    }
-}
-
-impl HotplugSource for Bus {
-    fn scan(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(n, _)| n.clone())
-            .collect()
-    }
-    fn connector(&self, name: &str) -> Connector {
-        let (bus, name) = (self.clone(), name.to_string());
-        Arc::new(move || {
-            let g = bus.0.lock().unwrap();
-            match g.iter().find(|(n, _)| *n == name) {
-                Some((_, c)) => Ok(c.clone() as Arc<dyn nvme_driver::bus::Bus>),
-                None => Err(nvme_driver::Error::ControllerFailed {
-                    device: name.clone(),
-                    reason: "not on the test bus".into(),
-                }),
-            }
-        })
-    }
 }
 
 thread_local! {

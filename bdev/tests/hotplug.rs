@@ -10,14 +10,17 @@
 //! completes exactly once, successfully, data intact, no stray completion. Every wait
 //! has a deadline.
 
-use nvme_bdev::layer::{Connector, HotplugSource};
+mod common;
+
+use common::Bus;
+use nvme_bdev::layer::HotplugSource;
 use nvme_bdev::{
     BdevIo, BlockLayer, Channel, IoBuf, LayerOptions, MpathOptions, Multipath, Policy,
 };
 use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
 use nvme_driver::{IoQpair, QpairOptions};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SUBNQN: &str = "nqn.2024-01.org.nvme-bdev:hotplug";
@@ -36,53 +39,6 @@ fn soft(name: &str, cntlid: u16, ns: &Arc<Namespace>) -> Arc<SoftController> {
         namespaces: vec![ns.clone()],
         ..SoftConfig::default()
     })
-}
-
-/// A controller on the test bus: its name and the device.
-type Present = (String, Arc<SoftController>);
-
-/// The controllers "present on the bus": what the layer's scan sees.
-#[derive(Clone, Default)]
-struct Bus(Arc<Mutex<Vec<Present>>>);
-
-impl Bus {
-    fn plug(&self, name: &str, c: &Arc<SoftController>) {
-        let mut g = self.0.lock().unwrap();
-        g.retain(|(n, _)| n != name);
-        g.push((name.to_string(), c.clone()));
-    }
-    /// Takes `name` off the bus: its controller is removed (registers read all ones).
-    fn unplug(&self, name: &str) {
-        let mut g = self.0.lock().unwrap();
-        for (_, c) in g.iter().filter(|(n, _)| n == name) {
-            c.faults().simulate_removal();
-        }
-        g.retain(|(n, _)| n != name);
-    }
-}
-
-impl HotplugSource for Bus {
-    fn scan(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(n, _)| n.clone())
-            .collect()
-    }
-    fn connector(&self, name: &str) -> Connector {
-        let (bus, name) = (self.clone(), name.to_string());
-        Arc::new(move || {
-            let g = bus.0.lock().unwrap();
-            match g.iter().find(|(n, _)| *n == name) {
-                Some((_, c)) => Ok(c.clone() as Arc<dyn nvme_driver::bus::Bus>),
-                None => Err(nvme_driver::Error::ControllerFailed {
-                    device: name.clone(),
-                    reason: "not on the test bus".into(),
-                }),
-            }
-        })
-    }
 }
 
 fn layer(reconnect_ms: u64, loss_ms: i64) -> BlockLayer {
