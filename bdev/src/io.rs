@@ -129,7 +129,7 @@ pub struct BdevCompletion {
 /// NVMe I/O queue pair. Implemented by [`IoQpair`]; tests implement it with models.
 pub trait PathQueue: Send {
     /// True if [`submit`](Self::submit) refuses, with the request handed back, every
-    /// request [`BdevIo::validate`] would refuse (range and buffer against the same
+    /// request `BdevIo::validate` would refuse (range and buffer against the same
     /// namespace geometry): the channel then skips its own check before submitting
     /// and checks only what the queue refused.
     const VALIDATES: bool = false;

@@ -1,6 +1,6 @@
 //! The reset handshake: how a controller tells its queue pairs that the device was
 //! reset or failed, and how they answer. Its one home: the controller's state
-//! ([`CtrlState`]) and the word each queue pair polls ([`ControlWord`]) are here.
+//! ([`CtrlState`]) and the word each queue pair polls (`ControlWord`) are here.
 //!
 //! Three parties take part, each on its own thread: the controller's admin side
 //! (whoever calls [`Controller::reset`](crate::Controller::reset) or
@@ -8,7 +8,7 @@
 //! layer, the controller thread of `bdev/src/layer.rs`), the owner of each queue pair
 //! (a poller: in the block layer, a multipath channel on a reactor), and the block
 //! layer that chooses paths. They share no lock; the admin side writes one atomic
-//! [`ControlWord`] per queue pair, and the owner answers in one atomic `ack`.
+//! `ControlWord` per queue pair, and the owner answers in one atomic `ack`.
 //!
 //! A reset, step by step:
 //! 1. *Block layer.* The controller thread takes the path out of the path set
@@ -19,7 +19,7 @@
 //!    device (best effort) and disables it (CC.EN = 0, wait for CSTS.RDY = 0). From
 //!    here the device touches no queue memory.
 //! 3. *Controller.* It bumps the controller's epoch to `e` and stores
-//!    [`Phase::Reset`] at `e` into every queue pair's control word, then calls the
+//!    `Phase::Reset` at `e` into every queue pair's control word, then calls the
 //!    queue-state notifier: the block layer bumps its QSBR epoch so that channels
 //!    that skip idle queue pairs poll every one of them once.
 //! 4. *Queue pair.* At its next poll the owner sees the word change: it completes
@@ -33,8 +33,8 @@
 //! 6. *Controller.* Meanwhile it re-enables the device, sets the number of queues,
 //!    and waits (at most 2 s) for each queue pair's `ack >= e`; for each one that
 //!    acknowledged it recreates the I/O queues on the device and stores
-//!    [`Phase::Live`] at `e`. A queue pair that did not acknowledge in time gets
-//!    [`Phase::Failed`] instead. It notifies again, re-arms async events and sets
+//!    `Phase::Live` at `e`. A queue pair that did not acknowledge in time gets
+//!    `Phase::Failed` instead. It notifies again, re-arms async events and sets
 //!    the state back to [`CtrlState::Live`].
 //! 7. *Queue pair.* At its next poll it sees `Live`: it releases the held requests,
 //!    oldest first.
@@ -44,7 +44,7 @@
 //! Failure ([`Controller::fail`](crate::Controller::fail), a fatal status that a
 //! reset cannot cure, surprise removal, or a queue pair that reported an impossible
 //! completion): the state becomes [`CtrlState::Failed`] for good and every queue pair
-//! gets [`Phase::Failed`]; at its next poll it completes everything, in flight and
+//! gets `Phase::Failed`; at its next poll it completes everything, in flight and
 //! pending, with "aborted by host" and refuses new requests. The block layer sees
 //! `Failed`, marks the path disconnected and reconnects a new controller later.
 

@@ -134,7 +134,7 @@ fn mmap_anon(len: usize, huge: bool) -> Option<NonNull<u8>> {
 
 impl DmaPool {
     /// A pool named `name` (the device it serves) mapping through `mapper`, in an
-    /// IOVA window of its own ([`windows`]). Huge pages are used when
+    /// IOVA window of its own (`windows`). Huge pages are used when
     /// `/proc/sys/vm/nr_hugepages` shows some and a mapping succeeds. Refused with
     /// [`Error::DmaExhausted`] when every window is held by a live pool.
     pub fn new(name: &str, mapper: Arc<dyn DmaMapper>) -> Result<Self> {

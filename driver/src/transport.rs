@@ -10,7 +10,7 @@
 //!   memory with doorbells in BAR0; data described by an SGL or PRP entries in the
 //!   command. The admin queue (`crate::ctrlr::admin`) is a `PcieQueue` too, for
 //!   queue 0 and with PRPs only; how queues are made and registered with the device
-//!   is [`crate::pcie::setup`].
+//!   is `crate::pcie::setup`.
 //! - NVMe/TCP (not written yet) would fit the same trait: `post` appends a command
 //!   capsule to the socket's send buffer, `ring_doorbell` sends it, `peek_completion`
 //!   and `pop_completion` parse response capsules from the receive buffer,

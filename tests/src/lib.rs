@@ -133,9 +133,11 @@ pub fn device_del_line(id: &str) -> String {
 /// The HMP `qemu-io` commands that switch the blkdebug node `faults<N>` of a disk
 /// behind `qemu/run --backing blkdebug` between its states (qemu/run's
 /// `BLKDEBUG_RULES`, qemu/README.md "Media errors"). Each writes into the first 4 KiB
-/// of the disk (the chaos soak's probe chunk) and only zeroes: [`READS_FAIL`] writes
-/// zeroes over all 4 KiB, [`WRITES_FAIL`] byte 0 and [`NO_ERRORS`] bytes 1 to 511 (the
-/// two are read-modify-writes of block 0, which keep the block's other bytes).
+/// of the disk (the chaos soak's probe chunk) and only zeroes:
+/// [`READS_FAIL`](blkdebug::READS_FAIL) writes zeroes over all 4 KiB,
+/// [`WRITES_FAIL`](blkdebug::WRITES_FAIL) byte 0 and [`NO_ERRORS`](blkdebug::NO_ERRORS)
+/// bytes 1 to 511 (the two are read-modify-writes of block 0, which keep the block's
+/// other bytes).
 pub mod blkdebug {
     /// Every read of the disk fails from now on (event `pwritev_zero`).
     pub const READS_FAIL: &str = "write -z 0 4096";

@@ -12,12 +12,12 @@
 //! status, surprise removal and hot-unplug requests, and performs requested resets.
 //!
 //! Where each part is: [`options`] (what callers choose, and a namespace's facts),
-//! [`init`] (bring-up: enable, identify, queues), [`admin`] (the admin queue, over the
-//! same transport as the I/O queues, and the admin commands), [`queues`] (I/O queue
-//! pairs created and deleted on the device), [`state`] (the state machine: reset,
-//! failure, housekeeping; [`shutdown`]: the orderly stop; the handshake with queue pairs is
-//! [`crate::control`]). What is particular to PCIe in making queues and registering
-//! them with the device is reached only through [`crate::pcie::setup`].
+//! `init` (bring-up: enable, identify, queues), `admin` (the admin queue, over the
+//! same transport as the I/O queues, and the admin commands), `queues` (I/O queue
+//! pairs created and deleted on the device), `state` (the state machine: reset,
+//! failure, housekeeping; `shutdown`: the orderly stop; the handshake with queue
+//! pairs is [`crate::control`]). What is particular to PCIe in making queues and
+//! registering them with the device is reached only through `crate::pcie::setup`.
 
 mod admin;
 mod init;

@@ -11,8 +11,9 @@ pub struct ControllerOptions {
     /// Keep an eye on the device's removal request; fail and release on it.
     pub release_on_removal: bool,
     /// How long an admin command may take before it is given up with
-    /// [`Error::Timeout`] (its late completion, if any, is then ignored). The Delete
-    /// I/O queue commands of a reset wait at most 1 s, or this if shorter.
+    /// [`Error::Timeout`](crate::Error::Timeout) (its late completion, if any, is then
+    /// ignored). The Delete I/O queue commands of a reset wait at most 1 s, or this if
+    /// shorter.
     pub admin_timeout_ms: u64,
     /// Describe I/O data with SGLs when the controller supports them (Identify
     /// Controller SGLS); `false` forces PRPs, as a controller without SGLs gets. The

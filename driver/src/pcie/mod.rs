@@ -2,10 +2,10 @@
 //! an SGL Data Block descriptor when the controller takes SGLs, else by PRP entries
 //! (NVMe Base Specification 2.0, sections 3.3.1, 4.1.1 and 4.1.2).
 //!
-//! [`ring`] is the submission/completion ring protocol; [`PcieQueue`] is the
+//! `ring` is the submission/completion ring protocol; [`PcieQueue`] is the
 //! [`Transport`] of the admin queue (`crate::ctrlr::admin`, queue 0, PRPs only) and of
 //! every I/O queue pair: a ring plus descriptor pages (a PRP list, an SGL segment or a
-//! Dataset Management range), one per tracker. [`setup`] makes the queues and
+//! Dataset Management range), one per tracker. `setup` makes the queues and
 //! registers them with the device (AQA/ASQ/ACQ, Create/Delete I/O CQ and SQ).
 
 pub(crate) mod ring;

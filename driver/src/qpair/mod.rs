@@ -9,21 +9,21 @@
 //!
 //! Where each step lives:
 //! - [`request`]: what callers hand in and get back; [`stats`]: the counters.
-//! - [`submit`]: checks a request ([`namespaces`] holds what it is checked against),
-//!   takes a command identifier ([`tracker`]) and builds the command; the transport
+//! - `submit`: checks a request (`namespaces` holds what it is checked against),
+//!   takes a command identifier (`tracker`) and builds the command; the transport
 //!   describes its data and posts it; [`IoQpair::flush`] rings the doorbell once per
 //!   batch.
-//! - [`split`]: requests larger than the controller's maximum data transfer size
+//! - `split`: requests larger than the controller's maximum data transfer size
 //!   (MDTS) go out as several commands and complete once, as one request.
-//! - [`pending`]: when no identifier is free, or the controller is being reset, a
+//! - `pending`: when no identifier is free, or the controller is being reset, a
 //!   request waits on the bounded pending queue and is issued, in order, as
 //!   completions free identifiers; when the queue is full, `submit` hands the
 //!   request back with [`Error::Busy`](crate::Error::Busy).
-//! - [`complete`]: [`IoQpair::poll`] reaps completions, checks each one's identifier,
+//! - `complete`: [`IoQpair::poll`] reaps completions, checks each one's identifier,
 //!   SQ head and SQ identifier (a bad one is counted in [`QpairStats`], never
 //!   delivered, and fails the controller), delivers finished requests, and checks
 //!   deadlines.
-//! - [`handshake`]: the queue pair's side of a controller reset or failure, learnt
+//! - `handshake`: the queue pair's side of a controller reset or failure, learnt
 //!   from one atomic control word that each poll reads once (the whole handshake:
 //!   [`crate::control`]).
 
@@ -185,7 +185,7 @@ impl<T: Transport> IoQpair<T> {
     }
 
     /// Command identifiers held back because an Abort naming them is still out
-    /// (their commands ended; see [`tracker`]): free again when the Abort ends.
+    /// (their commands ended; see `tracker`): free again when the Abort ends.
     pub fn held_for_abort(&self) -> usize {
         self.trackers.parked()
     }

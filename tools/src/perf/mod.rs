@@ -1,9 +1,10 @@
 //! nvme-perf: spdk_nvme_perf's measurement over this driver.
 //!
-//! [`opts`] parses the command line, [`plan`] checks it against the controllers
-//! (block size, namespace size, queue sizes, queue counts) and builds each core's
-//! queue pairs and buffers, [`engine`] runs the pollers, [`report`] prints the
-//! table, percentiles, histogram, driver counters or JSON.
+//! [`opts`] parses the command line, [`check_target`] checks it against the
+//! controllers (block size, namespace size, queue sizes, queue counts),
+//! [`build_jobs`] builds each core's queue pairs and buffers, [`engine`] runs the
+//! pollers, [`report`] prints the table, percentiles, histogram, driver counters or
+//! JSON.
 //!
 //! Queue depth: `-q` I/Os per namespace per core, spread over `-P` queue pairs.
 //! Without `--io-queue-size` each queue is made large enough for its share (up to

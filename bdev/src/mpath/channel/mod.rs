@@ -446,7 +446,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
     /// that needs it (a reset waits for each queue's owner to acknowledge it), runs the
     /// pending queue, lets go of removed paths and works out `busy` again. It happens
     /// when the QSBR epoch moved (something was published, or a message sent), when
-    /// something asked for it (`schedule_full_poll`), and every [`FULL_POLL_EVERY`]
+    /// something asked for it (`schedule_full_poll`), and every `FULL_POLL_EVERY` (1024)
     /// polls.
     #[inline]
     pub fn poll(&mut self, cb: &mut impl FnMut(BdevCompletion)) -> usize {
