@@ -10,7 +10,7 @@
 
 use nvme_bdev::{BdevIo, BlockLayer, Channel, LayerOptions};
 use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
-use nvme_driver::spec::io_opc;
+use nvme_driver::spec::{admin_opc, io_opc};
 use nvme_driver::ControllerOptions;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -227,4 +227,56 @@ fn io_in_flight_at_shutdown_completes_once_with_an_error() {
     assert_eq!(done, [1; 4], "each read completes exactly once");
     assert_eq!(ok, 0, "a read the device never answered cannot succeed");
     assert_eq!(seen(&dev).0, 1, "the controller was notified");
+}
+
+/// Neither closing a channel nor the stop sits out an admin command the device never
+/// answers: the device drops the Delete I/O SQ's completion for a closed channel's
+/// queue pair, with a 5 s admin timeout. The channel's drop returns at once (the
+/// controller thread deletes its queues, as for multipath channels), and the shutdown
+/// ends the thread's wait (`Controller::cancel_admin_waits`) and still notifies the
+/// controller; a layer that does either inline, or joins the thread without
+/// cancelling, takes the whole 5 s.
+#[test]
+fn shutdown_does_not_wait_out_an_admin_command_the_device_never_answers() {
+    let dev = soft("shn-lost", 1, &[ns(1)], false);
+    let layer = layer(ControllerOptions {
+        admin_timeout_ms: 5_000,
+        ..ControllerOptions::default()
+    });
+    layer.attach_bus("c0", dev.clone()).unwrap();
+    let bdev = layer.open("c0n1").unwrap();
+    let mut ch = bdev.channel().unwrap();
+    let deletes = dev.counters().admin_fetched(admin_opc::DELETE_IO_SQ);
+    dev.faults().drop_admin_completions(1);
+    drain(&mut ch);
+    let start = Instant::now();
+    drop(ch);
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "closing the channel took {took:?}: it waited on its queues' deletion"
+    );
+    // The controller thread drops the closed channel's queue pair; the device takes
+    // its Delete I/O SQ and never answers.
+    let start = Instant::now();
+    while dev.counters().admin_fetched(admin_opc::DELETE_IO_SQ) == deletes {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the closed channel's queues were not deleted"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let start = Instant::now();
+    layer.shutdown();
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "shutdown took {took:?}: it waited out the unanswered Delete I/O SQ"
+    );
+    assert_eq!(
+        seen(&dev).0,
+        1,
+        "the controller was notified after the wait was cancelled"
+    );
 }

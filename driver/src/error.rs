@@ -50,6 +50,20 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// An admin command's wait was ended by [`crate::Controller::cancel_admin_waits`]
+    /// (its owner is stopping); the command stays with the device, and a late
+    /// completion for it is consumed as stale.
+    #[error("{device}: gave up waiting for admin command {opc:#04x} ({what}) after {waited_ms} ms: the controller's owner is stopping")]
+    AdminCancelled {
+        /// Device name.
+        device: String,
+        /// Opcode.
+        opc: u8,
+        /// Command name.
+        what: &'static str,
+        /// How long it was waited for.
+        waited_ms: u64,
+    },
     /// An admin command completed with an error status.
     #[error("{device}: admin command {opc:#04x} ({what}) failed: {status}")]
     AdminCommand {

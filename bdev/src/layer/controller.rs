@@ -78,6 +78,9 @@ pub(crate) struct CtrlRecord {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// When the controller thread last read the ANA log unasked (see `ANA_RECHECK`).
     ana_rechecked: Mutex<Instant>,
+    /// Queue pairs of closed namespace-bdev channels, dropped by the controller
+    /// thread (see [`CtrlRecord::retire`]).
+    retired: Mutex<Vec<IoQpair>>,
 }
 
 /// How often a controller with a path that is not accessible re-reads its ANA log
@@ -108,7 +111,28 @@ impl CtrlRecord {
             paths: Mutex::new(Vec::new()),
             thread: Mutex::new(None),
             ana_rechecked: Mutex::new(Instant::now()),
+            retired: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Takes the queue pair of a closed channel, to be dropped on the controller
+    /// thread: dropping one deletes its queues on the device, an admin command that
+    /// a device in trouble may leave unanswered for the admin timeout, which must not
+    /// hold the embedder's thread (the multipath bdev's channels return theirs the
+    /// same way). Once the thread has stopped, the queue pair is dropped here: the
+    /// controller is then failed or shut down, and deletes nothing.
+    pub(super) fn retire(&self, qpair: IoQpair) {
+        if self.stop.load(Ordering::Acquire) {
+            drop(qpair);
+        } else {
+            lock(&self.retired).push(qpair);
+        }
+    }
+
+    /// Drops the queue pairs [`CtrlRecord::retire`] took.
+    fn drop_retired(&self) {
+        let dead = std::mem::take(&mut *lock(&self.retired));
+        drop(dead);
     }
 
     /// The controller, while the link is live.
@@ -236,6 +260,9 @@ fn set_states(record: &CtrlRecord, connected: bool, ctrl: Option<&Controller>, a
     }
 }
 
+/// How often [`stop`] looks whether the controller thread has ended.
+const STOP_POLL: Duration = Duration::from_millis(1);
+
 /// How [`stop`] leaves a live controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum StopMode {
@@ -257,10 +284,24 @@ pub(super) enum StopMode {
 pub(super) fn stop(inner: &Inner, record: &Arc<CtrlRecord>, mode: StopMode) {
     record.stop.store(true, Ordering::Release);
     if let Some(t) = lock(&record.thread).take() {
+        // The thread looks at `stop` between steps, but a step may be waiting on an
+        // admin command the device never answers (a lost completion; the delete of a
+        // retired queue pair's queues): end such waits rather than sit out the admin
+        // timeout. Again until the thread is gone, since it may begin a wait after a
+        // cancel, and may replace the controller (a reconnect).
+        while !t.is_finished() {
+            if let Some(c) = record.live_controller() {
+                c.cancel_admin_waits();
+            }
+            std::thread::sleep(STOP_POLL);
+        }
         if t.join().is_err() {
             log::error!("{}: the controller thread panicked", record.name);
         }
     }
+    // Before the shutdown, which needs their queues gone (a channel closed while the
+    // thread stopped left its queue pair here).
+    record.drop_retired();
     // After the thread stopped: it would take the failure for a loss and reconnect.
     if let Some(c) = record.live_controller() {
         match mode {
@@ -302,6 +343,7 @@ fn controller_thread(inner: Arc<Inner>, record: Arc<CtrlRecord>) {
         for m in mps {
             m.tick();
         }
+        record.drop_retired();
         std::thread::sleep(poll);
     }
 }

@@ -8,6 +8,7 @@ use crate::room::RoomWaiters;
 use crate::{Error, Result};
 use nvme_driver::{IoQpair, IoRequest, QpairOptions, Refused};
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 /// Completions taken from the queue pair per poll (as the multipath channel takes
@@ -39,7 +40,8 @@ impl NsBdev {
             ))
         })?;
         Ok(NsChannel {
-            qpair: ctrl.create_io_qpair(self.qpair)?,
+            qpair: ManuallyDrop::new(ctrl.create_io_qpair(self.qpair)?),
+            ctrl: self.ctrl.clone(),
             pending_max: self.qpair.pending_max,
             room: RoomWaiters::new(),
             nsid: self.nsid,
@@ -50,9 +52,10 @@ impl NsBdev {
 }
 
 /// A channel of a namespace bdev: the queue pair itself.
-#[derive(Debug)]
 pub struct NsChannel {
-    qpair: IoQpair,
+    /// Taken only by `drop`, which hands it to the controller thread.
+    qpair: ManuallyDrop<IoQpair>,
+    ctrl: Arc<CtrlRecord>,
     /// The queue pair's pending ring: a submit is refused as busy when it is full.
     pending_max: usize,
     /// Who waits for room (see [`Channel::notify_when_room`](crate::Channel::notify_when_room)).
@@ -60,6 +63,25 @@ pub struct NsChannel {
     nsid: u32,
     num_blocks: u64,
     block_shift: u32,
+}
+
+impl fmt::Debug for NsChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NsChannel")
+            .field("controller", &self.ctrl.name)
+            .field("nsid", &self.nsid)
+            .field("qpair", &*self.qpair)
+            .finish()
+    }
+}
+
+impl Drop for NsChannel {
+    fn drop(&mut self) {
+        // SAFETY: `qpair` is taken once, here, and not used after: the channel is
+        // being dropped.
+        let qpair = unsafe { ManuallyDrop::take(&mut self.qpair) };
+        self.ctrl.retire(qpair);
+    }
 }
 
 impl NsChannel {

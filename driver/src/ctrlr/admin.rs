@@ -14,6 +14,7 @@ use crate::spec::{
     IDENTIFY_SIZE,
 };
 use crate::transport::Transport;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Async Event Requests kept outstanding, at most.
@@ -93,6 +94,7 @@ impl CtrlInner {
         sqe.set_cid(cid);
         self.admin_post(aq, sqe);
         let start = Instant::now();
+        let cancel = self.admin_cancel.load(Ordering::Acquire);
         let mut spins = 0u32;
         loop {
             if let Some(cqe) = self.admin_reap(aq, Some(cid))? {
@@ -113,8 +115,7 @@ impl CtrlInner {
                 // completion queue entry the host cannot see blocks every later one):
                 // the recovery is a controller reset, as Linux does for an admin
                 // timeout. The owner's next `process_admin` does it.
-                self.reset_wanted
-                    .store(true, std::sync::atomic::Ordering::Release);
+                self.reset_wanted.store(true, Ordering::Release);
                 return Err(Error::Timeout {
                     device: self.name.clone(),
                     what: format!(
@@ -128,6 +129,15 @@ impl CtrlInner {
             }
             spins += 1;
             if spins > 100 {
+                // The owner is stopping (`Controller::cancel_admin_waits`).
+                if self.admin_cancel.load(Ordering::Acquire) != cancel {
+                    return Err(Error::AdminCancelled {
+                        device: self.name.clone(),
+                        opc: sqe.opc(),
+                        what: admin_name(sqe.opc()),
+                        waited_ms: start.elapsed().as_millis() as u64,
+                    });
+                }
                 // A device that is gone never answers: stop waiting once the bus
                 // reports its removal or its registers read all ones (what reads of a
                 // removed PCIe function return), as Linux's remove callback cancels
@@ -321,6 +331,18 @@ impl CtrlInner {
 }
 
 impl Controller {
+    /// Ends every admin command wait in progress on this controller, on any thread,
+    /// with [`Error::AdminCancelled`] within about a millisecond; waits that begin
+    /// afterwards are not affected. For an owner that is stopping: a thread tending
+    /// the controller may be waiting on a command the device never answers (a lost
+    /// completion, a device about to be shut down), and would otherwise hold the stop
+    /// for the whole admin timeout, as Linux's shutdown cancels the admin tag set
+    /// instead of waiting it out. The command stays with the device; a late
+    /// completion for it is consumed as stale. No reset is asked for.
+    pub fn cancel_admin_waits(&self) {
+        self.0.admin_cancel.fetch_add(1, Ordering::AcqRel);
+    }
+
     pub(super) fn read_ana_log_locked(&self) -> Result<AnaLog> {
         let mut aq = lock(&self.0.admin);
         self.0.read_ana_log(&mut aq)

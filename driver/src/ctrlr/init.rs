@@ -133,6 +133,7 @@ impl Controller {
             failure_requested: Mutex::new(None),
             fail_flag: AtomicBool::new(false),
             reset_wanted: AtomicBool::new(false),
+            admin_cancel: AtomicU64::new(0),
             aborts: ArrayQueue::new(256),
             admin: Mutex::new(aq),
             qpairs: Mutex::new(Vec::new()),

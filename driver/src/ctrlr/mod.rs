@@ -60,6 +60,9 @@ pub(crate) struct CtrlInner {
     failure_requested: Mutex<Option<String>>,
     fail_flag: AtomicBool,
     reset_wanted: AtomicBool,
+    /// Moved by [`Controller::cancel_admin_waits`]: an admin wait that began before
+    /// the move ends.
+    admin_cancel: AtomicU64,
     /// Aborts the queue pairs asked for: the queue pair and the command's CID.
     aborts: ArrayQueue<(Arc<QpairShared>, u16)>,
     admin: Mutex<AdminQueue>,

@@ -325,6 +325,56 @@ fn a_removal_ends_an_admin_wait_with_an_error_naming_it() {
     assert!(msg.contains("get features"), "{msg}");
 }
 
+/// `cancel_admin_waits` ends an admin wait in progress on another thread at once,
+/// with an error that says so, not at the command's deadline (an owner that is
+/// stopping must not sit out a lost completion); a wait that begins afterwards is
+/// answered as usual, and no reset is asked for. With a 5 s admin timeout, a driver
+/// that ignores the cancel returns a timeout after 5 s instead.
+#[test]
+fn cancel_admin_waits_ends_a_wait_on_a_lost_completion() {
+    let (dev, ctrl) = soft_with(
+        63,
+        ControllerOptions {
+            admin_timeout_ms: 5_000,
+            ..ControllerOptions::default()
+        },
+    );
+    dev.faults().drop_admin_completions(1);
+    let waiter = {
+        let c = ctrl.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let r = c.get_feature(nvme_driver::spec::feature_id::NUMBER_OF_QUEUES, 0);
+            (r, t0.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let cancelled_at = Instant::now();
+    ctrl.cancel_admin_waits();
+    let (r, took) = waiter.join().unwrap();
+    let after_cancel = cancelled_at.elapsed();
+    let err = r.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::AdminCancelled { .. }),
+        "the wait ended on the cancel, not the deadline (after {took:?}): {msg}"
+    );
+    assert!(
+        msg.contains("get features") && msg.contains("stopping"),
+        "{msg}"
+    );
+    assert!(
+        after_cancel < Duration::from_secs(1),
+        "ended {after_cancel:?} after the cancel"
+    );
+    // The next command is answered; the controller is live and no reset was wanted.
+    assert!(ctrl
+        .get_feature(nvme_driver::spec::feature_id::NUMBER_OF_QUEUES, 0)
+        .is_ok());
+    assert_eq!(ctrl.process_admin(), CtrlState::Live);
+    assert_eq!(ctrl.reset_count(), 0);
+}
+
 /// The driver never clears CC.EN while I/O queues are alive on a controller that
 /// could delete them (QEMU 7.2's controller crashed, rarely, when that happened with
 /// I/O in flight): the software controller counts it, and the count stays zero
