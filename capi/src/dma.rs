@@ -1,0 +1,265 @@
+//! DMA buffers for C: `nvme_dma_alloc` hands out memory from the layer's I/O buffer
+//! pool (mapped into every controller of the layer), and each I/O call finds the
+//! device address of the pointer it is given in a table of those buffers.
+//!
+//! The table is read on the data path without a lock: a sorted array of (host
+//! address, length, IOVA) under a sequence counter (a seqlock). Allocation and free
+//! (set-up time) take a mutex, make the counter odd, shift the array and make it even
+//! again; a reader searches it (binary search) between two reads of the counter and
+//! tries again if the counter moved. A pointer that is in no entry is refused: that is
+//! how memory not from `nvme_dma_alloc` is told apart.
+//!
+//! Caller memory (SPDK's `spdk_mem_register`) is not offered: the block layer has no
+//! way to register a region with its controllers yet (issue 23 item 4).
+
+use crate::error::{bdev_fail, fail, Fail};
+use crate::layer::{layer_state, nvme_layer};
+use ::nvme_bdev::{BlockLayer, IoBuf};
+use nvme_driver::{DmaSlice, Iova};
+use std::ffi::{c_int, c_void};
+use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// DMA buffers one layer can have allocated at once through nvme_dma_alloc().
+pub const NVME_DMA_BUFFERS_MAX: usize = 4096;
+
+/// Times a reader retries while allocations move the table under it.
+const READ_ATTEMPTS: usize = 1000;
+
+#[derive(Default)]
+struct Entry {
+    addr: AtomicUsize,
+    len: AtomicUsize,
+    iova: AtomicU64,
+}
+
+/// The buffers of one layer, by host address.
+pub(crate) struct DmaTable {
+    /// Even: stable; odd: a writer is moving entries.
+    seq: AtomicU64,
+    count: AtomicUsize,
+    entries: Box<[Entry]>,
+    /// The buffers themselves (their memory goes back to the pool when dropped);
+    /// writers hold this lock.
+    bufs: Mutex<Vec<IoBuf>>,
+}
+
+impl std::fmt::Debug for DmaTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmaTable")
+            .field("count", &self.count.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl DmaTable {
+    pub(crate) fn new() -> Self {
+        DmaTable {
+            seq: AtomicU64::new(0),
+            count: AtomicUsize::new(0),
+            entries: (0..NVME_DMA_BUFFERS_MAX)
+                .map(|_| Entry::default())
+                .collect(),
+            bufs: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `edit` on the entries as a writer (the bufs lock held by the caller).
+    fn write(&self, edit: impl FnOnce(&[Entry], usize) -> usize) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let n = edit(&self.entries, self.count.load(Ordering::Relaxed));
+        self.count.store(n, Ordering::Relaxed);
+        self.seq.store(s + 2, Ordering::Release);
+    }
+
+    fn copy(from: &Entry, to: &Entry) {
+        to.addr
+            .store(from.addr.load(Ordering::Relaxed), Ordering::Relaxed);
+        to.len
+            .store(from.len.load(Ordering::Relaxed), Ordering::Relaxed);
+        to.iova
+            .store(from.iova.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// A new buffer of `size` bytes from `layer`'s pool, entered in the table.
+    pub(crate) fn alloc(&self, layer: &BlockLayer, size: usize) -> Result<*mut u8, Fail> {
+        if size == 0 {
+            return Err(fail!(libc::EINVAL, "nvme_dma_alloc: size is 0"));
+        }
+        if size > u32::MAX as usize {
+            return Err(fail!(
+                libc::EINVAL,
+                "nvme_dma_alloc: {size} bytes is more than one I/O can carry (4 GiB - 1)"
+            ));
+        }
+        let mut bufs = self.bufs.lock().unwrap_or_else(|p| p.into_inner());
+        if bufs.len() >= NVME_DMA_BUFFERS_MAX {
+            return Err(fail!(
+                libc::ENOSPC,
+                "nvme_dma_alloc: {NVME_DMA_BUFFERS_MAX} buffers are allocated on this layer \
+                 (NVME_DMA_BUFFERS_MAX); free some, or allocate fewer, larger buffers and use \
+                 parts of them"
+            ));
+        }
+        let buf = layer
+            .alloc_buffer(size)
+            .map_err(|e| bdev_fail("nvme_dma_alloc", &e))?;
+        let (addr, iova) = (buf.as_ptr() as usize, buf.whole().iova.0);
+        self.write(|e, n| {
+            let pos = (0..n)
+                .find(|&i| e[i].addr.load(Ordering::Relaxed) > addr)
+                .unwrap_or(n);
+            for i in (pos..n).rev() {
+                Self::copy(&e[i], &e[i + 1]);
+            }
+            e[pos].addr.store(addr, Ordering::Relaxed);
+            e[pos].len.store(size, Ordering::Relaxed);
+            e[pos].iova.store(iova, Ordering::Relaxed);
+            n + 1
+        });
+        bufs.push(buf);
+        Ok(addr as *mut u8)
+    }
+
+    /// Takes the buffer starting at `p` out of the table and gives its memory back.
+    pub(crate) fn free(&self, p: *mut c_void) -> Result<(), Fail> {
+        let addr = p as usize;
+        let mut bufs = self.bufs.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(k) = bufs.iter().position(|b| b.as_ptr() as usize == addr) else {
+            return Err(fail!(
+                libc::EINVAL,
+                "nvme_dma_free: {p:p} is not the start of a buffer that nvme_dma_alloc() \
+                 gave on this layer (or it was freed already)"
+            ));
+        };
+        self.write(|e, n| {
+            let pos = (0..n)
+                .find(|&i| e[i].addr.load(Ordering::Relaxed) == addr)
+                .expect("every buffer in `bufs` has its entry");
+            for i in pos..n - 1 {
+                Self::copy(&e[i + 1], &e[i]);
+            }
+            n - 1
+        });
+        bufs.swap_remove(k);
+        Ok(())
+    }
+
+    /// The device address of `len` bytes at `p`, which must lie inside one buffer.
+    /// Lock-free; allocates nothing.
+    #[inline]
+    pub(crate) fn translate(
+        &self,
+        p: *const c_void,
+        len: u32,
+        what: &str,
+    ) -> Result<DmaSlice, Fail> {
+        let addr = p as usize;
+        for _ in 0..READ_ATTEMPTS {
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let n = self.count.load(Ordering::Relaxed).min(self.entries.len());
+            // The last entry starting at or below `addr`.
+            let (mut lo, mut hi) = (0, n);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if self.entries[mid].addr.load(Ordering::Relaxed) <= addr {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            let found = lo.checked_sub(1).map(|i| {
+                let e = &self.entries[i];
+                (
+                    e.addr.load(Ordering::Relaxed),
+                    e.len.load(Ordering::Relaxed),
+                    e.iova.load(Ordering::Relaxed),
+                )
+            });
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) != s1 {
+                continue;
+            }
+            return match found {
+                Some((start, blen, iova)) if addr - start < blen => {
+                    let off = addr - start;
+                    if len as usize > blen - off {
+                        return Err(fail!(
+                            libc::EINVAL,
+                            "{what}: buffer {p:p}: {len} bytes run past the end of its DMA buffer \
+                             ({blen} bytes at {:#x}, this I/O starts {off} bytes in)",
+                            start
+                        ));
+                    }
+                    Ok(DmaSlice {
+                        iova: Iova(iova + off as u64),
+                        len,
+                    })
+                }
+                _ if p.is_null() => Err(fail!(libc::EINVAL, "{what}: buf is NULL")),
+                _ => Err(fail!(
+                    libc::EINVAL,
+                    "{what}: buffer {p:p} is not DMA memory of this layer: allocate I/O buffers with \
+                     nvme_dma_alloc() on the layer the bdev belongs to"
+                )),
+            };
+        }
+        Err(fail!(
+            libc::EAGAIN,
+            "{what}: buffer {p:p}: the DMA buffer table kept changing (allocations on another \
+             thread); try again"
+        ))
+    }
+}
+
+/// Allocates `size` bytes of DMA memory that every controller of `layer` reaches
+/// (also controllers attached later), zeroed, aligned to 4 KiB, and stores its address
+/// in `*buf`. Only memory from here can carry I/O data. Set-up time: it takes a lock.
+///
+/// Returns 0, or -EINVAL (NULL argument, size 0 or above 4 GiB - 1), -EBADF (closed
+/// layer), -ENOSPC (NVME_DMA_BUFFERS_MAX buffers allocated), -ENOMEM (no memory).
+///
+/// # Safety
+/// `layer` is NULL or a handle from nvme_layer_create(); `buf` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn nvme_dma_alloc(
+    layer: *mut nvme_layer,
+    size: usize,
+    buf: *mut *mut c_void,
+) -> c_int {
+    crate::error::call(|| {
+        if buf.is_null() {
+            return Err(fail!(libc::EINVAL, "nvme_dma_alloc: buf is NULL"));
+        }
+        // SAFETY: the caller passes a layer handle or NULL.
+        let p = unsafe { layer_state(layer, "nvme_dma_alloc: layer") }?
+            .with("nvme_dma_alloc: layer", |l| l.dma.alloc(&l.layer, size))?;
+        // SAFETY: checked non-NULL; the caller guarantees it is writable.
+        unsafe { *buf = p.cast() };
+        Ok(0)
+    })
+}
+
+/// Frees a buffer from nvme_dma_alloc(). No I/O may be using it. Returns 0, or
+/// -EINVAL (NULL, or not the start of a buffer of this layer), -EBADF (closed layer).
+///
+/// # Safety
+/// `layer` is NULL or a handle from nvme_layer_create().
+#[no_mangle]
+pub unsafe extern "C" fn nvme_dma_free(layer: *mut nvme_layer, buf: *mut c_void) -> c_int {
+    crate::error::call(|| {
+        if buf.is_null() {
+            return Err(fail!(libc::EINVAL, "nvme_dma_free: buf is NULL"));
+        }
+        // SAFETY: the caller passes a layer handle or NULL.
+        unsafe { layer_state(layer, "nvme_dma_free: layer") }?
+            .with("nvme_dma_free: layer", |l| l.dma.free(buf))?;
+        Ok(0)
+    })
+}
