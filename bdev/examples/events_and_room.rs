@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ns = Arc::new(Namespace::new(1, 1 << 12, 512)?);
     let soft = |name: &str, cntlid| {
         SoftController::start(SoftConfig {

@@ -16,11 +16,13 @@
 //! multipath core and its per-core channel, generic over the path queue), [`layer`]
 //! (controllers, bdev registry, namespace and multipath bdevs over the driver),
 //! [`events`] (what happened to a bdev, for the embedder to take on its own thread),
-//! [`room`] (being called back when a busy channel has room again).
+//! [`room`] (being called back when a busy channel has room again), [`async_io`]
+//! (block I/O as futures on a channel, for single-threaded executors).
 //!
 //! Model checks: `RUSTFLAGS="--cfg loom" cargo test -p nvme-bdev --release loom`.
 #![deny(missing_docs)]
 
+pub mod async_io;
 mod dma;
 mod error;
 pub mod events;
@@ -36,11 +38,14 @@ mod sync;
 #[cfg(all(test, loom))]
 mod loom_tests;
 
+pub use async_io::{AsyncChannel, AsyncStats, CmdFuture, IoBuffer, IoFuture};
 pub use dma::{IoBuf, IoBufPool, IOVA_WINDOW};
 pub use error::{Error, Result};
 pub use events::{BdevEvent, EventReceiver, EVENT_QUEUE_DEFAULT};
 pub use io::{BdevCompletion, BdevIo, PathQueue};
-pub use layer::{Bdev, BlockLayer, Channel, ControllerStats, LayerOptions};
+pub use layer::{
+    vfio_connector, Bdev, BlockLayer, Channel, Connector, ControllerStats, LayerOptions,
+};
 pub use mpath::{BdevInfo, MpathChannel, MpathOptions, Multipath, PathState, Policy};
 pub use nvme_driver::{IoOp, Status};
 pub use reactor::{Poller, ReactorCtx, ReactorOptions, Reactors};
