@@ -6,6 +6,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Errors from setting up and driving the block layer.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The driver refused (set-up, or a request handed back by a queue pair).
     #[error(transparent)]

@@ -8,6 +8,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Errors from setting up and driving a controller. NVMe command failures on the
 /// data path are not errors: they are a [`Status`] delivered with the completion.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A VFIO or PCI setup step failed; `fix` says what the user can do.
     #[error("{device}: {detail}; {fix}")]

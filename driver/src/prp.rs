@@ -18,6 +18,7 @@ pub const MAX_PRP_PAGES: u64 = PRP_LIST_ENTRIES as u64;
 
 /// Why a buffer cannot be described.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PrpError {
     /// PRP1 must be dword aligned (section 4.1.1).
     Misaligned,

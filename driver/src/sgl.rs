@@ -131,6 +131,7 @@ impl Descriptor {
 
 /// Why slices cannot be described by one SGL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SglError {
     /// No slice, or a slice of zero bytes.
     Empty,
