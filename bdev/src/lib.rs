@@ -27,6 +27,7 @@ mod dma;
 mod error;
 pub mod events;
 mod io;
+pub mod iostat;
 pub mod layer;
 pub mod mpath;
 pub mod qsbr;
@@ -43,6 +44,7 @@ pub use dma::{IoBuf, IoBufPool, IOVA_WINDOW};
 pub use error::{Error, Result};
 pub use events::{BdevEvent, EventReceiver, EVENT_QUEUE_DEFAULT};
 pub use io::{BdevCompletion, BdevIo, PathQueue};
+pub use iostat::{BdevIoStat, IoStat, PathIoStat};
 pub use layer::{
     vfio_connector, Bdev, BlockLayer, Channel, Connector, ControllerStats, LayerOptions,
 };

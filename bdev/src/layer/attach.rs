@@ -32,6 +32,7 @@ pub(super) fn attach(inner: &Arc<Inner>, name: &str, connector: Connector) -> Re
                 nsid: ns.nsid,
                 ctrl: record.clone(),
                 qpair: inner.opts.qpair,
+                iostat: Default::default(),
             };
             names.push(nsb.info.name.clone());
             let mp = multipath_for(inner, &ctrl, ns)?;

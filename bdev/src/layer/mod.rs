@@ -23,6 +23,7 @@ pub use ns::{NsBdev, NsChannel};
 
 use crate::dma::IoBufPool;
 use crate::io::{BdevCompletion, BdevIo};
+use crate::iostat::{BdevIoStat, IoStat};
 use crate::mpath::{BdevInfo, MpathChannel, MpathOptions, Multipath};
 use crate::qsbr::Qsbr;
 use crate::sync::lock_std as lock;
@@ -153,6 +154,15 @@ impl Bdev {
             Bdev::Mpath(m) => Ok(Channel::Mpath(m.channel()?)),
         }
     }
+    /// I/O statistics, total and per path, over every channel this bdev has had,
+    /// readable from any thread while I/O runs (SPDK's `bdev_get_iostat`; see
+    /// [`crate::iostat`] for how fresh an open channel's figures are).
+    pub fn iostat(&self) -> BdevIoStat {
+        match self {
+            Bdev::Nvme(b) => b.iostat(),
+            Bdev::Mpath(m) => m.iostat(),
+        }
+    }
     /// The multipath core, if this is a multipath bdev.
     pub fn multipath(&self) -> Option<&Arc<Multipath<IoQpair>>> {
         match self {
@@ -213,6 +223,14 @@ impl Channel {
         match self {
             Channel::Mpath(c) => c.outstanding(),
             Channel::Nvme(c) => c.outstanding(),
+        }
+    }
+    /// This channel's I/O statistics, exact (its own core's view; other threads
+    /// read the bdev's, [`Bdev::iostat`]).
+    pub fn iostat(&self) -> IoStat {
+        match self {
+            Channel::Mpath(c) => c.iostat(),
+            Channel::Nvme(c) => c.iostat(),
         }
     }
     /// The queue pair's ID for a namespace bdev's channel (one queue pair); `None` for
@@ -392,6 +410,35 @@ impl BlockLayer {
             .iter()
             .find(|c| c.name == name)
             .map(|c| c.stats())
+    }
+
+    /// Controller `name`'s SMART / health log page (section 5.16.1.3), read now over
+    /// its admin queue (off the reactors: it waits for the device).
+    pub fn smart_log(&self, name: &str) -> Result<nvme_driver::spec::SmartLog> {
+        Ok(self.live_controller(name)?.smart_log()?)
+    }
+
+    /// Controller `name`'s error information log page (section 5.16.1.2), read now
+    /// over its admin queue (off the reactors).
+    pub fn error_log(&self, name: &str) -> Result<Vec<nvme_driver::spec::ErrorLogEntry>> {
+        Ok(self.live_controller(name)?.error_log()?)
+    }
+
+    /// Controller `name`, while it is attached and live.
+    fn live_controller(&self, name: &str) -> Result<Controller> {
+        let record = {
+            let g = lock(&self.inner.ctrls);
+            g.iter()
+                .find(|c| c.name == name)
+                .cloned()
+                .ok_or_else(|| Error::NoSuchController {
+                    name: name.to_string(),
+                    known: g.iter().map(|c| c.name.clone()).collect(),
+                })?
+        };
+        record.live_controller().ok_or_else(|| {
+            Error::Stopped(format!("{name}: controller is not connected (reconnecting or gone)"))
+        })
     }
 
     /// True while a requested reset of `name` has not started yet.

@@ -3,6 +3,7 @@
 
 use super::controller::CtrlRecord;
 use crate::io::{BdevCompletion, BdevIo};
+use crate::iostat::{BdevIoStat, IoStat, OpCounts, StatBoard, StatRegistry, PUBLISH_EVERY};
 use crate::mpath::BdevInfo;
 use crate::room::RoomWaiters;
 use crate::{Error, Result};
@@ -22,6 +23,8 @@ pub struct NsBdev {
     /// The controller it belongs to.
     pub(super) ctrl: Arc<CtrlRecord>,
     pub(super) qpair: QpairOptions,
+    /// Its channels' I/O statistics.
+    pub(super) iostat: Arc<StatRegistry>,
 }
 
 impl fmt::Debug for NsBdev {
@@ -47,7 +50,19 @@ impl NsBdev {
             nsid: self.nsid,
             num_blocks: self.info.num_blocks,
             block_shift: self.info.block_size.trailing_zeros(),
+            ops: OpCounts::default(),
+            completed: 0,
+            errors: 0,
+            publish_countdown: PUBLISH_EVERY,
+            board: self.iostat.open(0),
+            registry: self.iostat.clone(),
         })
+    }
+
+    /// I/O statistics over every channel this bdev has had, readable from any thread
+    /// while I/O runs (see [`crate::iostat`]).
+    pub fn iostat(&self) -> BdevIoStat {
+        self.iostat.snapshot(&self.info.name, |_| None)
     }
 }
 
@@ -63,6 +78,15 @@ pub struct NsChannel {
     nsid: u32,
     num_blocks: u64,
     block_shift: u32,
+    /// Operations and blocks accepted, by kind (see [`crate::iostat`]).
+    ops: OpCounts,
+    /// I/Os delivered, and of those with an error status.
+    completed: u64,
+    errors: u64,
+    /// Polls until the counters are published again.
+    publish_countdown: u32,
+    board: Arc<StatBoard>,
+    registry: Arc<StatRegistry>,
 }
 
 impl fmt::Debug for NsChannel {
@@ -81,6 +105,8 @@ impl Drop for NsChannel {
         // being dropped.
         let qpair = unsafe { ManuallyDrop::take(&mut self.qpair) };
         self.ctrl.retire(qpair);
+        self.board.publish(&self.iostat());
+        self.registry.close(&self.board);
     }
 }
 
@@ -91,7 +117,10 @@ impl NsChannel {
     #[inline]
     pub(super) fn submit(&mut self, io: BdevIo) -> std::result::Result<(), (Error, BdevIo)> {
         match self.qpair.try_submit(&io.to_request(self.nsid, io.ctx)) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.ops.count(io.op, io.nlb);
+                Ok(())
+            }
             // `refusal` gets a request of its own: a function that is not inlined
             // would need the address of `io`, and the submitter's I/O would then be
             // built in memory on every submit.
@@ -120,12 +149,28 @@ impl NsChannel {
     /// Polls the queue pair, delivering each completion to `cb`; returns how many.
     #[inline]
     pub(super) fn poll(&mut self, cb: &mut impl FnMut(BdevCompletion)) -> usize {
-        self.qpair.poll(POLL_BATCH, &mut |c| {
+        let errors = &mut self.errors;
+        let n = self.qpair.poll(POLL_BATCH, &mut |c| {
+            *errors += !c.status.is_success() as u64;
             cb(BdevCompletion {
                 ctx: c.ctx,
                 status: c.status,
             })
-        })
+        });
+        self.completed += n as u64;
+        self.publish_countdown -= 1;
+        if self.publish_countdown == 0 {
+            self.publish_countdown = PUBLISH_EVERY;
+            self.board.publish(&self.iostat());
+        }
+        n
+    }
+
+    /// This channel's I/O statistics, exact (its own core's view; other threads read
+    /// the bdev's, [`NsBdev::iostat`]).
+    pub fn iostat(&self) -> IoStat {
+        self.ops
+            .to_iostat(self.block_shift, self.completed, self.errors, 0, 0)
     }
 
     /// Rings the doorbell for what was submitted since.

@@ -19,6 +19,7 @@ mod options;
 pub use channel::{ChannelStats, MpathChannel, PathIoStats};
 pub use options::{MpathOptions, Policy};
 
+use crate::iostat::{BdevIoStat, StatRegistry};
 use crate::events::EventHub;
 use crate::io::PathQueue;
 use crate::qsbr::{Qsbr, QsbrCell};
@@ -175,6 +176,8 @@ pub struct Multipath<Q: PathQueue> {
     cell: QsbrCell<PathSet>,
     writer: Mutex<Writer<Q>>,
     graveyard: Mutex<Vec<Q>>,
+    /// Its channels' I/O statistics (see [`Multipath::iostat`]).
+    pub(crate) iostat: StatRegistry,
     /// Where path changes are reported, once the block layer gave it one.
     events: OnceLock<Arc<EventHub>>,
 }
@@ -231,6 +234,7 @@ impl<Q: PathQueue> Multipath<Q> {
                 publish_ns_max: 0,
             }),
             graveyard: Mutex::new(Vec::new()),
+            iostat: StatRegistry::default(),
             events: OnceLock::new(),
         }))
     }
@@ -483,6 +487,20 @@ impl<Q: PathQueue> Multipath<Q> {
     /// Snapshots published so far.
     pub fn generation(&self) -> u64 {
         lock(&self.writer).generation
+    }
+
+    /// I/O statistics, total and per path, over every channel this bdev has had,
+    /// readable from any thread while I/O runs (see [`crate::iostat`] for how fresh
+    /// an open channel's figures are).
+    pub fn iostat(&self) -> BdevIoStat {
+        let names: Vec<(u64, String)> = lock(&self.writer)
+            .paths
+            .iter()
+            .map(|p| (p.shared.id, p.shared.name.clone()))
+            .collect();
+        self.iostat.snapshot(&self.info.name, |id| {
+            names.iter().find(|(i, _)| *i == id).map(|(_, n)| n.clone())
+        })
     }
 
     pub(crate) fn bury(&self, q: Q) {

@@ -41,6 +41,7 @@ pub use stats::{ChannelStats, PathIoStats};
 
 use super::{ChanMsg, Multipath, PathShared};
 use crate::io::{BdevCompletion, BdevIo, PathQueue};
+use crate::iostat::{IoStat, OpCounts, PathIoStat, StatBoard};
 use crate::qsbr::QsbrReader;
 use crate::ring::Ring;
 use crate::room::RoomWaiters;
@@ -125,6 +126,10 @@ pub struct MpathChannel<Q: PathQueue> {
     ana_avoid_ticks: u64,
     retry_unit_ticks: u64,
     stats: ChannelStats,
+    /// Operations and blocks accepted, by kind (see [`crate::iostat`]).
+    ops: OpCounts,
+    /// Where this channel publishes its I/O statistics.
+    board: Arc<StatBoard>,
     mp: Arc<Multipath<Q>>,
     reader: QsbrReader,
     mailbox: Arc<Ring<ChanMsg<Q>>>,
@@ -174,6 +179,8 @@ impl<Q: PathQueue> MpathChannel<Q> {
             ana_avoid_ticks: mp.anatt_ticks.max(clock::ms_to_ticks(ANA_AVOID_MIN_MS)),
             retry_unit_ticks: clock::ms_to_ticks(opts.retry_delay_unit_ms),
             stats: ChannelStats::default(),
+            ops: OpCounts::default(),
+            board: mp.iostat.open(LOCAL_PATHS),
             mp,
             reader,
             mailbox,
@@ -300,6 +307,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
             }
         }
         self.stats.submitted += 1;
+        self.ops.count(io.op, io.nlb);
         Ok(())
     }
 
@@ -332,6 +340,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
         }
         self.finish_later(slot, status);
         self.stats.submitted += 1;
+        self.ops.count(io.op, io.nlb);
         Ok(())
     }
 
@@ -523,6 +532,42 @@ impl<Q: PathQueue> MpathChannel<Q> {
         self.busy = busy;
         let more = !self.pending.is_empty() || self.removing > 0 || !self.finished.is_empty();
         self.countdown = if more { 1 } else { FULL_POLL_EVERY };
+        self.publish_iostat();
+    }
+
+    /// This channel's I/O statistics, exact (its own core's view; other threads read
+    /// the bdev's, [`Multipath::iostat`]).
+    pub fn iostat(&self) -> IoStat {
+        let s = self.stats();
+        self.ops.to_iostat(
+            self.mp.block_shift,
+            s.completed,
+            s.failed,
+            s.failovers,
+            s.retries,
+        )
+    }
+
+    /// Local path `p`'s share, as the bdev's statistics count it.
+    fn path_iostat(p: &LocalPath<Q>) -> PathIoStat {
+        PathIoStat {
+            id: p.shared.id,
+            submitted: p.queue.submitted(),
+            path_errors: p.stats.path_errors,
+            ana_errors: p.stats.ana_errors,
+            timeouts: p.queue.timeouts(),
+            reset_aborts: p.queue.reset_aborts(),
+            ..PathIoStat::default()
+        }
+    }
+
+    /// Publishes the counters for other threads (at a full poll, and when closing).
+    fn publish_iostat(&self) {
+        self.board.publish(&self.iostat());
+        for (i, p) in self.paths[..self.paths_end].iter().enumerate() {
+            self.board
+                .publish_path(i, p.as_deref().map(Self::path_iostat).as_ref());
+        }
     }
 
     /// Rings the doorbells of the path queues with I/O queued since the last flush
@@ -579,7 +624,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
     /// Lets go of removed paths with nothing left in flight. (The view already leaves
     /// them out, so it stays as it is.)
     fn retire_removed(&mut self) {
-        for entry in self.paths[..self.paths_end].iter_mut() {
+        for (i, entry) in self.paths[..self.paths_end].iter_mut().enumerate() {
             let drained = entry
                 .as_ref()
                 .is_some_and(|p| p.removing && p.queue.outstanding() == 0);
@@ -587,6 +632,10 @@ impl<Q: PathQueue> MpathChannel<Q> {
                 if let Some(p) = entry.take() {
                     debug_assert!(self.removing > 0, "a removing path was counted");
                     self.removing -= 1;
+                    // Its entry may go to the next path: its counts go to the totals.
+                    self.mp
+                        .iostat
+                        .retire_path(&self.board, i, &Self::path_iostat(&p));
                     self.mp.bury(p.queue);
                 }
             }
@@ -600,6 +649,8 @@ impl<Q: PathQueue> MpathChannel<Q> {
 impl<Q: PathQueue> Drop for MpathChannel<Q> {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::Release);
+        self.publish_iostat();
+        self.mp.iostat.close(&self.board);
         for p in self.paths.iter_mut().filter_map(Option::take) {
             self.mp.bury(p.queue);
         }
