@@ -66,6 +66,7 @@ fn run(
     Ok(())
 }
 
+// [client]
 /// Writes a pattern to its own blocks, reads it back and compares, `ROUNDS` times.
 async fn client(
     ch: &AsyncChannel,
@@ -98,6 +99,7 @@ async fn client(
     }
     Ok(())
 }
+// [client]
 
 /// One core: its own channel to the bdev, its clients, its executor. Set-up (the
 /// channel, the buffers) happens on the core's thread before the loop starts.

@@ -5,6 +5,26 @@ use nvme_driver::{DmaSlice, IoCompletion, IoOp, IoQpair, IoRequest, Refused, Sta
 
 /// One block I/O. `ctx` is the caller's: it comes back with the completion, so no
 /// per-I/O closure or box is needed.
+///
+/// Data comes from an [`IoBuf`](crate::IoBuf) (memory every path of the layer
+/// reaches), whole or a slice of it; the buffer must stay alive, and untouched by the
+/// host for a read, until the completion:
+///
+/// ```
+/// # fn main() -> nvme_bdev::Result<()> {
+/// use nvme_bdev::{BdevIo, BlockLayer, IoOp, LayerOptions};
+///
+/// let layer = BlockLayer::new(LayerOptions::default())?;
+/// let buf = layer.alloc_buffer(64 << 10)?;
+/// // Blocks 100..108 into the buffer's second 4 KiB; the completion carries ctx 42.
+/// let read = BdevIo::read(100, 8, buf.slice(4096, 4096)?, 42);
+/// assert_eq!((read.op, read.slba, read.nlb, read.ctx), (IoOp::Read, 100, 8, 42));
+/// // No data: flush, write zeroes, unmap.
+/// let trim = BdevIo::unmap(0, 2048, 43);
+/// assert_eq!(trim.buf.len, 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BdevIo {
     /// Operation.

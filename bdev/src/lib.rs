@@ -39,6 +39,12 @@ mod sync;
 #[cfg(all(test, loom))]
 mod loom_tests;
 
+/// The README's complete samples, compiled (and those not marked `no_run` run) as doc
+/// tests; its excerpts of `examples/` are checked by `tests/readme.rs`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use async_io::{AsyncChannel, AsyncStats, CmdFuture, IoBuffer, IoFuture};
 pub use dma::{IoBuf, IoBufPool, IOVA_WINDOW};
 pub use error::{Error, Result};

@@ -59,3 +59,8 @@ pub use pcie::PcieQueue;
 pub use qpair::{IoCompletion, IoOp, IoQpair, IoRequest, QpairOptions, QpairStats, Refused};
 pub use spec::Status;
 pub use transport::Transport;
+
+/// The README's samples, compiled as doc tests so that they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
