@@ -107,6 +107,169 @@ impl DmaMapper for FanoutMapper {
     }
 }
 
+/// Where caller memory registered with
+/// [`BlockLayer::register_memory`](crate::BlockLayer::register_memory) sits in every
+/// controller's address space: 256 GiB, above the shared buffer window, inside a 39-bit
+/// IOMMU address width.
+pub const REGISTERED_BASE: u64 = 1 << 38;
+/// The size of that window: registered regions add up to at most 64 GiB.
+pub const REGISTERED_MAX: u64 = 64 << 30;
+/// Registered regions start and end on this boundary (the IOMMU's page).
+pub const REGISTER_ALIGN: usize = 4096;
+
+/// Which parts of the registration window are taken (first fit; set-up time only).
+#[derive(Debug, Default)]
+pub(crate) struct RegisteredSpace {
+    /// (offset in the window, length) of each registered region, by offset.
+    taken: Mutex<Vec<(u64, u64)>>,
+}
+
+impl RegisteredSpace {
+    fn take(&self, len: u64) -> Option<u64> {
+        let mut t = lock(&self.taken);
+        let mut at = 0;
+        let mut pos = t.len();
+        for (i, &(off, l)) in t.iter().enumerate() {
+            if off - at >= len {
+                pos = i;
+                break;
+            }
+            at = off + l;
+        }
+        if pos == t.len() && REGISTERED_MAX - at < len {
+            return None;
+        }
+        t.insert(pos, (at, len));
+        Some(at)
+    }
+
+    fn give_back(&self, off: u64) {
+        lock(&self.taken).retain(|&(o, _)| o != off);
+    }
+}
+
+/// Caller memory registered for DMA with every controller of a
+/// [`BlockLayer`](crate::BlockLayer), now and attached later
+/// ([`BlockLayer::register_memory`](crate::BlockLayer::register_memory), SPDK's
+/// `spdk_mem_register`): I/O from it needs no copy. Dropping it unregisters the memory
+/// from every controller; no I/O on it may be in flight then.
+pub struct MemRegion {
+    ptr: NonNull<u8>,
+    len: usize,
+    /// Offset in the registration window.
+    offset: u64,
+    fanout: Arc<FanoutMapper>,
+    space: Arc<RegisteredSpace>,
+}
+
+// SAFETY: a MemRegion is a handle to memory its registrant keeps valid (the contract of
+// `register_memory`); it touches it only through `DmaSlice`s the caller's I/O uses.
+unsafe impl Send for MemRegion {}
+// SAFETY: as for Send; its methods take `&self` and read only its own fields.
+unsafe impl Sync for MemRegion {}
+
+impl fmt::Debug for MemRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemRegion")
+            .field("host", &self.ptr)
+            .field("iova", &format_args!("{:#x}", self.iova()))
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl MemRegion {
+    /// Registers `len` bytes at `ptr` with every address space of `fanout`.
+    ///
+    /// # Safety
+    /// As [`BlockLayer::register_memory`](crate::BlockLayer::register_memory).
+    pub(crate) unsafe fn register(
+        fanout: &Arc<FanoutMapper>,
+        space: &Arc<RegisteredSpace>,
+        ptr: *mut u8,
+        len: usize,
+    ) -> crate::Result<MemRegion> {
+        let bad = |why: String| crate::Error::InvalidOption(format!("register_memory: {why}"));
+        let Some(ptr) = NonNull::new(ptr) else {
+            return Err(bad("the address is null".into()));
+        };
+        let aligned = (ptr.as_ptr() as usize).is_multiple_of(REGISTER_ALIGN)
+            && len.is_multiple_of(REGISTER_ALIGN);
+        if !aligned || len == 0 {
+            return Err(bad(format!(
+                "{:p} + {len} bytes: the start and the length must be non-zero multiples of \
+                 {REGISTER_ALIGN} (the IOMMU maps whole pages); allocate with that alignment",
+                ptr.as_ptr()
+            )));
+        }
+        let Some(offset) = space.take(len as u64) else {
+            return Err(crate::Error::Exhausted(format!(
+                "register_memory: {len} more bytes do not fit the {} GiB registration \
+                 window; unregister (drop) regions no longer used",
+                REGISTERED_MAX >> 30
+            )));
+        };
+        // The fan-out adds IOVA_WINDOW to the IOVA it is given.
+        let pool_iova = Iova(REGISTERED_BASE - IOVA_WINDOW + offset);
+        // SAFETY: the caller keeps `ptr..ptr+len` valid until the region is dropped,
+        // whose `Drop` unmaps it from every space.
+        if let Err(e) = unsafe { fanout.map(ptr, len, pool_iova) } {
+            space.give_back(offset);
+            return Err(e.into());
+        }
+        Ok(MemRegion {
+            ptr,
+            len,
+            offset,
+            fanout: fanout.clone(),
+            space: space.clone(),
+        })
+    }
+
+    /// The region's first byte in every controller's address space.
+    pub fn iova(&self) -> u64 {
+        REGISTERED_BASE + self.offset
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Never true.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Host address of the first byte.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+    /// `len` bytes at `off`, for a request (a request's buffer is under 4 GiB).
+    pub fn slice(&self, off: usize, len: usize) -> crate::Result<DmaSlice> {
+        if off.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(crate::Error::InvalidIo(format!(
+                "{off} + {len} bytes is outside the registered region of {} bytes",
+                self.len
+            )));
+        }
+        let Ok(len) = u32::try_from(len) else {
+            return Err(crate::Error::InvalidIo(format!(
+                "{len} bytes: a request's buffer is under 4 GiB"
+            )));
+        };
+        Ok(DmaSlice {
+            iova: Iova(self.iova() + off as u64),
+            len,
+        })
+    }
+}
+
+impl Drop for MemRegion {
+    fn drop(&mut self) {
+        let pool_iova = Iova(REGISTERED_BASE - IOVA_WINDOW + self.offset);
+        let _ = self.fanout.unmap(pool_iova, self.len);
+        self.space.give_back(self.offset);
+    }
+}
+
 /// The pool of I/O buffers shared by every controller of a [`BlockLayer`](crate::BlockLayer).
 #[derive(Clone, Debug)]
 pub struct IoBufPool {

@@ -46,7 +46,9 @@ mod loom_tests;
 pub struct ReadmeDoctests;
 
 pub use async_io::{AsyncChannel, AsyncStats, CmdFuture, IoBuffer, IoFuture};
-pub use dma::{IoBuf, IoBufPool, IOVA_WINDOW};
+pub use dma::{
+    IoBuf, IoBufPool, MemRegion, IOVA_WINDOW, REGISTERED_BASE, REGISTERED_MAX, REGISTER_ALIGN,
+};
 pub use error::{Error, Result};
 pub use events::{BdevEvent, EventReceiver, EVENT_QUEUE_DEFAULT};
 pub use io::{BdevCompletion, BdevIo, PathQueue};

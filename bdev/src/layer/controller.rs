@@ -476,6 +476,10 @@ pub(super) fn connect(inner: &Inner, connector: &Connector) -> Result<(Controlle
     ctrl.on_queue_state_change(move || qsbr.bump())?;
     let (base, len) = inner.bufs.window();
     ctrl.add_dma_window(base, len)?;
+    ctrl.add_dma_window(
+        nvme_driver::Iova(crate::dma::REGISTERED_BASE),
+        crate::dma::REGISTERED_MAX,
+    )?;
     let space = inner.next_id.fetch_add(1, Ordering::Relaxed);
     inner.bufs.fanout.attach(space, bus.mapper())?;
     Ok((ctrl, space))

@@ -21,7 +21,7 @@ pub use hotplug::{
 };
 pub use ns::{NsBdev, NsChannel};
 
-use crate::dma::IoBufPool;
+use crate::dma::{IoBufPool, MemRegion};
 use crate::io::{BdevCompletion, BdevIo};
 use crate::iostat::{BdevIoStat, IoStat};
 use crate::mpath::{BdevInfo, MpathChannel, MpathOptions, Multipath};
@@ -88,6 +88,8 @@ struct Inner {
     opts: LayerOptions,
     qsbr: Arc<Qsbr>,
     bufs: IoBufPool,
+    /// The registration window's regions (`register_memory`).
+    registered: Arc<crate::dma::RegisteredSpace>,
     bdevs: Mutex<Vec<Bdev>>,
     ctrls: Mutex<Vec<Arc<CtrlRecord>>>,
     /// Path instance and address-space identifiers, unique in this layer.
@@ -356,6 +358,7 @@ impl BlockLayer {
                 qsbr: Qsbr::new(opts.readers),
                 opts,
                 bufs: IoBufPool::new()?,
+                registered: Arc::default(),
                 bdevs: Mutex::new(Vec::new()),
                 ctrls: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(1),
@@ -375,6 +378,30 @@ impl BlockLayer {
     /// A buffer every attached controller can reach.
     pub fn alloc_buffer(&self, len: usize) -> Result<IoBuf> {
         self.inner.bufs.alloc(len)
+    }
+
+    /// Registers memory the caller already has (a server's own buffer pool, huge
+    /// pages or not) for DMA with every controller of the layer, now and attached
+    /// later, so I/O from it needs no copy (SPDK's `spdk_mem_register`). Take
+    /// [`DmaSlice`](nvme_driver::DmaSlice)s for requests from the returned
+    /// [`MemRegion`]; dropping it unregisters the memory. Set-up time: it maps the
+    /// memory into each controller's IOMMU domain (VFIO pins the pages, and counts them
+    /// against the process's locked-memory limit, `ulimit -l`).
+    ///
+    /// Limits: the start and the length are multiples of 4096 bytes
+    /// ([`REGISTER_ALIGN`](crate::REGISTER_ALIGN)); all regions together at most
+    /// 64 GiB ([`REGISTERED_MAX`](crate::REGISTERED_MAX)). Each call is one
+    /// mapping per controller, so a region of ordinary (4 KiB) pages costs the IOMMU
+    /// one entry per page where huge pages cost one per 2 MiB.
+    ///
+    /// # Safety
+    /// `ptr..ptr + len` must be memory of this process that stays allocated, and is not
+    /// remapped, until the region is dropped; controllers may read and write it
+    /// whenever an I/O on it is in flight, and nothing may be in flight on it when the
+    /// region is dropped.
+    pub unsafe fn register_memory(&self, ptr: *mut u8, len: usize) -> Result<MemRegion> {
+        // SAFETY: forwarded from our caller.
+        unsafe { MemRegion::register(&self.inner.bufs.fanout, &self.inner.registered, ptr, len) }
     }
 
     /// Names of every bdev.
