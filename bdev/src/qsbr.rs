@@ -22,8 +22,12 @@ use std::sync::Arc;
 /// Slot value of a reader that is not registered.
 const OFFLINE: u64 = u64::MAX;
 
-/// Readers one domain can have at once (reactors plus channels).
-pub const MAX_READERS: usize = 128;
+/// Readers a domain has room for unless told otherwise (each reactor and each
+/// multipath channel is one): [`LayerOptions::readers`](crate::LayerOptions::readers).
+pub const DEFAULT_READERS: usize = 128;
+/// The most readers a domain can have: a grace period looks at every slot, on the
+/// writer's side (a controller thread), never on a reader's.
+pub const MAX_READERS: usize = 4096;
 
 struct Retired {
     ptr: *mut (),
@@ -84,8 +88,10 @@ impl Qsbr {
             }
         }
         Err(crate::Error::Exhausted(format!(
-            "all {} QSBR reader slots are in use (reactors plus channels); close unused channels",
-            self.slots.len()
+            "all {n} QSBR reader slots are in use (each reactor and each multipath channel \
+             takes one): close channels no longer used, or raise LayerOptions::readers \
+             (now {n}, at most {MAX_READERS})",
+            n = self.slots.len()
         )))
     }
 

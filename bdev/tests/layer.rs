@@ -550,3 +550,51 @@ fn unplug_of_the_active_path_fails_over() {
     drop(ch);
     layer.shutdown();
 }
+
+/// The reader-slot limit is `LayerOptions::readers`, up to 4096: with 3 slots the
+/// fourth multipath channel is refused by an error that names the option and its
+/// bound, a closed channel gives its slot back, and an out-of-range value is refused
+/// when the layer is made.
+#[test]
+fn reader_slots_are_a_layer_option_named_when_used_up() {
+    let ns = Arc::new(Namespace::new(1, 1 << 12, BS as u32).unwrap());
+    let layer = BlockLayer::new(LayerOptions {
+        readers: 3,
+        qpair: QpairOptions {
+            entries: 16,
+            ..QpairOptions::default()
+        },
+        ..LayerOptions::default()
+    })
+    .unwrap();
+    let names = layer.attach_bus("softA", soft("softA", 1, &ns)).unwrap();
+    let mp = layer.open(&names[1]).unwrap();
+    let mut open: Vec<Channel> = (0..3).map(|_| mp.channel().unwrap()).collect();
+    let e = mp.channel().unwrap_err().to_string();
+    assert!(
+        e.contains("all 3 QSBR reader slots") && e.contains("LayerOptions::readers"),
+        "{e}"
+    );
+    assert!(e.contains("4096"), "{e}");
+    open.pop();
+    open.push(mp.channel().expect("a closed channel's slot is free again"));
+    drop(open);
+    for bad in [0, nvme_bdev::qsbr::MAX_READERS + 1] {
+        let e = BlockLayer::new(LayerOptions {
+            readers: bad,
+            ..LayerOptions::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("LayerOptions::readers") && e.contains("4096"),
+            "{e}"
+        );
+    }
+    // The bound itself is accepted.
+    BlockLayer::new(LayerOptions {
+        readers: nvme_bdev::qsbr::MAX_READERS,
+        ..LayerOptions::default()
+    })
+    .unwrap();
+}

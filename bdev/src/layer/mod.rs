@@ -68,7 +68,9 @@ pub struct LayerOptions {
     pub ctrl: ControllerOptions,
     /// How often controller threads do housekeeping.
     pub admin_poll_us: u64,
-    /// QSBR reader slots (reactors plus channels).
+    /// QSBR reader slots: each reactor and each multipath channel takes one, for as
+    /// long as it lives. 1 to [`MAX_READERS`](crate::qsbr::MAX_READERS) (4096);
+    /// default [`DEFAULT_READERS`](crate::qsbr::DEFAULT_READERS) (128).
     pub readers: usize,
 }
 
@@ -79,7 +81,7 @@ impl Default for LayerOptions {
             qpair: QpairOptions::default(),
             ctrl: ControllerOptions::default(),
             admin_poll_us: 1000,
-            readers: crate::qsbr::MAX_READERS,
+            readers: crate::qsbr::DEFAULT_READERS,
         }
     }
 }
@@ -352,6 +354,14 @@ impl BlockLayer {
             return Err(Error::InvalidOption(
                 "admin_poll_us must be positive".into(),
             ));
+        }
+        if !(1..=crate::qsbr::MAX_READERS).contains(&opts.readers) {
+            return Err(Error::InvalidOption(format!(
+                "LayerOptions::readers is {}: it must be 1 to {} (one per reactor and per \
+                 multipath channel)",
+                opts.readers,
+                crate::qsbr::MAX_READERS
+            )));
         }
         Ok(BlockLayer {
             inner: Arc::new(Inner {
