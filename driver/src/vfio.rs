@@ -22,6 +22,7 @@ mod preflight;
 mod shadow;
 mod sys;
 mod sysfs;
+mod unprivileged;
 
 use crate::bus::Bus;
 use crate::dma::{DmaMapper, Iova};
@@ -464,17 +465,27 @@ impl DmaMapper for VfioMapper {
         };
         // SAFETY: `DmaMapper::map`'s contract is `vfio_dma_map`'s: the range stays
         // valid, pinned memory until unmapped, and is only reached through raw pointers.
-        unsafe { c.vfio_dma_map(iova.0, len, vaddr.as_ptr()) }.map_err(|e| {
-            vfio_err(
-                &self.bdf,
-                format!(
-                    "IOMMU mapping of {len} bytes at IOVA {:#x} failed: {e}",
-                    iova.0
+        let mapped = unsafe { c.vfio_dma_map(iova.0, len, vaddr.as_ptr()) };
+        mapped.map_err(|e| {
+            let what = format!(
+                "IOMMU mapping of {len} bytes at IOVA {:#x} failed: {e}",
+                iova.0
+            );
+            let enomem = matches!(&e, VfioError::IommuDmaMap(se) if se.errno() == libc::ENOMEM);
+            let pinned: u64 = s.maps.values().map(|&l| l as u64).sum();
+            let limit = enomem
+                .then(|| unprivileged::memlock_refusal(&self.bdf, len, pinned))
+                .flatten();
+            match limit {
+                Some((why, fix)) => vfio_err(&self.bdf, format!("{what}: {why}"), fix),
+                None => vfio_err(
+                    &self.bdf,
+                    what,
+                    "run as root or raise the locked-memory limit (`ulimit -l`); the IOMMU \
+                     may also lack address bits for this IOVA (dmesg)"
+                        .into(),
                 ),
-                "run as root or raise the locked-memory limit (`ulimit -l`); the IOMMU may \
-                 also lack address bits for this IOVA (dmesg)"
-                    .into(),
-            )
+            }
         })?;
         s.maps.insert(iova.0, len);
         Ok(())

@@ -4,6 +4,7 @@
 //! driver; and what a failure to open VFIO's nodes means.
 
 use super::sysfs::{Host, NVME_CLASS};
+use super::unprivileged;
 use crate::error::{Error, Result};
 use std::io;
 use std::path::Path;
@@ -177,11 +178,14 @@ const LOAD_VFIO: &str = "load the VFIO modules: `modprobe vfio-pci`";
 pub(crate) fn container_open_error(bdf: &str, node: &Path, e: &io::Error) -> Error {
     let fix = match e.kind() {
         io::ErrorKind::NotFound => LOAD_VFIO.to_string(),
-        io::ErrorKind::PermissionDenied => format!(
-            "run as root (or give this user read-write access to {} and the group node, \
-             and a locked-memory limit, `ulimit -l`, large enough for the DMA memory)",
-            node.display()
-        ),
+        io::ErrorKind::PermissionDenied => {
+            let (owned, fix) = unprivileged::node_refusal(node, bdf);
+            return vfio_err(
+                bdf,
+                format!("cannot open {}: {e}: {owned}", node.display()),
+                fix,
+            );
+        }
         _ => "check that the vfio and vfio_iommu_type1 modules are loaded (dmesg may say more)"
             .to_string(),
     };
@@ -194,10 +198,14 @@ pub(crate) fn group_open_error(bdf: &str, group: u32, node: &Path, e: &io::Error
         (io::ErrorKind::NotFound, _) => {
             format!("rebind the device to vfio-pci: `nvme-setup bind {bdf}`")
         }
-        (io::ErrorKind::PermissionDenied, _) => format!(
-            "run as root (or give this user read-write access to {})",
-            node.display()
-        ),
+        (io::ErrorKind::PermissionDenied, _) => {
+            let (owned, fix) = unprivileged::node_refusal(node, bdf);
+            return vfio_err(
+                bdf,
+                format!("cannot open {}: {e}: {owned}", node.display()),
+                fix,
+            );
+        }
         (_, Some(libc::EBUSY)) => format!(
             "another process holds IOMMU group {group} (another driver instance?): stop it \
              (`fuser {}` names it)",
@@ -349,5 +357,20 @@ mod tests {
         )
         .to_string();
         assert!(e.contains("run as root"), "{e}");
+        // Permission denied: the node's owner and mode, this user, and the command.
+        let e = group_open_error(
+            "0000:01:00.0",
+            3,
+            Path::new("/proc/self"),
+            &io::Error::from_raw_os_error(libc::EACCES),
+        )
+        .to_string();
+        assert!(
+            e.contains("cannot open /proc/self: Permission denied")
+                && e.contains(": it belongs to uid ")
+                && e.contains("`sudo nvme-setup config TARGET_USER=")
+                && e.contains(" PCI_ALLOWED=0000:01:00.0`"),
+            "{e}"
+        );
     }
 }
