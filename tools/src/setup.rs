@@ -6,9 +6,12 @@
 //! files under `ROOT/proc`. So the refusals (not root, no IOMMU, a mounted filesystem)
 //! can be tested without hardware.
 
+mod config;
 mod keep;
+pub mod vars;
 
 pub use keep::NVME_DYNAMIC_ID;
+pub use vars::Settings;
 
 use crate::trid::parse_bdf;
 use crate::{usage, UsageError};
@@ -18,23 +21,44 @@ use std::path::{Path, PathBuf};
 
 /// One-line usage.
 pub const USAGE: &str =
-    "usage: nvme-setup status | bind [BDF]... | unbind [BDF]... | keep-vfio on|off | hugepages COUNT";
+    "usage: nvme-setup [config|reset|status [--json]|cleanup|help] [NAME=VALUE]...\n       \
+     nvme-setup bind [BDF]... | unbind [BDF]... | keep-vfio on|off | hugepages COUNT";
 
-/// The command list, for `--help`.
-pub const HELP: &str = "\
-  status            NVMe controllers with their driver, IOMMU group and whether VFIO can
-                    use it; huge pages free and total
-  bind [BDF]...     bind controllers to vfio-pci (default: every NVMe controller); loads
-                    vfio-pci with modprobe if it is not loaded
-  unbind [BDF]...   give controllers back to the kernel's nvme driver (default: every
-                    controller bound to vfio-pci)
-  keep-vfio on|off  on: NVMe controllers that appear later (hot-plugged, or back after
-                    an unplug) are bound to vfio-pci as they appear, as a udev rule
-                    would (vfio-pci's new_id); off: no longer
-  hugepages COUNT   reserve COUNT huge pages of the default size
-Environment: NVME_SETUP_SYSFS_ROOT=DIR reads and writes DIR/sys and DIR/proc instead of
-/sys and /proc (for tests).
-";
+/// The commands and variables, for `--help`.
+pub const HELP: &str = concat!(
+    "  config            (the default) bind every NVMe controller not in use to vfio-pci,\n",
+    "                    reserve huge pages, give TARGET_USER the VFIO group devices and a\n",
+    "                    locked-memory limit; as SPDK's scripts/setup.sh does\n",
+    "  reset             give the controllers back to the kernel's nvme driver (huge pages\n",
+    "                    stay)\n",
+    "  status [--json]   NVMe controllers with their driver, IOMMU group and whether VFIO\n",
+    "                    can use it; huge pages free and total\n",
+    "  cleanup           remove what killed driver processes left behind (their folders in\n",
+    "                    /tmp) and free the huge pages\n",
+    "  bind [BDF]...     bind controllers to vfio-pci (default: every NVMe controller);\n",
+    "                    loads vfio-pci with modprobe if it is not loaded\n",
+    "  unbind [BDF]...   give controllers back to the kernel's nvme driver (default: every\n",
+    "                    controller bound to vfio-pci)\n",
+    "  keep-vfio on|off  on: NVMe controllers that appear later (hot-plugged, or back after\n",
+    "                    an unplug) are bound to vfio-pci as they appear, as a udev rule\n",
+    "                    would (vfio-pci's new_id); off: no longer. Stays a root job\n",
+    "  hugepages COUNT   reserve COUNT huge pages of the default size\n",
+    "\n",
+    "Variables of config, reset and cleanup (setup.sh's; from the environment or as\n",
+    "NAME=VALUE arguments):\n",
+    "  PCI_ALLOWED       PCI addresses to use, space separated (none: no controller;\n",
+    "                    default: every controller)\n",
+    "  PCI_BLOCKED       PCI addresses to leave alone (wins over PCI_ALLOWED)\n",
+    "  HUGEMEM           MiB of huge pages to reserve (default 2048)\n",
+    "  NRHUGE            number of huge pages (wins over HUGEMEM)\n",
+    "  HUGENODE          NUMA nodes for them: 0,1 or nodes_hp[0]=512,1 (default node 0)\n",
+    "  CLEAR_HUGE=yes    free every huge page first; SHRINK_HUGE=yes: lower the count too\n",
+    "  DRIVER_OVERRIDE   bind this driver (name or .ko path) instead; none: unbind only\n",
+    "  TARGET_USER       user (name or uid) given /dev/vfio/GROUP, the hugetlbfs mounts\n",
+    "                    and a memlock limit (/etc/security/limits.d/); default SUDO_USER\n",
+    "Also: NVME_SETUP_SYSFS_ROOT=DIR reads and writes DIR/sys, DIR/proc, DIR/dev, DIR/etc\n",
+    "and DIR/tmp instead of the real ones (for tests).\n",
+);
 
 /// The PCI class of NVMe controllers (mass storage, non-volatile memory, NVMe).
 pub const NVME_CLASS: &str = "0x010802";
@@ -42,8 +66,17 @@ pub const NVME_CLASS: &str = "0x010802";
 /// What nvme-setup was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Show the state.
-    Status,
+    /// setup.sh's `config`: bind, huge pages, TARGET_USER.
+    Config(Settings),
+    /// setup.sh's `reset`: controllers back to nvme.
+    Reset(Settings),
+    /// setup.sh's `cleanup`: leftovers of killed processes, huge pages freed.
+    Cleanup(Settings),
+    /// Show the state, as text or JSON.
+    Status {
+        /// `--json`.
+        json: bool,
+    },
     /// Bind these controllers (empty: all) to vfio-pci.
     Bind(Vec<String>),
     /// Give these controllers (empty: all on vfio-pci) back to nvme.
@@ -56,19 +89,48 @@ pub enum Command {
     Help,
 }
 
-/// Parses nvme-setup's arguments.
-pub fn parse_args<I, S>(args: I) -> Result<Command, UsageError>
+/// `NAME=VALUE` with an upper-case name: a setup.sh variable given as an argument.
+fn assignment(arg: &str) -> Option<(String, String)> {
+    let (k, v) = arg.split_once('=')?;
+    let is_name = !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    is_name.then(|| (k.to_string(), v.to_string()))
+}
+
+/// Parses nvme-setup's arguments; `env` looks up setup.sh's variables in the
+/// environment (`NAME=VALUE` arguments win over it).
+pub fn parse_args<I, S>(
+    args: I,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Command, UsageError>
 where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
-    let args: Vec<String> = args.into_iter().map(Into::into).collect();
-    let Some(cmd) = args.first() else {
+    let mut assigned = Vec::new();
+    let mut words: Vec<String> = Vec::new();
+    for a in args.into_iter().map(Into::into) {
+        match assignment(&a) {
+            Some((k, v)) if vars::NAMES.contains(&k.as_str()) => assigned.push((k, v)),
+            Some((k, _)) => {
+                return Err(usage!(
+                    "unknown variable {k}; setup.sh's variables are {}",
+                    vars::NAMES.join(", ")
+                ))
+            }
+            None => words.push(a),
+        }
+    }
+    let cmd = words.first().map_or("config", String::as_str);
+    let rest = words.get(1..).unwrap_or_default();
+    if !assigned.is_empty() && !matches!(cmd, "config" | "reset" | "cleanup") {
         return Err(usage!(
-            "no command; use status, bind, unbind, keep-vfio or hugepages"
+            "{}={}: variables go with config, reset or cleanup, not {cmd}",
+            assigned[0].0,
+            assigned[0].1
         ));
-    };
-    let rest = &args[1..];
+    }
     let bdfs = |rest: &[String]| -> Result<Vec<String>, UsageError> {
         rest.iter()
             .map(|a| {
@@ -78,10 +140,22 @@ where
             })
             .collect()
     };
-    match cmd.as_str() {
+    let settings = || Settings::parse(&assigned, env);
+    match cmd {
         "-h" | "--help" | "help" => Ok(Command::Help),
-        "status" if rest.is_empty() => Ok(Command::Status),
-        "status" => Err(usage!("status takes no arguments")),
+        "config" | "reset" | "cleanup" if !rest.is_empty() => Err(usage!(
+            "{cmd} takes NAME=VALUE variables, not '{}' (to pick controllers: PCI_ALLOWED=\"{}\")",
+            rest[0],
+            rest[0]
+        )),
+        "config" => Ok(Command::Config(settings()?)),
+        "reset" => Ok(Command::Reset(settings()?)),
+        "cleanup" => Ok(Command::Cleanup(settings()?)),
+        "status" => match rest {
+            [] => Ok(Command::Status { json: false }),
+            [j] if j == "--json" => Ok(Command::Status { json: true }),
+            _ => Err(usage!("status takes only --json")),
+        },
         "bind" => Ok(Command::Bind(bdfs(rest)?)),
         "unbind" => Ok(Command::Unbind(bdfs(rest)?)),
         "keep-vfio" => match rest {
@@ -99,10 +173,14 @@ where
             _ => Err(usage!("hugepages needs one count, e.g. hugepages 512")),
         },
         other => Err(usage!(
-            "unknown command '{other}'; use status, bind, unbind, keep-vfio or hugepages"
+            "unknown command '{other}'; use config, reset, status, cleanup, bind, unbind, \
+             keep-vfio or hugepages"
         )),
     }
 }
+
+/// The refusal when the kernel has no IOMMU.
+const NO_IOMMU: &str = "no IOMMU: /sys/kernel/iommu_groups has no groups, so VFIO cannot isolate the device; enable VT-d/AMD-Vi and boot with intel_iommu=on (or amd_iommu=on)";
 
 /// Loads a kernel module by name, or says why it could not.
 pub type ModuleLoader = Box<dyn Fn(&str) -> Result<(), String>>;
@@ -126,14 +204,20 @@ impl std::fmt::Debug for Sys {
     }
 }
 
+/// `modprobe NAME`, or `insmod PATH` for a module file (`DRIVER_OVERRIDE=PATH.ko`).
 fn run_modprobe(module: &str) -> Result<(), String> {
-    match std::process::Command::new("modprobe").arg(module).output() {
+    let tool = if module.contains('/') {
+        "insmod"
+    } else {
+        "modprobe"
+    };
+    match std::process::Command::new(tool).arg(module).output() {
         Ok(o) if o.status.success() => Ok(()),
         Ok(o) => Err(format!(
-            "modprobe {module} failed: {}",
+            "{tool} {module} failed: {}",
             String::from_utf8_lossy(&o.stderr).trim()
         )),
-        Err(e) => Err(format!("cannot run modprobe: {e}")),
+        Err(e) => Err(format!("cannot run {tool}: {e}")),
     }
 }
 
@@ -378,11 +462,70 @@ impl Sys {
         out
     }
 
+    /// The status report as one JSON document (`status --json`).
+    pub fn status_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        use std::os::unix::fs::MetadataExt;
+        let groups = fs::read_dir(self.path("sys/kernel/iommu_groups"))
+            .map(|rd| rd.count())
+            .unwrap_or(0);
+        let (free, total, kb) = self.hugepages();
+        let mut nodes = Vec::new();
+        for n in 0.. {
+            let d = self
+                .path("sys/devices/system/node")
+                .join(format!("node{n}/hugepages/hugepages-{kb}kB"));
+            if !d.exists() {
+                break;
+            }
+            let count = |f: &str| read_trim(&d.join(f)).and_then(|s| s.parse::<u64>().ok());
+            nodes.push(json!({
+                "node": n,
+                "total": count("nr_hugepages"),
+                "free": count("free_hugepages"),
+            }));
+        }
+        let controllers: Vec<serde_json::Value> = self
+            .controllers()
+            .iter()
+            .map(|c| {
+                let (vendor, device) = c.id.split_once(':').unwrap_or((&c.id, ""));
+                let node = c.group.map(|g| self.path("dev/vfio").join(g.to_string()));
+                let owner = node
+                    .as_ref()
+                    .and_then(|n| fs::metadata(n).ok())
+                    .map(|m| m.uid());
+                let viable = self.group_viable(c);
+                json!({
+                    "bdf": c.bdf,
+                    "vendor": vendor,
+                    "device": device,
+                    "driver": c.driver,
+                    "iommu_group": c.group,
+                    "group_device": owner.and(c.group.map(|g| format!("/dev/vfio/{g}"))),
+                    "group_device_owner_uid": owner,
+                    "vfio_viable": viable.is_ok(),
+                    "not_viable_because": viable.err(),
+                    "block_devices": c.block_devices,
+                    "in_use": self.users(c),
+                })
+            })
+            .collect();
+        json!({
+            "iommu_groups": groups,
+            "hugepages": {"size_kb": kb, "total": total, "free": free, "nodes": nodes},
+            "controllers": controllers,
+        })
+    }
+
     fn require_root(&self, what: &str) -> Result<(), String> {
         if self.is_root {
             Ok(())
         } else {
-            Err(format!("{what} must run as root: it writes to /sys"))
+            Err(format!(
+                "{what} must run as root: it writes to /sys (the tools themselves run \
+                 as a user once `sudo nvme-setup config TARGET_USER=$USER` has run)"
+            ))
         }
     }
 
@@ -424,7 +567,7 @@ impl Sys {
     pub fn bind(&self, bdfs: &[String]) -> Result<Vec<String>, String> {
         self.require_root("nvme-setup bind")?;
         if !self.has_iommu() {
-            return Err("no IOMMU: /sys/kernel/iommu_groups has no groups, so VFIO cannot isolate the device; enable VT-d/AMD-Vi and boot with intel_iommu=on (or amd_iommu=on)".into());
+            return Err(NO_IOMMU.into());
         }
         let ctrls = self.pick(bdfs, |_| true)?;
         if ctrls.is_empty() {

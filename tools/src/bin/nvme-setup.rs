@@ -1,5 +1,5 @@
-//! nvme-setup: vfio-pci binding, huge pages and status, like SPDK's setup.sh.
-//! See tools/README.md.
+//! nvme-setup: vfio-pci binding, huge pages and status; takes SPDK's setup.sh verbs
+//! and variables. See tools/README.md.
 
 use nvme_tools::setup::{self, Command, Sys};
 use nvme_tools::{exit_failure, exit_usage};
@@ -8,7 +8,8 @@ const PROG: &str = "nvme-setup";
 
 fn main() {
     nvme_tools::logger::install_stderr_logger();
-    let cmd = match setup::parse_args(std::env::args().skip(1)) {
+    let env = |name: &str| std::env::var(name).ok();
+    let cmd = match setup::parse_args(std::env::args().skip(1), &env) {
         Ok(c) => c,
         Err(e) => exit_usage(PROG, &e),
     };
@@ -18,10 +19,17 @@ fn main() {
             println!("{}\n\n{}", setup::USAGE, setup::HELP);
             return;
         }
-        Command::Status => {
+        Command::Status { json: false } => {
             print!("{}", sys.status());
             return;
         }
+        Command::Status { json: true } => {
+            println!("{:#}", sys.status_json());
+            return;
+        }
+        Command::Config(s) => sys.config(&s).map(|l| l.join("\n")),
+        Command::Reset(s) => sys.reset(&s).map(|l| l.join("\n")),
+        Command::Cleanup(s) => sys.cleanup(&s).map(|l| l.join("\n")),
         Command::Bind(b) => sys.bind(&b).map(|l| l.join("\n")),
         Command::Unbind(b) => sys.unbind(&b).map(|l| l.join("\n")),
         Command::KeepVfio(on) => sys.keep_vfio(on).map(|l| l.join("\n")),

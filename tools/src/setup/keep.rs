@@ -122,16 +122,14 @@ mod tests {
 
     #[test]
     fn keep_vfio_is_parsed() {
-        use super::super::{parse_args, Command};
+        use super::super::tests::parse;
+        use super::super::Command;
+        assert_eq!(parse(["keep-vfio", "on"]).unwrap(), Command::KeepVfio(true));
         assert_eq!(
-            parse_args(["keep-vfio", "on"]).unwrap(),
-            Command::KeepVfio(true)
-        );
-        assert_eq!(
-            parse_args(["keep-vfio", "off"]).unwrap(),
+            parse(["keep-vfio", "off"]).unwrap(),
             Command::KeepVfio(false)
         );
-        let e = parse_args(["keep-vfio"]).unwrap_err().0;
+        let e = parse(["keep-vfio"]).unwrap_err().0;
         assert!(e.contains("keep-vfio needs on or off"), "{e}");
     }
 }

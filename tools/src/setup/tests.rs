@@ -60,39 +60,51 @@ pub(crate) fn sys(f: &Fake, is_root: bool) -> Sys {
     }
 }
 
+/// Parses with an empty environment.
+pub(crate) fn parse<I, S>(args: I) -> Result<Command, UsageError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    parse_args(args, &|_| None)
+}
+
 #[test]
 fn arguments() {
-    assert_eq!(parse_args(["status"]).unwrap(), Command::Status);
+    assert_eq!(parse(["status"]).unwrap(), Command::Status { json: false });
     assert_eq!(
-        parse_args(["bind", "01:00.0"]).unwrap(),
+        parse(["status", "--json"]).unwrap(),
+        Command::Status { json: true }
+    );
+    assert_eq!(
+        parse(["bind", "01:00.0"]).unwrap(),
         Command::Bind(vec!["0000:01:00.0".into()])
     );
-    assert_eq!(parse_args(["unbind"]).unwrap(), Command::Unbind(vec![]));
+    assert_eq!(parse(["unbind"]).unwrap(), Command::Unbind(vec![]));
     assert_eq!(
-        parse_args(["hugepages", "512"]).unwrap(),
+        parse(["hugepages", "512"]).unwrap(),
         Command::Hugepages(512)
     );
-    assert!(parse_args(Vec::<String>::new())
-        .unwrap_err()
-        .0
-        .contains("no command"));
-    assert!(parse_args(["bind", "x"])
+    assert!(parse(["bind", "x"])
         .unwrap_err()
         .0
         .contains("bind x: not a PCI address"));
-    assert!(parse_args(["hugepages"])
+    assert!(parse(["hugepages"])
         .unwrap_err()
         .0
         .contains("needs one count"));
-    assert!(parse_args(["hugepages", "-3"])
+    assert!(parse(["hugepages", "-3"])
         .unwrap_err()
         .0
         .contains("hugepages -3"));
-    assert!(parse_args(["frob"])
+    assert!(parse(["frob"])
         .unwrap_err()
         .0
         .contains("unknown command 'frob'"));
-    assert!(parse_args(["status", "x"]).is_err());
+    assert!(parse(["status", "x"])
+        .unwrap_err()
+        .0
+        .contains("status takes only --json"));
 }
 
 #[test]
