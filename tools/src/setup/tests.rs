@@ -85,6 +85,47 @@ fn arguments() {
         parse(["hugepages", "512"]).unwrap(),
         Command::Hugepages(512)
     );
+    // No verb is setup.sh's default, config; a variable alone is config too.
+    let default = parse(Vec::<String>::new()).unwrap();
+    let Command::Config(s) = &default else {
+        panic!("{default:?}")
+    };
+    assert_eq!(s.huge.hugemem_mib, vars::HUGEMEM_DEFAULT_MIB);
+    let Command::Config(s) = parse(["HUGEMEM=64", "TARGET_USER=alice"]).unwrap() else {
+        panic!("not config")
+    };
+    assert_eq!(
+        (s.huge.hugemem_mib, s.target_user.as_deref()),
+        (64, Some("alice"))
+    );
+    // The environment is read, and an argument wins over it.
+    let env = |k: &str| (k == "PCI_BLOCKED").then(|| "0000:02:00.0".to_string());
+    let Command::Reset(s) = parse_args(["reset"], &env).unwrap() else {
+        panic!("not reset")
+    };
+    assert_eq!(s.blocked, ["0000:02:00.0"]);
+    let Command::Cleanup(s) = parse_args(["cleanup", "PCI_BLOCKED="], &env).unwrap() else {
+        panic!("not cleanup")
+    };
+    assert!(s.blocked.is_empty());
+    for (args, want) in [
+        (
+            &["config", "FOO=1"][..],
+            "unknown variable FOO; setup.sh's variables are PCI_ALLOWED",
+        ),
+        (
+            &["status", "HUGEMEM=1"][..],
+            "HUGEMEM=1: variables go with config, reset or cleanup, not status",
+        ),
+        (
+            &["config", "01:00.0"][..],
+            "(to pick controllers: PCI_ALLOWED=\"01:00.0\")",
+        ),
+        (&["status", "--jsn"][..], "status takes only --json"),
+    ] {
+        let e = parse(args.to_vec()).unwrap_err().0;
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
     assert!(parse(["bind", "x"])
         .unwrap_err()
         .0
@@ -108,6 +149,24 @@ fn arguments() {
 }
 
 #[test]
+fn help_entries_line_up() {
+    // Every entry starts two spaces in, the first one too (a backslash continuation
+    // once ate its indent), and no line is wider than 88 columns.
+    assert!(
+        HELP.starts_with("  config            (the default)"),
+        "{HELP}"
+    );
+    for l in HELP.lines() {
+        assert!(l.len() <= 88, "{l:?}");
+    }
+    assert!(USAGE
+        .lines()
+        .nth(1)
+        .unwrap()
+        .starts_with("       nvme-setup bind"));
+}
+
+#[test]
 fn status_lists_controllers_groups_and_huge_pages() {
     let f = fake("status", Some("nvme"), true);
     let s = sys(&f, false);
@@ -123,6 +182,26 @@ fn status_lists_controllers_groups_and_huge_pages() {
         out.contains("0000:01:00.0   1b36:0010   nvme       4      yes"),
         "{out}"
     );
+    let j = s.status_json();
+    assert_eq!(j["iommu_groups"], 1, "{j:#}");
+    assert_eq!(j["hugepages"]["size_kb"], 2048, "{j:#}");
+    assert_eq!(j["hugepages"]["free"], 60, "{j:#}");
+    let c = &j["controllers"][0];
+    assert_eq!(
+        (&c["bdf"], &c["vendor"], &c["device"], &c["driver"]),
+        (
+            &"0000:01:00.0".into(),
+            &"1b36".into(),
+            &"0010".into(),
+            &"nvme".into()
+        ),
+        "{j:#}"
+    );
+    assert_eq!(c["iommu_group"], 4, "{j:#}");
+    assert_eq!(c["vfio_viable"], true, "{j:#}");
+    assert_eq!(c["block_devices"][0], "nvme0n1", "{j:#}");
+    // No /dev/vfio/4 in the fake tree: no owner to show.
+    assert!(c["group_device_owner_uid"].is_null(), "{j:#}");
     // A group shared with a device on another driver is not viable.
     let g = f.dir.join("sys/kernel/iommu_groups/4/devices");
     symlink(
