@@ -234,6 +234,145 @@ wait
     eprintln!("{line}");
 }
 
+/// A config SPDK v23.01.1's `rpc.py save_config` wrote (`config/fixtures/spdk-v23.01.1`).
+fn saved(name: &str) -> PathBuf {
+    repo_root().join("config/fixtures/spdk-v23.01.1").join(name)
+}
+
+/// Verified writes through `bdev` with the config `conf` (in /usr/local/bin), as a
+/// run_case named `name`.
+fn saved_case(name: &str, conf: &str, files: &str) -> String {
+    format!(
+        "run_case {name} env LD_PRELOAD={SO} fio --name=saved --ioengine=spdk_bdev --thread=1 \
+         --spdk_json_conf=/usr/local/bin/{conf} --filename={files} --rw=randwrite --bs=4k \
+         --iodepth=16 --size=8m --verify=crc32c --do_verify=1 --nvme_stats=1 --output-format=json\n"
+    )
+}
+
+/// The per-path counts of an `nvme_stats` line ("...; per path: 0000:01:00.0 A,
+/// 0000:02:00.0 B; failovers F, retries R"): (A, B).
+fn per_path(err: &str) -> (u64, u64, String) {
+    let line = err
+        .lines()
+        .find(|l| l.contains("per path:"))
+        .unwrap_or_else(|| panic!("no per-path counts:\n{err}"));
+    let count = |bdf: &str| -> u64 {
+        let at = line
+            .find(bdf)
+            .unwrap_or_else(|| panic!("{bdf} missing: {line}"));
+        line[at + bdf.len()..]
+            .split([',', ';'])
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("count of {bdf}: {line}"))
+    };
+    (
+        count("0000:01:00.0"),
+        count("0000:02:00.0"),
+        line.to_string(),
+    )
+}
+
+#[test]
+fn spdk_saved_configs_run_unchanged_and_the_active_path_unplugged_is_released_at_once() {
+    // Both mpath fixtures, unchanged, with verified writes; then the first one (as SPDK
+    // saved it: active-passive, hot-plug on every 100 ms) under time-based verified
+    // writes while c0, the active path, is unplugged: the device is let go within a
+    // second of the kernel's request, fio ends with no error, I/O moved to c1.
+    let script = format!(
+        r#"{RUN_CASE}
+{aa}{defaults}
+# Unplug c0 3 s after fio holds both controllers; then wait until fio lets go of one
+# of them and mark that moment in the kernel log, beside vfio-pci's request to let go.
+(
+    i=0
+    while [ $i -lt 600 ]; do
+        p=$(pidof fio)
+        [ -n "$p" ] && [ "$(ls -l /proc/$p/fd 2>/dev/null | grep -c '/dev/vfio/[0-9]')" -ge 2 ] && break
+        i=$((i + 1)); sleep 0.1
+    done
+    sleep 3; {unplug}
+    i=0
+    while [ $i -lt 3000 ]; do
+        [ "$(ls -l /proc/$p/fd 2>/dev/null | grep -c '/dev/vfio/[0-9]')" -lt 2 ] && break
+        i=$((i + 1)); sleep 0.01
+    done
+    echo "nvme-test: fio released a controller" > /dev/kmsg
+) &
+run_case unplug env LD_PRELOAD={SO} fio --name=unplug --ioengine=spdk_bdev --thread=1 \
+    --spdk_json_conf=/usr/local/bin/mpath-active-active.json --filename=Nvme0n1 \
+    --rw=randwrite --bs=4k --iodepth=16 --verify=crc32c --verify_backlog=256 \
+    --time_based --runtime=14 --nvme_stats=1 --output-format=json
+wait
+dmesg | grep -e 'Relaying device request' -e 'nvme-test:'
+[ -e /sys/bus/pci/devices/0000:01:00.0 ] && echo "c0 still present" || echo "c0 left the PCI bus"
+"#,
+        aa = saved_case("aa", "mpath-active-active.json", "Nvme0n1"),
+        defaults = saved_case("defaults", "mpath-defaults.json", "Nvme0n1"),
+        unplug = e2e::device_del_cmd("c0")
+    );
+    let out = guest(Topology::Mpath)
+        .include(saved("mpath-active-active.json"))
+        .include(saved("mpath-defaults.json"))
+        .run(&script);
+    out.assert_success();
+    let all = cases(&out);
+    for name in ["aa", "defaults"] {
+        let c = clean(&all, name, &out);
+        // size=8m of 4 KiB writes, each read back and checked.
+        assert_eq!(
+            job_ios(&report(&c.out)),
+            [(2048, 2048, 0, 0)],
+            "{name}: {c:#?}"
+        );
+        // The subsystems SPDK writes beside bdev are noted, not refused.
+        assert!(
+            c.err.contains("subsystem 'sock' ignored"),
+            "{name}: {}",
+            c.err
+        );
+        // As SPDK saved it the second controller is a failover path: active-passive,
+        // every I/O on the first while both are there.
+        let (a, b, line) = per_path(&c.err);
+        assert_eq!((a, b), (4096, 0), "{name}: {line}");
+    }
+
+    let c = clean(&all, "unplug", &out);
+    let (reads, writes, _, err) = job_ios(&report(&c.out))[0];
+    assert_eq!(err, 0, "fio reports an error");
+    assert!(reads > 0 && writes > 0, "verified writes: {reads} {writes}");
+    let (a, b, line) = per_path(&c.err);
+    assert!(
+        a > 0 && b > 0,
+        "c0 carried the I/O until it left, c1 after: {line}"
+    );
+    assert!(out.stdout.contains("c0 left the PCI bus"), "{out}");
+    // "[   21.123456] vfio-pci 0000:01:00.0: Relaying device request to user (#0)" and
+    // "[   21.456789] nvme-test: fio released a controller".
+    let at = |needle: &str| -> f64 {
+        let l = out
+            .stdout
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in the kernel log:\n{out}"));
+        l.trim_start_matches('[')
+            .split(']')
+            .next()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no time in {l:?}"))
+    };
+    let asked = at("0000:01:00.0: Relaying device request");
+    let released = at("nvme-test: fio released a controller");
+    let held_s = released - asked;
+    eprintln!(
+        "c0: vfio-pci asked at {asked:.3} s, fio let go at {released:.3} s ({held_s:.3} s); {line}"
+    );
+    assert!(
+        held_s < 1.0,
+        "fio held c0 for {held_s:.3} s after vfio-pci asked for it (at most 1 s)"
+    );
+}
+
 #[test]
 fn two_jobs_two_files_each_keep_both_controllers_busy() {
     let script = format!(
@@ -241,9 +380,12 @@ fn two_jobs_two_files_each_keep_both_controllers_busy() {
 run_case jobs env LD_PRELOAD={SO} fio --name=two --ioengine=spdk --thread=1 \
     --filename='{C0}:{C1}' --rw=randread --bs=4k --iodepth=16 --size=16m --numjobs=2 \
     --group_reporting --nvme_stats=1 --output-format=json
-"#
+{saved}"#,
+        saved = saved_case("saved", "multi-nvmf-tcp.json", "Nvme0n1:Nvme1n1")
     );
-    let out = guest(Topology::Multi).run(&script);
+    let out = guest(Topology::Multi)
+        .include(saved("multi-nvmf-tcp.json"))
+        .run(&script);
     out.assert_success();
     let all = cases(&out);
     let c = clean(&all, "jobs", &out);
@@ -261,6 +403,15 @@ run_case jobs env LD_PRELOAD={SO} fio --name=two --ioengine=spdk --thread=1 \
             .sum();
         assert_eq!(n, 4096, "{file}: {counts:?}");
     }
+
+    // The multi fixture SPDK saved (two controllers, an NVMe/TCP target on Nvme0n1),
+    // unchanged: 8 MiB over its two bdevs, written and read back; the target noted.
+    let c = clean(&all, "saved", &out);
+    assert_eq!(job_ios(&report(&c.out)), [(2048, 2048, 0, 0)], "{c:#?}");
+    assert!(c.err.contains("subsystem 'nvmf' ignored"), "{}", c.err);
+    let counts = engine_counts(&c.err);
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert!(counts.iter().all(|(_, n)| *n > 0), "both bdevs: {counts:?}");
 }
 
 #[test]

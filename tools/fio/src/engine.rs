@@ -1,7 +1,6 @@
 //! The engines' state: one block layer per process (controllers, bdevs, buffers), and
 //! per fio thread its channels, its I/O buffer and its completed I/Os.
 
-use crate::config::{self, MultipathMode};
 use crate::log;
 use nvme_bdev::layer::Connector;
 use nvme_bdev::mpath::PathIoStats;
@@ -9,6 +8,7 @@ use nvme_bdev::{Bdev, BdevIo, BlockLayer, Channel, Error, IoBuf, LayerOptions};
 use nvme_driver::bus::Bus;
 use nvme_driver::dma::Iova;
 use nvme_driver::{DmaSlice, QpairOptions, Status};
+use nvme_spdk_config::{self as config, Hotplug, MultipathMode};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -35,8 +35,12 @@ impl Kind {
 /// in flight), capped by the controller's MQES; deeper waits on the pending ring.
 const QUEUE_ENTRIES: u16 = 1024;
 
-/// How often the layer looks for NVMe controllers that appeared (bdev engine, VFIO).
-const HOTPLUG_PERIOD_MS: u64 = 1_000;
+/// The hot-plug scan when the config does not say (`bdev_nvme_set_hotplug`): the
+/// layer looks for NVMe controllers that appeared (or came back) once a second.
+const HOTPLUG_DEFAULT: Hotplug = Hotplug {
+    enable: true,
+    period_ms: 1_000,
+};
 
 /// A file fio may open: a bdev of the layer, under the name fio knows it by.
 struct Target {
@@ -53,6 +57,8 @@ struct Global {
     /// `spdk_bdev`: the config file read, and SPDK bdev name -> layer bdev name.
     json_conf: Option<String>,
     bdev_names: Vec<(String, String)>,
+    /// The hot-plug scan to run while VFIO controllers are attached.
+    hotplug: Hotplug,
 }
 
 impl Global {
@@ -63,6 +69,7 @@ impl Global {
             targets: Vec::new(),
             json_conf: None,
             bdev_names: Vec::new(),
+            hotplug: HOTPLUG_DEFAULT,
         })
     }
 
@@ -93,10 +100,7 @@ fn layer_options(cfg: Option<&config::BdevConfig>) -> LayerOptions {
         ..LayerOptions::default()
     };
     if let Some(c) = cfg {
-        o.mpath = c.mpath;
-        if let Some(t) = c.timeout_ms {
-            o.qpair.timeout_ms = t;
-        }
+        c.apply(&mut o);
     }
     o
 }
@@ -129,11 +133,13 @@ fn attach_pcie(g: &mut Global, traddr: &str) -> Result<Vec<String>, String> {
         Arc::new(move || Ok(bus.clone()))
     } else {
         // Controllers that come back (or appear) while fio runs are noticed by a sysfs
-        // scan once a second: a returning one reconnects at once, one back after the
-        // loss timeout is attached again under its address.
-        if !g.layer.hotplug_enabled() {
+        // scan (once a second unless the config's bdev_nvme_set_hotplug says): a
+        // returning one reconnects at once, one back after the loss timeout is attached
+        // again under its address. Off, a leaving controller is still released at once
+        // (VFIO's request interrupt) and a lost one reconnected every reconnect delay.
+        if g.hotplug.enable && !g.layer.hotplug_enabled() {
             g.layer
-                .enable_hotplug(Arc::new(nvme_bdev::layer::VfioHotplug), HOTPLUG_PERIOD_MS)
+                .enable_hotplug(Arc::new(nvme_bdev::layer::VfioHotplug), g.hotplug.period_ms)
                 .map_err(|e| format!("enabling hot-plug: {e}"))?;
         }
         nvme_bdev::layer::vfio_connector(traddr)
@@ -171,7 +177,7 @@ pub fn global_setup(kind: Kind, json_conf: Option<&str>, mem_mb: u32) -> Result<
             }
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("spdk_bdev: cannot read spdk_json_conf={path}: {e}"))?;
-            Some(config::parse(&text, path)?)
+            Some(config::parse(&text, path).map_err(|e| format!("spdk_bdev: {e}"))?)
         }
         _ => None,
     };
@@ -186,7 +192,10 @@ pub fn global_setup(kind: Kind, json_conf: Option<&str>, mem_mb: u32) -> Result<
     let g = g.as_mut().expect("made above");
     if let Some(cfg) = cfg {
         for n in &cfg.notes {
-            log::err(n);
+            log::err(&format!("spdk_bdev: {n}"));
+        }
+        if let Some(h) = cfg.hotplug {
+            g.hotplug = h;
         }
         attach_config(g, &cfg)?;
         g.json_conf = json_conf.map(str::to_string);

@@ -15,7 +15,6 @@
 //! fio's side (its structs, options and hooks) is C in `glue.c`, compiled against the
 //! fio source tree of the fio that loads the library; [`ffi`] is what it calls.
 
-pub mod config;
 mod engine;
 pub mod ffi;
 pub mod filename;

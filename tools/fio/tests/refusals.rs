@@ -146,7 +146,7 @@ fn bdev_configs_asking_for_what_is_not_there_are_refused() {
             "malloc.json",
             r#"{"method":"bdev_malloc_create","params":{"name":"Malloc0","num_blocks":256,"block_size":512}}"#,
         ),
-        &["method 'bdev_malloc_create' is not implemented"],
+        &["method 'bdev_malloc_create': not implemented"],
     );
     run(
         &conf(
