@@ -164,11 +164,115 @@ pub struct BdevIoStat {
     pub total: IoStat,
     /// Per path, by path identifier (multipath bdevs; empty for a namespace bdev).
     pub paths: Vec<PathIoStat>,
+    /// Submit-to-delivery latencies of the I/Os delivered while the histogram was on
+    /// ([`Bdev::enable_latency_histogram`](crate::Bdev::enable_latency_histogram)).
+    pub latency: LatencyHistogram,
+}
+
+/// Buckets of a latency histogram: bucket `i` holds latencies of `2^i` to
+/// `2^(i+1) - 1` ticks of the time-stamp counter.
+pub const LATENCY_BUCKETS: usize = 64;
+
+/// I/O latencies from submit to delivery to the submitter (failovers and retries
+/// included), in power-of-two buckets of time-stamp counter ticks: a bucket's bounds
+/// are within a factor of two, enough for percentiles at a glance (SPDK's bdev
+/// histograms are finer, and cost more per I/O).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// I/Os per bucket (see [`LATENCY_BUCKETS`]).
+    pub buckets: [u64; LATENCY_BUCKETS],
+    /// Ticks per second, to turn buckets into time.
+    pub ticks_per_sec: u64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            buckets: [0; LATENCY_BUCKETS],
+            ticks_per_sec: nvme_driver::clock::ticks_per_sec(),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// I/Os counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// The time `ticks` stand for.
+    fn time(&self, ticks: u64) -> std::time::Duration {
+        let ns = ticks as u128 * 1_000_000_000 / self.ticks_per_sec.max(1) as u128;
+        std::time::Duration::from_nanos(ns.min(u64::MAX as u128) as u64)
+    }
+
+    /// The nonzero buckets: (lowest, highest latency of the bucket, I/Os).
+    pub fn nonzero(&self) -> Vec<(std::time::Duration, std::time::Duration, u64)> {
+        (0..LATENCY_BUCKETS)
+            .filter(|&i| self.buckets[i] != 0)
+            .map(|i| {
+                let high = if i == 63 { u64::MAX } else { (2u64 << i) - 1 };
+                (self.time(1 << i), self.time(high), self.buckets[i])
+            })
+            .collect()
+    }
+
+    /// An upper bound of the `q` quantile (0.5 for the median, 0.99 for p99): the top
+    /// of the bucket it falls in. `None` when nothing was counted.
+    pub fn quantile(&self, q: f64) -> Option<std::time::Duration> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let want = ((q.clamp(0.0, 1.0) * n as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, &c) in self.buckets.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                let high = if i == 63 { u64::MAX } else { (2u64 << i) - 1 };
+                return Some(self.time(high));
+            }
+        }
+        unreachable!("the buckets add up to the count")
+    }
+
+    fn add(&mut self, other: &[u64; LATENCY_BUCKETS]) {
+        for (a, b) in self.buckets.iter_mut().zip(other) {
+            *a += b;
+        }
+    }
+}
+
+/// A channel's own latency counts (its core only).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LatencyCounts {
+    buckets: [u64; LATENCY_BUCKETS],
+    /// Something was counted (a board publishes the buckets only then).
+    any: bool,
+}
+
+impl Default for LatencyCounts {
+    fn default() -> Self {
+        LatencyCounts {
+            buckets: [0; LATENCY_BUCKETS],
+            any: false,
+        }
+    }
+}
+
+impl LatencyCounts {
+    /// Counts one latency of `ticks`.
+    #[inline]
+    pub(crate) fn record(&mut self, ticks: u64) {
+        self.buckets[(63 - (ticks | 1).leading_zeros()) as usize] += 1;
+        self.any = true;
+    }
 }
 
 /// Where one channel publishes its counters: written by the channel's core alone.
 pub(crate) struct StatBoard {
     io: [AtomicU64; IO_FIELDS],
+    latency: [AtomicU64; LATENCY_BUCKETS],
     /// Per local path: `PATH_FIELDS` counters, the first the path's identifier
     /// ([`NO_PATH`] in an entry not in use).
     paths: Box<[[AtomicU64; PATH_FIELDS]]>,
@@ -181,6 +285,7 @@ impl StatBoard {
     fn new(paths: usize) -> StatBoard {
         StatBoard {
             io: Default::default(),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
             paths: (0..paths)
                 .map(|_| {
                     let e: [AtomicU64; PATH_FIELDS] = Default::default();
@@ -195,6 +300,15 @@ impl StatBoard {
     pub(crate) fn publish(&self, io: &IoStat) {
         for (cell, v) in self.io.iter().zip(io.to_array()) {
             cell.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes the channel's latency counts (its core only), if it has any.
+    pub(crate) fn publish_latency(&self, latency: &LatencyCounts) {
+        if latency.any {
+            for (cell, &v) in self.latency.iter().zip(&latency.buckets) {
+                cell.store(v, Ordering::Relaxed);
+            }
         }
     }
 
@@ -213,6 +327,10 @@ impl StatBoard {
         }
     }
 
+    fn read_latency(&self) -> [u64; LATENCY_BUCKETS] {
+        std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed))
+    }
+
     fn read(&self) -> (IoStat, Vec<[u64; PATH_FIELDS]>) {
         let io = IoStat::from_array(std::array::from_fn(|i| self.io[i].load(Ordering::Relaxed)));
         let paths = self
@@ -229,7 +347,15 @@ impl StatBoard {
 #[derive(Default)]
 pub(crate) struct StatRegistry {
     open: Mutex<Vec<Arc<StatBoard>>>,
-    closed: Mutex<(IoStat, Vec<PathIoStat>)>,
+    closed: Mutex<Closed>,
+}
+
+/// What closed channels left.
+#[derive(Clone, Default)]
+struct Closed {
+    io: IoStat,
+    paths: Vec<PathIoStat>,
+    latency: LatencyHistogram,
 }
 
 impl std::fmt::Debug for StatRegistry {
@@ -256,10 +382,11 @@ impl StatRegistry {
         let mut open = lock(&self.open);
         let (io, paths) = board.read();
         let mut closed = lock(&self.closed);
-        closed.0 += io;
+        closed.io += io;
         for p in &paths {
-            add_path(&mut closed.1, p);
+            add_path(&mut closed.paths, p);
         }
+        closed.latency.add(&board.read_latency());
         open.retain(|b| !Arc::ptr_eq(b, board));
     }
 
@@ -267,7 +394,7 @@ impl StatRegistry {
     /// totals and the board's entry is cleared, at once for a reader.
     pub(crate) fn retire_path(&self, board: &StatBoard, index: usize, path: &PathIoStat) {
         let _open = lock(&self.open);
-        add_path(&mut lock(&self.closed).1, &path.to_array());
+        add_path(&mut lock(&self.closed).paths, &path.to_array());
         board.publish_path(index, None);
     }
 
@@ -279,13 +406,18 @@ impl StatRegistry {
         controller: impl Fn(u64) -> Option<String>,
     ) -> BdevIoStat {
         let open = lock(&self.open);
-        let (mut total, mut paths) = lock(&self.closed).clone();
+        let Closed {
+            io: mut total,
+            mut paths,
+            mut latency,
+        } = lock(&self.closed).clone();
         for b in open.iter() {
             let (io, ps) = b.read();
             total += io;
             for p in &ps {
                 add_path(&mut paths, p);
             }
+            latency.add(&b.read_latency());
         }
         drop(open);
         paths.sort_by_key(|p| p.id);
@@ -296,6 +428,7 @@ impl StatRegistry {
             bdev: bdev.to_string(),
             total,
             paths,
+            latency,
         }
     }
 }

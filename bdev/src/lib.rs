@@ -52,7 +52,7 @@ pub use dma::{
 pub use error::{Error, Result};
 pub use events::{BdevEvent, EventReceiver, EVENT_QUEUE_DEFAULT};
 pub use io::{BdevCompletion, BdevIo, PathQueue};
-pub use iostat::{BdevIoStat, IoStat, PathIoStat};
+pub use iostat::{BdevIoStat, IoStat, LatencyHistogram, PathIoStat};
 pub use layer::{
     vfio_connector, Bdev, BlockLayer, Channel, Connector, ControllerStats, LayerOptions,
 };

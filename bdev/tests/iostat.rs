@@ -157,6 +157,9 @@ fn statistics_match_the_io_done_per_bdev_and_per_path() {
     d1.faults()
         .fail_next_io(Status::new(sct::MEDIA, 0x81, true));
 
+    // Every I/O timed from here on.
+    bdev.enable_latency_histogram(true).unwrap();
+
     // Another thread reads the figures while the I/O runs: they only grow.
     let running = Arc::new(AtomicBool::new(true));
     let sampler = {
@@ -219,6 +222,12 @@ fn statistics_match_the_io_done_per_bdev_and_per_path() {
         c1.path_errors, 0,
         "a media error is not a path error: {st:#?}"
     );
+    // Each delivered I/O has its latency in the histogram.
+    let timed = st.latency.count();
+    assert_eq!(timed, st.total.completed, "{:?}", st.latency.nonzero());
+    let (p50, p99) = (st.latency.quantile(0.5), st.latency.quantile(0.99));
+    assert!(p50.is_some() && p50 <= p99, "{p50:?} {p99:?}");
+    bdev.enable_latency_histogram(false).unwrap();
 
     // A path taken away while a channel is open: its share stays in the figures
     // (under "(removed)"), and the shares still add up.
@@ -240,6 +249,7 @@ fn statistics_match_the_io_done_per_bdev_and_per_path() {
         let st = bdev.iostat();
         let removed = st.paths.iter().find(|p| p.controller == "(removed)");
         if removed.is_some() && st.total.read_ops == 2 * RW + 20 {
+            assert_eq!(st.latency.count(), timed, "timed with the histogram off");
             let dispatched: u64 = st.paths.iter().map(|p| p.submitted).sum();
             assert_eq!(
                 dispatched,
@@ -277,6 +287,8 @@ fn statistics_match_the_io_done_per_bdev_and_per_path() {
         "{seen:?}"
     );
     assert!(seen.paths.is_empty());
+    let e = nsb.enable_latency_histogram(true).unwrap_err().to_string();
+    assert!(e.contains("multipath"), "{e}");
     drop(ch);
     assert_eq!(nsb.iostat().total.read_bytes, 10 * 4096);
     assert_eq!(nsb.iostat().total, seen.total);

@@ -474,12 +474,15 @@ pub(super) fn connect(inner: &Inner, connector: &Connector) -> Result<(Controlle
     // an idle queue pair acknowledges a reset at its channel's next poll.
     let qsbr = inner.qsbr.clone();
     ctrl.on_queue_state_change(move || qsbr.bump())?;
-    let (base, len) = inner.bufs.window();
-    ctrl.add_dma_window(base, len)?;
+    // The shared buffers' window last: a queue pair looks at the newest window first,
+    // and most I/O comes from those buffers (registered caller memory pays one more
+    // window test).
     ctrl.add_dma_window(
         nvme_driver::Iova(crate::dma::REGISTERED_BASE),
         crate::dma::REGISTERED_MAX,
     )?;
+    let (base, len) = inner.bufs.window();
+    ctrl.add_dma_window(base, len)?;
     let space = inner.next_id.fetch_add(1, Ordering::Relaxed);
     inner.bufs.fanout.attach(space, bus.mapper())?;
     Ok((ctrl, space))

@@ -195,6 +195,24 @@ impl Bdev {
             Bdev::Mpath(m) => m.iostat(),
         }
     }
+    /// Starts (or stops) the latency histogram of [`iostat`](Self::iostat): each I/O
+    /// timed from submit to delivery (SPDK's `bdev_enable_histogram`; off by
+    /// default, as timing reads the time-stamp counter twice per I/O). Multipath bdevs
+    /// only: a namespace bdev's channel is the driver's queue pair, which does not
+    /// time its commands.
+    pub fn enable_latency_histogram(&self, on: bool) -> Result<()> {
+        match self {
+            Bdev::Mpath(m) => {
+                m.enable_latency_histogram(on);
+                Ok(())
+            }
+            Bdev::Nvme(b) => Err(Error::InvalidOption(format!(
+                "{}: latency histograms are kept by multipath bdevs; use the multipath \
+                 bdev over this namespace",
+                b.info.name
+            ))),
+        }
+    }
     /// The multipath core, if this is a multipath bdev.
     pub fn multipath(&self) -> Option<&Arc<Multipath<IoQpair>>> {
         match self {

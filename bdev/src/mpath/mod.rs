@@ -19,9 +19,9 @@ mod options;
 pub use channel::{ChannelStats, MpathChannel, PathIoStats};
 pub use options::{MpathOptions, Policy};
 
-use crate::iostat::{BdevIoStat, StatRegistry};
 use crate::events::EventHub;
 use crate::io::PathQueue;
+use crate::iostat::{BdevIoStat, StatRegistry};
 use crate::qsbr::{Qsbr, QsbrCell};
 use crate::ring::Ring;
 use crate::sync::lock_std as lock;
@@ -178,6 +178,8 @@ pub struct Multipath<Q: PathQueue> {
     graveyard: Mutex<Vec<Q>>,
     /// Its channels' I/O statistics (see [`Multipath::iostat`]).
     pub(crate) iostat: StatRegistry,
+    /// Channels time their I/Os (see [`Multipath::enable_latency_histogram`]).
+    pub(crate) latency_histogram: AtomicBool,
     /// Where path changes are reported, once the block layer gave it one.
     events: OnceLock<Arc<EventHub>>,
 }
@@ -235,6 +237,7 @@ impl<Q: PathQueue> Multipath<Q> {
             }),
             graveyard: Mutex::new(Vec::new()),
             iostat: StatRegistry::default(),
+            latency_histogram: AtomicBool::new(false),
             events: OnceLock::new(),
         }))
     }
@@ -501,6 +504,16 @@ impl<Q: PathQueue> Multipath<Q> {
         self.iostat.snapshot(&self.info.name, |id| {
             names.iter().find(|(i, _)| *i == id).map(|(_, n)| n.clone())
         })
+    }
+
+    /// Starts (or stops) timing each I/O from submit to delivery for the latency
+    /// histogram of [`Multipath::iostat`] (SPDK's `bdev_enable_histogram`). Off by
+    /// default: timing reads the time-stamp counter twice per I/O. Channels take the
+    /// change at their next full poll.
+    pub fn enable_latency_histogram(&self, on: bool) {
+        self.latency_histogram.store(on, Ordering::Relaxed);
+        // Channels look at their mailbox, and do a full poll, when the epoch moves.
+        self.cell.domain().bump();
     }
 
     pub(crate) fn bury(&self, q: Q) {

@@ -187,6 +187,8 @@ impl<Q: PathQueue> MpathChannel<Q> {
             closed,
             room: RoomWaiters::new(),
         };
+        ch.slots
+            .set_timing(ch.mp.latency_histogram.load(Ordering::Relaxed));
         for (shared, q) in initial {
             ch.add_local(LocalPath::boxed(shared, q));
         }
@@ -532,6 +534,8 @@ impl<Q: PathQueue> MpathChannel<Q> {
         self.busy = busy;
         let more = !self.pending.is_empty() || self.removing > 0 || !self.finished.is_empty();
         self.countdown = if more { 1 } else { FULL_POLL_EVERY };
+        self.slots
+            .set_timing(self.mp.latency_histogram.load(Ordering::Relaxed));
         self.publish_iostat();
     }
 
@@ -564,6 +568,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
     /// Publishes the counters for other threads (at a full poll, and when closing).
     fn publish_iostat(&self) {
         self.board.publish(&self.iostat());
+        self.board.publish_latency(&self.slots.latency);
         for (i, p) in self.paths[..self.paths_end].iter().enumerate() {
             self.board
                 .publish_path(i, p.as_deref().map(Self::path_iostat).as_ref());

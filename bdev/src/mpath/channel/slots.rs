@@ -11,6 +11,8 @@
 //! slot in flight on that path is counted as stray, never delivered.
 
 use crate::io::{BdevCompletion, BdevIo};
+use crate::iostat::LatencyCounts;
+use nvme_driver::clock;
 use nvme_driver::{IoCompletion, Status};
 
 /// The end of the free-slot list.
@@ -126,6 +128,14 @@ pub(super) struct SlotTable {
     /// completion per slot.
     deferred: Box<[IoCompletion]>,
     deferred_len: usize,
+    /// Time I/Os from submit to delivery (the bdev's latency histogram is on).
+    timing: bool,
+    /// Per slot, while timing: when its I/O was submitted (ticks); 0 for one taken
+    /// before timing began (see [`SlotTable::set_timing`]). Beside the slots, not in
+    /// them: a slot one word larger costs every I/O more than the timing's test.
+    submitted_at: Box<[u64]>,
+    /// Delivered I/Os by latency (see [`crate::iostat::LatencyHistogram`]).
+    pub(super) latency: Box<LatencyCounts>,
 }
 
 impl SlotTable {
@@ -160,6 +170,9 @@ impl SlotTable {
             stray: 0,
             deferred: deferred.into_boxed_slice(),
             deferred_len: 0,
+            timing: false,
+            submitted_at: vec![0; depth].into_boxed_slice(),
+            latency: Box::default(),
         }
     }
 
@@ -202,6 +215,9 @@ impl SlotTable {
         s.state = state;
         s.errors = ErrorHistory::NONE;
         s.io = io;
+        if self.timing {
+            self.submitted_at[slot.0 as usize] = clock::ticks();
+        }
         // `retry_at` is set by whoever puts the slot on the pending queue.
     }
 
@@ -220,12 +236,34 @@ impl SlotTable {
         status: Status,
         cb: &mut impl FnMut(BdevCompletion),
     ) {
+        if self.timing {
+            self.time(index);
+        }
         let ctx = self.release(index);
         self.delivered += 1;
         if !status.is_success() {
             self.failed += 1;
         }
         cb(BdevCompletion { ctx, status });
+    }
+
+    /// Counts slot `index`'s latency, if it was timed from its submit.
+    #[inline(always)]
+    fn time(&mut self, index: usize) {
+        let at = self.submitted_at[index];
+        if at != 0 {
+            self.latency.record(clock::ticks().wrapping_sub(at));
+        }
+    }
+
+    /// Starts or stops timing I/Os. Slots already taken when timing starts are not
+    /// timed: their `submitted_at` is cleared (it may hold a time from an earlier
+    /// period of timing), so every recorded latency is from one submit.
+    pub(super) fn set_timing(&mut self, on: bool) {
+        if on && !self.timing {
+            self.submitted_at.fill(0);
+        }
+        self.timing = on;
     }
 
     /// Puts slot `index` back on the free list; returns its I/O's context.
