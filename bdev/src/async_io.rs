@@ -207,6 +207,12 @@ impl<B: IoBuffer> fmt::Debug for AsyncChannel<B> {
 // touches it), and the buffers it keeps are `B: Send`. `Channel` is `Send`.
 unsafe impl<B: IoBuffer + Send> Send for AsyncChannel<B> {}
 
+// The `Send` above relies on the channel being `Send`: checked here.
+const _: fn() = || {
+    fn is_send<T: Send>() {}
+    is_send::<Channel>();
+};
+
 impl<B: IoBuffer> AsyncChannel<B> {
     /// Wraps `channel`, with `slots` I/Os in flight at most (more futures wait, in
     /// order). The channel's own depth is the most that is useful: a multipath
