@@ -314,9 +314,11 @@ impl<B: IoBuffer> AsyncChannel<B> {
         self.ch.borrow()
     }
 
-    /// Stop mode ([`Channel::shutdown`]): I/O waiting inside the channel fails at its
-    /// next poll instead of waiting for a path, and futures waiting here are refused
-    /// with [`Error::Stopped`] by the next [`poll`](Self::poll).
+    /// Stop mode of a multipath channel ([`Channel::shutdown`]; a namespace bdev's
+    /// channel has none): I/O waiting inside the channel for a path or a retry fails
+    /// at its next poll, I/O in flight completes as usual, and futures waiting here
+    /// are refused with [`Error::Stopped`] by the next [`poll`](Self::poll). Poll
+    /// until [`in_flight`](Self::in_flight) and [`waiting`](Self::waiting) are 0.
     pub fn shutdown(&self) {
         self.ch.borrow_mut().shutdown();
     }

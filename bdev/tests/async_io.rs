@@ -559,6 +559,61 @@ fn a_refused_io_is_an_error_naming_the_problem() {
 }
 
 #[test]
+fn shutdown_refuses_waiting_futures_and_lets_in_flight_io_complete() {
+    let rig = rig();
+    for c in &rig.ctrls {
+        c.faults().set_completion_delay_us(50_000);
+    }
+    let ch: AsyncChannel = async_channel(&rig, MPATH, 64);
+    let waker = noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut futs: Vec<_> = (0..DEPTH + 4)
+        .map(|i| {
+            Some(Box::pin(ch.read(
+                i as u64,
+                1,
+                rig.layer.alloc_buffer(BLOCK).unwrap(),
+            )))
+        })
+        .collect();
+    for f in futs.iter_mut().flatten() {
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+    }
+    assert_eq!((ch.in_flight(), ch.waiting()), (DEPTH, 4));
+    ch.shutdown();
+    let (mut ok, mut stopped) = (0, 0);
+    let t0 = Instant::now();
+    while ok + stopped < DEPTH + 4 {
+        assert!(t0.elapsed() < LIMIT, "{ok} done, {stopped} refused: {ch:?}");
+        ch.poll();
+        for slot in futs.iter_mut() {
+            if let Some(f) = slot {
+                if let Poll::Ready((_, result)) = f.as_mut().poll(&mut cx) {
+                    match result {
+                        Ok(status) => {
+                            assert_eq!(status, Status::SUCCESS);
+                            ok += 1;
+                        }
+                        Err(Error::Stopped(_)) => stopped += 1,
+                        Err(e) => panic!("a waiting future at shutdown: {e}"),
+                    }
+                    *slot = None;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        (ok, stopped),
+        (DEPTH, 4),
+        "in flight completes, waiting is refused"
+    );
+    assert_eq!(
+        (ch.in_flight(), ch.waiting(), ch.stats().refused),
+        (0, 0, 4)
+    );
+}
+
+#[test]
 fn flush_write_zeroes_and_unmap_complete() {
     let rig = rig();
     let ch: AsyncChannel = async_channel(&rig, MPATH, 8);
