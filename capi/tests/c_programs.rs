@@ -92,3 +92,26 @@ fn bad_input_from_c_gives_errnos_and_messages() {
     assert!(stdout.contains("0 failed"), "{stdout}");
     std::fs::remove_dir_all(&out).ok();
 }
+
+/// The top README's C excerpt (the `c` block under "### From C") is hello_world.c's
+/// own text, so the README shows what the suite compiles and runs.
+#[test]
+fn the_readme_shows_hello_world_as_it_is() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(dir.join("../README.md")).unwrap();
+    let example = std::fs::read_to_string(dir.join("examples/hello_world.c")).unwrap();
+    let section = readme
+        .split_once("### From C")
+        .expect("README.md has a \"### From C\" section")
+        .1;
+    let block = section
+        .split_once("```c\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("the section has a ```c block")
+        .0;
+    assert!(
+        block.lines().count() > 20 && example.contains(block),
+        "README.md's C excerpt is not a part of capi/examples/hello_world.c as it is: \
+         copy the lines from the file again"
+    );
+}
