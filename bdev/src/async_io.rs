@@ -679,3 +679,62 @@ impl<B: IoBuffer> Drop for AsyncChannel<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op() -> Op {
+        Op::new(BdevIo::flush(0))
+    }
+
+    /// The list's order, head to tail, walked both ways.
+    fn order(list: &WaitList, ops: &[&Op]) -> Vec<usize> {
+        let index = |p: *const Op| ops.iter().position(|o| ptr::eq(*o, p)).unwrap();
+        let mut forward = Vec::new();
+        let mut p = list.head.get();
+        while !p.is_null() {
+            forward.push(index(p));
+            // SAFETY: every `Op` on the list is one of `ops`, alive for the test.
+            p = unsafe { &*p }.next.get();
+        }
+        let mut backward = Vec::new();
+        let mut p = list.tail.get();
+        while !p.is_null() {
+            backward.push(index(p));
+            // SAFETY: as above.
+            p = unsafe { &*p }.prev.get();
+        }
+        backward.reverse();
+        assert_eq!(forward, backward, "the links disagree");
+        assert_eq!(forward.len(), list.len.get());
+        forward
+    }
+
+    #[test]
+    fn the_wait_list_keeps_order_and_closes_over_any_op_taken_off() {
+        let list = WaitList {
+            head: Cell::new(ptr::null()),
+            tail: Cell::new(ptr::null()),
+            len: Cell::new(0),
+        };
+        let (a, b, c, d) = (op(), op(), op(), op());
+        let ops = [&a, &b, &c, &d];
+        for o in ops {
+            list.push_back(o);
+        }
+        assert_eq!(order(&list, &ops), [0, 1, 2, 3]);
+        list.unlink(&b); // middle
+        assert_eq!(order(&list, &ops), [0, 2, 3]);
+        list.unlink(&a); // head
+        assert_eq!(order(&list, &ops), [2, 3]);
+        list.unlink(&d); // tail
+        assert_eq!(order(&list, &ops), [2]);
+        list.push_back(&a);
+        assert_eq!(order(&list, &ops), [2, 0]);
+        list.unlink(&c);
+        list.unlink(&a); // the last one
+        assert_eq!(order(&list, &ops), Vec::<usize>::new());
+        assert!(list.head.get().is_null() && list.tail.get().is_null());
+    }
+}
