@@ -6,8 +6,10 @@
 //! address, length, IOVA) under a sequence counter (a seqlock). Allocation and free
 //! (set-up time) take a mutex, make the counter odd, shift the array and make it even
 //! again; a reader searches it (binary search) between two reads of the counter and
-//! tries again if the counter moved. A pointer that is in no entry is refused: that is
-//! how memory not from `nvme_dma_alloc` is told apart.
+//! tries again if the counter moved; after 1000 disturbed tries in a row it takes the
+//! writers' lock (only allocations churning on another thread get it there). A pointer
+//! that is in no entry is refused: that is how memory not from `nvme_dma_alloc` is told
+//! apart.
 //!
 //! Caller memory (SPDK's `spdk_mem_register`) is not offered: the block layer has no
 //! way to register a region with its controllers yet (issue 23 item 4).
@@ -23,7 +25,8 @@ use std::sync::Mutex;
 /// DMA buffers one layer can have allocated at once through nvme_dma_alloc().
 pub const NVME_DMA_BUFFERS_MAX: usize = 4096;
 
-/// Times a reader retries while allocations move the table under it.
+/// Lock-free reads a lookup tries while allocations move the table under it, before
+/// it takes the writers' lock.
 const READ_ATTEMPTS: usize = 1000;
 
 #[derive(Default)]
@@ -147,8 +150,61 @@ impl DmaTable {
         Ok(())
     }
 
+    /// The entry holding `addr` (the last one starting at or below it), as read now:
+    /// consistent only if the sequence counter did not move meanwhile, or under the
+    /// writers' lock.
+    #[inline]
+    fn search(&self, addr: usize) -> Option<(usize, usize, u64)> {
+        let n = self.count.load(Ordering::Relaxed).min(self.entries.len());
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.entries[mid].addr.load(Ordering::Relaxed) <= addr {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.checked_sub(1).map(|i| {
+            let e = &self.entries[i];
+            (
+                e.addr.load(Ordering::Relaxed),
+                e.len.load(Ordering::Relaxed),
+                e.iova.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// The entry holding `addr`, read consistently: without a lock while the table
+    /// holds still (the usual case: allocations happen at set-up time), under the
+    /// writers' lock after READ_ATTEMPTS reads that allocations on other threads
+    /// disturbed in a row.
+    #[inline]
+    fn find(&self, addr: usize) -> Option<(usize, usize, u64)> {
+        for _ in 0..READ_ATTEMPTS {
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let found = self.search(addr);
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == s1 {
+                return found;
+            }
+        }
+        self.find_locked(addr)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn find_locked(&self, addr: usize) -> Option<(usize, usize, u64)> {
+        let _writers = self.bufs.lock().unwrap_or_else(|p| p.into_inner());
+        self.search(addr)
+    }
+
     /// The device address of `len` bytes at `p`, which must lie inside one buffer.
-    /// Lock-free; allocates nothing.
+    /// Allocates nothing; takes no lock unless allocations keep moving the table.
     #[inline]
     pub(crate) fn translate(
         &self,
@@ -157,64 +213,28 @@ impl DmaTable {
         what: &str,
     ) -> Result<DmaSlice, Fail> {
         let addr = p as usize;
-        for _ in 0..READ_ATTEMPTS {
-            let s1 = self.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                std::hint::spin_loop();
-                continue;
-            }
-            let n = self.count.load(Ordering::Relaxed).min(self.entries.len());
-            // The last entry starting at or below `addr`.
-            let (mut lo, mut hi) = (0, n);
-            while lo < hi {
-                let mid = (lo + hi) / 2;
-                if self.entries[mid].addr.load(Ordering::Relaxed) <= addr {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
+        match self.find(addr) {
+            Some((start, blen, iova)) if addr - start < blen => {
+                let off = addr - start;
+                if len as usize > blen - off {
+                    return Err(fail!(
+                        libc::EINVAL,
+                        "{what}: buffer {p:p}: {len} bytes run past the end of its DMA buffer \
+                         ({blen} bytes at {start:#x}, this I/O starts {off} bytes in)"
+                    ));
                 }
+                Ok(DmaSlice {
+                    iova: Iova(iova + off as u64),
+                    len,
+                })
             }
-            let found = lo.checked_sub(1).map(|i| {
-                let e = &self.entries[i];
-                (
-                    e.addr.load(Ordering::Relaxed),
-                    e.len.load(Ordering::Relaxed),
-                    e.iova.load(Ordering::Relaxed),
-                )
-            });
-            fence(Ordering::Acquire);
-            if self.seq.load(Ordering::Relaxed) != s1 {
-                continue;
-            }
-            return match found {
-                Some((start, blen, iova)) if addr - start < blen => {
-                    let off = addr - start;
-                    if len as usize > blen - off {
-                        return Err(fail!(
-                            libc::EINVAL,
-                            "{what}: buffer {p:p}: {len} bytes run past the end of its DMA buffer \
-                             ({blen} bytes at {:#x}, this I/O starts {off} bytes in)",
-                            start
-                        ));
-                    }
-                    Ok(DmaSlice {
-                        iova: Iova(iova + off as u64),
-                        len,
-                    })
-                }
-                _ if p.is_null() => Err(fail!(libc::EINVAL, "{what}: buf is NULL")),
-                _ => Err(fail!(
-                    libc::EINVAL,
-                    "{what}: buffer {p:p} is not DMA memory of this layer: allocate I/O buffers with \
-                     nvme_dma_alloc() on the layer the bdev belongs to"
-                )),
-            };
+            _ if p.is_null() => Err(fail!(libc::EINVAL, "{what}: buf is NULL")),
+            _ => Err(fail!(
+                libc::EINVAL,
+                "{what}: buffer {p:p} is not DMA memory of this layer: allocate I/O buffers \
+                 with nvme_dma_alloc() on the layer the bdev belongs to"
+            )),
         }
-        Err(fail!(
-            libc::EAGAIN,
-            "{what}: buffer {p:p}: the DMA buffer table kept changing (allocations on another \
-             thread); try again"
-        ))
     }
 }
 
@@ -262,4 +282,84 @@ pub unsafe extern "C" fn nvme_dma_free(layer: *mut nvme_layer, buf: *mut c_void)
             .with("nvme_dma_free: layer", |l| l.dma.free(buf))?;
         Ok(0)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::nvme_bdev::LayerOptions;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// While another thread allocates and frees buffers (moving the table's entries
+    /// both ways around the fixed one), every lookup inside a fixed buffer finds its
+    /// own IOVA and a pointer outside every buffer is refused: a torn read of the table
+    /// is never used.
+    #[test]
+    fn lookups_stay_exact_while_other_buffers_come_and_go() {
+        let layer = Arc::new(BlockLayer::new(LayerOptions::default()).unwrap());
+        let table = Arc::new(DmaTable::new());
+        // Space below the fixed buffer too: the churn's entries land on both sides of
+        // it, so its index moves.
+        let below: Vec<_> = (0..16)
+            .map(|_| table.alloc(&layer, 4096).unwrap())
+            .collect();
+        let fixed = table.alloc(&layer, 64 << 10).unwrap() as usize;
+        for p in below {
+            table.free(p.cast()).unwrap();
+        }
+        let iova = {
+            let bufs = table.bufs.lock().unwrap();
+            bufs.iter()
+                .find(|b| b.as_ptr() as usize == fixed)
+                .unwrap()
+                .whole()
+                .iova
+                .0
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let churn = {
+            let (layer, table, stop) = (layer.clone(), table.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let ps: Vec<_> = (0..16)
+                        .map(|_| table.alloc(&layer, 4096).unwrap())
+                        .collect();
+                    for p in ps.into_iter().rev() {
+                        table.free(p.cast()).unwrap();
+                    }
+                    n += 1;
+                }
+                n
+            })
+        };
+        let outside = [0u8; 8];
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let mut lookups = 0u64;
+        while Instant::now() < deadline {
+            for off in [0usize, 4096, 65535, 12345] {
+                let s = table
+                    .translate((fixed + off) as *const c_void, 1, "t")
+                    .unwrap_or_else(|_| {
+                        panic!(
+                            "a lookup {off} bytes into a live buffer was refused while other \
+                             buffers came and went (a torn read of the table)"
+                        )
+                    });
+                assert_eq!(s.iova.0, iova + off as u64, "offset {off}");
+                lookups += 1;
+            }
+            assert!(table.translate(outside.as_ptr().cast(), 1, "t").is_err());
+        }
+        stop.store(true, Ordering::Relaxed);
+        let rounds = churn.join().unwrap();
+        assert!(
+            rounds > 0 && lookups > 0,
+            "both sides ran: {rounds} rounds, {lookups} lookups"
+        );
+        table.free(fixed as *mut c_void).unwrap();
+        assert_eq!(table.count.load(Ordering::Relaxed), 0);
+    }
 }
