@@ -113,6 +113,11 @@
 #define NVME_DMA_BUFFERS_MAX 4096
 
 /**
+ * Buckets of a latency histogram (bucket i: 2^i to 2^(i+1) - 1 ticks).
+ */
+#define NVME_LATENCY_BUCKETS 64
+
+/**
  * Multipath policy: all I/O on the first usable path, the others stand by (default).
  */
 #define NVME_POLICY_ACTIVE_PASSIVE 0
@@ -227,6 +232,131 @@ typedef void (*nvme_bdev_io_cb)(void *cb_arg,
  * Called once when a channel that refused an I/O with -ENOMEM has room again.
  */
 typedef void (*nvme_bdev_io_wait_cb)(void *cb_arg);
+
+/**
+ * What a bdev has done, over every channel it has had. Operations are counted when
+ * a submit accepts them, completions and errors when their callbacks run.
+ */
+struct nvme_bdev_iostat {
+  /**
+   * Reads accepted.
+   */
+  uint64_t read_ops;
+  /**
+   * Bytes those reads asked for.
+   */
+  uint64_t read_bytes;
+  /**
+   * Writes accepted.
+   */
+  uint64_t write_ops;
+  /**
+   * Bytes those writes carried.
+   */
+  uint64_t write_bytes;
+  /**
+   * Flushes accepted.
+   */
+  uint64_t flush_ops;
+  /**
+   * Write Zeroes accepted.
+   */
+  uint64_t write_zeroes_ops;
+  /**
+   * Bytes they zeroed.
+   */
+  uint64_t write_zeroes_bytes;
+  /**
+   * Unmaps accepted.
+   */
+  uint64_t unmap_ops;
+  /**
+   * Bytes they unmapped.
+   */
+  uint64_t unmap_bytes;
+  /**
+   * I/Os completed (callbacks run), successful or not.
+   */
+  uint64_t completed;
+  /**
+   * Of those, completed with an error status.
+   */
+  uint64_t errors;
+  /**
+   * Times an I/O was sent again on another path after a path error (multipath).
+   */
+  uint64_t failovers;
+  /**
+   * Times an I/O was retried after another retryable error (multipath).
+   */
+  uint64_t retries;
+  /**
+   * Paths of a multipath bdev (nvme_bdev_get_path_iostat() indices); 0 for a
+   * namespace bdev.
+   */
+  uint32_t paths;
+  /**
+   * I/Os timed while the latency histogram was on
+   * (nvme_bdev_enable_latency_histogram()).
+   */
+  uint64_t latency_count;
+  /**
+   * Upper bounds of the median, 99th and 99.9th percentile latency from submit to
+   * callback, in nanoseconds (the top of the histogram bucket; 0 when nothing was
+   * timed).
+   */
+  uint64_t latency_p50_ns;
+  /**
+   * See latency_p50_ns.
+   */
+  uint64_t latency_p99_ns;
+  /**
+   * See latency_p50_ns.
+   */
+  uint64_t latency_p999_ns;
+  /**
+   * The histogram: I/Os whose latency was 2^i to 2^(i+1) - 1 ticks.
+   */
+  uint64_t latency_buckets[NVME_LATENCY_BUCKETS];
+  /**
+   * Ticks per second of the histogram's clock.
+   */
+  uint64_t latency_ticks_per_sec;
+};
+
+/**
+ * One path's share of a multipath bdev's I/O.
+ */
+struct nvme_path_iostat {
+  /**
+   * Path instance identifier (a reconnected controller is a new instance).
+   */
+  uint64_t id;
+  /**
+   * The controller behind it, NUL-terminated ("(removed)" for a path gone).
+   */
+  char controller[NVME_BDEV_NAME_MAX];
+  /**
+   * I/Os sent on it.
+   */
+  uint64_t submitted;
+  /**
+   * Path errors it returned (each one a failover).
+   */
+  uint64_t path_errors;
+  /**
+   * Of those, ANA errors.
+   */
+  uint64_t ana_errors;
+  /**
+   * Commands on it that passed their deadline.
+   */
+  uint64_t timeouts;
+  /**
+   * Commands it handed back because its controller was reset or failed.
+   */
+  uint64_t reset_aborts;
+};
 
 /**
  * Options of a layer. Fill with nvme_layer_opts_init(), then change fields.
@@ -479,6 +609,40 @@ const char *nvme_last_error(void);
  * or its absolute value. Never NULL; the string is static.
  */
 const char *nvme_strerror(int rc);
+
+/**
+ * Fills `*stat` with the bdev's statistics. Call from any thread; it never stops
+ * I/O. Returns 0, or -EINVAL (NULL), -EBADF.
+ *
+ * # Safety
+ * `bdev` is NULL or a bdev handle; `stat` is NULL or writable.
+ */
+int nvme_bdev_get_iostat(struct nvme_bdev *bdev,
+                         struct nvme_bdev_iostat *stat);
+
+/**
+ * Fills `*stat` with path number `index` (0 .. paths - 1 of nvme_bdev_get_iostat())
+ * of a multipath bdev. Returns 0, or -ENOENT (no path at that index), -EINVAL (NULL),
+ * -EBADF.
+ *
+ * # Safety
+ * `bdev` is NULL or a bdev handle; `stat` is NULL or writable.
+ */
+int nvme_bdev_get_path_iostat(struct nvme_bdev *bdev,
+                              uint32_t index,
+                              struct nvme_path_iostat *stat);
+
+/**
+ * Starts (`on` true) or stops the bdev's latency histogram: each I/O timed from
+ * submit to callback (two reads of the time-stamp counter per I/O; off by default,
+ * as SPDK's bdev_enable_histogram). Multipath bdevs only. Returns 0, or -EINVAL
+ * (NULL, or a namespace bdev: the message names the multipath bdev to use), -EBADF.
+ *
+ * # Safety
+ * `bdev` is NULL or a bdev handle.
+ */
+int nvme_bdev_enable_latency_histogram(struct nvme_bdev *bdev,
+                                       bool on);
 
 /**
  * Fills `opts` with the defaults (and opts_size). Returns 0, or -EINVAL if NULL.

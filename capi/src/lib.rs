@@ -16,12 +16,13 @@
 //! pointers, closed handles, buffers that are not DMA memory of the layer and sizes
 //! that are not a multiple of the block size are refused that way, never a crash.
 //!
-//! Not offered yet, because the block layer does not have them: registering the
-//! caller's own memory for DMA (issue 23 item 4) and I/O statistics (item 5).
+//! I/O statistics per bdev and per path (`nvme_bdev_get_iostat`) come from the block
+//! layer's counters. Not offered yet, because the block layer does not have it:
+//! registering the caller's own memory for DMA (issue 23 item 4).
 //!
 //! Modules: [`error`] (errnos and messages), [`handle`] (what a C handle is),
 //! [`layer`], [`dma`] (buffers and the lock-free address table), [`bdev`] (open,
-//! info, events), [`channel`] (I/O, poll, waiting for room).
+//! info, events), [`channel`] (I/O, poll, waiting for room), [`iostat`] (statistics).
 #![deny(missing_docs)]
 // The C names of the types (cbindgen writes them into the header as they are).
 #![allow(non_camel_case_types)]
@@ -31,6 +32,7 @@ pub mod channel;
 pub mod dma;
 pub mod error;
 mod handle;
+pub mod iostat;
 pub mod layer;
 
 pub use layer::attach_bus;

@@ -785,3 +785,118 @@ fn bad_input_gives_an_errno_and_a_message() {
         assert_eq!(d.calls.get(), 1, "only the accepted read called back");
     }
 }
+
+/// Statistics through the C API match the I/O done: a round-robin multipath bdev over
+/// two controllers, 16 writes and 16 reads with the latency histogram on, read after
+/// the channel closed (exact then).
+#[test]
+fn statistics_match_the_io_done() {
+    use nvmebdev::iostat::*;
+    let ns = Arc::new(Namespace::new(1, 1 << 10, BS as u32).unwrap());
+    let nqn = "nqn.2024-01.org.example:stats";
+    // SAFETY: zeroes, then filled by the library.
+    let mut opts: nvme_layer_opts = unsafe { std::mem::zeroed() };
+    // SAFETY: writable.
+    assert_eq!(unsafe { nvme_layer_opts_init(&mut opts) }, 0);
+    opts.policy = NVME_POLICY_ROUND_ROBIN;
+    let layer = layer_with(Some(&opts));
+    // SAFETY: a live layer.
+    unsafe {
+        assert_eq!(
+            nvmebdev::attach_bus(layer, "c0", soft("c0", nqn, 1, &ns)),
+            2
+        );
+        assert_eq!(
+            nvmebdev::attach_bus(layer, "c1", soft("c1", nqn, 2, &ns)),
+            2
+        );
+    }
+    let b = open(layer, &format!("{nqn}:n1"), None, null_mut());
+    let single = open(layer, "c0n1", None, null_mut());
+    // SAFETY: live bdevs.
+    unsafe {
+        assert_eq!(nvme_bdev_enable_latency_histogram(b, true), 0, "{}", last());
+        let rc = nvme_bdev_enable_latency_histogram(single, true);
+        refused(rc, libc::EINVAL, &["c0n1", "multipath"]);
+        assert_eq!(nvme_bdev_close(single), 0);
+    }
+    let ch = channel(b);
+    let buf = dma(layer, 4 * BS as usize);
+    let done: Vec<Done> = (0..32).map(|_| Done::default()).collect();
+    for (i, d) in done.iter().enumerate() {
+        let off = (i as u64 % 16) * 4 * BS;
+        // SAFETY: live channel, a 4-block DMA buffer, `done` outlives the I/O.
+        let rc = unsafe {
+            if i < 16 {
+                nvme_bdev_write(ch, buf.cast(), off, 4 * BS, Some(on_io), arg(d))
+            } else {
+                nvme_bdev_read(ch, buf.cast(), off, 2 * BS, Some(on_io), arg(d))
+            }
+        };
+        assert_eq!(rc, 0, "{}", last());
+        if i == 15 {
+            wait(ch, &done[..16].iter().collect::<Vec<_>>());
+        }
+    }
+    wait(ch, &done.iter().collect::<Vec<_>>());
+    // SAFETY: live handles; the channel drained.
+    assert_eq!(unsafe { nvme_channel_close(ch) }, 0, "{}", last());
+
+    // SAFETY: plain data; zeroes are a valid value.
+    let mut s: nvme_bdev_iostat = unsafe { std::mem::zeroed() };
+    // SAFETY: live bdev, writable struct.
+    assert_eq!(unsafe { nvme_bdev_get_iostat(b, &mut s) }, 0, "{}", last());
+    assert_eq!((s.write_ops, s.write_bytes), (16, 16 * 4 * BS));
+    assert_eq!((s.read_ops, s.read_bytes), (16, 16 * 2 * BS));
+    assert_eq!((s.completed, s.errors, s.failovers), (32, 0, 0));
+    assert_eq!(s.latency_count, 32, "every I/O timed");
+    assert_eq!(s.latency_buckets.iter().sum::<u64>(), 32);
+    assert!(s.latency_p50_ns > 0 && s.latency_p50_ns <= s.latency_p99_ns);
+    assert!(s.latency_ticks_per_sec > 0);
+    assert_eq!(s.paths, 2);
+    let mut submitted = 0;
+    let mut ctrls = Vec::new();
+    for i in 0..2 {
+        // SAFETY: plain data; zeroes are a valid value.
+        let mut p: nvme_path_iostat = unsafe { std::mem::zeroed() };
+        assert_eq!(
+            // SAFETY: live bdev, writable struct.
+            unsafe { nvme_bdev_get_path_iostat(b, i, &mut p) },
+            0,
+            "{}",
+            last()
+        );
+        submitted += p.submitted;
+        assert!(p.submitted > 0, "round robin used both paths");
+        // SAFETY: NUL-terminated by the call.
+        ctrls.push(
+            unsafe { CStr::from_ptr(p.controller.as_ptr()) }
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    ctrls.sort();
+    assert_eq!(ctrls, ["c0", "c1"]);
+    assert_eq!(submitted, 32, "the paths' I/Os add up to the bdev's");
+    // SAFETY: as above.
+    unsafe {
+        let mut p: nvme_path_iostat = std::mem::zeroed();
+        refused(
+            nvme_bdev_get_path_iostat(b, 2, &mut p),
+            libc::ENOENT,
+            &["the bdev has 2"],
+        );
+        refused(
+            nvme_bdev_get_iostat(b, null_mut()),
+            libc::EINVAL,
+            &["stat is NULL"],
+        );
+        assert_eq!(nvme_bdev_close(b), 0);
+        refused(
+            nvme_bdev_get_iostat(b, &mut s),
+            libc::EBADF,
+            &["closed already"],
+        );
+        assert_eq!(nvme_layer_destroy(layer), 0);
+    }
+}
