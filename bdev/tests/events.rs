@@ -28,13 +28,8 @@ const LIMIT: Duration = Duration::from_secs(10);
 
 fn soft(name: &str, cntlid: u16, ns: &Arc<Namespace>) -> Arc<SoftController> {
     SoftController::start(SoftConfig {
-        name: name.into(),
-        subnqn: SUBNQN.into(),
-        cntlid,
-        mqes: 63,
-        namespaces: vec![ns.clone()],
         ana: true,
-        ..SoftConfig::default()
+        ..common::config(name, SUBNQN, cntlid, ns)
     })
 }
 

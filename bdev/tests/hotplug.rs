@@ -31,14 +31,7 @@ const BS: usize = 512;
 const PERIOD_MS: u64 = 20;
 
 fn soft(name: &str, cntlid: u16, ns: &Arc<Namespace>) -> Arc<SoftController> {
-    SoftController::start(SoftConfig {
-        name: name.into(),
-        subnqn: SUBNQN.into(),
-        cntlid,
-        mqes: 63,
-        namespaces: vec![ns.clone()],
-        ..SoftConfig::default()
-    })
+    SoftController::start(common::config(name, SUBNQN, cntlid, ns))
 }
 
 fn layer(reconnect_ms: u64, loss_ms: i64) -> BlockLayer {

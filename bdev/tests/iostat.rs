@@ -6,6 +6,8 @@
 //! without stopping it and sees them only grow; an open channel's figures reach other
 //! threads at its periodic full poll.
 
+mod common;
+
 use nvme_bdev::{Bdev, BdevIo, BlockLayer, Channel, IoStat, LayerOptions};
 use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
 use nvme_driver::spec::{sc, sct};
@@ -23,13 +25,8 @@ const UNMAPS: u64 = 5;
 
 fn soft(name: &str, cntlid: u16, ns: &Arc<Namespace>) -> Arc<SoftController> {
     SoftController::start(SoftConfig {
-        name: name.into(),
-        subnqn: SUBNQN.into(),
-        cntlid,
-        mqes: 63,
-        namespaces: vec![ns.clone()],
         multi_controller: true,
-        ..SoftConfig::default()
+        ..common::config(name, SUBNQN, cntlid, ns)
     })
 }
 

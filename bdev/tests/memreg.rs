@@ -5,6 +5,8 @@
 //! unmapped (an I/O that still names it fails instead of touching the memory); bad
 //! regions are refused with the rule they break.
 
+mod common;
+
 use nvme_bdev::{BdevIo, BlockLayer, Channel, LayerOptions, MpathOptions, Policy};
 use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
 use nvme_driver::{DmaSlice, Status};
@@ -18,13 +20,8 @@ const REGION: usize = 1 << 20;
 
 fn soft(name: &str, cntlid: u16, ns: &Arc<Namespace>) -> Arc<SoftController> {
     SoftController::start(SoftConfig {
-        name: name.into(),
-        subnqn: SUBNQN.into(),
-        cntlid,
-        mqes: 63,
-        namespaces: vec![ns.clone()],
         multi_controller: true,
-        ..SoftConfig::default()
+        ..common::config(name, SUBNQN, cntlid, ns)
     })
 }
 

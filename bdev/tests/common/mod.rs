@@ -1,8 +1,24 @@
-//! What the block layer's tests that drive hot-plug share.
+//! What the block layer's tests share: software controllers' configuration, and the
+//! hot-plug test bus. Each test file uses part of it.
+#![allow(dead_code)]
 
 use nvme_bdev::layer::{Connector, HotplugSource};
-use nvme_driver::softctrl::SoftController;
+use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
 use std::sync::{Arc, Mutex};
+
+/// A software controller's configuration for these tests: `name`, controller ID
+/// `cntlid` in subsystem `subnqn`, 64-entry queues, namespace `ns` (shared with other
+/// controllers of the subsystem when they are given the same one).
+pub fn config(name: &str, subnqn: &str, cntlid: u16, ns: &Arc<Namespace>) -> SoftConfig {
+    SoftConfig {
+        name: name.into(),
+        subnqn: subnqn.into(),
+        cntlid,
+        mqes: 63,
+        namespaces: vec![ns.clone()],
+        ..SoftConfig::default()
+    }
+}
 
 /// A controller on the test bus: its name and the device.
 pub type Present = (String, Arc<SoftController>);
@@ -20,7 +36,6 @@ impl Bus {
         g.push((name.to_string(), c.clone()));
     }
     /// Takes `name` off the bus: its controller is removed (registers read all ones).
-    #[allow(dead_code)] // hotplug.rs only
     pub fn unplug(&self, name: &str) {
         let mut g = self.0.lock().unwrap();
         for (_, c) in g.iter().filter(|(n, _)| n == name) {
