@@ -108,9 +108,15 @@
 #define NVME_ROOM_WAITERS_MAX 64
 
 /**
- * DMA buffers one layer can have allocated at once through nvme_dma_alloc().
+ * DMA buffers (nvme_dma_alloc()) and registered regions (nvme_mem_register()) one
+ * layer can have at once.
  */
 #define NVME_DMA_BUFFERS_MAX 4096
+
+/**
+ * Alignment of the start and length of a region for nvme_mem_register().
+ */
+#define NVME_MEM_REGISTER_ALIGN 4096
 
 /**
  * Buckets of a latency histogram (bucket i: 2^i to 2^(i+1) - 1 ticks).
@@ -593,6 +599,35 @@ int nvme_dma_alloc(struct nvme_layer *layer,
  */
 int nvme_dma_free(struct nvme_layer *layer,
                   void *buf);
+
+/**
+ * Registers `len` bytes of the caller's own memory at `addr` (a server's buffer pool,
+ * huge pages or not) for DMA with every controller of `layer`, also ones attached
+ * later (SPDK's spdk_mem_register): I/O calls then accept pointers into it, with no
+ * copy. `addr` and `len` are multiples of NVME_MEM_REGISTER_ALIGN (4096); all
+ * regions together at most 64 GiB; VFIO pins the pages and counts them against the
+ * locked-memory limit (ulimit -l). Set-up time. Returns 0, or -EINVAL (NULL,
+ * misaligned, overlapping memory already registered or allocated), -EBADF, -ENOSPC
+ * (the registration window or NVME_DMA_BUFFERS_MAX is full), -EIO (a mapping failed).
+ *
+ * # Safety
+ * `layer` is NULL or a layer handle; the memory stays allocated (and is not
+ * remapped) until nvme_mem_unregister(), and no I/O is in flight on it then.
+ */
+int nvme_mem_register(struct nvme_layer *layer,
+                      void *addr,
+                      size_t len);
+
+/**
+ * Unregisters the region that nvme_mem_register() registered at `addr`. No I/O may
+ * be in flight on it. Returns 0, or -EINVAL (NULL, or not the start of a registered
+ * region), -EBADF.
+ *
+ * # Safety
+ * `layer` is NULL or a layer handle.
+ */
+int nvme_mem_unregister(struct nvme_layer *layer,
+                        void *addr);
 
 /**
  * The message of the last call that failed on this thread: what was wrong and how

@@ -11,19 +11,42 @@
 //! that is in no entry is refused: that is how memory not from `nvme_dma_alloc` is told
 //! apart.
 //!
-//! Caller memory (SPDK's `spdk_mem_register`) is not offered: the block layer has no
-//! way to register a region with its controllers yet (issue 23 item 4).
+//! Memory the caller already has (SPDK's `spdk_mem_register`) joins the same table
+//! through `nvme_mem_register`, which registers it with every controller of the layer
+//! (`BlockLayer::register_memory`); I/O from it needs no copy.
 
 use crate::error::{bdev_fail, fail, Fail};
 use crate::layer::{layer_state, nvme_layer};
-use ::nvme_bdev::{BlockLayer, IoBuf};
+use ::nvme_bdev::{BlockLayer, IoBuf, MemRegion};
 use nvme_driver::{DmaSlice, Iova};
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// DMA buffers one layer can have allocated at once through nvme_dma_alloc().
+/// DMA buffers (nvme_dma_alloc()) and registered regions (nvme_mem_register()) one
+/// layer can have at once.
 pub const NVME_DMA_BUFFERS_MAX: usize = 4096;
+
+/// Alignment of the start and length of a region for nvme_mem_register().
+pub const NVME_MEM_REGISTER_ALIGN: usize = 4096;
+const _: () = assert!(NVME_MEM_REGISTER_ALIGN == ::nvme_bdev::REGISTER_ALIGN);
+
+/// What the table keeps alive for an entry.
+enum Owned {
+    /// From `nvme_dma_alloc`: the memory goes back to the pool when dropped.
+    Buf(IoBuf),
+    /// From `nvme_mem_register`: unregistered from every controller when dropped.
+    Region(MemRegion),
+}
+
+impl Owned {
+    fn addr(&self) -> usize {
+        match self {
+            Owned::Buf(b) => b.as_ptr() as usize,
+            Owned::Region(r) => r.as_ptr() as usize,
+        }
+    }
+}
 
 /// Lock-free reads a lookup tries while allocations move the table under it, before
 /// it takes the writers' lock.
@@ -42,9 +65,8 @@ pub(crate) struct DmaTable {
     seq: AtomicU64,
     count: AtomicUsize,
     entries: Box<[Entry]>,
-    /// The buffers themselves (their memory goes back to the pool when dropped);
-    /// writers hold this lock.
-    bufs: Mutex<Vec<IoBuf>>,
+    /// The buffers and regions themselves; writers hold this lock.
+    bufs: Mutex<Vec<Owned>>,
 }
 
 impl std::fmt::Debug for DmaTable {
@@ -86,6 +108,43 @@ impl DmaTable {
             .store(from.iova.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
+    /// Enters (addr, len, iova) in sorted position (the writers' lock held).
+    fn insert(&self, addr: usize, len: usize, iova: u64) {
+        self.write(|e, n| {
+            let pos = (0..n)
+                .find(|&i| e[i].addr.load(Ordering::Relaxed) > addr)
+                .unwrap_or(n);
+            for i in (pos..n).rev() {
+                Self::copy(&e[i], &e[i + 1]);
+            }
+            e[pos].addr.store(addr, Ordering::Relaxed);
+            e[pos].len.store(len, Ordering::Relaxed);
+            e[pos].iova.store(iova, Ordering::Relaxed);
+            n + 1
+        });
+    }
+
+    /// Takes the entry starting at `addr` out (the writers' lock held).
+    fn remove(&self, addr: usize) {
+        self.write(|e, n| {
+            let pos = (0..n)
+                .find(|&i| e[i].addr.load(Ordering::Relaxed) == addr)
+                .expect("every buffer and region in `bufs` has its entry");
+            for i in pos..n - 1 {
+                Self::copy(&e[i + 1], &e[i]);
+            }
+            n - 1
+        });
+    }
+
+    fn full(what: &str) -> Fail {
+        fail!(
+            libc::ENOSPC,
+            "{what}: {NVME_DMA_BUFFERS_MAX} buffers and regions are in use on this layer \
+             (NVME_DMA_BUFFERS_MAX); free some, or use fewer, larger ones and parts of them"
+        )
+    }
+
     /// A new buffer of `size` bytes from `layer`'s pool, entered in the table.
     pub(crate) fn alloc(&self, layer: &BlockLayer, size: usize) -> Result<*mut u8, Fail> {
         if size == 0 {
@@ -99,30 +158,14 @@ impl DmaTable {
         }
         let mut bufs = self.bufs.lock().unwrap_or_else(|p| p.into_inner());
         if bufs.len() >= NVME_DMA_BUFFERS_MAX {
-            return Err(fail!(
-                libc::ENOSPC,
-                "nvme_dma_alloc: {NVME_DMA_BUFFERS_MAX} buffers are allocated on this layer \
-                 (NVME_DMA_BUFFERS_MAX); free some, or allocate fewer, larger buffers and use \
-                 parts of them"
-            ));
+            return Err(Self::full("nvme_dma_alloc"));
         }
         let buf = layer
             .alloc_buffer(size)
             .map_err(|e| bdev_fail("nvme_dma_alloc", &e))?;
-        let (addr, iova) = (buf.as_ptr() as usize, buf.whole().iova.0);
-        self.write(|e, n| {
-            let pos = (0..n)
-                .find(|&i| e[i].addr.load(Ordering::Relaxed) > addr)
-                .unwrap_or(n);
-            for i in (pos..n).rev() {
-                Self::copy(&e[i], &e[i + 1]);
-            }
-            e[pos].addr.store(addr, Ordering::Relaxed);
-            e[pos].len.store(size, Ordering::Relaxed);
-            e[pos].iova.store(iova, Ordering::Relaxed);
-            n + 1
-        });
-        bufs.push(buf);
+        let addr = buf.as_ptr() as usize;
+        self.insert(addr, size, buf.whole().iova.0);
+        bufs.push(Owned::Buf(buf));
         Ok(addr as *mut u8)
     }
 
@@ -130,24 +173,91 @@ impl DmaTable {
     pub(crate) fn free(&self, p: *mut c_void) -> Result<(), Fail> {
         let addr = p as usize;
         let mut bufs = self.bufs.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(k) = bufs.iter().position(|b| b.as_ptr() as usize == addr) else {
-            return Err(fail!(
+        match bufs.iter().position(|b| b.addr() == addr) {
+            Some(k) if matches!(bufs[k], Owned::Buf(_)) => {
+                self.remove(addr);
+                bufs.swap_remove(k);
+                Ok(())
+            }
+            Some(_) => Err(fail!(
+                libc::EINVAL,
+                "nvme_dma_free: {p:p} was registered with nvme_mem_register(); unregister it \
+                 with nvme_mem_unregister()"
+            )),
+            None => Err(fail!(
                 libc::EINVAL,
                 "nvme_dma_free: {p:p} is not the start of a buffer that nvme_dma_alloc() \
                  gave on this layer (or it was freed already)"
+            )),
+        }
+    }
+
+    /// Registers the caller's `len` bytes at `p` with every controller of `layer` and
+    /// enters them in the table.
+    ///
+    /// # Safety
+    /// As `BlockLayer::register_memory`: the memory stays allocated and unmapped-again
+    /// until it is unregistered, and no I/O is in flight on it then.
+    pub(crate) unsafe fn register(
+        &self,
+        layer: &BlockLayer,
+        p: *mut c_void,
+        len: usize,
+    ) -> Result<(), Fail> {
+        let addr = p as usize;
+        if p.is_null() {
+            return Err(fail!(libc::EINVAL, "nvme_mem_register: addr is NULL"));
+        }
+        let mut bufs = self.bufs.lock().unwrap_or_else(|p| p.into_inner());
+        if bufs.len() >= NVME_DMA_BUFFERS_MAX {
+            return Err(Self::full("nvme_mem_register"));
+        }
+        let n = self.count.load(Ordering::Relaxed);
+        if let Some(e) = self.entries[..n].iter().find(|e| {
+            let (a, l) = (
+                e.addr.load(Ordering::Relaxed),
+                e.len.load(Ordering::Relaxed),
+            );
+            a < addr.saturating_add(len) && addr < a + l
+        }) {
+            return Err(fail!(
+                libc::EINVAL,
+                "nvme_mem_register: {p:p} + {len} bytes overlaps DMA memory this layer has \
+                 already ({} bytes at {:#x}); register each range once",
+                e.len.load(Ordering::Relaxed),
+                e.addr.load(Ordering::Relaxed)
             ));
-        };
-        self.write(|e, n| {
-            let pos = (0..n)
-                .find(|&i| e[i].addr.load(Ordering::Relaxed) == addr)
-                .expect("every buffer in `bufs` has its entry");
-            for i in pos..n - 1 {
-                Self::copy(&e[i + 1], &e[i]);
-            }
-            n - 1
-        });
-        bufs.swap_remove(k);
+        }
+        // SAFETY: forwarded from our caller.
+        let region = unsafe { layer.register_memory(p.cast(), len) }
+            .map_err(|e| bdev_fail("nvme_mem_register", &e))?;
+        self.insert(addr, len, region.iova());
+        bufs.push(Owned::Region(region));
         Ok(())
+    }
+
+    /// Takes the region starting at `p` out of the table and unregisters it from every
+    /// controller.
+    pub(crate) fn unregister(&self, p: *mut c_void) -> Result<(), Fail> {
+        let addr = p as usize;
+        let mut bufs = self.bufs.lock().unwrap_or_else(|p| p.into_inner());
+        match bufs.iter().position(|b| b.addr() == addr) {
+            Some(k) if matches!(bufs[k], Owned::Region(_)) => {
+                self.remove(addr);
+                bufs.swap_remove(k);
+                Ok(())
+            }
+            Some(_) => Err(fail!(
+                libc::EINVAL,
+                "nvme_mem_unregister: {p:p} came from nvme_dma_alloc(); free it with \
+                 nvme_dma_free()"
+            )),
+            None => Err(fail!(
+                libc::EINVAL,
+                "nvme_mem_unregister: {p:p} is not the start of a region registered on this \
+                 layer with nvme_mem_register() (or it was unregistered already)"
+            )),
+        }
     }
 
     /// The entry holding `addr` (the last one starting at or below it), as read now:
@@ -284,6 +394,54 @@ pub unsafe extern "C" fn nvme_dma_free(layer: *mut nvme_layer, buf: *mut c_void)
     })
 }
 
+/// Registers `len` bytes of the caller's own memory at `addr` (a server's buffer pool,
+/// huge pages or not) for DMA with every controller of `layer`, also ones attached
+/// later (SPDK's spdk_mem_register): I/O calls then accept pointers into it, with no
+/// copy. `addr` and `len` are multiples of NVME_MEM_REGISTER_ALIGN (4096); all
+/// regions together at most 64 GiB; VFIO pins the pages and counts them against the
+/// locked-memory limit (ulimit -l). Set-up time. Returns 0, or -EINVAL (NULL,
+/// misaligned, overlapping memory already registered or allocated), -EBADF, -ENOSPC
+/// (the registration window or NVME_DMA_BUFFERS_MAX is full), -EIO (a mapping failed).
+///
+/// # Safety
+/// `layer` is NULL or a layer handle; the memory stays allocated (and is not
+/// remapped) until nvme_mem_unregister(), and no I/O is in flight on it then.
+#[no_mangle]
+pub unsafe extern "C" fn nvme_mem_register(
+    layer: *mut nvme_layer,
+    addr: *mut c_void,
+    len: usize,
+) -> c_int {
+    crate::error::call(|| {
+        // SAFETY: the caller passes a layer handle or NULL.
+        unsafe { layer_state(layer, "nvme_mem_register: layer") }?.with(
+            "nvme_mem_register: layer",
+            // SAFETY: the caller's contract on the memory, forwarded.
+            |l| unsafe { l.dma.register(&l.layer, addr, len) },
+        )?;
+        Ok(0)
+    })
+}
+
+/// Unregisters the region that nvme_mem_register() registered at `addr`. No I/O may
+/// be in flight on it. Returns 0, or -EINVAL (NULL, or not the start of a registered
+/// region), -EBADF.
+///
+/// # Safety
+/// `layer` is NULL or a layer handle.
+#[no_mangle]
+pub unsafe extern "C" fn nvme_mem_unregister(layer: *mut nvme_layer, addr: *mut c_void) -> c_int {
+    crate::error::call(|| {
+        if addr.is_null() {
+            return Err(fail!(libc::EINVAL, "nvme_mem_unregister: addr is NULL"));
+        }
+        // SAFETY: the caller passes a layer handle or NULL.
+        unsafe { layer_state(layer, "nvme_mem_unregister: layer") }?
+            .with("nvme_mem_unregister: layer", |l| l.dma.unregister(addr))?;
+        Ok(0)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,12 +469,10 @@ mod tests {
         }
         let iova = {
             let bufs = table.bufs.lock().unwrap();
-            bufs.iter()
-                .find(|b| b.as_ptr() as usize == fixed)
-                .unwrap()
-                .whole()
-                .iova
-                .0
+            match bufs.iter().find(|b| b.addr() == fixed).unwrap() {
+                Owned::Buf(b) => b.whole().iova.0,
+                Owned::Region(_) => unreachable!("allocated, not registered"),
+            }
         };
         let stop = Arc::new(AtomicBool::new(false));
         let churn = {

@@ -7,7 +7,8 @@
 //! event callback (`nvme_bdev_open`), each thread opens its own channel
 //! (`nvme_channel_open`), submits reads, writes, write zeroes, unmaps and flushes with
 //! a completion callback and its argument, and polls the channel, which calls the
-//! callbacks on that thread. I/O data lives in memory from `nvme_dma_alloc`. A full
+//! callbacks on that thread. I/O data lives in memory from `nvme_dma_alloc` (or
+//! registered with `nvme_mem_register`). A full
 //! channel refuses with `-ENOMEM`; `nvme_bdev_queue_io_wait` calls back when there is
 //! room.
 //!
@@ -16,9 +17,9 @@
 //! pointers, closed handles, buffers that are not DMA memory of the layer and sizes
 //! that are not a multiple of the block size are refused that way, never a crash.
 //!
+//! The caller's own memory can carry I/O once registered (`nvme_mem_register`), and
 //! I/O statistics per bdev and per path (`nvme_bdev_get_iostat`) come from the block
-//! layer's counters. Not offered yet, because the block layer does not have it:
-//! registering the caller's own memory for DMA (issue 23 item 4).
+//! layer's counters. Not wrapped yet: SMART and the error log, hot-plug.
 //!
 //! Modules: [`error`] (errnos and messages), [`handle`] (what a C handle is),
 //! [`layer`], [`dma`] (buffers and the lock-free address table), [`bdev`] (open,
