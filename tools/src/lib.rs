@@ -15,6 +15,7 @@ pub mod chart;
 pub mod cores;
 pub mod identify;
 pub mod logger;
+pub mod manual;
 pub mod perf;
 pub mod setup;
 pub mod trid;

@@ -9,11 +9,12 @@ const PROG: &str = "nvme-perf";
 
 fn main() {
     nvme_tools::logger::install_stderr_logger();
+    opts::MANUAL.serve();
     let cores = nvme_tools::cores::available_cores();
     let opts = match opts::parse_args(std::env::args().skip(1), &cores) {
         Ok(opts::Command::Run(o)) => o,
         Ok(opts::Command::Help) => {
-            println!("{}\n\n{}", opts::USAGE, opts::HELP);
+            println!("{}\n\n{}", opts::USAGE, opts::MANUAL.help());
             return;
         }
         Err(e) => exit_usage(PROG, &e),

@@ -9,7 +9,7 @@ use crate::trid::{parse_bdf, TransportId};
 use crate::{parse_size, usage, UsageError};
 
 mod help;
-pub use help::{HELP, USAGE};
+pub use help::{MANUAL, OPTIONS, USAGE};
 
 /// The I/O pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,42 +194,24 @@ fn number<T: std::str::FromStr>(opt: &str, v: &str, what: &str) -> Result<T, Usa
         .map_err(|_| usage!("{opt} {v}: {what} must be a whole number"))
 }
 
-/// Long options and the short key each stands for (long-only options keep their
-/// name); `true` when it takes a value.
-const LONG: &[(&str, &str, bool)] = &[
-    ("io-depth", "q", true),
-    ("io-size", "o", true),
-    ("io-pattern", "w", true),
-    ("rwmixread", "M", true),
-    ("time", "t", true),
-    ("warmup-time", "a", true),
-    ("core-mask", "c", true),
-    ("transport", "r", true),
-    ("num-qpairs", "P", true),
-    ("shmem-grp-id", "i", true),
-    ("hugemem-size", "s", true),
-    ("io-unit-size", "O", true),
-    ("allowed-pci-addr", "b", true),
-    ("continue-on-error", "Q", true),
-    ("number-ios", "d", true),
-    ("io-queue-size", "io-queue-size", true),
-    ("seed", "seed", true),
-    ("policy", "policy", true),
-    ("plot", "plot", true),
-    ("enable-sw-latency-tracking", "L", false),
-    ("mem-single-seg", "g", false),
-    ("enable-debug", "G", false),
-    ("no-shst-notification", "N", false),
-    ("cpu-usage", "m", false),
-    ("use-every-core", "use-every-core", false),
-    ("json", "json", false),
-    ("verify", "verify", false),
-    ("no-sgl", "no-sgl", false),
-    ("multipath", "multipath", false),
-];
+/// The option named `--name`, from the table `--help` and the man page are made of.
+fn long_option(name: &str) -> Option<&'static crate::manual::Opt> {
+    OPTIONS.iter().find(|o| o.long == Some(name))
+}
 
-/// Short options that take a value.
-const SHORT_WITH_VALUE: &str = "qowMtacrPisObQd";
+/// The option named `-c`.
+fn short_option(c: char) -> Option<&'static crate::manual::Opt> {
+    OPTIONS.iter().find(|o| o.short == Some(c))
+}
+
+/// The key the parser matches an option by: its short name, else its long name.
+fn key(o: &crate::manual::Opt) -> String {
+    match (o.short, o.long) {
+        (Some(c), _) => c.to_string(),
+        (None, Some(l)) => l.to_string(),
+        (None, None) => String::new(),
+    }
+}
 
 /// The command line's options in order: (key, value), flags with an empty value.
 fn tokenize(args: &[String]) -> Result<Option<Vec<(String, String)>>, UsageError> {
@@ -246,17 +228,17 @@ fn tokenize(args: &[String]) -> Result<Option<Vec<(String, String)>>, UsageError
             if name == "help" || name == "help-full" {
                 return Ok(None);
             }
-            let Some(&(_, key, takes_value)) = LONG.iter().find(|(n, _, _)| *n == name) else {
+            let Some(opt) = long_option(name) else {
                 return Err(match refused::long(name) {
                     Some(r) => usage!("{}: {}", r.name(), r.why),
                     None => usage!("unknown option --{name}"),
                 });
             };
-            if !takes_value {
+            if opt.value.is_none() {
                 if inline.is_some() {
                     return Err(usage!("--{name} takes no value"));
                 }
-                out.push((key.to_string(), String::new()));
+                out.push((key(opt), String::new()));
                 continue;
             }
             let value = match inline {
@@ -270,7 +252,7 @@ fn tokenize(args: &[String]) -> Result<Option<Vec<(String, String)>>, UsageError
                     v
                 }
             };
-            out.push((key.to_string(), value));
+            out.push((key(opt), value));
             continue;
         }
         let Some(group) = arg.strip_prefix('-').filter(|g| !g.is_empty()) else {
@@ -285,10 +267,10 @@ fn tokenize(args: &[String]) -> Result<Option<Vec<(String, String)>>, UsageError
         while k < chars.len() {
             let ch = chars[k];
             k += 1;
-            match ch {
-                'h' | 'v' => return Ok(None),
-                'L' | 'g' | 'G' | 'N' | 'm' => out.push((ch.to_string(), String::new())),
-                c if SHORT_WITH_VALUE.contains(c) => {
+            match (ch, short_option(ch)) {
+                ('h' | 'v', _) => return Ok(None),
+                (_, Some(opt)) if opt.value.is_none() => out.push((ch.to_string(), String::new())),
+                (_, Some(_)) => {
                     let rest: String = chars[k..].iter().collect();
                     let value = if !rest.is_empty() {
                         rest
@@ -303,7 +285,7 @@ fn tokenize(args: &[String]) -> Result<Option<Vec<(String, String)>>, UsageError
                     out.push((ch.to_string(), value));
                     k = chars.len();
                 }
-                _ => {
+                (_, None) => {
                     return Err(match refused::short(ch) {
                         Some(r) => usage!("{}: {}", r.name(), r.why),
                         None => usage!("unknown option -{ch}"),

@@ -301,5 +301,33 @@ fn dash_g_enables_debug_logging() {
     let o = run(&format!("{base} -g")).unwrap();
     assert!(!o.debug_log && o.single_segment);
     assert!(err(&format!("{base} --enable-debug=1")).contains("--enable-debug takes no value"));
-    assert!(super::help::HELP.contains("-G, --enable-debug"));
+    assert!(super::MANUAL.help().contains("-G, --enable-debug"));
+}
+
+/// Every option the parser takes is in the man page (rendered without warnings), in
+/// the bash completion (loaded by bash) and in `--help`. The parser reads its option
+/// names from the table these are made of; this checks that it takes each of them
+/// (none is "unknown") and nothing else.
+#[test]
+fn every_option_is_parsed_and_documented() {
+    let mut accepted = Vec::new();
+    for o in super::OPTIONS {
+        for name in o.names() {
+            let mut args = vec!["-q", "1", "-o", "4096", "-w", "read", "-t", "1"];
+            args.push(&name);
+            if o.value.is_some() {
+                args.push("1");
+            }
+            if let Err(e) = parse_args(args.iter().copied(), &[0]) {
+                assert!(!e.0.contains("unknown option"), "{name}: {e}");
+            }
+            accepted.push(name);
+        }
+    }
+    crate::manual::check::documents(&super::MANUAL, &accepted);
+    let e = parse_args(["-q", "1", "--no-such-option"], &[0]).unwrap_err();
+    assert!(e.0.contains("unknown option --no-such-option"), "{e}");
+    // The workload's values are offered after -w.
+    let offered = crate::manual::check::bash_offers(&super::MANUAL, &["-w", "rand"]);
+    assert_eq!(offered, ["randread", "randwrite", "randrw"]);
 }
