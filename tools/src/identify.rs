@@ -10,33 +10,10 @@ use nvme_driver::Controller;
 use serde_json::{json, Value};
 use std::fmt::Write;
 
+mod help;
 pub mod nvme_cli;
 
-/// One-line usage.
-pub const USAGE: &str =
-    "usage: nvme-identify [-r TRID]... [BDF]... [-o json|normal | --json] [-x] [-L FLAG] [-i ID] [-p CORE] [-d MB] [-g]";
-
-/// The option list, for `--help`.
-pub const HELP: &str = "\
-  -r, --transport TRID  'trtype:PCIe traddr:0000:01:00.0 [ns:1]' (repeatable)
-  BDF                   a PCI address, 0000:01:00.0 or 01:00.0 (same as -r traddr:BDF)
-                        default: every NVMe controller bound to vfio-pci
-  -o, --output-format json|normal
-                        json: nvme-cli's documents, `nvme id-ctrl -o json` for each
-                        controller named without ns:, `nvme id-ns -o json` for each
-                        namespace named with ns: (one JSON document each, in order);
-                        normal: the text (the default)
-      --json            print nvme-identify's own JSON document (every section)
-  -x                    hex dump of the raw Identify Controller and Namespace data
-  -L FLAG               debug messages of the driver on stderr (SPDK's log flags are
-                        not kept apart here: any flag turns them all on)
-  -i ID, -p CORE, -d MB, -g
-                        spdk_nvme_identify's shared memory ID, main core, DPDK memory
-                        size and DPDK segment flag: accepted and ignored, with a note
-  -H, -h, --help        this text
-spdk_nvme_identify's -V (VMD), -z (zone report) and -o without a format (Open-Channel
-SSDs) are refused with the reason.
-";
+pub use help::{MANUAL, OPTIONS, USAGE};
 
 /// What nvme-identify prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +100,11 @@ where
                 i += 1;
                 Ok(v.clone())
             };
+            // Only the table's options: --help, the man page and the completion are
+            // made of it.
+            if !OPTIONS.iter().any(|o| o.long == Some(name)) {
+                return Err(usage!("unknown option --{name}"));
+            }
             match name {
                 "help" => return Ok(None),
                 "json" => o.output = Output::Json,
@@ -145,6 +127,9 @@ where
             let ch = chars[k];
             k += 1;
             let rest: String = chars[k..].iter().collect();
+            if !OPTIONS.iter().any(|o| o.short == Some(ch)) {
+                return Err(usage!("unknown option -{ch}"));
+            }
             match ch {
                 'h' | 'H' => return Ok(None),
                 'x' => o.hex_dump = true,
@@ -796,5 +781,42 @@ mod tests {
         assert!(text.contains("- index 0, data_size 512"), "{text}");
         t.ctrl.shutdown().unwrap();
         sc.stop();
+    }
+
+    /// Every option in the table parses (none is "unknown"), every letter not in it is
+    /// unknown, and each option is in the man page (rendered without warnings), the
+    /// bash completion (loaded by bash) and `--help`.
+    #[test]
+    fn every_option_is_parsed_and_documented() {
+        let mut accepted = Vec::new();
+        for o in OPTIONS {
+            for name in o.names() {
+                let mut args = vec![name.clone()];
+                if o.value.is_some() {
+                    args.push("json".into());
+                }
+                if let Err(e) = parse_args(args) {
+                    assert!(!e.0.contains("unknown option"), "{name}: {e}");
+                }
+                accepted.push(name);
+            }
+        }
+        for c in ('a'..='z').chain('A'..='Z') {
+            let known = OPTIONS.iter().any(|o| o.short == Some(c));
+            let unknown = parse_args([format!("-{c}"), "0".into()])
+                .is_err_and(|e| e.0.contains(&format!("unknown option -{c}")));
+            assert_eq!(
+                known, !unknown,
+                "-{c}: in the table {known}, parsed {}",
+                !unknown
+            );
+        }
+        assert!(parse_args(["--no-such-option"])
+            .unwrap_err()
+            .0
+            .contains("unknown option --no-such-option"));
+        crate::manual::check::documents(&MANUAL, &accepted);
+        let offered = crate::manual::check::bash_offers(&MANUAL, &["-o", ""]);
+        assert_eq!(offered, ["json", "normal"]);
     }
 }

@@ -62,7 +62,8 @@ impl Opt {
             (Some(c), Some(l)) => format!("-{c}, --{l}"),
             (Some(c), None) => format!("-{c}"),
             (None, Some(l)) => format!("    --{l}"),
-            (None, None) => String::new(),
+            // An argument, not an option: its value's name alone.
+            (None, None) => return self.value.unwrap_or_default().to_string(),
         };
         if let Some(v) = self.value {
             s.push(' ');
@@ -161,7 +162,8 @@ impl Manual {
                 .value
                 .map(|v| format!(" \\fI{}\\fR", roff(v)))
                 .unwrap_or_default();
-            let _ = writeln!(out, ".TP\n{}{value}", names.join(", "));
+            let tag = format!("{}{value}", names.join(", "));
+            let _ = writeln!(out, ".TP\n{}", tag.trim_start());
             let text = o
                 .help
                 .iter()
@@ -214,7 +216,7 @@ impl Manual {
         for o in self
             .options
             .iter()
-            .filter(|o| o.value.is_some() && !o.hidden)
+            .filter(|o| o.value.is_some() && !o.hidden && !o.names().is_empty())
         {
             let names = o.names().join("|");
             let action = match o.choices {

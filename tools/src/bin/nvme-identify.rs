@@ -9,10 +9,11 @@ const PROG: &str = "nvme-identify";
 
 fn main() {
     nvme_tools::logger::install_stderr_logger();
+    identify::MANUAL.serve();
     let opts = match identify::parse_args(std::env::args().skip(1)) {
         Ok(Some(o)) => o,
         Ok(None) => {
-            println!("{}\n\n{}", identify::USAGE, identify::HELP);
+            println!("{}\n\n{}", identify::USAGE, identify::MANUAL.help());
             return;
         }
         Err(e) => exit_usage(PROG, &e),
