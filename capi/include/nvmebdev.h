@@ -550,6 +550,17 @@ int nvme_bdev_flush(struct nvme_channel *channel,
                     void *cb_arg);
 
 /**
+ * Rings the doorbells for the I/O submitted since the last poll or flush, without
+ * collecting completions: a submitter that sends a batch and polls later calls it
+ * after the batch (nvme_channel_poll() rings them too). Returns 0, or -EINVAL (NULL),
+ * -EBADF.
+ *
+ * # Safety
+ * `channel` is NULL or a channel handle used by this thread alone.
+ */
+int nvme_channel_flush(struct nvme_channel *channel);
+
+/**
  * Polls the channel: rings doorbells, collects completions and calls each I/O's
  * callback (on this thread), then the room waiters whose turn came. Returns the
  * number of I/Os completed, or -EINVAL (NULL), -EBADF, -EBUSY (called from inside

@@ -499,6 +499,24 @@ pub unsafe extern "C" fn nvme_bdev_flush(
     unsafe { io(channel, r, "nvme_bdev_flush") }
 }
 
+/// Rings the doorbells for the I/O submitted since the last poll or flush, without
+/// collecting completions: a submitter that sends a batch and polls later calls it
+/// after the batch (nvme_channel_poll() rings them too). Returns 0, or -EINVAL (NULL),
+/// -EBADF.
+///
+/// # Safety
+/// `channel` is NULL or a channel handle used by this thread alone.
+#[no_mangle]
+pub unsafe extern "C" fn nvme_channel_flush(channel: *mut nvme_channel) -> c_int {
+    call(|| {
+        // SAFETY: the caller passes a channel handle or NULL, used by this thread.
+        let st = unsafe { chan(channel, "nvme_channel_flush") }?;
+        // SAFETY: a live state, no other reference to it held.
+        unsafe { &mut *st }.ch.flush();
+        Ok(0)
+    })
+}
+
 /// Polls the channel: rings doorbells, collects completions and calls each I/O's
 /// callback (on this thread), then the room waiters whose turn came. Returns the
 /// number of I/Os completed, or -EINVAL (NULL), -EBADF, -EBUSY (called from inside
