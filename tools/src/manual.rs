@@ -9,9 +9,12 @@
 
 use std::fmt::Write as _;
 
-/// One option: its short and long names, the name of its value, its help lines.
+/// One option (its short and long names, the name of its value, its help lines), or
+/// one word: a command (`status`) or a variable (`HUGEMEM`).
 #[derive(Debug, Clone, Copy)]
 pub struct Opt {
+    /// `status`, `HUGEMEM`: a command or variable, in place of option names.
+    pub word: Option<&'static str>,
     /// `-q`.
     pub short: Option<char>,
     /// `--io-depth` (without the dashes).
@@ -35,8 +38,26 @@ impl Opt {
         help: &'static [&'static str],
     ) -> Opt {
         Opt {
+            word: None,
             short,
             long,
+            value,
+            choices: &[],
+            help,
+            hidden: false,
+        }
+    }
+
+    /// A command (`status`, with `[--json]` after it) or a variable (`HUGEMEM`).
+    pub const fn word(
+        word: &'static str,
+        value: Option<&'static str>,
+        help: &'static [&'static str],
+    ) -> Opt {
+        Opt {
+            word: Some(word),
+            short: None,
+            long: None,
             value,
             choices: &[],
             help,
@@ -59,6 +80,7 @@ impl Opt {
     /// `-q, --io-depth DEPTH`, as `--help` heads it.
     fn head(&self) -> String {
         let mut s = match (self.short, self.long) {
+            _ if self.word.is_some() => self.word.unwrap_or_default().to_string(),
             (Some(c), Some(l)) => format!("-{c}, --{l}"),
             (Some(c), None) => format!("-{c}"),
             (None, Some(l)) => format!("    --{l}"),
@@ -74,7 +96,7 @@ impl Opt {
 
     /// Every spelling: `-q` and `--io-depth`.
     pub fn names(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out: Vec<String> = self.word.iter().map(|w| w.to_string()).collect();
         if let Some(c) = self.short {
             out.push(format!("-{c}"));
         }
@@ -96,12 +118,14 @@ pub struct Manual {
     pub usage: &'static str,
     /// The man page's DESCRIPTION: paragraphs separated by blank lines.
     pub description: &'static str,
-    /// The options.
+    /// The options (or commands).
     pub options: &'static [Opt],
+    /// Variables read from the environment or `NAME=VALUE` arguments.
+    pub variables: &'static [Opt],
+    /// The line `--help` prints above the variables.
+    pub variables_intro: &'static str,
     /// Width of the option heads in `--help` (longer heads put the help on the next line).
     pub head_width: usize,
-    /// Words completed in place of options (verbs, `NAME=` variables).
-    pub words: &'static [&'static str],
     /// Text after the option list in `--help` (and a NOTES section in the man page).
     pub notes: &'static str,
 }
@@ -109,9 +133,22 @@ pub struct Manual {
 impl Manual {
     /// The option list `--help` prints, from the table.
     pub fn help(&self) -> String {
+        let mut out = self.entries(self.options);
+        if !self.variables.is_empty() {
+            out.push('\n');
+            out.push_str(self.variables_intro);
+            out.push_str(&self.entries(self.variables));
+        }
+        out.push_str(self.notes);
+        out
+    }
+
+    /// `--help`'s lines for `opts`: the head, then the help from column
+    /// `head_width + 3` (on the next line when the head is wider).
+    fn entries(&self, opts: &[Opt]) -> String {
         let mut out = String::new();
         let indent = " ".repeat(2 + self.head_width + 1);
-        for o in self.options.iter().filter(|o| !o.hidden) {
+        for o in opts.iter().filter(|o| !o.hidden) {
             let head = o.head();
             let mut lines = o.help.iter();
             if head.len() > self.head_width {
@@ -123,18 +160,16 @@ impl Manual {
                 let _ = writeln!(out, "{indent}{l}");
             }
         }
-        out.push_str(self.notes);
         out
     }
 
     /// The man page, section 1, in roff with the `man` macros.
     pub fn man_page(&self) -> String {
         let mut out = String::new();
-        let upper = self.name.to_uppercase();
         let _ = writeln!(
             out,
             ".TH {} 1 \"\" \"nvme-tools {}\" \"User Commands\"",
-            roff(&upper),
+            roff(&self.name.to_uppercase()),
             env!("CARGO_PKG_VERSION")
         );
         let _ = writeln!(
@@ -151,43 +186,26 @@ impl Manual {
         }
         out.push_str(".SH DESCRIPTION\n");
         paragraphs(&mut out, self.description);
-        out.push_str(".SH OPTIONS\n");
-        for o in self.options {
-            let names: Vec<String> = o
-                .names()
-                .iter()
-                .map(|n| format!("\\fB{}\\fR", roff(n)))
-                .collect();
-            let value = o
-                .value
-                .map(|v| format!(" \\fI{}\\fR", roff(v)))
-                .unwrap_or_default();
-            let tag = format!("{}{value}", names.join(", "));
-            let _ = writeln!(out, ".TP\n{}", tag.trim_start());
-            let text = o
-                .help
-                .iter()
-                .map(|l| l.trim())
-                .collect::<Vec<_>>()
-                .join(" ");
-            let _ = writeln!(out, "{}", roff_line(&text));
+        let commands = self.options.iter().any(|o| o.word.is_some());
+        out.push_str(if commands {
+            ".SH COMMANDS\n"
+        } else {
+            ".SH OPTIONS\n"
+        });
+        man_entries(&mut out, self.options);
+        if !self.variables.is_empty() {
+            out.push_str(".SH ENVIRONMENT\n");
+            paragraphs(&mut out, self.variables_intro);
+            man_entries(&mut out, self.variables);
         }
         if !self.notes.trim().is_empty() {
             out.push_str(".SH NOTES\n");
             paragraphs(&mut out, self.notes);
         }
         out.push_str(".SH SEE ALSO\n");
-        let others: Vec<&str> = [
-            "nvme-perf",
-            "nvme-identify",
-            "nvme-setup",
-            "nvme-bench-chart",
-        ]
-        .into_iter()
-        .filter(|n| *n != self.name)
-        .collect();
-        let refs: Vec<String> = others
+        let refs: Vec<String> = TOOLS
             .iter()
+            .filter(|n| **n != self.name)
             .map(|n| format!("\\fB{}\\fR(1)", roff(n)))
             .collect();
         let _ = writeln!(
@@ -199,26 +217,27 @@ impl Manual {
     }
 
     /// A bash completion script: `source` it, or install it as
-    /// `share/bash-completion/completions/NAME`.
+    /// `share/bash-completion/completions/NAME`. After an option that takes a value
+    /// it offers the value's choices (file names for `FILE`, nothing else when it has
+    /// none); elsewhere every option, command and `NAME=` of a variable.
     pub fn bash_completion(&self) -> String {
         let func = format!("_{}", self.name.replace('-', "_"));
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "# bash completion for {} (made by {} --print-completion bash)",
-            self.name, self.name
+            "# bash completion for {0} (made by {0} --print-completion bash)",
+            self.name
         );
         let _ = writeln!(out, "{func}() {{");
         out.push_str(
             "    local cur=\"${COMP_WORDS[COMP_CWORD]}\" prev=\"${COMP_WORDS[COMP_CWORD-1]}\"\n",
         );
         out.push_str("    case \"$prev\" in\n");
-        for o in self
+        let with_value = self
             .options
             .iter()
-            .filter(|o| o.value.is_some() && !o.hidden && !o.names().is_empty())
-        {
-            let names = o.names().join("|");
+            .filter(|o| o.value.is_some() && !o.hidden && !o.names().is_empty());
+        for o in with_value {
             let action = match o.choices {
                 ["FILE"] => "COMPREPLY=($(compgen -f -- \"$cur\"))".to_string(),
                 [] => "COMPREPLY=()".to_string(),
@@ -227,19 +246,26 @@ impl Manual {
                     words.join(" ")
                 ),
             };
-            let _ = writeln!(out, "        {names}) {action}; return ;;");
+            let _ = writeln!(out, "        {}) {action}; return ;;", o.names().join("|"));
         }
         out.push_str("    esac\n");
-        let mut words: Vec<String> = self.words.iter().map(|w| w.to_string()).collect();
+        let mut words: Vec<String> = Vec::new();
         for o in self.options.iter().filter(|o| !o.hidden) {
             words.extend(o.names());
+        }
+        for v in self.variables.iter().filter(|o| !o.hidden) {
+            words.extend(v.names().into_iter().map(|n| format!("{n}=")));
         }
         let _ = writeln!(
             out,
             "    COMPREPLY=($(compgen -W \"{}\" -- \"$cur\"))",
             words.join(" ")
         );
-        out.push_str("}\n");
+        // NAME= is completed without a space after it, for the value to follow.
+        out.push_str(
+            "    [[ ${#COMPREPLY[@]} == 1 && ${COMPREPLY[0]} == *= ]] && compopt -o nospace 2>/dev/null\n",
+        );
+        out.push_str("    return 0\n}\n");
         let _ = writeln!(out, "complete -F {func} {}", self.name);
         out
     }
@@ -255,6 +281,37 @@ impl Manual {
             }),
             _ => None,
         }
+    }
+}
+
+/// The four tools, for SEE ALSO.
+const TOOLS: &[&str] = &[
+    "nvme-perf",
+    "nvme-identify",
+    "nvme-setup",
+    "nvme-bench-chart",
+];
+
+/// `.TP` entries: the names in bold, the value in italics, the help joined.
+fn man_entries(out: &mut String, opts: &[Opt]) {
+    for o in opts {
+        let names: Vec<String> = o
+            .names()
+            .iter()
+            .map(|n| format!("\\fB{}\\fR", roff(n)))
+            .collect();
+        let value = o
+            .value
+            .map(|v| format!(" \\fI{}\\fR", roff(v)))
+            .unwrap_or_default();
+        let tag = format!("{}{value}", names.join(", "));
+        let text: Vec<&str> = o.help.iter().map(|l| l.trim()).collect();
+        let _ = writeln!(
+            out,
+            ".TP\n{}\n{}",
+            tag.trim_start(),
+            roff_line(&text.join(" "))
+        );
     }
 }
 
@@ -420,12 +477,13 @@ pub(crate) mod check {
                 "{name} is accepted by {} but missing from its man page",
                 m.name
             );
-            let opt = m.options.iter().find(|o| o.names().contains(name));
+            let mut all = m.options.iter().chain(m.variables);
+            let opt = all.find(|o| o.names().contains(name));
             if opt.is_some_and(|o| o.hidden) {
                 continue;
             }
             assert!(
-                offered.contains(name) || m.words.contains(&name.as_str()),
+                offered.contains(name) || offered.contains(&format!("{name}=")),
                 "{name} is accepted by {} but its bash completion does not offer it: {offered:?}",
                 m.name
             );

@@ -7,9 +7,11 @@
 //! can be tested without hardware.
 
 mod config;
+mod help;
 mod keep;
 pub mod vars;
 
+pub use help::{COMMANDS, MANUAL, USAGE, VARIABLES};
 pub use keep::NVME_DYNAMIC_ID;
 pub use vars::Settings;
 
@@ -18,47 +20,6 @@ use crate::{usage, UsageError};
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-
-/// One-line usage.
-pub const USAGE: &str =
-    "usage: nvme-setup [config|reset|status [--json]|cleanup|help] [NAME=VALUE]...\n       \
-     nvme-setup bind [BDF]... | unbind [BDF]... | keep-vfio on|off | hugepages COUNT";
-
-/// The commands and variables, for `--help`.
-pub const HELP: &str = concat!(
-    "  config            (the default) bind every NVMe controller not in use to vfio-pci,\n",
-    "                    reserve huge pages, give TARGET_USER the VFIO group devices and a\n",
-    "                    locked-memory limit; as SPDK's scripts/setup.sh does\n",
-    "  reset             give the controllers back to the kernel's nvme driver (huge pages\n",
-    "                    stay)\n",
-    "  status [--json]   NVMe controllers with their driver, IOMMU group and whether VFIO\n",
-    "                    can use it; huge pages free and total\n",
-    "  cleanup           remove what killed driver processes left behind (their folders in\n",
-    "                    /tmp) and free the huge pages\n",
-    "  bind [BDF]...     bind controllers to vfio-pci (default: every NVMe controller);\n",
-    "                    loads vfio-pci with modprobe if it is not loaded\n",
-    "  unbind [BDF]...   give controllers back to the kernel's nvme driver (default: every\n",
-    "                    controller bound to vfio-pci)\n",
-    "  keep-vfio on|off  on: NVMe controllers that appear later (hot-plugged, or back after\n",
-    "                    an unplug) are bound to vfio-pci as they appear, as a udev rule\n",
-    "                    would (vfio-pci's new_id); off: no longer. Stays a root job\n",
-    "  hugepages COUNT   reserve COUNT huge pages of the default size\n",
-    "\n",
-    "Variables of config, reset and cleanup (setup.sh's; from the environment or as\n",
-    "NAME=VALUE arguments):\n",
-    "  PCI_ALLOWED       PCI addresses to use, space separated (none: no controller;\n",
-    "                    default: every controller)\n",
-    "  PCI_BLOCKED       PCI addresses to leave alone (wins over PCI_ALLOWED)\n",
-    "  HUGEMEM           MiB of huge pages to reserve (default 2048)\n",
-    "  NRHUGE            number of huge pages (wins over HUGEMEM)\n",
-    "  HUGENODE          NUMA nodes for them: 0,1 or nodes_hp[0]=512,1 (default node 0)\n",
-    "  CLEAR_HUGE=yes    free every huge page first; SHRINK_HUGE=yes: lower the count too\n",
-    "  DRIVER_OVERRIDE   bind this driver (name or .ko path) instead; none: unbind only\n",
-    "  TARGET_USER       user (name or uid) given /dev/vfio/GROUP, the hugetlbfs mounts\n",
-    "                    and a memlock limit (/etc/security/limits.d/); default SUDO_USER\n",
-    "Also: NVME_SETUP_SYSFS_ROOT=DIR reads and writes DIR/sys, DIR/proc, DIR/dev, DIR/etc\n",
-    "and DIR/tmp instead of the real ones (for tests).\n",
-);
 
 /// The PCI class of NVMe controllers (mass storage, non-volatile memory, NVMe).
 pub const NVME_CLASS: &str = "0x010802";
@@ -123,6 +84,13 @@ where
         }
     }
     let cmd = words.first().map_or("config", String::as_str);
+    // Only the table's commands: --help, the man page and the completion are made of it.
+    if !COMMANDS.iter().any(|c| c.names().iter().any(|n| n == cmd)) {
+        return Err(usage!(
+            "unknown command '{cmd}'; use config, reset, status, cleanup, bind, unbind, \
+             keep-vfio or hugepages"
+        ));
+    }
     let rest = words.get(1..).unwrap_or_default();
     if !assigned.is_empty() && !matches!(cmd, "config" | "reset" | "cleanup") {
         return Err(usage!(

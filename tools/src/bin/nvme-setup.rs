@@ -8,6 +8,7 @@ const PROG: &str = "nvme-setup";
 
 fn main() {
     nvme_tools::logger::install_stderr_logger();
+    setup::MANUAL.serve();
     let env = |name: &str| std::env::var(name).ok();
     let cmd = match setup::parse_args(std::env::args().skip(1), &env) {
         Ok(c) => c,
@@ -16,7 +17,7 @@ fn main() {
     let sys = Sys::from_env();
     let result = match cmd {
         Command::Help => {
-            println!("{}\n\n{}", setup::USAGE, setup::HELP);
+            println!("{}\n\n{}", setup::USAGE, setup::MANUAL.help());
             return;
         }
         Command::Status { json: false } => {

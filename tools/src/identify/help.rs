@@ -132,7 +132,8 @@ usage error.
 ",
     options: OPTIONS,
     head_width: 21,
-    words: &[],
+    variables: &[],
+    variables_intro: "",
     notes: "\
 spdk_nvme_identify's -V (VMD), -z (zone report) and -o without a format (Open-Channel
 SSDs) are refused with the reason.

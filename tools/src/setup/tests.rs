@@ -152,11 +152,13 @@ fn arguments() {
 fn help_entries_line_up() {
     // Every entry starts two spaces in, the first one too (a backslash continuation
     // once ate its indent), and no line is wider than 88 columns.
+    let help = MANUAL.help();
+    let help = help.as_str();
     assert!(
-        HELP.starts_with("  config            (the default)"),
-        "{HELP}"
+        help.starts_with("  config            (the default)"),
+        "{help}"
     );
-    for l in HELP.lines() {
+    for l in help.lines() {
         assert!(l.len() <= 88, "{l:?}");
     }
     assert!(USAGE
@@ -318,4 +320,46 @@ fn path_devices_map_to_their_namespace_head() {
     assert_eq!(head_name("nvme0c1n1"), "nvme0n1");
     assert_eq!(head_name("nvme0n1"), "nvme0n1");
     assert_eq!(head_name("nvme12c3n45"), "nvme12n45");
+}
+
+/// Every command and variable in the tables parses (none is "unknown"), the
+/// variables are exactly the ones nvme-setup reads, and each is in the man page
+/// (rendered without warnings), the bash completion (loaded by bash) and `--help`.
+#[test]
+fn every_command_and_variable_is_parsed_and_documented() {
+    let mut accepted = Vec::new();
+    for c in COMMANDS {
+        for name in c.names() {
+            let args = match name.as_str() {
+                "keep-vfio" => vec![name.clone(), "on".into()],
+                "hugepages" => vec![name.clone(), "8".into()],
+                _ => vec![name.clone()],
+            };
+            parse(args).unwrap_or_else(|e| panic!("{name}: {e}"));
+            accepted.push(name);
+        }
+    }
+    let mut names: Vec<&str> = VARIABLES.iter().filter_map(|v| v.word).collect();
+    for n in &names {
+        parse(["config", &format!("{n}=1")])
+            .map_err(|e| assert!(!e.0.contains("unknown variable"), "{n}: {e}"))
+            .ok();
+        accepted.push(n.to_string());
+    }
+    names.sort();
+    let mut read = vars::NAMES.to_vec();
+    read.sort();
+    assert_eq!(
+        names, read,
+        "the variables' table and the names nvme-setup reads"
+    );
+    assert!(parse(["frob"])
+        .unwrap_err()
+        .0
+        .contains("unknown command 'frob'"));
+    crate::manual::check::documents(&MANUAL, &accepted);
+    let offered = crate::manual::check::bash_offers(&MANUAL, &["keep-vfio", ""]);
+    assert_eq!(offered, ["on", "off"]);
+    let offered = crate::manual::check::bash_offers(&MANUAL, &["config", "HUGEM"]);
+    assert_eq!(offered, ["HUGEMEM="]);
 }

@@ -267,6 +267,7 @@ mismatch), 2 for a usage error.
 ",
     options: OPTIONS,
     head_width: 26,
-    words: &[],
+    variables: &[],
+    variables_intro: "",
     notes: "spdk_nvme_perf's other options (-e -F -R -S -T -U -V -A -C -D -E -k -l -y -z -Z -H -I, the\nTCP, RDMA and DPDK options) are recognised and refused with what to do instead.\n",
 };
