@@ -3,6 +3,9 @@
 //! bar charts, IOPS and p99 latency, one group per workload and one bar colour per
 //! engine, with plotters' SVG backend.
 
+mod args;
+
+pub use args::{parse_args, MANUAL, USAGE};
 use plotters::prelude::*;
 use serde_json::Value;
 

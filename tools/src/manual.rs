@@ -261,6 +261,14 @@ impl Manual {
             "    COMPREPLY=($(compgen -W \"{}\" -- \"$cur\"))",
             words.join(" ")
         );
+        // Arguments that are files (no option before them): file names too.
+        let files = self
+            .options
+            .iter()
+            .any(|o| o.names().is_empty() && o.choices == ["FILE"]);
+        if files {
+            out.push_str("    [[ $cur == -* ]] || COMPREPLY+=($(compgen -f -- \"$cur\"))\n");
+        }
         // NAME= is completed without a space after it, for the value to follow.
         out.push_str(
             "    [[ ${#COMPREPLY[@]} == 1 && ${COMPREPLY[0]} == *= ]] && compopt -o nospace 2>/dev/null\n",

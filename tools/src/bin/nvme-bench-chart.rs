@@ -5,30 +5,20 @@
 //!
 //! OUT.svg defaults to RESULTS.svg next to the JSON.
 
-use nvme_tools::{chart, exit_failure, exit_usage, usage};
+use nvme_tools::{chart, exit_failure, exit_usage};
 
 const PROG: &str = "nvme-bench-chart";
 
 fn main() {
+    chart::MANUAL.serve();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: {PROG} RESULTS.json [OUT.svg]\n\nDraws qemu/bench's median IOPS and p99 latency per engine and workload.");
-        return;
-    }
-    let (input, output) = match args.as_slice() {
-        [i] => (
-            i.clone(),
-            std::path::Path::new(i)
-                .with_extension("svg")
-                .display()
-                .to_string(),
-        ),
-        [i, o] if o.ends_with(".svg") => (i.clone(), o.clone()),
-        [_, o] => exit_usage(PROG, &usage!("{o}: the chart is SVG; name it OUT.svg")),
-        _ => exit_usage(
-            PROG,
-            &usage!("give the results JSON, and optionally OUT.svg"),
-        ),
+    let (input, output) = match chart::parse_args(&args) {
+        Ok(Some(files)) => files,
+        Ok(None) => {
+            println!("{}\n\n{}", chart::USAGE, chart::MANUAL.help());
+            return;
+        }
+        Err(e) => exit_usage(PROG, &e),
     };
     let text = std::fs::read_to_string(&input)
         .unwrap_or_else(|e| exit_failure(PROG, format!("{input}: {e}")));
