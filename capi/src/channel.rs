@@ -11,7 +11,7 @@
 //! same channel, as SPDK's callbacks do. It may not poll or close that channel.
 
 use crate::bdev::{bdev_state, nvme_bdev};
-use crate::dma::DmaTable;
+use crate::dma::{DmaCache, DmaTable};
 use crate::error::{bdev_fail, call, fail, Fail};
 use crate::handle;
 use ::nvme_bdev::{BdevIo, Channel, Error, IoOp, RoomWaiter, Status, ROOM_WAITERS_MAX};
@@ -73,6 +73,8 @@ struct Waiter {
 struct ChannelState {
     ch: Channel,
     dma: Arc<DmaTable>,
+    /// The last DMA buffer an I/O of this channel used.
+    dma_cache: DmaCache,
     block_shift: u32,
     num_blocks: u64,
     slots: Box<[Slot]>,
@@ -177,6 +179,7 @@ pub unsafe extern "C" fn nvme_channel_open(
             Ok(ChannelState {
                 ch,
                 dma: b.dma.clone(),
+                dma_cache: DmaCache::default(),
                 block_shift: b.bdev.block_size().trailing_zeros(),
                 num_blocks: b.bdev.num_blocks(),
                 slots: vec![
@@ -300,7 +303,8 @@ fn submit(s: &mut ChannelState, r: Request, what: &str) -> Result<c_int, Fail> {
         (slba, nlb as u32)
     };
     let buf = if matches!(r.op, IoOp::Read | IoOp::Write) {
-        s.dma.translate(r.buf, r.nbytes as u32, what)?
+        s.dma
+            .translate(r.buf, r.nbytes as u32, what, &mut s.dma_cache)?
     } else {
         DmaSlice::default()
     };

@@ -52,6 +52,29 @@ impl Owned {
 /// it takes the writers' lock.
 const READ_ATTEMPTS: usize = 1000;
 
+/// The last buffer a channel's lookup found, and the table version it was found at
+/// (a version the table never has, until the first lookup).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DmaCache {
+    start: usize,
+    len: usize,
+    iova: u64,
+    seq: u64,
+}
+
+impl Default for DmaCache {
+    fn default() -> Self {
+        // An odd version: the table's is odd only while a writer works, and a reader
+        // never caches then.
+        DmaCache {
+            start: 0,
+            len: 0,
+            iova: 0,
+            seq: 1,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Entry {
     addr: AtomicUsize,
@@ -285,12 +308,12 @@ impl DmaTable {
         })
     }
 
-    /// The entry holding `addr`, read consistently: without a lock while the table
-    /// holds still (the usual case: allocations happen at set-up time), under the
-    /// writers' lock after READ_ATTEMPTS reads that allocations on other threads
-    /// disturbed in a row.
+    /// The entry holding `addr` and the table version it was read at, read
+    /// consistently: without a lock while the table holds still (the usual case:
+    /// allocations happen at set-up time), under the writers' lock after READ_ATTEMPTS
+    /// reads that allocations on other threads disturbed in a row.
     #[inline]
-    fn find(&self, addr: usize) -> Option<(usize, usize, u64)> {
+    fn find(&self, addr: usize) -> (Option<(usize, usize, u64)>, u64) {
         for _ in 0..READ_ATTEMPTS {
             let s1 = self.seq.load(Ordering::Acquire);
             if s1 & 1 == 1 {
@@ -300,7 +323,7 @@ impl DmaTable {
             let found = self.search(addr);
             fence(Ordering::Acquire);
             if self.seq.load(Ordering::Relaxed) == s1 {
-                return found;
+                return (found, s1);
             }
         }
         self.find_locked(addr)
@@ -308,22 +331,41 @@ impl DmaTable {
 
     #[cold]
     #[inline(never)]
-    fn find_locked(&self, addr: usize) -> Option<(usize, usize, u64)> {
+    fn find_locked(&self, addr: usize) -> (Option<(usize, usize, u64)>, u64) {
         let _writers = self.bufs.lock().unwrap_or_else(|p| p.into_inner());
-        self.search(addr)
+        (self.search(addr), self.seq.load(Ordering::Relaxed))
     }
 
     /// The device address of `len` bytes at `p`, which must lie inside one buffer.
-    /// Allocates nothing; takes no lock unless allocations keep moving the table.
+    /// Allocates nothing; takes no lock unless allocations keep moving the table. The
+    /// channel's `cache` remembers the last buffer found: while the table's version is
+    /// the one it was found at, a pointer inside it needs no search.
     #[inline]
     pub(crate) fn translate(
         &self,
         p: *const c_void,
         len: u32,
         what: &str,
+        cache: &mut DmaCache,
     ) -> Result<DmaSlice, Fail> {
         let addr = p as usize;
-        match self.find(addr) {
+        let hit = addr.wrapping_sub(cache.start) < cache.len
+            && self.seq.load(Ordering::Acquire) == cache.seq;
+        let found = if hit {
+            Some((cache.start, cache.len, cache.iova))
+        } else {
+            let (found, seq) = self.find(addr);
+            if let Some((start, len, iova)) = found {
+                *cache = DmaCache {
+                    start,
+                    len,
+                    iova,
+                    seq,
+                };
+            }
+            found
+        };
+        match found {
             Some((start, blen, iova)) if addr - start < blen => {
                 let off = addr - start;
                 if len as usize > blen - off {
@@ -494,10 +536,12 @@ mod tests {
         let outside = [0u8; 8];
         let deadline = Instant::now() + Duration::from_millis(300);
         let mut lookups = 0u64;
+        // The channel's cache, as the I/O calls use it: a hit must be as exact.
+        let mut cache = DmaCache::default();
         while Instant::now() < deadline {
             for off in [0usize, 4096, 65535, 12345] {
                 let s = table
-                    .translate((fixed + off) as *const c_void, 1, "t")
+                    .translate((fixed + off) as *const c_void, 1, "t", &mut cache)
                     .unwrap_or_else(|_| {
                         panic!(
                             "a lookup {off} bytes into a live buffer was refused while other \
@@ -507,7 +551,9 @@ mod tests {
                 assert_eq!(s.iova.0, iova + off as u64, "offset {off}");
                 lookups += 1;
             }
-            assert!(table.translate(outside.as_ptr().cast(), 1, "t").is_err());
+            assert!(table
+                .translate(outside.as_ptr().cast(), 1, "t", &mut cache)
+                .is_err());
         }
         stop.store(true, Ordering::Relaxed);
         let rounds = churn.join().unwrap();
