@@ -363,6 +363,14 @@ impl Sys {
         out
     }
 
+    /// The kernel lockdown mode (`none`, `integrity`, `confidentiality`: the one in
+    /// brackets in /sys/kernel/security/lockdown), if the kernel has lockdown.
+    pub fn lockdown(&self) -> Option<String> {
+        let text = read_trim(&self.path("sys/kernel/security/lockdown"))?;
+        let mode = text.split_whitespace().find(|w| w.starts_with('['))?;
+        Some(mode.trim_matches(['[', ']']).to_string())
+    }
+
     /// Huge pages (default size): (free, total, size in kB), from /proc/meminfo.
     pub fn hugepages(&self) -> (u64, u64, u64) {
         let info = fs::read_to_string(self.path("proc/meminfo")).unwrap_or_default();
@@ -394,6 +402,19 @@ impl Sys {
                 out,
                 "IOMMU: none (no /sys/kernel/iommu_groups entries): VFIO cannot be used; boot with intel_iommu=on or amd_iommu=on"
             );
+        }
+        match self.lockdown().as_deref() {
+            None => {}
+            Some("none") => {
+                let _ = writeln!(out, "Kernel lockdown: none");
+            }
+            Some(mode) => {
+                let _ = writeln!(
+                    out,
+                    "Kernel lockdown: {mode}: VFIO with an IOMMU works under it; \
+                     modules must be signed, as the distribution's vfio-pci is"
+                );
+            }
         }
         let (free, total, kb) = self.hugepages();
         let _ = writeln!(out, "Huge pages ({kb} kB): {free} free of {total}");
@@ -481,6 +502,7 @@ impl Sys {
             .collect();
         json!({
             "iommu_groups": groups,
+            "lockdown": self.lockdown(),
             "hugepages": {"size_kb": kb, "total": total, "free": free, "nodes": nodes},
             "controllers": controllers,
         })

@@ -179,6 +179,8 @@ fn status_lists_controllers_groups_and_huge_pages() {
     assert_eq!(c[0].block_devices, vec!["nvme0n1"]);
     let out = s.status();
     assert!(out.contains("IOMMU: enabled (1 groups)"), "{out}");
+    // No lockdown file (no lockdown LSM): no line.
+    assert!(!out.contains("lockdown"), "{out}");
     assert!(out.contains("Huge pages (2048 kB): 60 free of 64"), "{out}");
     assert!(
         out.contains("0000:01:00.0   1b36:0010   nvme       4      yes"),
@@ -362,4 +364,26 @@ fn every_command_and_variable_is_parsed_and_documented() {
     assert_eq!(offered, ["on", "off"]);
     let offered = crate::manual::check::bash_offers(&MANUAL, &["config", "HUGEM"]);
     assert_eq!(offered, ["HUGEMEM="]);
+}
+
+#[test]
+fn status_names_the_kernel_lockdown_mode() {
+    let f = fake("lockdown", Some("nvme"), true);
+    let s = sys(&f, false);
+    let file = f.dir.join("sys/kernel/security/lockdown");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, "[none] integrity confidentiality\n").unwrap();
+    assert_eq!(s.lockdown().as_deref(), Some("none"));
+    assert!(
+        s.status().contains("Kernel lockdown: none\n"),
+        "{}",
+        s.status()
+    );
+    fs::write(&file, "none [integrity] confidentiality\n").unwrap();
+    let out = s.status();
+    assert!(
+        out.contains("Kernel lockdown: integrity: VFIO with an IOMMU works under it"),
+        "{out}"
+    );
+    assert_eq!(s.status_json()["lockdown"], "integrity");
 }
