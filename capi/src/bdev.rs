@@ -87,8 +87,8 @@ pub struct nvme_bdev_info {
     pub block_size: u32,
     /// Blocks in the bdev.
     pub num_blocks: u64,
-    /// True for a multipath bdev ("<subnqn>:n<nsid>"), false for a namespace bdev of
-    /// one controller ("<controller>n<nsid>").
+    /// True for a multipath bdev (`<subnqn>:n<nsid>`), false for a namespace bdev of
+    /// one controller (`<controller>n<nsid>`).
     pub multipath: bool,
 }
 

@@ -210,8 +210,8 @@ pub unsafe extern "C" fn nvme_layer_destroy(layer: *mut nvme_layer) -> c_int {
 
 /// Attaches the controller at transport ID `trid` (SPDK's form:
 /// "trtype:PCIe traddr:0000:01:00.0"; the PCI function must be bound to vfio-pci)
-/// under the name `name`. Each of its namespaces becomes a bdev "<name>n<nsid>" and a
-/// path of the multipath bdev "<subnqn>:n<nsid>", shared with every controller that
+/// under the name `name`. Each of its namespaces becomes a bdev `<name>n<nsid>` and a
+/// path of the multipath bdev `<subnqn>:n<nsid>`, shared with every controller that
 /// reaches the same namespace. Returns the number of bdevs it made or joined (list
 /// them with nvme_layer_bdev_name()), or -EINVAL (NULL, bad trid: the message names
 /// the field), -EBADF, -EEXIST (name taken), -EIO (the controller did not come up).

@@ -21,7 +21,7 @@
 //! I/O statistics per bdev and per path (`nvme_bdev_get_iostat`) come from the block
 //! layer's counters. Not wrapped yet: SMART and the error log, hot-plug.
 //!
-//! Modules: [`error`] (errnos and messages), [`handle`] (what a C handle is),
+//! Modules: [`error`] (errnos and messages), `handle` (what a C handle is),
 //! [`layer`], [`dma`] (buffers and the lock-free address table), [`bdev`] (open,
 //! info, events), [`channel`] (I/O, poll, waiting for room), [`iostat`] (statistics).
 #![deny(missing_docs)]
