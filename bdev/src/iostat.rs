@@ -3,7 +3,7 @@
 //!
 //! A channel counts what it does in plain fields on its own core (the submit path adds
 //! two increments; completions, errors, failovers and retries are counters the channel
-//! keeps anyway) and publishes them to a [`StatBoard`] of atomics: at its periodic
+//! keeps anyway) and publishes them to a board of atomics: at its periodic
 //! full poll (every 1024 polls for a multipath channel, every [`PUBLISH_EVERY`] for a
 //! namespace channel) and when it closes. Only the owning core writes a board, with
 //! plain stores; readers sum the boards of a bdev's open channels and what its closed

@@ -583,7 +583,9 @@ impl BlockLayer {
                 })?
         };
         record.live_controller().ok_or_else(|| {
-            Error::Stopped(format!("{name}: controller is not connected (reconnecting or gone)"))
+            Error::Stopped(format!(
+                "{name}: controller is not connected (reconnecting or gone)"
+            ))
         })
     }
 
