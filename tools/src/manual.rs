@@ -79,19 +79,18 @@ impl Opt {
 
     /// `-q, --io-depth DEPTH`, as `--help` heads it.
     fn head(&self) -> String {
-        let mut s = match (self.short, self.long) {
-            _ if self.word.is_some() => self.word.unwrap_or_default().to_string(),
-            (Some(c), Some(l)) => format!("-{c}, --{l}"),
-            (Some(c), None) => format!("-{c}"),
-            (None, Some(l)) => format!("    --{l}"),
+        let names = match (self.word, self.short, self.long) {
+            (Some(w), _, _) => w.to_string(),
+            (None, Some(c), Some(l)) => format!("-{c}, --{l}"),
+            (None, Some(c), None) => format!("-{c}"),
+            (None, None, Some(l)) => format!("    --{l}"),
             // An argument, not an option: its value's name alone.
-            (None, None) => return self.value.unwrap_or_default().to_string(),
+            (None, None, None) => return self.value.unwrap_or_default().to_string(),
         };
-        if let Some(v) = self.value {
-            s.push(' ');
-            s.push_str(v);
+        match self.value {
+            Some(v) => format!("{names} {v}"),
+            None => names,
         }
-        s
     }
 
     /// Every spelling: `-q` and `--io-depth`.
