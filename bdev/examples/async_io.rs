@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Block I/O as futures, with a minimal executor per core and no runtime crate
 //! (run it: `cargo run -p nvme-bdev --example async_io`).
 //!

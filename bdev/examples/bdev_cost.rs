@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The block layer's cost per I/O: N 4 KiB reads at queue depth 1 against the
 //! software controller, either through the driver's queue pair alone or through the
 //! multipath bdev (two paths, active-passive). The software controllers run in

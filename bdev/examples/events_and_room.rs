@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Events and waiting for room, as an embedder uses them, on two software
 //! controllers that share a namespace (run it: `cargo run -p nvme-bdev --example
 //! events_and_room`). The bdev README shows the two halves of it.

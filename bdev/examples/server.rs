@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! A storage server's I/O loop over the block layer, as an embedder writes it: the
 //! multipath bdev over every controller given, a reactor per core each driving its own
 //! channel with verified traffic (write a pattern, read it back, compare), the bdev's

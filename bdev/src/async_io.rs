@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Block I/O as futures, for Rust servers built on a thread-per-core runtime.
 //!
 //! An [`AsyncChannel`] wraps one core's [`Channel`]. [`read`](AsyncChannel::read),

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! I/O buffers that every path can reach.
 //!
 //! Each controller has its own DMA address space (a VFIO container per device, or the

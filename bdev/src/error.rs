@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The block layer's errors. Data-path failures of an I/O are not errors: they are a
 //! [`Status`](nvme_driver::Status) delivered with its completion.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Events for embedders: what happened to a bdev's paths and controllers (SPDK: the
 //! `event_cb` of `spdk_bdev_open_ext`).
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! What travels through a bdev channel: requests, completions, and the queue a
 //! channel drives for each path (an NVMe I/O queue pair, or a model of one in tests).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! I/O statistics per bdev and per path, readable from any thread while I/O runs
 //! (SPDK's `bdev_get_iostat`).
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The block layer: reactors, bdevs and the multipath bdev that never blocks.
 //!
 //! The model (see `shared/DESIGN.md`, "Why it exists"): each core runs a reactor, a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! `loom` models of the lock-free pieces. Run with
 //! `RUSTFLAGS="--cfg loom" cargo test -p nvme-bdev --release loom`.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Quiescent-state-based reclamation (QSBR) and the snapshot cell built on it.
 //!
 //! Readers (reactors and I/O channels) register a slot and announce a quiescent

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Reactors: one run-to-completion loop per core.
 //!
 //! Each reactor is a thread pinned to its core (pinning failure is tolerated and

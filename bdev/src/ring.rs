@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! A bounded multi-producer ring for messages between cores (Dmitry Vyukov's bounded
 //! queue, the algorithm behind `crossbeam_queue::ArrayQueue`). It lives here, on the
 //! crate's synchronization shim, so `loom` can check it; the reactors' inboxes and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Waiting for room on a channel (SPDK's `spdk_bdev_queue_io_wait`).
 //!
 //! A submit that finds the channel full hands the I/O back with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The synchronization primitives of the lock-free pieces, switched to `loom`'s
 //! instrumented versions under `--cfg loom` so the model checker sees every access.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The async interface (`AsyncChannel`) on software controllers, for both kinds of
 //! channel (a namespace bdev's, a multipath bdev's over two controllers): every future
 //! completes exactly once with its data read back intact, futures that find the

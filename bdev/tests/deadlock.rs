@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The deadlock from the design brief, as a test: two paths to one namespace on the
 //! software controller, two reactors, queue depth far above the queue size (tags run
 //! out), both paths reset over and over (one at a time and both at once) while path B

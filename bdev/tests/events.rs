@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Bdev events (`BlockLayer::subscribe`, SPDK's `event_cb` of `spdk_bdev_open_ext`) on
 //! software controllers under scripted faults: an ANA change on one controller and
 //! back, a controller removed and reconnected, a hot-added controller, a detach. The

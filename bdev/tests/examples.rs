@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The examples run as tests: each is compiled into this binary as a module and its
 //! `main` called, so an example that stops working (not only one that stops
 //! compiling) fails the suite. Each example bounds its own waits.

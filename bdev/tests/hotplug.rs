@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Hot-plug through the real block layer on software controllers: a test
 //! [`HotplugSource`] stands in for the sysfs scan (the controllers "present" are the
 //! ones the test lists), and verified round-robin traffic runs through the multipath

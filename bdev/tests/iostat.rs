@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! I/O statistics per bdev and per path (issue 23, item 5), against software
 //! controllers: after the channels close, a bdev's figures are exactly the I/O done
 //! (operations and bytes by kind, completions, errors, failovers), the paths' shares

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Block-layer behaviours no other test reaches, on software controllers: the
 //! single-controller namespace bdev (`NsChannel`), `BlockLayer::detach`,
 //! `ctrl_loss_timeout_ms` 0 (never reconnect) and -1 (reconnect for ever), two

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Caller memory registered for DMA (issue 23, item 4), against software controllers:
 //! I/O from a region the caller allocated itself reaches every path of a multipath
 //! bdev (round robin over two controllers) and reads back intact; a controller

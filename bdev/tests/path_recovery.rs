@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Path loss and recovery through the real block layer on software controllers:
 //! reconnect every `reconnect_delay_ms` until `ctrl_loss_timeout_ms`, path removal at
 //! the loss timeout, I/O waiting for a path (fast I/O fail, and success when a path

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The README's samples cannot rot. Complete ones (`rust` / `rust,no_run`) are doc
 //! tests of the crate (`src/lib.rs` includes the README under `cfg(doctest)`). The
 //! excerpts (`rust,ignore`) must each be the text of a marked region of an example,

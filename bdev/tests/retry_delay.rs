@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Retries of errors that are not path errors, as the multipath channel makes them:
 //! a completion's Command Retry Delay (CRD, NVMe base 2.0 figure 95: 0 retry at once,
 //! 1-3 after CRDT1-3, counted here in `retry_delay_unit_ms`), its Do Not Retry bit,

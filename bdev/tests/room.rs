@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Waiting for room (`Channel::notify_when_room`, SPDK's `spdk_bdev_queue_io_wait`) on
 //! software controllers, for both kinds of channel: a channel filled until its submit
 //! says `Busy` runs a registered waiter from a later poll, on the polling thread, once

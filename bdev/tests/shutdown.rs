@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The block layer's orderly stop (issue 23, item 1), seen from the software
 //! controller: `BlockLayer::shutdown` and dropping the layer send every live
 //! controller the normal shutdown notification (CC.SHN = 01b) and wait for CSTS.SHST

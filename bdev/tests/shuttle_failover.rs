@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Failover under randomized schedules (`shuttle`): two reactor threads, each with a
 //! multipath channel over two model paths, and a controller thread that resets path A
 //! (its in-flight I/O comes back "aborted: SQ deletion") and flips path B between

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! A seeded fault simulator (in the spirit of TigerBeetle's VOPR): the real block
 //! layer and driver over software controllers, with a schedule of faults drawn from a
 //! seed, and a shadow model of the namespace that checks every completed read and that

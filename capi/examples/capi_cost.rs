@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! What the C ABI adds per I/O: N 4 KiB reads at queue depth 1 on the
 //! multipath bdev over two software controllers (active-passive), either through the
 //! block layer's Rust channel (`rust`) or through `nvme_bdev_read`,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The bdev handle: open a bdev by name (with an event callback, as SPDK's
 //! `spdk_bdev_open_ext`), its geometry, its events, close.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Channels and I/O: a channel per thread and bdev, read, write, write zeroes, unmap
 //! and flush with a completion callback and its argument, poll, and waiting for room.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! DMA buffers for C: `nvme_dma_alloc` hands out memory from the layer's I/O buffer
 //! pool (mapped into every controller of the layer), and each I/O call finds the
 //! device address of the pointer it is given in a table of those buffers.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Errors at the C boundary. Every function returns 0 (or a count) on success and a
 //! negative errno on failure, and keeps a message naming the problem and the fix for
 //! the calling thread ([`nvme_last_error`]); [`nvme_strerror`] says what each errno

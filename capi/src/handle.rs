@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Handles given to C: a small shell around the object, with a magic word that says
 //! what the shell holds and whether it is still open.
 //!

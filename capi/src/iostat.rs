@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! I/O statistics of a bdev, total and per path, readable from any thread while I/O
 //! runs (SPDK's `spdk_bdev_get_io_stat`): the block layer's `Bdev::iostat` in C
 //! structs.

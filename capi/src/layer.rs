@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The layer handle: create and destroy a block layer, attach and detach controllers
 //! by transport ID, list the bdevs.
 

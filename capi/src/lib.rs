@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The block layer's C ABI (`libnvmebdev.so`, `libnvmebdev.a`, header
 //! `include/nvmebdev.h`), for C and C++ storage servers, over `nvme_bdev`'s public API
 //! only.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The C ABI called as C calls it (the `extern "C"` functions, raw pointers), over
 //! software controllers: data written and read back through every I/O call, each
 //! callback run exactly once; waiting for room; events on the caller's thread; and

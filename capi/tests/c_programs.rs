@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The C and C++ programs built with the real compilers (`cc`, `c++`) against
 //! `libnvmebdev.a` and `include/nvmebdev.h`, warnings as errors: the examples
 //! (`examples/hello_world.c`, `examples/hello.cpp`) and `tests/c/bad_input.c`, which

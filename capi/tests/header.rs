@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! include/nvmebdev.h is what cbindgen makes of src/ today: regenerated here and
 //! compared. After changing the C API, write the new header with
 //! `NVME_CAPI_BLESS=1 cargo test -p nvme-capi --test header` and commit it.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The `bdev_nvme_*` methods: controllers, their options, the multipath policy and
 //! hot-plug, mapped onto the block layer's and the driver's options.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! SPDK's JSON config files, as `rpc.py save_config` writes them and as SPDK's
 //! applications and fio plugins read them (`spdk_tgt -c`, `spdk_json_conf`), read into
 //! the block layer's options:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Everything outside `bdev_nvme_*`: the subsystems `save_config` writes beside `bdev`
 //! (scheduler, vmd, sock, iobuf, accel, scsi, nvmf, nbd, iscsi, ...) and
 //! `bdev_set_options`. What cannot matter to the block layer is accepted with one note

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! One config entry (`{"method": ..., "params": {...}}`) and typed access to its
 //! parameters, every error naming the method and the parameter.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! PCI addresses, as SPDK's configs and transport IDs write them.
 
 /// Parses a PCI address `DDDD:BB:DD.F` or `BB:DD.F`, with `:` or `.` separators,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The reader against what SPDK v23.01.1 itself wrote (`config/fixtures/spdk-v23.01.1`,
 //! made by its `make-fixtures` with spdk_tgt and rpc.py in the QEMU guest): each file
 //! is read unchanged, with the values SPDK wrote landing in the layer's options; and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Driver cost per I/O, for instruction counting with callgrind: 4 KiB reads against
 //! the software controller in manual mode, so the device's work runs in
 //! `device_step` and the driver's in `host_run`. Callgrind counts `host_run` with the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Memory of a process driving one controller with two queue pairs at queue depth
 //! 256 (issue 3's memory benchmark): DMA memory mapped and the resident set, printed
 //! at the start and every few seconds of a run, to show they do not grow.

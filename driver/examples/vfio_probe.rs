@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Opens an NVMe controller through VFIO, prints its registers, maps DMA memory, and
 //! optionally waits for a hot-unplug request and lets the device go.
 //!

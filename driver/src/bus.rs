@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! What the driver needs from the thing that carries its controller: a register
 //! window, a way to map DMA memory, and word of removal. VFIO provides one
 //! ([`crate::vfio::VfioBus`]); the software controller provides another.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! A cheap clock for the data path: the CPU's time-stamp counter, calibrated once
 //! against the monotonic clock. `clock_gettime` can be a system call plus an emulated
 //! device read in a guest whose TSC the kernel distrusts (TESTBED.md), so per-I/O

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The reset handshake: how a controller tells its queue pairs that the device was
 //! reset or failed, and how they answer. Its one home: the controller's state
 //! ([`CtrlState`]) and the word each queue pair polls (`ControlWord`) are here.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! DMA memory: a pool of pinned memory mapped into the device's IOMMU domain at IOVAs
 //! the pool chooses.
 //!

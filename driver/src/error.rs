@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The driver's errors. Each names the device and says what to do about it.
 
 use crate::spec::{ParseError, Status};

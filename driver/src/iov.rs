@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Vectored data: a request whose buffer is several DMA slices, in order (SPDK's SGL
 //! payload, `spdk_nvme_ns_cmd_readv`/`writev`), and how one command's share of them is
 //! described to the device (NVMe Base Specification 2.0, sections 4.1.1 and 4.1.2).

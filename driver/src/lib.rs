@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! A polled userspace NVMe driver for PCIe controllers reached through VFIO.
 //!
 //! The hardware model: an NVMe controller exposes registers in BAR0 (capabilities,

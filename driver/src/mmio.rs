@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Volatile access to device registers (BAR0) or to a software controller's register
 //! file. The memory is never a Rust reference: the device changes it behind our back.
 

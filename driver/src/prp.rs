@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Physical Region Page entries (NVMe Base Specification 2.0, section 4.1.1).
 //!
 //! A data buffer is described by PRP1 and PRP2. PRP1 may start anywhere dword

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Controller registers (NVMe Base Specification 2.0, section 3.1.3, "Controller
 //! Properties"), and the doorbell layout (section 3.1.3.x, `SQyTDBL`/`CQyHDBL`).
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Scatter Gather Lists (NVMe Base Specification 2.0, section 4.1.2).
 //!
 //! An SGL describes a data buffer as 16-byte descriptors. The command's data pointer

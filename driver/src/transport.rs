@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The seam between the NVMe logic of a queue pair and the wire that carries its
 //! commands, as SPDK splits `nvme_qpair.c` from `nvme_pcie_common.c`.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! VFIO: an NVMe controller handed to this process by the kernel's vfio-pci driver.
 //!
 //! The model: the kernel puts each device behind an IOMMU, in an IOMMU group

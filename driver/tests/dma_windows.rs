@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! DMA pools' IOVA windows in one process (#15 item 5): many controllers at once
 //! each get a window of their own (foreign-buffer detection stays exact), and the
 //! pool one too many is refused with an error that names the problem and the fix,

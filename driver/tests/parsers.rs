@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The parsers of device data (identify, namespace lists and descriptors, log pages)
 //! over arbitrary bytes, on the stable toolchain: no panic, what parses is
 //! consistent, every refusal names the structure. The coverage-guided fuzz targets

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The root README's embedding sample is a copy of driver/README.md's, which is a doc
 //! test of this crate (src/lib.rs includes that page under `cfg(doctest)`): this test
 //! fails when the copy drifts, so the root README's sample compiles too.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Data described with SGLs and with PRPs (NVMe Base Specification 2.0, sections
 //! 4.1.1 and 4.1.2) through the driver and the software controller: the driver uses
 //! SGLs when Identify Controller SGLS says the controller takes them and

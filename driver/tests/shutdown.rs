@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! `Controller::shutdown` against the software controller (issue 23, item 1): the
 //! wait for CSTS.SHST = 10b is bounded by RTD3E when it is longer than
 //! `shutdown_timeout_ms`, and by `shutdown_timeout_ms` otherwise; a device slower

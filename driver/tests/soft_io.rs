@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The host driver against the software controller: data integrity, splitting, tag
 //! exhaustion, resets under traffic, failure, removal, timeouts and bad input. Every
 //! test checks that each request completes exactly once and bounds every wait.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Vectored requests (several DMA slices per I/O, SPDK's readv/writev) through the
 //! driver and the software controller: data written through one slice layout reads
 //! back intact through another, with SGLs and with forced PRPs, in one command or

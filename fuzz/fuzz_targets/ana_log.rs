@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Asymmetric Namespace Access log (NVMe base 2.0, 5.16.1.13): the group count and
 //! each group's namespace count come from the device; whatever they say, the parser
 //! reads only the buffer it was given and refuses with an error naming the log.

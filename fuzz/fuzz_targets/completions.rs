@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Completion entries (NVMe base 2.0, 4.6): the driver's checks of what the device
 //! writes in a completion queue. A software controller executes reads for a real
 //! queue pair while the input stages what a device may do wrong: completions for any

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! SPDK's JSON config (nvme-spdk-config, read by the fio `spdk_bdev` engine): any text
 //! is taken or refused with an error that names the file; what is taken attaches at
 //! least one controller at a valid PCI address and has options the block layer accepts.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Identify Controller (NVMe base 2.0, 5.17.2.1): any 4 KiB is parsed or refused with
 //! an error naming the structure; every derived value is computed without overflow.
 #![no_main]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Identify Namespace (NVM command set 1.0, 4.1.5.1): any 4 KiB is parsed or refused
 //! with an error naming the structure; what parses has a usable block size and an
 //! LBA format that exists.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Namespace Identification Descriptor list (NVMe base 2.0, 5.17.2.3): parsed or
 //! refused with an error naming the list; no descriptor is read past the page.
 #![no_main]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Active Namespace ID list (NVMe base 2.0, 5.17.2.2): parsed into increasing
 //! non-zero NSIDs or refused with an error naming the list.
 #![no_main]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! nvme-perf's command line: any argv (arguments split at NUL bytes) is parsed or
 //! refused with a non-empty message; nothing panics.
 #![no_main]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! SMART / Health (NVMe base 2.0, 5.16.1.3) and Error Information (5.16.1.2) log
 //! pages, and async event words (5.2): parsed or refused, never a panic.
 #![no_main]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Transport IDs as users type them: nvme-perf's `-r 'trtype:PCIe traddr:... ns:1'`
 //! and the fio engine's filename `trtype=PCIe traddr=0000.01.00.0 ns=1`. Parsed or
 //! refused with an error that names the transport ID; what parses prints back to a

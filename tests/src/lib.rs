@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! End-to-end test harness: boots a QEMU topology and runs commands in the guest.
 //!
 //! Every guest is one run of `qemu/run` (see `qemu/README.md`): a Debian kernel with a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The C ABI against QEMU's NVMe controller: `capi/examples/hello_world.c` (attach by
 //! transport ID, open, write, read back, compare, close) and `capi/examples/hello.cpp`
 //! built here with the real `cc` and `c++` against the release `libnvmebdev.a`, then

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The chaos soak's short form (`qemu/chaos` runs the long one): on the `mpath`
 //! topology with the disk behind QEMU's blkdebug driver, `nvme-e2e-chaos` keeps random
 //! verified 4 KiB reads and writes in flight from both vCPUs through the multipath bdev

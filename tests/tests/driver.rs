@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The driver against QEMU's NVMe controllers bound to vfio-pci in a guest:
 //! identify, write and read back over sizes and PRP-list offsets, two threads with
 //! their own queue pairs, controller resets in the middle of verified traffic, and a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Durability of acknowledged writes: a guest writes a log of records through the
 //! driver, flushing every 256 records and printing what is durable; the host kills
 //! QEMU with SIGKILL at a moment drawn from a seed (`qemu/run --kill-after`); the next

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The fio engines (`tools/fio`, `libnvme_fio.so`) driven by the real fio against
 //! QEMU's NVMe controllers in a guest: data written is read back and verified by fio
 //! (crc32c, md5), through both ways fio loads an external engine (LD_PRELOAD and

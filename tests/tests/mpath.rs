@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The multipath bdev against QEMU's `mpath` topology (one subsystem, controllers c0
 //! at 0000:01:00.0 and c1 at 0000:02:00.0 sharing namespace 1), once per policy:
 //! verified traffic through the multipath bdev while controller A is reset

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The Rust server example (`bdev/examples/server.rs`, issue 23) against QEMU's
 //! controllers: on the `mpath` topology it serves verified traffic from a reactor per
 //! core through the multipath bdev over both controllers while `c1` is hot-unplugged

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! nvme-setup speaking SPDK's setup.sh, and the tools run by a user who is not root,
 //! in one boot of the `multi` topology (two controllers, 0000:01:00.0 and
 //! 0000:02:00.0) started on the kernel's nvme driver:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The test bed itself: every topology boots, commands' status and output come
 //! back, the controllers sit bound to vfio-pci in their own IOMMU groups, the kernel
 //! driver baseline reads and writes `/dev/nvme0n1`, data survives between runs,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The tools against QEMU's NVMe controllers in a guest, their output checked for
 //! real: nvme-perf's table and JSON (numbers parse, the Total row is the sum of the
 //! rows, MiB/s is IOPS times the I/O size, min <= average <= max, one row per

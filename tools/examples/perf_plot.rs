@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! nvme-perf's `--plot` picture without a device: the same run against the driver's
 //! software controller (4 KiB random reads from two cores, with a warm-up), drawn
 //! to the SVG file given (default `perf-plot.svg`).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Compiles the engine's C glue against a configured fio source tree of the same
 //! version as the fio on this machine (fio installs no headers; every out-of-tree
 //! engine, SPDK's included, builds this way). `tools/fio/fio-source` finds or fetches

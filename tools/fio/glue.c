@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * The fio side of the engines: fio's structs, options and hooks, in as few lines as
  * possible; every decision is made in Rust (src/ffi.rs). Two engines, drop-ins for

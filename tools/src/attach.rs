@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Finding and opening the controllers a tool was pointed at: the `-r` transport IDs,
 //! or else every NVMe controller bound to vfio-pci (as spdk_nvme_perf probes every
 //! controller it can).

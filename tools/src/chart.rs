@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! `nvme-bench-chart`: qemu/bench's results as a picture. Reads the JSON qemu/bench
 //! writes (its `median` rows: workload, engine, iops, p99_us) and draws two grouped
 //! bar charts, IOPS and p99 latency, one group per workload and one bar colour per

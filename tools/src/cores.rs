@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Core masks as SPDK takes them: `-c 0x3` (hexadecimal, with or without `0x`) or a
 //! list `-c [0,2-3]`.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! nvme-identify: what spdk_nvme_identify and `nvme id-ctrl` / `id-ns` show, from
 //! one gathering pass into JSON ([`describe`]) and a text rendering of that JSON
 //! ([`render`]), so both outputs always say the same thing.

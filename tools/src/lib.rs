@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Shared code of the tools: `nvme-perf`, `nvme-identify` and `nvme-setup`.
 //!
 //! The tools imitate the ones SPDK and nvme-cli users know (spdk_nvme_perf,

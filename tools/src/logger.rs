@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The tools' logger: the driver's and the block layer's messages (through the `log`
 //! crate) printed on standard error, one line each, as the library printed them
 //! before it logged.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The tools' manuals: one table of options per tool, and what is made from it, the
 //! `--help` list, a man page (section 1, roff `man` macros) and a bash completion
 //! script. The parsers take their option names from the same table (or their tests

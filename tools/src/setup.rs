@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! nvme-setup: bind NVMe controllers to vfio-pci and back, reserve huge pages, and
 //! say what state the machine is in, like SPDK's `scripts/setup.sh`.
 //!

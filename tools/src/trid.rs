@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Transport IDs, as SPDK's tools take them: `-r 'trtype:PCIe traddr:0000:01:00.0 ns:1'`.
 //!
 //! Fields are separated by whitespace; each is `key:value` (or `key=value`, the form

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! `tools/install-docs PREFIX BINDIR`, as a user runs it: the man pages and bash
 //! completions of the four tools land under PREFIX, are what the binaries print,
 //! render without warnings (`man -l`), and load in bash.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Attaching a controller: bring it up, give each namespace a namespace bdev and a
 //! path in the multipath bdev of the same namespace (made if none exists yet), start
 //! its controller thread. Called by [`BlockLayer::attach`](super::BlockLayer::attach)

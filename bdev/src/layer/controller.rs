@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! One attached controller: its record, its link state, and its controller thread.
 //!
 //! The controller thread (never a reactor: resets block for their duration) calls

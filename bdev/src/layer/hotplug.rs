@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Hot-plug: controllers that appear while the process runs (SPDK's
 //! `bdev_nvme_set_hotplug`), opt-in per layer with
 //! [`BlockLayer::enable_hotplug`](super::BlockLayer::enable_hotplug).

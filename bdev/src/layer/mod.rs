@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The block layer over the driver: controllers, their threads, and the bdevs they
 //! provide.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The namespace bdev: one namespace through one controller, no failover. Its channel
 //! is an I/O queue pair of the controller, driven directly.
 

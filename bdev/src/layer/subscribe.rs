@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Subscribing to bdev events (see [`crate::events`]): the embedder's side of what the
 //! controller threads, the hot-plug thread and attach/detach report.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The multipath core: the path set, its writers, and the per-core channels.
 //!
 //! The path set is an immutable [`PathSet`] snapshot in a [`QsbrCell`]. Channels load it

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Multipath knobs and their validation.
 
 use crate::{Error, Result};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Failover logic against model path queues.
 
 use super::channel::POLL_BATCH;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! What the block layer's tests share: software controllers' configuration, and the
 //! hot-plug test bus. Each test file uses part of it.
 #![allow(dead_code)]

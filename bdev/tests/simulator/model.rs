@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The shadow model and the traffic of one channel: each slot writes its blocks with
 //! a pattern of (channel, slot, sequence number), then reads them back. A read that
 //! succeeds must return what the model allows: the last write that succeeded, or a

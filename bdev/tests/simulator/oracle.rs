@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The behaviour oracle: judges what the block layer did, not only what the data
 //! says. Two kinds of rule.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Totals of a simulator run, printed in the shape of the reports of systems that
 //! test this way (TigerBeetle's VOPR, Jepsen): faults injected per kind, I/Os
 //! checked, lost, duplicated, corrupted, the longest pause, and what the behaviour

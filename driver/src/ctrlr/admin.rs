@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The admin queue (section 5, "Admin Command Set"): one command at a time under the
 //! controller's admin lock, over the same [`Transport`] as the I/O queues (made by
 //! [`crate::pcie::setup::admin_queue`]), with Async Event Requests kept outstanding

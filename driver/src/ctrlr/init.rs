@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Bring-up (section 3.5.1, "Controller Initialization"): the registers checked, the
 //! admin queue programmed, the controller enabled, identified, and given its queues.
 

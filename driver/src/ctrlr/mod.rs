@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The controller: bring-up, the admin queue, I/O queue pair creation, async events,
 //! timeouts, reset and failure (NVMe Base Specification 2.0, sections 3.5 "Controller
 //! Initialization", 3.7 "Resets", 5 "Admin Command Set").

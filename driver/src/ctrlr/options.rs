@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! What a caller chooses when bringing up a controller, and what it learns of each
 //! namespace.
 

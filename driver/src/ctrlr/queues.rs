@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! I/O queue pairs on the device: created for a new queue pair and after each reset,
 //! deleted when it is dropped or before a reset. What that takes on the wire (Create
 //! and Delete I/O CQ/SQ on PCIe) is [`crate::pcie::setup`]'s.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Orderly shutdown: the volatile write cache flushed, the I/O queues deleted, the
 //! normal shutdown notification sent, and its completion waited for (NVMe Base
 //! Specification 2.0, section 3.6.1 "Memory-based Controller Shutdown"; CC.SHN in

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The controller's state machine: [`CtrlState::Live`], [`CtrlState::Resetting`]
 //! while a reset runs, [`CtrlState::Failed`] for good. Resets, failure, the periodic
 //! housekeeping that notices what calls for them, and shutdown. How queue pairs take

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! IOVA windows: each live DMA pool allocates from a window of IOVA space no other
 //! live pool has, so a buffer of one controller's pool handed to another controller
 //! is recognised (its IOVA is outside that controller's windows) and refused instead

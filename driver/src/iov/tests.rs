@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Every description of a vector is walked the way a controller walks it (sections
 //! 4.1.1 and 4.1.2) and must name exactly the bytes the vector holds there, in order.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The PCIe transport: queues in host memory, doorbells in BAR0, data described by
 //! an SGL Data Block descriptor when the controller takes SGLs, else by PRP entries
 //! (NVMe Base Specification 2.0, sections 3.3.1, 4.1.1 and 4.1.2).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! A submission queue and its completion queue in host memory, with their doorbells:
 //! the ring protocol of NVMe over PCIe (NVMe Base Specification 2.0, section 3.3.1).
 //! The admin queue and every I/O queue pair use this one implementation.

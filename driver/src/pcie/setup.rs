@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Queue set-up over PCIe: the one seam through which the controller (`crate::ctrlr`)
 //! makes queues and registers them with the device. The controller calls these
 //! functions in this order; an NVMe/TCP transport would offer the same functions,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Completion: [`IoQpair::poll`] reaps completions from the transport, checks that
 //! each names a command in flight, gives its command identifier back and delivers
 //! the request (once, for a split request, when its last command is done); it also

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The queue pair's side of a controller reset or failure (the whole handshake is
 //! walked through in [`crate::control`]): seen at a poll as a change of the control
 //! word, answered by completing what the device will never complete, rewinding the

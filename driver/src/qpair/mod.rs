@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! I/O queue pairs: the data path, and its NVMe logic written once over a
 //! [`Transport`] (PCIe by default).
 //!

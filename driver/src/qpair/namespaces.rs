@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! What a queue pair checks requests against, copied from the controller when the
 //! queue pair is made so the data path follows no shared pointer: the namespaces
 //! (size, block size, largest command) and the IOVA windows buffers may come from.

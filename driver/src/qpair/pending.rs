@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The pending queue: requests accepted while no command identifier is free, or while
 //! the controller is being reset. Bounded (room reserved when the queue pair is
 //! made: no allocation); issued in order as identifiers free up.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! What callers hand a queue pair and get back: requests, completions, refusals and
 //! options.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Split requests: a request larger than one command allows (the controller's maximum
 //! data transfer size, or the 16-bit block count) becomes a parent whose commands go
 //! out as command identifiers allow, and completes once, with the first error of its

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The counters a queue pair keeps: they explain performance and, for the device's
 //! misbehaviour, correctness.
 

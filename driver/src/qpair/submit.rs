@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Submission: a request is checked, takes a command identifier, becomes a command
 //! (the transport describes its data), and is posted; the doorbell follows once per
 //! batch ([`IoQpair::flush`]).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Trackers and command identifiers: one tracker per command a queue pair may have in
 //! flight, and the stack of free command identifiers.
 //!

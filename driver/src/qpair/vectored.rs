@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Vectored requests on a queue pair: their checks (every slice dword aligned and in
 //! a DMA window, enough bytes, the transport's rules for joining slices), where their
 //! commands are cut, and how their data is described (see [`crate::iov`]).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Fault injection knobs and the per-controller ANA state, set by tests while the
 //! device runs.
 

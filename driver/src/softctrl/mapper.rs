@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The software controller's IOMMU: a table from IOVA ranges to host memory.
 //!
 //! Every device access goes through [`SoftMapper`] and is checked against the table

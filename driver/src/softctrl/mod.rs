@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! A software NVMe controller: the device side of NVMe, on host memory, behind the
 //! same [`Bus`], [`Mmio`] and [`DmaMapper`] interfaces as a real device, for tests
 //! that a real controller (or QEMU's) cannot stage.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Namespace storage: sparse, zero until written, shareable between controllers.
 
 use crate::error::{Error, Result};

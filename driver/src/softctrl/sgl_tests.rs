@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The software controller's SGL walk (NVMe Base Specification 2.0, section 4.1.2):
 //! every SGL the driver builds walks back to the slices it was built from, and bad
 //! descriptors are refused with the spec's status codes.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Identify data (section 5.17): controller, namespace, the active namespace list and
 //! namespace identification descriptors; the checked little-endian readers the parsers
 //! share.

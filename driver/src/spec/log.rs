@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Log pages (section 5.16: SMART / health, error information, ANA) and async events
 //! (section 5.2), with their parsers.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Command and completion formats, status codes, and the admin data structures
 //! (identify, log pages) of the NVMe Base Specification 2.0 and the NVM Command Set
 //! Specification 1.0, as plain data with checked parsers.

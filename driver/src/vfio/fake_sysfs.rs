@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! A fake `/sys` and `/dev` for the unit tests of the sysfs checks and the hot-plug
 //! scan: devices with a class, a driver and an IOMMU group, in a temporary folder.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The checks made before VFIO is touched, and the errors that name the device and
 //! the fix: the device exists, is an NVMe controller, sits in an IOMMU group, is bound
 //! to vfio-pci, VFIO's nodes exist, no other device of its group is held by a kernel

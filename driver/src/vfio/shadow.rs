@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The shadow of a device's sysfs folder that `vfio-ioctls` is given (see
 //! [`ShadowDevPath`]).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The system calls behind [`super::VfioBus`] that `vfio-ioctls` does not make for us:
 //! region info, config-space reads and writes that report errors, and the BAR0
 //! mapping with its all-ones stand-in.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Where sysfs and `/dev` say things about PCI devices: the device's folder, its
 //! driver, its IOMMU group and the group's members, the NVMe controllers present, the
 //! VFIO nodes. Every path hangs off a [`Host`] root, so tests run the checks

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! What a process without root needs from VFIO, and the errors that say which part
 //! is missing and the command that gives it.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! What the data-description tests (`sgl_io.rs`, `vectored_io.rs`) share: a software
 //! controller brought up with or without SGLs, and one request run to its single
 //! completion under a deadline.

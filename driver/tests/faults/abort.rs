@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The Abort/CID race (#15 item 5): an Abort names its command by CID, so a CID
 //! must not go to a new command while an Abort naming it is out, or the Abort could
 //! end the new command. Each test stages one order of the three events on a queue

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! What every fault test here uses: a software controller with a prefilled
 //! namespace, queue pairs, an admin thread, and a batch of requests that records
 //! what became of each one.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Device misbehaviour shown to the real driver: each software-controller fault knob
 //! against a real [`IoQpair`]. For each, what the driver must do: tolerate it (reordered
 //! and late completions), or recover (a lost completion: timeout, abort, reset), or

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! A submit never waits for a controller reset (DESIGN.md: "No submitter ever
 //! blocks"): while its queue pair is held for a reset, a request goes onto the pending
 //! queue and the submit returns at once. On the software controller a reset is over in

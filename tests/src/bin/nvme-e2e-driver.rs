@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Guest-side scenarios for the driver's end-to-end tests. Run inside a QEMU guest
 //! against controllers bound to vfio-pci:
 //!

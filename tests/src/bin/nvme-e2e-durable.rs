@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Guest side of the durability check: acknowledged writes followed by a completed
 //! Flush survive QEMU being killed.
 //!

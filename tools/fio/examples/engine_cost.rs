@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The engine's cost per I/O: what the `spdk` engine's callbacks and the driver under
 //! them execute for one 4 KiB read, fio's own work excluded. This program calls the
 //! engine's entry points as the C glue calls them for fio (`queue`, `getevents`,

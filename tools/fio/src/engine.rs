@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The engines' state: one block layer per process (controllers, bdevs, buffers), and
 //! per fio thread its channels, its I/O buffer and its completed I/Os.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! What the C glue (`glue.c`) calls. Each function takes plain values and pointers
 //! from fio, catches panics (a panic must not unwind into fio's C frames) and reports
 //! failures through fio's logger.

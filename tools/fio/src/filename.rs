@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! The `spdk` engine's filenames: SPDK transport IDs, `trtype=PCIe traddr=0000.01.00.0
 //! ns=1`. fio splits `filename=` on `:`, so the PCI address is written with dots;
 //! `key:value` fields are accepted too (escaped as `\:` in a job file). Without `ns`,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! fio ioengines over the driver and the block layer, drop-ins for SPDK's fio plugins.
 //!
 //! - `spdk` (SPDK's `app/fio/nvme`): each file is an NVMe namespace named by an SPDK

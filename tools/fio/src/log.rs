@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Messages go through fio's own logger (set by the glue's constructor), so they land
 //! where fio puts its errors; before that (unit tests) they go to stderr.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! `libnvme_fio.so` is GPL-2.0-only (it is built against fio's headers and runs inside
 //! fio): every crate linked into it must offer a licence that GPL-2.0 code may link.
 //! Apache-2.0 alone does not (the FSF counts its patent and indemnity terms as further

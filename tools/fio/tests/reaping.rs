@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! How many completions one `getevents` hands to fio. fio 3.33 passes `max` = 1 unless
 //! the job sets `iodepth_batch_complete_max`; the glue then tells the thread to hand
 //! back every I/O that completed (`reap_all`), as fio's null engine and SPDK's bdev

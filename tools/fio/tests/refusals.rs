@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! Bad input to the engines, with the real fio on the host (no device is needed to be
 //! refused): each is a clear message naming what to fix and a non-zero exit. And the
 //! library's own check of the fio that loads it, through a stand-in loader that

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! nvme-bench-chart: qemu/bench's JSON results as an SVG chart of IOPS and p99 per
 //! engine and workload.
 //!

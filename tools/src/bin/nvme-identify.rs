@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! nvme-identify: controller and namespace details, like spdk_nvme_identify.
 //! See tools/README.md.
 

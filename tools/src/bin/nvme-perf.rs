@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! nvme-perf: spdk_nvme_perf's options and output over the polled userspace driver.
 //! See tools/README.md.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! nvme-setup: vfio-pci binding, huge pages and status; takes SPDK's setup.sh verbs
 //! and variables. See tools/README.md.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! nvme-bench-chart's command line: its table (`--help`, the man page and the bash
 //! completion are made of it, [`crate::manual`]) and its parser.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! nvme-identify's options: the table the parser checks option names against, and
 //! `--help`, the man page and the bash completion are made of ([`crate::manual`]).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! `nvme id-ctrl -o json` and `nvme id-ns -o json`: the Identify Controller and
 //! Identify Namespace data structures under nvme-cli's key names, in nvme-cli's order,
 //! so a script written for nvme-cli reads nvme-identify's `-o json` unchanged. Built

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The poller: one thread per core, pinned, owning its queue pairs (or, with
 //! `--multipath`, its block layer channels) outright. The worker is generic over a
 //! [`Backend`]: [`Qpairs`] here, [`super::mpath::BdevChannel`] for `--multipath`.

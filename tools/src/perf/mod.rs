@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! nvme-perf: spdk_nvme_perf's measurement over this driver.
 //!
 //! [`opts`] parses the command line, [`check_target`] checks it against the

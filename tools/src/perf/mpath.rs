@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! `nvme-perf --multipath`: the same workload through the block layer's multipath
 //! bdevs instead of the controllers' queue pairs.
 //!

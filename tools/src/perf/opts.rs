@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! nvme-perf's command line: spdk_nvme_perf's options, parsed getopt-style
 //! (`-q 32` or `-q32`, `-LL`, `--io-queue-size 256` or `--io-queue-size=256`).
 //! spdk_nvme_perf's options that have no meaning here are refused by name

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The `--verify` data pattern and the random number generator of the data path.
 //!
 //! Every block's content is a function of its LBA and a seed only, never of which

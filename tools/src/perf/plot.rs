@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! `--plot FILE.svg`: the run as a picture. On top, IOPS each second (warm-up and
 //! verify fill marked); below, with `-L`, one band per row: its latency histogram
 //! (share of I/Os per bucket, log latency axis) and its CDF with p50 and p99 marked.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! spdk_nvme_perf's options nvme-perf does not take: each is recognised by name and
 //! refused with what to do instead, so a script written for SPDK fails with a
 //! reason rather than an "unknown option".

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! nvme-perf's output: spdk_nvme_perf's table, latency summary and histogram, then
 //! the driver counters that explain a result; or all of it as one JSON document.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! nvme-perf against the software controller.
 
 use super::test_opts as opts;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! setup.sh's verbs: `config` (bind every usable NVMe controller, reserve huge pages,
 //! hand the devices to `TARGET_USER`), `reset` (controllers back to nvme) and
 //! `cleanup` (what killed driver processes left, and the huge pages), steered by the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! nvme-setup's commands and variables: the tables the parser checks words against,
 //! and `--help`, the man page and the bash completion are made of
 //! ([`crate::manual`]).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! `nvme-setup keep-vfio on|off`: NVMe controllers that appear later (hot-plugged, or
 //! a controller coming back after an unplug) are bound to vfio-pci by the kernel as
 //! they appear, which is what a udev rule would do on a machine that has udev.

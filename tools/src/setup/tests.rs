@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! nvme-setup's tests, on a fake machine (sysfs and procfs in a temporary folder).
 
 use super::*;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The variables of SPDK's `scripts/setup.sh`, which nvme-setup's `config`, `reset`
 //! and `cleanup` take with the same names and meanings, from the environment or as
 //! `NAME=VALUE` arguments (an argument wins over the environment):

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Failover and retry: what a channel does with a completion that is not a plain
 //! success, and with the I/O on its pending queue.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The per-core multipath channel: the data path.
 //!
 //! A channel owns one queue per path (queue pairs are never shared between cores),

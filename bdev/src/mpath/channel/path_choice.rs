@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The multipath path choice: which path this core sends an I/O to.
 //!
 //! Each channel keeps its own copy of the usable paths of the path set (the view),

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The channel's I/O slots: one per I/O the channel can track, sized when the channel
 //! is made, so nothing is allocated per I/O.
 //!

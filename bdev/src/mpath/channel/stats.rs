@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The counters a channel keeps: per channel and per path, read by tools and tests.
 
 /// Per-path counters of one channel.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Admin commands (NVMe Base Specification 2.0, section 5): identify, log pages,
 //! features, abort, asynchronous events. Queue creation and deletion are in
 //! `queues`.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! I/O commands of the NVM command set: read, write, write zeroes, dataset
 //! management, flush; with the ANA path status a namespace's group gives.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The device thread: it polls the register file, fetches commands through the
 //! translation table, executes them and posts completions, the way a controller's
 //! firmware does. Everything here runs on that one thread; tests reach it only

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Queues: fetching commands from the SQs, executing them, posting completions to
 //! the CQs (NVMe Base Specification 2.0, section 3.3), and the admin commands that
 //! create and delete I/O queues (sections 5.4 to 5.7).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Data transfer: the host buffer a command describes, walked as PRPs (NVMe Base
 //! Specification 2.0, section 4.1.1) or SGLs (section 4.1.2), and copied to or from.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Registers, identify, I/O with PRP lists and its data, queue wrap-around and
 //! full completion queues, and the status of commands that fail.
 

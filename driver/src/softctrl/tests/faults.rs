@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The fault knobs seen from the host: ANA changes and events, two controllers as
 //! two paths, fatal status, removal, dropped, duplicated, bogus, reordered and
 //! late completions, kept admin completions.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Limits and checks: queue sizes within MQES, the IOVA mapper's ranges, and
 //! configurations refused with a clear error.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Tests of the software controller through raw registers and DMA memory, with a
 //! tiny host that knows nothing of `ctrlr` or `qpair`. This file holds that host;
 //! the tests are by concern: [`commands`] (registers, identify, I/O and its data,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Firing one fault and waiting until it is over: the controller is back and usable,
 //! or the media-error window is closed (both of its edges confirmed by probe I/O).
 

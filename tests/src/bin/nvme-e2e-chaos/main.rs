@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The chaos soak's guest side, on qemu/run's `mpath` topology with `--backing
 //! blkdebug` (controllers c0 at 0000:01:00.0 and c1 at 0000:02:00.0 sharing
 //! namespace 1, whose disk sits behind QEMU's blkdebug driver):

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The seeded fault schedule: the same seed and length give the same faults, with the
 //! same parameters, in the same order, planned at the same times.
 

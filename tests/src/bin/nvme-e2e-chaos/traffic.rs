@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! One traffic thread: random 4 KiB reads and writes over its own half of the
 //! namespace through its own channel of the multipath bdev, every read checked
 //! against a shadow of what the thread last wrote there, every I/O accounted for.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Guest-side scenario for the multipath bdev's end-to-end tests, on the `mpath`
 //! topology (one subsystem, controllers c0 at 0000:01:00.0 and c1 at 0000:02:00.0
 //! sharing namespace 1):

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Controllers that come back and controllers that arrive: QMP `device_add` of an
 //! unplugged controller on its root port (bound to vfio-pci by hand with
 //! `nvme-setup bind`, or by the kernel after `nvme-setup keep-vfio on`), and of a new

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The traffic thread: 32 slots, each writing its own block range with a fresh
 //! pattern, reading it back and comparing, over and over, through one multipath
 //! channel; counted per phase and per path name.

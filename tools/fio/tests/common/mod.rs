@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 //! What the tests that run the real fio share.
 
 use std::path::{Path, PathBuf};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
 use super::*;
 use crate::perf::opts::{parse_args, Command};
 use hdrhistogram::Histogram;
