@@ -72,3 +72,43 @@ fn a_device_slower_than_the_bound_is_given_up_on() {
         (1, 0, 1)
     );
 }
+
+/// The shutdown does not wait out another thread's admin command that the device
+/// never answers (here a Get Features whose completion is dropped, with a 5 s admin
+/// timeout; in the block layer, another controller thread deleting a dropped queue
+/// pair's queues): that wait is cancelled, and the notification goes out at once. A
+/// shutdown that takes the admin queue plainly waits the 5 s.
+#[test]
+fn shutdown_cancels_an_admin_wait_another_thread_holds() {
+    let dev = SoftController::start(SoftConfig {
+        shutdown_ms: 10,
+        ..SoftConfig::default()
+    });
+    let opts = ControllerOptions {
+        admin_timeout_ms: 5_000,
+        ..ControllerOptions::default()
+    };
+    let ctrl = Controller::init(dev.clone() as Arc<dyn Bus>, opts).expect("controller comes up");
+    dev.faults().drop_admin_completions(1);
+    let waiter = {
+        let c = ctrl.clone();
+        std::thread::spawn(move || {
+            c.get_feature(nvme_driver::spec::feature_id::NUMBER_OF_QUEUES, 0)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let start = std::time::Instant::now();
+    let r = ctrl.shutdown().unwrap();
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "shutdown took {took:?}: it waited for the other thread's admin command"
+    );
+    assert!(r.notified && r.complete, "{r:?}");
+    let e = waiter.join().unwrap().unwrap_err().to_string();
+    assert!(
+        e.contains("stopping"),
+        "the other thread's wait ends cancelled: {e}"
+    );
+    assert_eq!(dev.counters().shutdown_notifications(), 1);
+}

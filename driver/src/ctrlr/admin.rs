@@ -83,6 +83,25 @@ fn admin_name(opc: u8) -> &'static str {
 }
 
 impl CtrlInner {
+    /// The admin queue, for a caller that is stopping the controller (its orderly
+    /// shutdown): an admin wait another thread is in holds the queue, and may be for
+    /// a command the device never answers (a queue pair dropped by another thread,
+    /// whose queue deletion was lost), so waits are cancelled
+    /// ([`Controller::cancel_admin_waits`]) every millisecond until the queue is free,
+    /// rather than waited out for the admin timeout.
+    pub(super) fn lock_admin_stopping(&self) -> std::sync::MutexGuard<'_, AdminQueue> {
+        loop {
+            match self.admin.try_lock() {
+                Ok(aq) => return aq,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    self.admin_cancel.fetch_add(1, Ordering::AcqRel);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
     /// Submits an admin command and waits for its completion, collecting async events
     /// that arrive meanwhile.
     pub(super) fn admin_cmd(

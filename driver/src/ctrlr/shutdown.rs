@@ -17,7 +17,6 @@
 //! then still safe.
 
 use super::{Controller, CtrlState};
-use crate::lock;
 use crate::qpair::{IoRequest, QpairOptions};
 use crate::regs::{self, Cc};
 use crate::Result;
@@ -73,6 +72,10 @@ impl Controller {
     /// the queues are deleted and the controller disabled, without flush or
     /// notification (SPDK perf's `-N`).
     ///
+    /// An admin command another thread is waiting on is cancelled
+    /// ([`Controller::cancel_admin_waits`]) rather than waited out: the controller is
+    /// going away, and its answer may never come.
+    ///
     /// Drop queue pairs first: a flush needs a free I/O queue.
     pub fn shutdown(&self) -> Result<ShutdownReport> {
         let inner = &self.0;
@@ -89,9 +92,11 @@ impl Controller {
             return Ok(report);
         }
         if inner.ident.volatile_write_cache() {
+            // The flush's queue pair is made over the admin queue: free it first.
+            drop(inner.lock_admin_stopping());
             self.flush_for_shutdown(&mut report);
         }
-        let mut aq = lock(&inner.admin);
+        let mut aq = inner.lock_admin_stopping();
         // Section 3.6.1: I/O submission and completion queues are deleted before the
         // notification; queue pairs still alive lose theirs here (see `fail`).
         inner.delete_all_io_queues(&mut aq);
