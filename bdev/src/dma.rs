@@ -210,8 +210,7 @@ impl MemRegion {
                 REGISTERED_MAX >> 30
             )));
         };
-        // The fan-out adds IOVA_WINDOW to the IOVA it is given.
-        let pool_iova = Iova(REGISTERED_BASE - IOVA_WINDOW + offset);
+        let pool_iova = fanout_iova(offset);
         // SAFETY: the caller keeps `ptr..ptr+len` valid until the region is dropped,
         // whose `Drop` unmaps it from every space.
         if let Err(e) = unsafe { fanout.map(ptr, len, pool_iova) } {
@@ -263,10 +262,15 @@ impl MemRegion {
     }
 }
 
+/// The IOVA to give the fan-out mapper for offset `offset` of the registration window
+/// (it adds [`IOVA_WINDOW`] to what it is given).
+fn fanout_iova(offset: u64) -> Iova {
+    Iova(REGISTERED_BASE - IOVA_WINDOW + offset)
+}
+
 impl Drop for MemRegion {
     fn drop(&mut self) {
-        let pool_iova = Iova(REGISTERED_BASE - IOVA_WINDOW + self.offset);
-        let _ = self.fanout.unmap(pool_iova, self.len);
+        let _ = self.fanout.unmap(fanout_iova(self.offset), self.len);
         self.space.give_back(self.offset);
     }
 }

@@ -525,16 +525,22 @@ impl BlockLayer {
     /// Asks the controller thread of `name` to reset its controller: its paths leave
     /// the path sets, the controller resets, the paths come back. Returns at once.
     pub fn request_reset(&self, name: &str) -> Result<()> {
+        self.record(name)?
+            .reset_requested
+            .store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// The record of attached controller `name`, or the error naming the attached ones.
+    fn record(&self, name: &str) -> Result<Arc<CtrlRecord>> {
         let g = lock(&self.inner.ctrls);
-        let s = g
-            .iter()
+        g.iter()
             .find(|c| c.name == name)
+            .cloned()
             .ok_or_else(|| Error::NoSuchController {
                 name: name.to_string(),
                 known: g.iter().map(|c| c.name.clone()).collect(),
-            })?;
-        s.reset_requested.store(true, Ordering::Release);
-        Ok(())
+            })
     }
 
     /// Resets done by controller threads at request, and reconnects, of `name`.
@@ -573,17 +579,7 @@ impl BlockLayer {
 
     /// Controller `name`, while it is attached and live.
     fn live_controller(&self, name: &str) -> Result<Controller> {
-        let record = {
-            let g = lock(&self.inner.ctrls);
-            g.iter()
-                .find(|c| c.name == name)
-                .cloned()
-                .ok_or_else(|| Error::NoSuchController {
-                    name: name.to_string(),
-                    known: g.iter().map(|c| c.name.clone()).collect(),
-                })?
-        };
-        record.live_controller().ok_or_else(|| {
+        self.record(name)?.live_controller().ok_or_else(|| {
             Error::Stopped(format!(
                 "{name}: controller is not connected (reconnecting or gone)"
             ))
