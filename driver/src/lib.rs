@@ -51,6 +51,7 @@ pub mod pcie;
 pub mod prp;
 pub mod qpair;
 pub mod sgl;
+pub mod tcp;
 pub mod transport;
 
 pub use ctrlr::{Controller, ControllerOptions, CtrlState, Namespace, ShutdownReport};
