@@ -136,10 +136,12 @@ impl Conn {
                     computed,
                     pdu,
                     ..
-                } => return Err(format!(
+                } => {
+                    return Err(format!(
                     "data digest of a {} PDU: received {received:#010x}, computed {computed:#010x}",
                     pdu::pdu_name(pdu.pdu_type())
-                )),
+                ))
+                }
                 Decoded::Pdu { pdu, len } => (
                     match pdu {
                         Pdu::CapsuleResp(cqe) => Msg::Resp(cqe),
