@@ -22,8 +22,8 @@
 //! [`control`] the reset handshake between controller and queue pairs; [`qpair`] the
 //! I/O queue pairs of the data path, their NVMe logic written once over a
 //! [`transport::Transport`], of which [`pcie`] is the PCIe one (rings, doorbells,
-//! PRPs). `driver/README.md` maps each piece to its file and walks one I/O through
-//! them.
+//! PRPs). [`tcp`] holds the NVMe/TCP PDUs, for the TCP transport to come.
+//! `driver/README.md` maps each piece to its file and walks one I/O through them.
 #![deny(missing_docs)]
 
 pub mod bus;

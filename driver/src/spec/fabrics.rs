@@ -41,7 +41,7 @@ pub mod status {
     pub const INCOMPATIBLE_FORMAT: u8 = 0x80;
     /// Controller Busy: the controller cannot take this queue now.
     pub const CONTROLLER_BUSY: u8 = 0x81;
-    /// Connect Invalid Parameters: dword 0 says which ([`InvalidParameter`]).
+    /// Connect Invalid Parameters: dword 0 says which ([`super::InvalidParameter`]).
     pub const INVALID_PARAMETERS: u8 = 0x82;
     /// Connect Restart Discovery: the subsystem is not at this address any more.
     pub const RESTART_DISCOVERY: u8 = 0x83;

@@ -7,7 +7,8 @@
 //! and return [`ParseError`] instead of panicking or indexing out of bounds.
 //!
 //! Commands, completions and status are here; [`identify`] holds the Identify data
-//! structures and [`log`] the log pages and async events, with their parsers.
+//! structures and [`log`] the log pages and async events, with their parsers;
+//! [`fabrics`] the Fabrics commands (Connect, Property Get and Set).
 
 pub mod fabrics;
 pub mod identify;
