@@ -30,7 +30,8 @@ fn boot() -> &'static e2e::GuestOutput {
                 run_case ports nvme-qemu-nvmet ports
                 run_case probe-port2-digests nvme-e2e-tcp probe 127.0.0.1:4421 $n --digests
                 run_case rw nvme-e2e-tcp rw 127.0.0.1:4420 $n
-                run_case rw-digests nvme-e2e-tcp rw 127.0.0.1:4420 $n --digests"#
+                run_case rw-digests nvme-e2e-tcp rw 127.0.0.1:4420 $n --digests
+                run_case wrong-nqn nvme-e2e-tcp probe 127.0.0.1:4420 nqn.2026-12.io.nvme-qemu:nobody"#
             ))
     })
 }
@@ -170,4 +171,21 @@ fn tcp_io_writes_in_capsule_and_through_r2t_and_reads_back() {
     }
     let all = cases(out);
     assert_eq!(case(&all, "rw-digests", out).err, "", "{out}");
+}
+
+/// A Connect to a subsystem the target does not have fails with the target's own
+/// status, decoded: Connect Invalid Parameters pointing at SUBNQN in the data.
+#[test]
+fn a_connect_to_an_unknown_subsystem_names_the_field_nvmet_refused() {
+    let out = boot();
+    let all = cases(out);
+    let c = case(&all, "wrong-nqn", out);
+    assert_eq!(c.rc, 1, "{out}");
+    assert!(
+        c.err.contains(
+            "Connect of queue 0 to nqn.2026-12.io.nvme-qemu:nobody: connect invalid parameters: \
+             SUBNQN (offset 256 in the data) (sct 0x1, sc 0x82)"
+        ),
+        "{out}"
+    );
 }
