@@ -34,7 +34,8 @@ fn codecs(settings: u8) -> (Codec, Codec) {
             maxh2cdata: 4096,
         };
         let resp = ctrl.accept_icreq(&req, &offer).expect("a valid ICReq");
-        host.accept_icresp(&req, &resp).expect("the controller's own answer");
+        host.accept_icresp(&req, &resp)
+            .expect("the controller's own answer");
     }
     if controller {
         (ctrl, host)
@@ -58,8 +59,14 @@ fuzz_target!(|data: &[u8]| {
                 break;
             }
             Ok(Decoded::Pdu { pdu, len }) | Ok(Decoded::DataDigestError { pdu, len, .. }) => {
-                assert!(len >= 8 && len <= stream.len(), "len {len} of {}", stream.len());
-                let n = tx.encode(&pdu, &mut out).expect("room for any PDU of 64 KiB");
+                assert!(
+                    len >= 8 && len <= stream.len(),
+                    "len {len} of {}",
+                    stream.len()
+                );
+                let n = tx
+                    .encode(&pdu, &mut out)
+                    .expect("room for any PDU of 64 KiB");
                 match rx.decode(&out[..n]) {
                     Ok(Decoded::Pdu { pdu: again, len }) => {
                         assert_eq!(len, n);
