@@ -826,13 +826,19 @@ impl Codec {
                     Rule::Says("DDGSTF clear on data while data digests are on"),
                 ));
             }
+            // An H2CData carries at most the MAXH2CDATA this controller announced.
+            let data_max = if t == pdu_type::H2C_DATA {
+                self.rx_data_max.min(self.maxh2cdata)
+            } else {
+                self.rx_data_max
+            };
             let data_len = plen_u - pdo - ddgst;
-            if data_len > self.rx_data_max as usize {
+            if data_len > data_max as usize {
                 return Err(err(
                     "PLEN",
                     4,
                     plen as u64,
-                    Rule::AtMost((pdo + ddgst) as u64 + self.rx_data_max as u64),
+                    Rule::AtMost((pdo + ddgst) as u64 + data_max as u64),
                     fes::DATA_LIMIT_EXCEEDED,
                 ));
             }

@@ -314,7 +314,10 @@ fn a_wrong_data_digest_hands_back_the_pdu_and_its_length() {
 fn rejected(codec: &Codec, wire: &[u8]) -> PduError {
     match codec.decode(wire) {
         Err(e) => e,
-        Ok(d) => panic!("accepted: {d:?}"),
+        Ok(Decoded::Need(n)) => panic!("accepted so far, asks for {n} more bytes"),
+        Ok(Decoded::Pdu { pdu, len } | Decoded::DataDigestError { pdu, len, .. }) => {
+            panic!("accepted a {} PDU of {len} bytes", pdu_name(pdu.pdu_type()))
+        }
     }
 }
 
@@ -602,6 +605,36 @@ fn ic_and_term_req_rejections() {
         }),
     );
     assert_eq!(sent.len(), 152, "error data is cut at 128 bytes");
+}
+
+#[test]
+fn an_h2c_data_larger_than_maxh2cdata_is_refused() {
+    // pair() has the controller announce MAXH2CDATA 8192.
+    let (host, ctrl) = pair(false, false, 0, 0);
+    let data = vec![1u8; 8193];
+    let h = H2CData {
+        cccid: 1,
+        ttag: 1,
+        datao: 0,
+        last: true,
+    };
+    let ok = encode(&host, &Pdu::H2CData(h, &data[..8192]));
+    assert!(decode(&ctrl, &ok).is_ok());
+    let over = encode(&host, &Pdu::H2CData(h, &data));
+    let e = rejected(&ctrl, &over);
+    assert_eq!(
+        (e.field, e.value, e.rule, e.fes),
+        (
+            "PLEN",
+            24 + 8193,
+            Rule::AtMost(24 + 8192),
+            fes::DATA_LIMIT_EXCEEDED
+        ),
+        "{e}"
+    );
+    // A command capsule may carry more in-capsule data than MAXH2CDATA.
+    let cmd = encode(&host, &Pdu::CapsuleCmd(sqe(), &data));
+    assert!(decode(&ctrl, &cmd).is_ok());
 }
 
 #[test]
