@@ -10,6 +10,7 @@ use crate::dma::DmaPool;
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::pcie::setup;
+use crate::pcie::shadow::ShadowDoorbells;
 use crate::prp::PAGE_SIZE;
 use crate::regs::{self, Cap, Cc, Vs};
 use crate::spec::{cns, IdentifyController, IdentifyNamespace, IDENTIFY_SIZE};
@@ -63,6 +64,17 @@ impl CtrlInner {
             self.regs().write32(regs::CC, cc.with_en(false).0);
         }
         self.wait_rdy(false, "CSTS.RDY to clear after disabling (CC.EN = 0)")
+    }
+
+    /// Sends Doorbell Buffer Config again after an enable, when the controller took it
+    /// at bring-up (a reset forgets it). A controller that took it then and refuses it
+    /// now fails: its I/O queues would wait on EventIdx values nobody writes.
+    pub(super) fn restore_shadow_doorbells(&self, aq: &mut AdminQueue) -> Result<()> {
+        let pages = lock(&self.shadow_doorbells);
+        if let Some(p) = pages.as_ref() {
+            self.admin_cmd(aq, p.config_command(), self.admin_timeout())?;
+        }
+        Ok(())
     }
 
     /// Programs the admin queue and enables the controller (section 3.5.1, steps 1-7).
@@ -141,6 +153,7 @@ impl Controller {
             events: Mutex::new(VecDeque::new()),
             ana: Mutex::new(None),
             dma_windows: Mutex::new(Vec::new()),
+            shadow_doorbells: Mutex::new(None),
             resets: AtomicU64::new(0),
             opts: opts.clone(),
             queue_notifier: OnceLock::new(),
@@ -193,6 +206,16 @@ impl Controller {
                 });
             }
             let granted = inner.set_num_queues(&mut aq, opts.io_queues)?;
+            if opts.shadow_doorbells && ident.dbbuf_supported() {
+                let pages = ShadowDoorbells::new(&inner.pool, cap.dstrd(), granted)?;
+                // A controller that refuses the command keeps its registers.
+                let taken = pages.filter(|p| {
+                    inner
+                        .admin_cmd(&mut aq, p.config_command(), inner.admin_timeout())
+                        .is_ok()
+                });
+                *lock(&inner.shadow_doorbells) = taken;
+            }
             let max_xfer = setup::max_transfer_bytes(mdts) as u32;
             (ident, namespaces, max_xfer, granted)
         };

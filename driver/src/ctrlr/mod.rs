@@ -33,6 +33,7 @@ pub use crate::control::CtrlState;
 use crate::dma::{DmaBuf, DmaPool};
 use crate::error::{Error, Result};
 use crate::lock;
+use crate::pcie::shadow::ShadowDoorbells;
 use crate::qpair::QpairShared;
 use crate::regs::{self, Cap, Csts, Vs};
 use crate::spec::{AnaLog, AsyncEvent, IdentifyController};
@@ -73,6 +74,9 @@ pub(crate) struct CtrlInner {
     /// IOVA windows mapped for this device that I/O buffers may come from: the
     /// controller's own pool, and any registered with `add_dma_window`.
     pub(crate) dma_windows: Mutex<Vec<(u64, u64)>>,
+    /// The shadow doorbell pages, when the controller took Doorbell Buffer Config
+    /// (read when an I/O queue is made; sent again after each enable).
+    pub(crate) shadow_doorbells: Mutex<Option<ShadowDoorbells>>,
     resets: AtomicU64,
     opts: ControllerOptions,
     /// Called after queue pairs' control words change (see
@@ -208,6 +212,11 @@ impl Controller {
     /// (Identify Controller SGLS) and [`ControllerOptions::enable_sgl`] is set.
     pub fn uses_sgl(&self) -> bool {
         self.0.uses_sgl()
+    }
+    /// True when the I/O queues use shadow doorbells (the controller took Doorbell
+    /// Buffer Config; see [`ControllerOptions::shadow_doorbells`]).
+    pub fn uses_shadow_doorbells(&self) -> bool {
+        lock(&self.0.shadow_doorbells).is_some()
     }
     /// I/O queues the controller granted.
     pub fn io_queues(&self) -> u16 {

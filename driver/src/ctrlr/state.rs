@@ -121,6 +121,7 @@ impl Controller {
         inner.notify_queues();
         inner.enable(aq)?;
         let granted = inner.set_num_queues(aq, inner.opts.io_queues)?;
+        inner.restore_shadow_doorbells(aq)?;
         if granted < inner.io_queues_granted {
             return Err(Error::ControllerFailed {
                 device: inner.name.clone(),

@@ -11,6 +11,7 @@
 
 pub(crate) mod ring;
 pub(crate) mod setup;
+pub(crate) mod shadow;
 
 use crate::dma::{DmaBuf, DmaPool, DmaSlice};
 use crate::error::Result;

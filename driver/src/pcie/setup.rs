@@ -30,6 +30,7 @@ use crate::bus::Bus;
 use crate::ctrlr::CtrlInner;
 use crate::dma::{DmaPool, Iova};
 use crate::error::Result;
+use crate::lock;
 use crate::prp::{self, PAGE_SIZE};
 use crate::regs::{self, Aqa, Properties};
 use crate::spec::{admin_opc, Sqe, CQE_SIZE, SQE_SIZE};
@@ -74,6 +75,7 @@ pub(crate) fn admin_queue(bus: &dyn Bus, pool: &DmaPool, dstrd: u32) -> Result<P
         // Any number of late completions may come: with this bound the CQ head
         // doorbell is written whenever one was consumed.
         in_flight_max: ADMIN_ENTRIES as usize - 1,
+        shadow: None,
     };
     PcieQueue::new(bus.bar0(), bus.name(), dstrd, pool, cfg, false, 1)
 }
@@ -107,6 +109,7 @@ pub(crate) fn io_queue(
         cq_entries,
         // One slot stays empty: a full SQ is tail + 1 == head (section 4.1).
         in_flight_max: entries as usize - 1,
+        shadow: lock(&ctrl.shadow_doorbells).as_ref().map(|s| s.slots(qid)),
     };
     let site = IoQueueSite {
         cq_entries,
