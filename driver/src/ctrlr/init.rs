@@ -138,6 +138,9 @@ impl Controller {
             ident: IdentifyController::parse(&[0; IDENTIFY_SIZE])
                 .map_err(|e| Error::Parse(e, name.clone()))?,
             namespaces: Vec::new(),
+            ns_sizes: Box::default(),
+            ns_rescan: AtomicBool::new(false),
+            ns_changes: AtomicU64::new(0),
             max_xfer_bytes: 0,
             io_queues_granted: 0,
             state: AtomicCtrlState::new(CtrlState::Live),
@@ -220,6 +223,7 @@ impl Controller {
             (ident, namespaces, max_xfer, granted)
         };
         inner.ident = ident;
+        inner.ns_sizes = namespaces.iter().map(|n| AtomicU64::new(n.nsze)).collect();
         inner.namespaces = namespaces;
         inner.max_xfer_bytes = max_xfer_bytes;
         inner.io_queues_granted = io_queues_granted;

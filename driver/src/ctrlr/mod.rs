@@ -24,6 +24,7 @@ mod admin;
 mod init;
 pub mod options;
 mod queues;
+mod rescan;
 mod shutdown;
 mod state;
 
@@ -53,7 +54,16 @@ pub(crate) struct CtrlInner {
     pub(crate) cap: Cap,
     pub(crate) vs: Vs,
     pub(crate) ident: IdentifyController,
+    /// The active namespaces found at bring-up; their current sizes are `ns_sizes`.
     pub(crate) namespaces: Vec<Namespace>,
+    /// The current size in blocks of each of `namespaces` (same order): updated by a
+    /// rescan (`rescan.rs`), copied by queue pairs at their next poll.
+    pub(crate) ns_sizes: Box<[AtomicU64]>,
+    /// A rescan is due: a Namespace Attribute Changed notice arrived, or a reset
+    /// may have lost one.
+    ns_rescan: AtomicBool,
+    /// Size changes made by rescans (see [`Controller::namespace_changes`]).
+    ns_changes: AtomicU64,
     pub(crate) max_xfer_bytes: u32,
     io_queues_granted: u16,
     state: AtomicCtrlState,
@@ -191,17 +201,28 @@ impl Controller {
     pub fn version(&self) -> Vs {
         self.0.vs
     }
-    /// Active namespaces.
-    pub fn namespaces(&self) -> &[Namespace] {
-        &self.0.namespaces
+    /// Active namespaces, with their current sizes (`nsze`; `id` is the Identify
+    /// Namespace data read at bring-up).
+    pub fn namespaces(&self) -> Vec<Namespace> {
+        (0..self.0.namespaces.len())
+            .map(|i| self.0.namespace_at(i))
+            .collect()
     }
-    /// One namespace, or a clear error listing those that exist.
-    pub fn namespace(&self, nsid: u32) -> Result<&Namespace> {
+    /// One namespace with its current size, or a clear error listing those that exist.
+    pub fn namespace(&self, nsid: u32) -> Result<Namespace> {
         self.0
             .namespaces
             .iter()
-            .find(|n| n.nsid == nsid)
+            .position(|n| n.nsid == nsid)
+            .map(|i| self.0.namespace_at(i))
             .ok_or_else(|| self.0.no_such_namespace(nsid))
+    }
+    /// How many times a namespace of this controller changed size so far: a rescan
+    /// after a Namespace Attribute Changed notice (or after a reset, which may have
+    /// lost one) found a new NSZE. A caller that follows sizes compares it with the
+    /// value it saw last, then reads [`namespaces`](Self::namespaces).
+    pub fn namespace_changes(&self) -> u64 {
+        self.0.ns_changes.load(Ordering::Acquire)
     }
     /// Largest transfer of one command in bytes (MDTS, capped by what the transport
     /// describes: one PRP list page on PCIe).
@@ -281,6 +302,13 @@ impl Controller {
 }
 
 impl CtrlInner {
+    /// `namespaces[i]` with its current size.
+    fn namespace_at(&self, i: usize) -> Namespace {
+        let mut ns = self.namespaces[i].clone();
+        ns.nsze = self.ns_sizes[i].load(Ordering::Acquire);
+        ns
+    }
+
     /// See [`Controller::uses_sgl`].
     pub(crate) fn uses_sgl(&self) -> bool {
         self.opts.enable_sgl && crate::sgl::supported(self.ident.sgls)

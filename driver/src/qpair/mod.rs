@@ -130,8 +130,10 @@ impl<T: Transport> IoQpair<T> {
     ) -> Result<Self> {
         let depth = transport.depth_max();
         debug_assert!(depth < shared.entries as usize);
-        let namespaces = Namespaces::new(&ctrl);
+        // The word before the table: a size change published in between is seen at
+        // the first poll (see `namespaces`).
         let control_seen = shared.handshake.load();
+        let namespaces = Namespaces::new(&ctrl);
         let phase = control_seen.phase();
         Ok(IoQpair {
             transport,

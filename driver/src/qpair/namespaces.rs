@@ -2,10 +2,18 @@
 //! What a queue pair checks requests against, copied from the controller when the
 //! queue pair is made so the data path follows no shared pointer: the namespaces
 //! (size, block size, largest command) and the IOVA windows buffers may come from.
+//!
+//! A namespace that changes size (`ctrlr/rescan.rs`) is copied again on the owner's
+//! thread: the controller stores the new sizes, then moves the namespace generation in
+//! the queue pair's control word; the poll, which loads that word anyway, sees the
+//! change and calls [`Namespaces::refresh`] (as does a submit refused for its range,
+//! so I/O past an old end works as soon as the controller has the new size). The
+//! submit path itself is unchanged: no extra load, no lock.
 
 use super::request::{IoOp, IoRequest};
 use crate::ctrlr::CtrlInner;
 use crate::error::Error;
+use std::sync::atomic::Ordering;
 
 /// IOVA windows a queue pair accepts buffers from.
 pub(crate) const MAX_DMA_WINDOWS: usize = 4;
@@ -46,16 +54,19 @@ pub(super) struct Namespaces {
 }
 
 impl Namespaces {
+    /// The table of `ctrl`. The caller loads its control word first: a size change
+    /// published after that load is seen at its next poll.
     pub fn new(ctrl: &CtrlInner) -> Namespaces {
         let max_xfer = ctrl.max_xfer_bytes as u64;
         let ns: Box<[NsInfo]> = ctrl
             .namespaces
             .iter()
-            .map(|n| {
+            .zip(ctrl.ns_sizes.iter())
+            .map(|(n, size)| {
                 let block_shift = n.block_size.trailing_zeros();
                 NsInfo {
                     nsid: n.nsid,
-                    nsze: n.nsze,
+                    nsze: size.load(Ordering::Acquire),
                     block_shift,
                     max_rw_blocks: ((max_xfer >> block_shift) as u32).clamp(1, MAX_NLB),
                 }
@@ -81,6 +92,19 @@ impl Namespaces {
             ns0_key: ns.first().map_or(u64::MAX, |n| n.nsid as u64),
             ns,
             windows,
+        }
+    }
+
+    /// Copies the controller's current namespace sizes (same order as the table was
+    /// made in), on the owner's thread, after its control word showed a new namespace
+    /// generation. Allocates nothing.
+    #[cold]
+    pub fn refresh(&mut self, ctrl: &CtrlInner) {
+        for (n, size) in self.ns.iter_mut().zip(ctrl.ns_sizes.iter()) {
+            n.nsze = size.load(Ordering::Acquire);
+        }
+        if let Some(first) = self.ns.first() {
+            self.ns0.nsze = first.nsze;
         }
     }
 

@@ -80,6 +80,8 @@ pub mod log_id {
     pub const ERROR: u8 = 0x01;
     /// SMART / Health Information.
     pub const SMART: u8 = 0x02;
+    /// Changed Namespace List.
+    pub const CHANGED_NS_LIST: u8 = 0x04;
     /// Asymmetric Namespace Access.
     pub const ANA: u8 = 0x0c;
 }
