@@ -382,3 +382,100 @@ fn hex16(s: &str) -> Option<[u8; 16]> {
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::parse_target;
+    use serde_json::{json, Value};
+
+    fn fixture() -> String {
+        let p = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/spdk-v23.01.1/multi-nvmf-tcp.json"
+        );
+        std::fs::read_to_string(p).expect("the fixture SPDK wrote")
+    }
+
+    #[test]
+    fn the_config_spdk_saved_is_read_whole() {
+        let c = parse_target(&fixture(), "multi-nvmf-tcp.json").unwrap();
+        assert_eq!(c.nvmf.transports.len(), 1);
+        assert!(c.nvmf.transports[0].c2h_success);
+        let s = &c.nvmf.subsystems[0];
+        assert_eq!(s.nqn, "nqn.2016-06.io.spdk:cnode1");
+        assert!(!s.allow_any_host);
+        assert_eq!(s.serial_number, "SPDK00000000000001");
+        assert_eq!(s.model_number, "SPDK bdev Controller");
+        assert_eq!(s.hosts.len(), 1);
+        assert_eq!(s.namespaces[0].bdev_name, "Nvme0n1");
+        assert_eq!(s.namespaces[0].nsid, Some(1));
+        assert_eq!(s.listeners[0].traddr, "127.0.0.1");
+        assert_eq!(s.listeners[0].trsvcid, 4420);
+        assert!(
+            c.bdev
+                .notes
+                .iter()
+                .all(|n| !n.contains("subsystem 'nvmf' ignored")),
+            "the target reads nvmf: {:?}",
+            c.bdev.notes
+        );
+    }
+
+    /// The fixture's `nvmf` entry of `method` changed by `edit` must be refused with
+    /// `want` in the message.
+    fn refused(method: &str, edit: impl Fn(&mut Value), want: &str) {
+        let mut v: Value = serde_json::from_str(&fixture()).unwrap();
+        let subs = v["subsystems"].as_array_mut().unwrap();
+        let nvmf = subs.iter_mut().find(|s| s["subsystem"] == "nvmf").unwrap();
+        let entry = nvmf["config"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|e| e["method"] == method)
+            .unwrap_or_else(|| panic!("no {method} in the fixture"));
+        edit(entry);
+        let e = parse_target(&v.to_string(), "x.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{want:?} not in: {e}");
+    }
+
+    #[test]
+    fn what_the_target_cannot_honour_is_refused_by_name() {
+        refused(
+            "nvmf_set_crdt",
+            |e| e["method"] = json!("nvmf_subsystem_listener_set_ana_state"),
+            "method 'nvmf_subsystem_listener_set_ana_state': not implemented by nvme-target",
+        );
+        refused(
+            "nvmf_create_transport",
+            |e| e["params"]["trtype"] = json!("RDMA"),
+            "nvmf_create_transport parameter 'trtype': 'RDMA' is not implemented",
+        );
+        refused(
+            "nvmf_subsystem_add_listener",
+            |e| e["params"]["listen_address"]["trsvcid"] = json!("http"),
+            "parameter 'listen_address.trsvcid': 'http' is not a TCP port",
+        );
+        refused(
+            "nvmf_create_subsystem",
+            |e| e["params"]["ana_reporting"] = json!(true),
+            "parameter 'ana_reporting'",
+        );
+        refused(
+            "nvmf_subsystem_add_ns",
+            |e| e["params"]["namespace"]["nguid"] = json!("12"),
+            "parameter 'namespace.nguid': '12' is not 32 hex digits",
+        );
+        refused(
+            "nvmf_subsystem_add_ns",
+            |e| e["params"]["nqn"] = json!("nqn.nobody"),
+            "no subsystem nqn.nobody",
+        );
+        refused(
+            "nvmf_subsystem_add_host",
+            |e| e["params"]["dhchap_key"] = json!("key0"),
+            "parameter 'dhchap_key': not implemented",
+        );
+    }
+}
