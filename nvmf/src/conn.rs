@@ -302,8 +302,9 @@ impl Conn {
         if let Some(a) = &self.admin {
             if let Some(kato) = a.kato {
                 // Keep Alive Timeout (section 3.9): no Keep Alive within KATO ends the
-                // association.
-                if a.last_keep_alive.elapsed() > kato {
+                // association. Half a KATO of slack: a host sends one every KATO/2,
+                // and a loaded machine (a TCG guest) can delay one that much.
+                if a.last_keep_alive.elapsed() > kato + kato / 2 {
                     let ms = kato.as_millis();
                     self.close(format!(
                         "keep alive timeout: no Keep Alive within KATO {ms} ms"

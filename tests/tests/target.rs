@@ -51,7 +51,7 @@ fn boot() -> &'static GuestOutput {
         let mut guest = Guest::new(Topology::Mpath)
             .include("fio")
             .include(&config)
-            .timeout(Duration::from_secs(420));
+            .timeout(Duration::from_secs(900));
         let mut fs = String::from("run_case fs sh -c 'echo SKIP: no ext4 modules in the kernel cache; exit 3'");
         if let Some(mods) = ext2_modules() {
             let mut insmod = String::new();
@@ -80,25 +80,25 @@ umount /mnt/t'"#
 nvme-qemu-modload nvmet || echo "could not load nvme-tcp"
 nvme-target -c /usr/local/bin/mpath-tcp.json >/tmp/tgt.out 2>/tmp/tgt.err &
 pid=$!
-i=0; while ! grep -q 'serving on' /tmp/tgt.out && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+i=0; while ! grep -q 'serving on' /tmp/tgt.out && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
 run_case connect sh -c '
 echo "transport=tcp,traddr=127.0.0.1,trsvcid=4420,nqn={NQN}" > /dev/nvme-fabrics || exit 1
-i=0; while [ ! -b /dev/nvme0n1 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+i=0; while [ ! -b /dev/nvme0n1 ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
 [ -b /dev/nvme0n1 ] || exit 1
 echo subsysnqn=$(cat /sys/class/nvme/nvme0/subsysnqn)
 echo transport=$(cat /sys/class/nvme/nvme0/transport)
 echo state=$(cat /sys/class/nvme/nvme0/state)
 echo size=$(cat /sys/block/nvme0n1/size)'
 run_case fio fio --name=verify --filename=/dev/nvme0n1 --ioengine=io_uring --direct=1 \
-    --rw=randwrite --bsrange=4k-128k --iodepth=16 --size=32M --verify=crc32c \
+    --rw=randwrite --bsrange=4k-128k --iodepth=16 --size=16M --verify=crc32c \
     --do_verify=1 --verify_fatal=1 --output-format=json
 {fs}
 run_case disconnect sh -c '
 echo 1 > /sys/class/nvme/nvme0/delete_controller || exit 1
-i=0; while [ -e /sys/class/nvme/nvme0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+i=0; while [ -e /sys/class/nvme/nvme0 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 [ ! -e /sys/class/nvme/nvme0 ]'
 kill -TERM $pid
-i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
 wait $pid
 rc=$?
 run_case stop sh -c "echo exit=$rc; cat /tmp/tgt.out; cat /tmp/tgt.err >&2""#
@@ -133,9 +133,9 @@ fn fio_io_uring_writes_read_back_verified() {
         .unwrap_or_else(|e| panic!("fio's JSON ({e}): {c:#?}"));
     let job = &v["jobs"][0];
     assert_eq!(job["error"], 0, "fio error: {c:#?}");
-    // Everything written (32 MiB) was read back and checked by fio's verify pass.
-    assert_eq!(job["write"]["io_bytes"], 32 << 20, "{c:#?}");
-    assert_eq!(job["read"]["io_bytes"], 32 << 20, "{c:#?}");
+    // Everything written (16 MiB) was read back and checked by fio's verify pass.
+    assert_eq!(job["write"]["io_bytes"], 16 << 20, "{c:#?}");
+    assert_eq!(job["read"]["io_bytes"], 16 << 20, "{c:#?}");
 }
 
 #[test]
