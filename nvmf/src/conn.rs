@@ -156,6 +156,8 @@ pub struct Conn {
     slots: Vec<Slot>,
     free: Vec<u16>,
     pending: VecDeque<u16>,
+    /// Block layer I/Os in flight on this connection's channels.
+    bdev_inflight: usize,
     buf: IoBuf,
     /// Scratch for admin data (Identify, log pages, Connect data).
     page: Box<[u8; PAGE]>,
@@ -209,6 +211,7 @@ impl Conn {
             slots: vec![Slot::FREE; QUEUE_ENTRIES],
             free: (0..QUEUE_ENTRIES as u16).rev().collect(),
             pending: VecDeque::with_capacity(QUEUE_ENTRIES),
+            bdev_inflight: 0,
             buf,
             page: Box::new([0; PAGE]),
             closed: None,
@@ -611,7 +614,10 @@ impl Conn {
                 let sub = q.sub;
                 let mut sent = 0;
                 for ch in self.subs[sub].1.iter_mut() {
-                    if ch.submit(BdevIo::flush(SHUTDOWN_CTX)).is_ok() {
+                    if self.bdev_inflight < BDEV_INFLIGHT_MAX
+                        && ch.submit(BdevIo::flush(SHUTDOWN_CTX)).is_ok()
+                    {
+                        self.bdev_inflight += 1;
                         sent += 1;
                     }
                 }
@@ -950,8 +956,14 @@ impl Conn {
                 self.slots[i as usize].next += 1; // an empty range
                 continue;
             }
+            if self.bdev_inflight >= BDEV_INFLIGHT_MAX {
+                // Waits like a busy channel: the completions of a poll must fit.
+                self.pending.push_front(i);
+                return false;
+            }
             match self.subs[sub].1[idx].submit(io) {
                 Ok(()) => {
+                    self.bdev_inflight += 1;
                     let s = &mut self.slots[i as usize];
                     s.next += 1;
                     s.inflight += 1;
@@ -987,7 +999,7 @@ impl Conn {
 
     fn poll_channels(&mut self) -> usize {
         let mut work = 0;
-        let mut done = [(0u64, Status::SUCCESS); QUEUE_ENTRIES];
+        let mut done = [(0u64, Status::SUCCESS); BDEV_INFLIGHT_MAX];
         for s in 0..self.subs.len() {
             for c in 0..self.subs[s].1.len() {
                 let mut n = 0;
@@ -1006,6 +1018,7 @@ impl Conn {
     }
 
     fn on_completion(&mut self, ctx: u64, st: Status) {
+        self.bdev_inflight = self.bdev_inflight.saturating_sub(1);
         if ctx == SHUTDOWN_CTX {
             if let Some(a) = self.admin.as_mut() {
                 a.shutdown_flushes = a.shutdown_flushes.saturating_sub(1);

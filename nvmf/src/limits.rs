@@ -21,3 +21,7 @@ pub const MAX_IO_QUEUES: usize = 8;
 pub const MAX_CONNECTIONS: usize = 64;
 /// PDUs one poll of a connection takes in at most.
 pub const PDUS_PER_POLL: usize = 64;
+/// Block layer I/Os a connection keeps in flight at most (a Dataset Management
+/// command is one per range, up to 256): what a poll of its channels can hand back,
+/// so the completions fit the poll's fixed array.
+pub const BDEV_INFLIGHT_MAX: usize = 256;

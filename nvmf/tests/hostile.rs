@@ -362,6 +362,22 @@ fn identify_and_writes_in_capsule_and_after_r2t_read_back() {
         }
         assert!(io.resp().status().is_success());
     }
+    // Dataset Management, deallocate, 200 ranges in the capsule: more block layer
+    // I/Os than a connection keeps in flight at once; all complete, once.
+    let mut ranges = Vec::new();
+    for r in 0..200u64 {
+        ranges.extend_from_slice(&0u32.to_le_bytes());
+        ranges.extend_from_slice(&1u32.to_le_bytes());
+        ranges.extend_from_slice(&(1000 + r).to_le_bytes());
+    }
+    let mut dsm = Sqe::new(io_opc::DATASET_MANAGEMENT);
+    dsm.nsid = 1;
+    dsm.cdw10 = 199;
+    dsm.cdw11 = 1 << 2;
+    io.command(dsm, 14, &ranges, 0);
+    let cqe = io.resp();
+    assert!(cqe.status().is_success(), "{cqe:?}");
+    assert_eq!(cqe.cid, 14);
     drop((adm, io));
     srv.stop();
 }
