@@ -28,7 +28,7 @@ pub fn run(
     let reactors = Reactors::start(
         ReactorOptions {
             cores: cores.to_vec(),
-            pin: false,
+            pin: true,
             ..ReactorOptions::cores(cores.len())
         },
         layer.qsbr().clone(),
