@@ -458,8 +458,8 @@ impl<Q: PathQueue> PathQueue for QueueShare<Q> {
     }
 }
 
-/// Which channels share queue pairs: the channels of one [`PollGroup`]
-/// (crate::PollGroup), or one channel alone. Maps a controller (instance) to the
+/// Which channels share queue pairs: the channels of one
+/// [`PollGroup`](crate::PollGroup), or one channel alone. Maps a controller (instance) to the
 /// group's queue pair on it while some member uses it.
 pub struct QueueGroup {
     /// Members share (a poll group): each member's stash is sized to its most I/O in
