@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 //! I/O queue pairs: the data path, and its NVMe logic written once over a
-//! [`Transport`] (PCIe by default).
+//! [`Transport`] ([`QueueTransport`], the transport chosen at run time, unless named).
 //!
 //! One [`IoQpair`] is one I/O submission queue and its completion queue, owned and
 //! polled by one thread (`Send`, not `Sync`, `&mut self` everywhere). Nothing here
@@ -19,7 +19,7 @@
 //! - `pending`: when no identifier is free, or the controller is being reset, a
 //!   request waits on the bounded pending queue and is issued, in order, as
 //!   completions free identifiers; when the queue is full, `submit` hands the
-//!   request back with [`Error::Busy`](crate::Error::Busy).
+//!   request back with [`Error::Busy`].
 //! - `complete`: [`IoQpair::poll`] reaps completions, checks each one's identifier,
 //!   SQ head and SQ identifier (a bad one is counted in [`QpairStats`], never
 //!   delivered, and fails the controller), delivers finished requests, and checks
@@ -27,6 +27,10 @@
 //! - `handshake`: the queue pair's side of a controller reset or failure, learnt
 //!   from one atomic control word that each poll reads once (the whole handshake:
 //!   [`crate::control`]).
+//!
+//! A queue pair knows its controller only as an `AdminSide`: the reports it sends
+//! to the controller's admin side (a failure, an Abort or a reset wanted, its own
+//! end). This module imports nothing from the controller (`crate::ctrlr`).
 
 mod complete;
 mod handshake;
@@ -41,13 +45,10 @@ mod vectored;
 
 use crate::clock;
 use crate::control::{ControlWord, Handshake, Phase};
-use crate::ctrlr::CtrlInner;
-use crate::error::Result;
-use crate::pcie::setup::IoQueueSite;
-use crate::pcie::PcieQueue;
-use crate::transport::Transport;
+use crate::error::{Error, Result};
+use crate::transport::{QueueTransport, Transport};
 use crossbeam_queue::ArrayQueue;
-use namespaces::Namespaces;
+pub(crate) use namespaces::Namespaces;
 use pending::Pending;
 use split::Parents;
 use std::sync::Arc;
@@ -58,15 +59,32 @@ pub use stats::QpairStats;
 
 pub(crate) use namespaces::MAX_DMA_WINDOWS;
 
-/// The part of a queue pair the controller (admin side) shares with its owner: what
-/// the controller needs to create its queues on the device, and the reset handshake.
+/// What a queue pair asks of its controller's admin side, which acts at its next
+/// `process_admin`. Implemented by the controller; every call is off the fast path.
+pub(crate) trait AdminSide: Send + Sync {
+    /// The controller's name (PCI address), for messages.
+    fn name(&self) -> &str;
+    /// The error for a request to the controller once it failed.
+    fn failed_error(&self) -> Error;
+    /// The queue pair saw something impossible: the controller is to be failed;
+    /// until then the queue pair stops.
+    fn request_failure(&self, reason: String);
+    /// Command `cid` of `qpair` passed its deadline: an Abort is to be sent, and its
+    /// end reported in `qpair.aborts_ended`.
+    fn request_abort(&self, qpair: &Arc<QpairShared>, cid: u16);
+    /// The controller is to be reset (a command outlived its Abort too).
+    fn request_reset(&self);
+    /// The queue pair is gone: its queues are to be deleted on the device.
+    fn release_qpair(&self, qpair: &Arc<QpairShared>);
+}
+
+/// The part of a queue pair the controller (admin side) shares with its owner: its
+/// identity, and the reset handshake.
 #[derive(Debug)]
 pub(crate) struct QpairShared {
     pub qid: u16,
     /// Submission queue entries.
     pub entries: u16,
-    /// Where the transport put the queues, for creating them on the device.
-    pub site: IoQueueSite,
     pub handshake: Handshake,
     /// CIDs whose Abort ended (sent and answered, or dropped at a reset), reported by
     /// the admin side; the owner frees their trackers at its next timeout scan.
@@ -76,10 +94,10 @@ pub(crate) struct QpairShared {
 /// How often (in polls) trackers are checked for deadlines.
 const TIMEOUT_SCAN_POLLS: u64 = 1024;
 
-/// An I/O queue pair, owned by one thread. `T` carries its commands: PCIe unless
-/// named.
-pub struct IoQpair<T: Transport = PcieQueue> {
-    ctrl: Arc<CtrlInner>,
+/// An I/O queue pair, owned by one thread. `T` carries its commands: the transport
+/// chosen at run time ([`QueueTransport`]) unless named.
+pub struct IoQpair<T: Transport = QueueTransport> {
+    ctrl: Arc<dyn AdminSide>,
     shared: Arc<QpairShared>,
     transport: T,
     /// `shared.qid` and `shared.entries`, at hand for checking completions.
@@ -110,7 +128,7 @@ pub struct IoQpair<T: Transport = PcieQueue> {
 impl<T: Transport> std::fmt::Debug for IoQpair<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IoQpair")
-            .field("device", &self.ctrl.name)
+            .field("device", &self.ctrl.name())
             .field("qid", &self.shared.qid)
             .field("entries", &self.sq_entries)
             .field("outstanding", &self.outstanding())
@@ -120,17 +138,17 @@ impl<T: Transport> std::fmt::Debug for IoQpair<T> {
 }
 
 impl<T: Transport> IoQpair<T> {
-    /// Builds the host side of a queue pair over `transport`. The controller creates
-    /// the device side.
+    /// Builds the host side of a queue pair over `transport`, checking requests
+    /// against `namespaces`. The controller creates the device side.
     pub(crate) fn new(
-        ctrl: Arc<CtrlInner>,
+        ctrl: Arc<dyn AdminSide>,
         shared: Arc<QpairShared>,
         transport: T,
+        namespaces: Namespaces,
         opts: &QpairOptions,
     ) -> Result<Self> {
         let depth = transport.depth_max();
         debug_assert!(depth < shared.entries as usize);
-        let namespaces = Namespaces::new(&ctrl);
         let control_seen = shared.handshake.load();
         let phase = control_seen.phase();
         Ok(IoQpair {
@@ -203,7 +221,7 @@ impl<T: Transport> IoQpair<T> {
 
     /// The controller's name (PCI address).
     pub fn device(&self) -> &str {
-        &self.ctrl.name
+        self.ctrl.name()
     }
 
     /// True once the controller failed: submits are refused, nothing is in flight.
@@ -228,6 +246,6 @@ impl<T: Transport> IoQpair<T> {
 
 impl<T: Transport> Drop for IoQpair<T> {
     fn drop(&mut self) {
-        self.ctrl.destroy_qpair(&self.shared);
+        self.ctrl.release_qpair(&self.shared);
     }
 }

@@ -4,7 +4,6 @@
 //! (size, block size, largest command) and the IOVA windows buffers may come from.
 
 use super::request::{IoOp, IoRequest};
-use crate::ctrlr::CtrlInner;
 use crate::error::Error;
 
 /// IOVA windows a queue pair accepts buffers from.
@@ -14,7 +13,7 @@ pub(super) const MAX_NLB: u32 = 1 << 16;
 
 /// One namespace, as the data path needs it.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct NsInfo {
+pub(crate) struct NsInfo {
     pub nsid: u32,
     pub nsze: u64,
     pub block_shift: u32,
@@ -35,7 +34,7 @@ impl NsInfo {
 
 /// The namespaces and DMA windows of a queue pair's controller.
 #[derive(Debug)]
-pub(super) struct Namespaces {
+pub(crate) struct Namespaces {
     ns: Box<[NsInfo]>,
     /// `ns[0]` and its identifier widened (`u64::MAX` when there is none): almost
     /// every queue pair serves one namespace, checked without following a pointer.
@@ -46,16 +45,20 @@ pub(super) struct Namespaces {
 }
 
 impl Namespaces {
-    pub fn new(ctrl: &CtrlInner) -> Namespaces {
-        let max_xfer = ctrl.max_xfer_bytes as u64;
-        let ns: Box<[NsInfo]> = ctrl
-            .namespaces
-            .iter()
-            .map(|n| {
-                let block_shift = n.block_size.trailing_zeros();
+    /// The controller's namespaces (identifier, size in blocks, block size), the
+    /// largest transfer of one command, and the IOVA windows buffers may come from,
+    /// oldest first.
+    pub(crate) fn new(
+        namespaces: impl Iterator<Item = (u32, u64, u32)>,
+        max_xfer: u64,
+        dma_windows: &[(u64, u64)],
+    ) -> Namespaces {
+        let ns: Box<[NsInfo]> = namespaces
+            .map(|(nsid, nsze, block_size)| {
+                let block_shift = block_size.trailing_zeros();
                 NsInfo {
-                    nsid: n.nsid,
-                    nsze: n.nsze,
+                    nsid,
+                    nsze,
                     block_shift,
                     max_rw_blocks: ((max_xfer >> block_shift) as u32).clamp(1, MAX_NLB),
                 }
@@ -65,10 +68,7 @@ impl Namespaces {
         // its own buffer window (the block layer) gets that window's buffers on
         // every I/O; one driven directly has only its pool's window.
         let mut windows = [(0u64, 0u64); MAX_DMA_WINDOWS];
-        for (w, &r) in windows
-            .iter_mut()
-            .zip(crate::lock(&ctrl.dma_windows).iter().rev())
-        {
+        for (w, &r) in windows.iter_mut().zip(dma_windows.iter().rev()) {
             *w = r;
         }
         Namespaces {
@@ -138,10 +138,15 @@ impl Namespaces {
     }
 
     /// The namespace `req` names, if it has one and the blocks lie within it; the
-    /// error naming which of the two is wrong otherwise (cold: the checks' first step).
-    pub fn target(&self, ctrl: &CtrlInner, req: &IoRequest) -> Result<&NsInfo, Error> {
+    /// error naming which of the two is wrong otherwise, for controller `name` (cold:
+    /// the checks' first step).
+    pub fn target(&self, name: &str, req: &IoRequest) -> Result<&NsInfo, Error> {
         let Some(ns) = self.get(req.nsid) else {
-            return Err(ctrl.no_such_namespace(req.nsid));
+            return Err(Error::NoSuchNamespace {
+                device: name.to_string(),
+                nsid: req.nsid,
+                available: self.ns.iter().map(|n| n.nsid).collect(),
+            });
         };
         if !Self::range_ok(req.slba, req.nlb, ns.nsze) {
             return Err(Error::LbaOutOfRange {
@@ -157,8 +162,8 @@ impl Namespaces {
     /// Why `req` failed the checks, with how to fix it.
     #[cold]
     #[inline(never)]
-    pub fn invalid(&self, ctrl: &CtrlInner, req: &IoRequest) -> Error {
-        let ns = match self.target(ctrl, req) {
+    pub fn invalid(&self, name: &str, req: &IoRequest) -> Error {
+        let ns = match self.target(name, req) {
             Ok(ns) => ns,
             Err(e) => return e,
         };
@@ -181,7 +186,7 @@ impl Namespaces {
             "{}: the buffer at IOVA {:#x} ({} bytes) is not DMA memory of this device (from another \
              controller's pool, or none); allocate it with this controller's alloc_buffer, or \
              register its window with add_dma_window",
-            ctrl.name, req.buf.iova.0, req.buf.len
+            name, req.buf.iova.0, req.buf.len
         ))
     }
 }

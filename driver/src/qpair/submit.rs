@@ -112,7 +112,7 @@ impl<T: Transport> IoQpair<T> {
         match why {
             Refused::Invalid => match (req.op, &req.iov) {
                 (IoOp::Read | IoOp::Write, Some(v)) => self.vector_invalid(&req, v),
-                _ => self.namespaces.invalid(&self.ctrl, &req),
+                _ => self.namespaces.invalid(self.ctrl.name(), &req),
             },
             Refused::Busy => Error::Busy(self.pending.max()),
             Refused::Failed => self.ctrl.failed_error(),

@@ -94,8 +94,8 @@ impl<T: Transport> IoQpair<T> {
     /// Why vectored request `req` failed the checks, naming the slice and the rule.
     #[cold]
     pub(super) fn vector_invalid(&self, req: &IoRequest, v: &DmaVec) -> Error {
-        let name = &self.ctrl.name;
-        let ns = match self.namespaces.target(&self.ctrl, req) {
+        let name = self.ctrl.name();
+        let ns = match self.namespaces.target(name, req) {
             Ok(ns) => ns,
             Err(e) => return e,
         };
