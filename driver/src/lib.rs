@@ -58,9 +58,9 @@ pub use ctrlr::{Controller, ControllerOptions, CtrlState, Namespace, ShutdownRep
 pub use dma::{DmaBuf, DmaPool, DmaSlice, Iova};
 pub use iov::DmaVec;
 pub use pcie::{PcieCtrl, PcieQueue};
-pub use qpair::{IoCompletion, IoOp, IoQpair, IoRequest, QpairOptions, QpairStats, Refused};
+pub use qpair::{IoCompletion, IoOp, IoRequest, Qpair, QpairOptions, QpairStats, Refused};
 pub use spec::Status;
-pub use transport::{CtrlTransport, QueueTransport, Transport};
+pub use transport::{CtrlTransport, IoQpair, QueueTransport, Transport};
 
 /// The README's samples, compiled as doc tests so that they cannot rot.
 #[cfg(doctest)]

@@ -34,7 +34,8 @@ mod ctrl;
 mod queue;
 
 pub use ctrl::{AdminCommands, CtrlTransport, IoQueueSpec};
-pub use queue::QueueTransport;
+pub(crate) use queue::io_qpair;
+pub use queue::{IoQpair, QueueTransport};
 
 /// The transport of a controller on a PCIe function (`bus`: VFIO, or the software
 /// controller).

@@ -9,8 +9,8 @@ use super::{Controller, CtrlInner, CtrlState};
 use crate::control::{Handshake, Phase};
 use crate::error::{Error, Result};
 use crate::lock;
-use crate::qpair::{IoQpair, Namespaces, QpairOptions, QpairShared};
-use crate::transport::IoQueueSpec;
+use crate::qpair::{Namespaces, QpairOptions, QpairShared};
+use crate::transport::{self, IoQpair, IoQueueSpec};
 use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -100,7 +100,7 @@ impl Controller {
             cap: inner.cap,
             sgl: inner.uses_sgl(),
         };
-        let transport = inner.transport.io_queue(&inner.pool, &spec)?;
+        let queue = inner.transport.io_queue(&inner.pool, &spec)?;
         let epoch = inner.epoch.load(Ordering::Acquire);
         let shared = Arc::new(QpairShared {
             qid,
@@ -122,6 +122,6 @@ impl Controller {
             inner.max_xfer_bytes as u64,
             &lock(&inner.dma_windows),
         );
-        IoQpair::new(inner.clone(), shared, transport, namespaces, &opts)
+        transport::io_qpair(queue, inner.clone(), shared, namespaces, &opts)
     }
 }

@@ -5,12 +5,12 @@
 //! transport, holding or releasing new requests, and acknowledging.
 
 use super::request::IoCompletion;
-use super::IoQpair;
+use super::Qpair;
 use crate::control::{ControlWord, Phase};
 use crate::spec::Status;
 use crate::transport::Transport;
 
-impl<T: Transport> IoQpair<T> {
+impl<T: Transport> Qpair<T> {
     #[cold]
     pub(super) fn handle_control(
         &mut self,

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 //! I/O queue pairs: the data path, and its NVMe logic written once over a
-//! [`Transport`] ([`QueueTransport`], the transport chosen at run time, unless named).
+//! [`Transport`] ([`Qpair<T>`](Qpair), one copy per transport; callers hold the
+//! [`IoQpair`](crate::IoQpair) that chose one at run time).
 //!
-//! One [`IoQpair`] is one I/O submission queue and its completion queue, owned and
+//! One [`Qpair`] is one I/O submission queue and its completion queue, owned and
 //! polled by one thread (`Send`, not `Sync`, `&mut self` everywhere). Nothing here
 //! allocates, locks, sleeps or makes a system call per I/O: trackers, parents of split
 //! requests, the pending queue and the transport's buffers are sized when the queue
@@ -12,7 +13,7 @@
 //! - [`request`]: what callers hand in and get back; [`stats`]: the counters.
 //! - `submit`: checks a request (`namespaces` holds what it is checked against),
 //!   takes a command identifier (`tracker`) and builds the command; the transport
-//!   describes its data and posts it; [`IoQpair::flush`] rings the doorbell once per
+//!   describes its data and posts it; [`Qpair::flush`] rings the doorbell once per
 //!   batch.
 //! - `split`: requests larger than the controller's maximum data transfer size
 //!   (MDTS) go out as several commands and complete once, as one request.
@@ -20,7 +21,7 @@
 //!   request waits on the bounded pending queue and is issued, in order, as
 //!   completions free identifiers; when the queue is full, `submit` hands the
 //!   request back with [`Error::Busy`].
-//! - `complete`: [`IoQpair::poll`] reaps completions, checks each one's identifier,
+//! - `complete`: [`Qpair::poll`] reaps completions, checks each one's identifier,
 //!   SQ head and SQ identifier (a bad one is counted in [`QpairStats`], never
 //!   delivered, and fails the controller), delivers finished requests, and checks
 //!   deadlines.
@@ -46,7 +47,7 @@ mod vectored;
 use crate::clock;
 use crate::control::{ControlWord, Handshake, Phase};
 use crate::error::{Error, Result};
-use crate::transport::{QueueTransport, Transport};
+use crate::transport::Transport;
 use crossbeam_queue::ArrayQueue;
 pub(crate) use namespaces::Namespaces;
 use pending::Pending;
@@ -94,9 +95,11 @@ pub(crate) struct QpairShared {
 /// How often (in polls) trackers are checked for deadlines.
 const TIMEOUT_SCAN_POLLS: u64 = 1024;
 
-/// An I/O queue pair, owned by one thread. `T` carries its commands: the transport
-/// chosen at run time ([`QueueTransport`]) unless named.
-pub struct IoQpair<T: Transport = QueueTransport> {
+/// An I/O queue pair over transport `T`, owned by one thread: the NVMe logic, built
+/// once per transport with every transport call static. Callers hold an
+/// [`IoQpair`](crate::IoQpair), which chooses among these at run time with one match
+/// per call.
+pub struct Qpair<T: Transport> {
     ctrl: Arc<dyn AdminSide>,
     shared: Arc<QpairShared>,
     transport: T,
@@ -125,9 +128,9 @@ pub struct IoQpair<T: Transport = QueueTransport> {
     stats: QpairStats,
 }
 
-impl<T: Transport> std::fmt::Debug for IoQpair<T> {
+impl<T: Transport> std::fmt::Debug for Qpair<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IoQpair")
+        f.debug_struct("Qpair")
             .field("device", &self.ctrl.name())
             .field("qid", &self.shared.qid)
             .field("entries", &self.sq_entries)
@@ -137,7 +140,7 @@ impl<T: Transport> std::fmt::Debug for IoQpair<T> {
     }
 }
 
-impl<T: Transport> IoQpair<T> {
+impl<T: Transport> Qpair<T> {
     /// Builds the host side of a queue pair over `transport`, checking requests
     /// against `namespaces`. The controller creates the device side.
     pub(crate) fn new(
@@ -151,7 +154,7 @@ impl<T: Transport> IoQpair<T> {
         debug_assert!(depth < shared.entries as usize);
         let control_seen = shared.handshake.load();
         let phase = control_seen.phase();
-        Ok(IoQpair {
+        Ok(Qpair {
             transport,
             qid: shared.qid,
             sq_entries: shared.entries,
@@ -244,7 +247,7 @@ impl<T: Transport> IoQpair<T> {
     }
 }
 
-impl<T: Transport> Drop for IoQpair<T> {
+impl<T: Transport> Drop for Qpair<T> {
     fn drop(&mut self) {
         self.ctrl.release_qpair(&self.shared);
     }

@@ -5,7 +5,7 @@
 
 use super::namespaces::{Namespaces, NsInfo};
 use super::request::IoRequest;
-use super::IoQpair;
+use super::Qpair;
 use crate::error::Error;
 use crate::iov::{self, DmaVec, PageRule};
 use crate::spec::Sqe;
@@ -28,7 +28,7 @@ impl Namespaces {
     }
 }
 
-impl<T: Transport> IoQpair<T> {
+impl<T: Transport> Qpair<T> {
     /// The checks of a vectored request that depend on the transport: slices joined
     /// on pages for PRPs, and no block spread over more slices than one command's
     /// descriptors (the split walks the same cuts).
