@@ -19,7 +19,8 @@
 //! one that reconnects (or is attached, by the caller or hot-plug) gives
 //! [`BdevEvent::PathUp`] for each usable path, then [`BdevEvent::ControllerAdded`].
 //! An ANA change gives [`BdevEvent::AnaChange`] before the `PathUp`/`PathDown` it
-//! causes.
+//! causes. A resize gives [`BdevEvent::Resized`] for the controller's namespace bdev,
+//! then, if its size changed, the multipath bdev.
 
 use crate::mpath::PathState;
 use crate::sync::lock_std as lock;
@@ -82,8 +83,16 @@ pub enum BdevEvent {
         /// The controller.
         controller: String,
     },
-    /// The namespace changed size. (Not generated yet: the layer does not re-read a
-    /// namespace's size while attached.)
+    /// The namespace changed size: its controller sent a Namespace Attribute Changed
+    /// notice and the new size was read from Identify Namespace. Once per bdev and
+    /// change: a namespace bdev when its controller saw it; a multipath bdev when its
+    /// size, the smallest of its paths', changed (a grow once every path saw it, a
+    /// shrink when the first one did). [`Bdev::num_blocks`](crate::Bdev::num_blocks)
+    /// has the new size before the event is queued. After a grow, I/O past the old end
+    /// works; after a shrink, I/O past the new end is refused with
+    /// [`Error::InvalidIo`] naming the blocks and the size
+    /// (from the channel's next poll on; one submitted before that is checked by the
+    /// device, which fails it with LBA Out of Range). I/O in flight completes as usual.
     Resized {
         /// The bdev.
         bdev: String,

@@ -77,7 +77,10 @@ struct ChannelState {
     /// The last DMA buffer an I/O of this channel used.
     dma_cache: DmaCache,
     block_shift: u32,
+    /// The bdev's size when last looked at: a range past it is checked again against
+    /// the bdev's current size (it may have grown) before it is refused.
     num_blocks: u64,
+    bdev: ::nvme_bdev::Bdev,
     slots: Box<[Slot]>,
     /// Free slot indices (a stack).
     free: Vec<u32>,
@@ -183,6 +186,7 @@ pub unsafe extern "C" fn nvme_channel_open(
                 dma_cache: DmaCache::default(),
                 block_shift: b.bdev.block_size().trailing_zeros(),
                 num_blocks: b.bdev.num_blocks(),
+                bdev: b.bdev.clone(),
                 slots: vec![
                     Slot {
                         cb: None,
@@ -267,6 +271,16 @@ struct Request {
 }
 
 /// Checks `r` against the channel's bdev and submits it. Returns 0 or the failure.
+/// True if the bdev has grown since this channel last looked and blocks `slba`+`nlb`
+/// now fit; takes the new size either way (off the fast path: only for a range past
+/// the size the channel knew).
+#[cold]
+#[inline(never)]
+fn resized_to_fit(s: &mut ChannelState, slba: u64, nlb: u64) -> bool {
+    s.num_blocks = s.bdev.num_blocks();
+    slba.checked_add(nlb).is_some_and(|end| end <= s.num_blocks)
+}
+
 #[inline]
 fn submit(s: &mut ChannelState, r: Request, what: &str) -> Result<c_int, Fail> {
     let Some(cb) = r.cb else {
@@ -287,7 +301,9 @@ fn submit(s: &mut ChannelState, r: Request, what: &str) -> Result<c_int, Fail> {
             ));
         }
         let (slba, nlb) = (r.offset >> s.block_shift, r.nbytes >> s.block_shift);
-        if slba.checked_add(nlb).is_none_or(|end| end > s.num_blocks) {
+        if slba.checked_add(nlb).is_none_or(|end| end > s.num_blocks)
+            && !resized_to_fit(s, slba, nlb)
+        {
             return Err(fail!(
                 libc::EINVAL,
                 "{what}: blocks {slba}+{nlb} are outside the bdev's {} blocks",

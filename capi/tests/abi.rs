@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The C ABI called as C calls it (the `extern "C"` functions, raw pointers), over
 //! software controllers: data written and read back through every I/O call, each
-//! callback run exactly once; waiting for room; events on the caller's thread; and
-//! bad input (NULL pointers, closed handles, buffers not from DMA memory, sizes not a
-//! multiple of the block size): a negative errno and a message, never a crash.
+//! callback run exactly once; waiting for room; events on the caller's thread; a
+//! resize's event and new end; and bad input (NULL pointers, closed handles, buffers
+//! not from DMA memory, sizes not a multiple of the block size): a negative errno and
+//! a message, never a crash.
 
 use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
 use nvme_driver::spec::AnaState;
@@ -526,6 +527,94 @@ fn events_reach_the_callback_on_the_polling_thread() {
     );
     // SAFETY: live handles.
     unsafe {
+        assert_eq!(nvme_bdev_close(b), 0);
+        assert_eq!(nvme_layer_destroy(layer), 0);
+    }
+}
+
+/// The resize events seen by `on_resize`: (old, new) blocks.
+#[derive(Default)]
+struct Resizes(std::sync::Mutex<Vec<(u64, u64)>>);
+
+unsafe extern "C" fn on_resize(ev: *const nvme_bdev_event, ctx: *mut c_void) {
+    // SAFETY: the library passes a valid event for the call; ctx is the test's
+    // `Resizes`.
+    let (ev, seen) = unsafe { (&*ev, &*(ctx as *const Resizes)) };
+    if ev.kind == NVME_BDEV_EVENT_RESIZE {
+        seen.0.lock().unwrap().push((ev.old_blocks, ev.new_blocks));
+    }
+}
+
+/// The namespace grows: NVME_BDEV_EVENT_RESIZE with the old and new sizes, once;
+/// the bdev's info has the new size, and a channel opened before the resize writes
+/// and reads back past the old end.
+#[test]
+fn a_resize_reaches_the_callback_and_a_channel_takes_the_new_end() {
+    let ns = Arc::new(Namespace::new(1, 1 << 10, BS as u32).unwrap());
+    let c = soft("c0", "nqn.2024-01.org.example:resize", 1, &ns);
+    let layer = layer_with(None);
+    // SAFETY: a live layer.
+    assert_eq!(unsafe { nvmebdev::attach_bus(layer, "c0", c.clone()) }, 2);
+    let seen = Resizes::default();
+    let b = open(
+        layer,
+        "c0n1",
+        Some(on_resize),
+        &seen as *const Resizes as *mut c_void,
+    );
+    let ch = channel(b);
+    let len = 8 * BS as usize;
+    let (w, r) = (dma(layer, len), dma(layer, len));
+    let past = 1500 * BS;
+    let d = Done::default();
+    // SAFETY: live channel, DMA buffer of `len` bytes, `d` outlives the I/O.
+    let rc = unsafe { nvme_bdev_write(ch, w.cast(), past, len as u64, Some(on_io), arg(&d)) };
+    refused(rc, libc::EINVAL, &["blocks 1500+8", "1024 blocks"]);
+    c.resize_namespace(1, 2048).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.0.lock().unwrap().is_empty() {
+        // SAFETY: a live bdev opened with a callback.
+        assert!(unsafe { nvme_bdev_poll_events(b) } >= 0, "{}", last());
+        assert!(Instant::now() < deadline, "no RESIZE event in 10 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // SAFETY: nvme_bdev_info is plain data; zeroes are a valid value.
+    let mut info: nvme_bdev_info = unsafe { std::mem::zeroed() };
+    // SAFETY: live bdev, writable info.
+    assert_eq!(unsafe { nvme_bdev_get_info(b, &mut info) }, 0);
+    assert_eq!(info.num_blocks, 2048);
+    // SAFETY: `len` bytes of DMA memory each, no I/O on them yet.
+    unsafe {
+        for i in 0..len {
+            *w.add(i) = (i * 11 + 5) as u8;
+        }
+    }
+    // SAFETY: as above.
+    let rc = unsafe { nvme_bdev_write(ch, w.cast(), past, len as u64, Some(on_io), arg(&d)) };
+    assert_eq!(rc, 0, "{}", last());
+    wait(ch, &[&d]);
+    let d = Done::default();
+    // SAFETY: as above.
+    let rc = unsafe { nvme_bdev_read(ch, r.cast(), past, len as u64, Some(on_io), arg(&d)) };
+    assert_eq!(rc, 0, "{}", last());
+    wait(ch, &[&d]);
+    // SAFETY: the I/O completed; both buffers are `len` bytes.
+    let (ws, rs) = unsafe {
+        (
+            std::slice::from_raw_parts(w, len),
+            std::slice::from_raw_parts(r, len),
+        )
+    };
+    same(rs, ws, "read back past the old end");
+    std::thread::sleep(Duration::from_millis(50));
+    // SAFETY: a live bdev opened with a callback.
+    assert!(unsafe { nvme_bdev_poll_events(b) } >= 0);
+    assert_eq!(*seen.0.lock().unwrap(), [(1024, 2048)], "one RESIZE event");
+    // SAFETY: live handles, nothing in flight; the buffers came from nvme_dma_alloc.
+    unsafe {
+        assert_eq!(nvme_dma_free(layer, w.cast()), 0);
+        assert_eq!(nvme_dma_free(layer, r.cast()), 0);
+        assert_eq!(nvme_channel_close(ch), 0, "{}", last());
         assert_eq!(nvme_bdev_close(b), 0);
         assert_eq!(nvme_layer_destroy(layer), 0);
     }

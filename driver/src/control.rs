@@ -133,11 +133,20 @@ pub(crate) enum Phase {
 /// A phase and the controller epoch it was set at, as one value: a queue pair compares
 /// the whole word to the last one it saw, so a reset that ends before the owner polls
 /// (Reset at e, then Live at e) is still seen as a change from Live at e - 1.
+///
+/// The word also carries a namespace generation, which the controller moves when a
+/// namespace changed size: the owner copies the new sizes at its next poll (see
+/// `qpair/namespaces.rs`), so the poll's one load of this word covers both and the
+/// submit path follows no shared pointer. Layout: phase in bits 1:0, namespace
+/// generation in bits 17:2 (wrapping; only a change matters), epoch above.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ControlWord(u64);
 
 impl ControlWord {
     const PHASE_BITS: u32 = 2;
+    const NS_GEN_BITS: u32 = 16;
+    const NS_GEN_MASK: u64 = ((1 << Self::NS_GEN_BITS) - 1) << Self::PHASE_BITS;
+    const EPOCH_SHIFT: u32 = Self::PHASE_BITS + Self::NS_GEN_BITS;
 
     pub(crate) const fn new(epoch: u64, phase: Phase) -> Self {
         let p = match phase {
@@ -145,7 +154,24 @@ impl ControlWord {
             Phase::Reset => 1,
             Phase::Failed => 2,
         };
-        ControlWord(epoch << Self::PHASE_BITS | p)
+        ControlWord(epoch << Self::EPOCH_SHIFT | p)
+    }
+
+    /// The namespace generation: it changes each time the controller changed a
+    /// namespace's size.
+    pub(crate) const fn ns_gen(self) -> u64 {
+        (self.0 & Self::NS_GEN_MASK) >> Self::PHASE_BITS
+    }
+
+    /// This word with the namespace generation of `other`.
+    pub(crate) const fn with_ns_gen_of(self, other: ControlWord) -> Self {
+        ControlWord(self.0 & !Self::NS_GEN_MASK | other.0 & Self::NS_GEN_MASK)
+    }
+
+    /// This word with the namespace generation moved on by one.
+    const fn next_ns_gen(self) -> Self {
+        let g = (self.ns_gen() + 1) << Self::PHASE_BITS & Self::NS_GEN_MASK;
+        ControlWord(self.0 & !Self::NS_GEN_MASK | g)
     }
 
     /// The phase the controller set.
@@ -162,7 +188,7 @@ impl ControlWord {
 
     /// The controller epoch it was set at; a queue pair acknowledges a reset with it.
     pub(crate) fn epoch(self) -> u64 {
-        self.0 >> Self::PHASE_BITS
+        self.0 >> Self::EPOCH_SHIFT
     }
 }
 
@@ -183,10 +209,29 @@ impl Handshake {
         }
     }
 
-    /// The controller's side: set `phase` at `epoch`.
+    /// The controller's side: set `phase` at `epoch` (the namespace generation stays).
+    /// A compare-and-swap loop, as a namespace change may move the generation at the
+    /// same time from another thread; never on the data path.
     pub(crate) fn set(&self, epoch: u64, phase: Phase) {
-        self.control
-            .store(ControlWord::new(epoch, phase).0, Ordering::Release);
+        let _ = self
+            .control
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                Some(
+                    ControlWord::new(epoch, phase)
+                        .with_ns_gen_of(ControlWord(w))
+                        .0,
+                )
+            });
+    }
+
+    /// The controller's side: a namespace changed size (the new sizes are stored
+    /// before this call); the owner copies them at its next poll.
+    pub(crate) fn namespaces_changed(&self) {
+        let _ = self
+            .control
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                Some(ControlWord(w).next_ns_gen().0)
+            });
     }
 
     /// The word, with everything the controller wrote before it visible.
@@ -226,6 +271,34 @@ mod tests {
         assert_ne!(
             ControlWord::new(1, Phase::Live),
             ControlWord::new(2, Phase::Live)
+        );
+    }
+
+    #[test]
+    fn namespace_generation_leaves_phase_and_epoch() {
+        let h = Handshake::new(7);
+        let before = h.load();
+        h.namespaces_changed();
+        let after = h.load();
+        assert_ne!(after, before, "a namespace change is a change of the word");
+        assert_eq!((after.epoch(), after.phase()), (7, Phase::Live));
+        assert_ne!(after.ns_gen(), before.ns_gen());
+        h.set(8, Phase::Reset);
+        let w = h.load();
+        assert_eq!(
+            (w.epoch(), w.phase(), w.ns_gen()),
+            (8, Phase::Reset, after.ns_gen())
+        );
+        // The generation wraps inside its bits without touching the epoch.
+        for _ in 0..(1u32 << ControlWord::NS_GEN_BITS) {
+            h.namespaces_changed();
+        }
+        assert_eq!(h.load(), w);
+        assert_eq!(
+            ControlWord::new(3, Phase::Live)
+                .with_ns_gen_of(after)
+                .ns_gen(),
+            after.ns_gen()
         );
     }
 

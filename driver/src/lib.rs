@@ -24,6 +24,7 @@
 //! [`transport::Transport`]; [`transport`] the seam between that core and the wire
 //! (one trait per queue, one per controller, [`transport::CtrlTransport`]), of which
 //! [`pcie`] is the PCIe side (rings, doorbells, PRPs, BAR0, queue creation).
+//! [`tcp`] holds the NVMe/TCP PDUs, for the TCP transport to come.
 //! `driver/README.md` maps each piece to its file and walks one I/O through them.
 #![deny(missing_docs)]
 
@@ -52,6 +53,7 @@ pub mod pcie;
 pub mod prp;
 pub mod qpair;
 pub mod sgl;
+pub mod tcp;
 pub mod transport;
 
 pub use ctrlr::{Controller, ControllerOptions, CtrlState, Namespace, ShutdownReport};

@@ -40,6 +40,21 @@ pub mod kind {
     pub const SEGMENT: u8 = 0x2;
     /// Last Segment: the last segment, holding Data Block (or Bit Bucket) descriptors.
     pub const LAST_SEGMENT: u8 = 0x3;
+    /// Transport SGL Data Block: data the transport moves on its own (over NVMe/TCP,
+    /// in C2HData and H2CData PDUs), with no host address.
+    pub const TRANSPORT_DATA_BLOCK: u8 = 0x5;
+}
+
+/// SGL descriptor subtypes: the low nibble of the SGL Identifier (section 4.1.2.1).
+pub mod subtype {
+    /// Address: the descriptor's address is a memory address.
+    pub const ADDRESS: u8 = 0x0;
+    /// Offset: the address is an offset into the command capsule's data (in-capsule
+    /// data on a fabric).
+    pub const OFFSET: u8 = 0x1;
+    /// Transport specific: the subtype NVMe/TCP gives its Transport SGL Data Blocks
+    /// (Ah, NVMe/TCP Transport Specification 1.0).
+    pub const TRANSPORT: u8 = 0xa;
 }
 
 /// Identify Controller SGLS bits 1:0 (section 5.17.2.1): 01b SGLs are
@@ -85,6 +100,46 @@ impl Descriptor {
             address: iova,
             word1: (count * DESCRIPTOR_SIZE) as u64 | ((kind::LAST_SEGMENT as u64) << 60),
         }
+    }
+
+    /// A Data Block descriptor for `len` bytes of in-capsule data at `offset` in
+    /// the capsule's data (subtype Offset): a fabric command that carries its data.
+    pub const fn in_capsule(offset: u64, len: u32) -> Descriptor {
+        Descriptor {
+            address: offset,
+            word1: len as u64
+                | ((kind::DATA_BLOCK as u64) << 60)
+                | ((subtype::OFFSET as u64) << 56),
+        }
+    }
+
+    /// A Transport SGL Data Block descriptor of `len` bytes (subtype transport
+    /// specific): data a fabric moves apart from the capsule (NVMe/TCP: the
+    /// controller sends it in C2HData PDUs, or asks for it with R2T PDUs). A command
+    /// without data carries one of length 0.
+    pub const fn transport_data_block(len: u32) -> Descriptor {
+        Descriptor {
+            address: 0,
+            word1: len as u64
+                | ((kind::TRANSPORT_DATA_BLOCK as u64) << 60)
+                | ((subtype::TRANSPORT as u64) << 56),
+        }
+    }
+
+    /// The descriptor in a command's data pointer (SQE bytes 39:24: PRP1 holds the
+    /// address, PRP2 the rest).
+    pub fn from_sqe(sqe: &crate::spec::Sqe) -> Descriptor {
+        Descriptor {
+            address: sqe.prp1,
+            word1: sqe.prp2,
+        }
+    }
+
+    /// Puts the descriptor in `sqe`'s data pointer and sets PSDT to SGL.
+    pub fn put_in(&self, sqe: &mut crate::spec::Sqe) {
+        sqe.prp1 = self.address;
+        sqe.prp2 = self.word1;
+        sqe.cdw0 = sqe.cdw0 & !PSDT_MASK | PSDT_SGL;
     }
 
     /// Bytes 11:8: the length.

@@ -33,7 +33,7 @@
 mod ctrl;
 mod queue;
 
-pub use ctrl::{AdminCommands, CtrlTransport, IoQueueSpec};
+pub use ctrl::{AdminCommands, CtrlTransport, Enabled, IoQueueSpec};
 pub(crate) use queue::io_qpair;
 pub use queue::{IoQpair, QueueTransport};
 

@@ -9,7 +9,7 @@
 use nvme_driver::dma::{DmaMapper, DmaPool};
 use nvme_driver::regs::Cap;
 use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
-use nvme_driver::transport::{AdminCommands, IoQueueSpec};
+use nvme_driver::transport::{AdminCommands, Enabled, IoQueueSpec};
 use nvme_driver::{
     Controller, ControllerOptions, CtrlState, CtrlTransport, Error, IoCompletion, IoRequest,
     PcieCtrl, QpairOptions, QueueTransport, Result,
@@ -62,6 +62,18 @@ impl CtrlTransport for Unreliable {
     }
     fn connect_admin_queue(&self) -> Result<()> {
         self.pcie.connect_admin_queue()
+    }
+    fn after_enable(
+        &self,
+        admin: &mut dyn AdminCommands,
+        pool: &DmaPool,
+        enabled: &Enabled,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.pcie.after_enable(admin, pool, enabled, timeout)
+    }
+    fn uses_shadow_doorbells(&self) -> bool {
+        self.pcie.uses_shadow_doorbells()
     }
     fn io_queue(&self, pool: &DmaPool, spec: &IoQueueSpec) -> Result<QueueTransport> {
         self.pcie.io_queue(pool, spec)

@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
-//! The parsers of device data (identify, namespace lists and descriptors, log pages)
-//! over arbitrary bytes, on the stable toolchain: no panic, what parses is
-//! consistent, every refusal names the structure. The coverage-guided fuzz targets
-//! (fuzz/, `fuzz/run`) check the same properties for much longer; inputs they found
-//! that broke a parser are kept here as regression tests.
+//! The parsers of device data (identify, namespace lists and descriptors, log pages,
+//! the changed namespace list) over arbitrary bytes, on the stable toolchain: no
+//! panic, what parses is consistent, every refusal names the structure. The
+//! coverage-guided fuzz targets (fuzz/, `fuzz/run`) check the same properties for much
+//! longer; inputs they found that broke a parser are kept here as regression tests.
 
 use nvme_driver::spec::{
-    parse_error_log, parse_ns_descriptors, parse_ns_list, AnaLog, IdentifyController,
-    IdentifyNamespace, SmartLog, IDENTIFY_SIZE,
+    parse_error_log, parse_ns_descriptors, parse_ns_list, AnaLog, ChangedNamespaces,
+    IdentifyController, IdentifyNamespace, SmartLog, IDENTIFY_SIZE,
 };
 use proptest::prelude::*;
 
@@ -80,6 +80,19 @@ proptest! {
         let bytes: Vec<u8> = d.iter().flat_map(|v| v.to_le_bytes()).collect();
         if let Ok(ids) = parse_ns_list(&page(&bytes)) {
             prop_assert!(ids.windows(2).all(|w| w[0] < w[1]) && !ids.contains(&0));
+        }
+    }
+
+    #[test]
+    fn changed_namespace_list_any_bytes(d in proptest::collection::vec(any::<u32>(), 0..64)) {
+        // IDENTIFY_SIZE is also the Changed Namespace List's size (1024 NSIDs).
+        let bytes: Vec<u8> = d.iter().flat_map(|v| v.to_le_bytes()).collect();
+        match ChangedNamespaces::parse(&page(&bytes)) {
+            Ok(ChangedNamespaces::Listed(ids)) => prop_assert!(
+                ids.windows(2).all(|w| w[0] < w[1]) && !ids.contains(&0) && !ids.contains(&u32::MAX)
+            ),
+            Ok(ChangedNamespaces::All) => prop_assert_eq!(d.first(), Some(&u32::MAX)),
+            Err(e) => prop_assert!(e.to_string().starts_with("changed namespace list: ")),
         }
     }
 

@@ -27,13 +27,14 @@ pub(super) fn attach(inner: &Arc<Inner>, name: &str, connector: Connector) -> Re
     let record = Arc::new(CtrlRecord::new(name, connector, ctrl.clone(), space));
     let mut names = Vec::new();
     let mut attach_namespaces = || -> Result<()> {
-        for ns in ctrl.namespaces() {
+        for ns in &ctrl.namespaces() {
             let nsb = NsBdev {
                 info: ns_info(&ctrl, ns, format!("{name}n{}", ns.nsid)),
                 nsid: ns.nsid,
                 ctrl: record.clone(),
                 qpair: inner.opts.qpair,
                 iostat: Default::default(),
+                num_blocks: Arc::new(ns.nsze.into()),
             };
             names.push(nsb.info.name.clone());
             let mp = multipath_for(inner, &ctrl, ns)?;
@@ -85,9 +86,7 @@ fn multipath_for(
                         && m.info().uuid.is_none()
                 });
             if same {
-                if m.info().block_size != probe.block_size
-                    || m.info().num_blocks != probe.num_blocks
-                {
+                if m.info().block_size != probe.block_size || m.num_blocks() != probe.num_blocks {
                     return Err(Error::PathMismatch(format!(
                         "{}: namespace {} has {} blocks of {} bytes through {}, {} of {} elsewhere",
                         m.info().name,
@@ -95,7 +94,7 @@ fn multipath_for(
                         probe.num_blocks,
                         probe.block_size,
                         ctrl.name(),
-                        m.info().num_blocks,
+                        m.num_blocks(),
                         m.info().block_size
                     )));
                 }

@@ -82,6 +82,9 @@ pub(crate) struct CtrlRecord {
     /// Queue pairs of closed namespace-bdev channels, dropped by the controller
     /// thread (see [`CtrlRecord::retire`]).
     retired: Mutex<Vec<IoQpair>>,
+    /// The live instance's `namespace_changes` when its sizes were last followed
+    /// (`u64::MAX`: a new instance, not looked at yet; see [`follow_sizes`]).
+    ns_changes_seen: AtomicU64,
 }
 
 /// How often a controller with a path that is not accessible re-reads its ANA log
@@ -113,6 +116,7 @@ impl CtrlRecord {
             thread: Mutex::new(None),
             ana_rechecked: Mutex::new(Instant::now()),
             retired: Mutex::new(Vec::new()),
+            ns_changes_seen: AtomicU64::new(0),
         }
     }
 
@@ -388,6 +392,7 @@ fn tend_live(inner: &Inner, record: &CtrlRecord, ctrl: &Controller) -> Option<Li
             next_attempt: now + Duration::from_millis(opts.reconnect_delay_ms),
         });
     }
+    follow_sizes(inner, record, ctrl);
     let _events = ctrl.take_events();
     // This thread alone clears its paths' flags, every one that is set (not only up
     // to the first), before the re-read: an ANA error reported after it sets its flag
@@ -452,6 +457,7 @@ fn tend_lost(
         Ok(ctrl) => {
             record.reconnects.fetch_add(1, Ordering::Relaxed);
             record.instance_resets.store(0, Ordering::Relaxed);
+            record.ns_changes_seen.store(u64::MAX, Ordering::Relaxed);
             log::info!("{}: reconnected", record.name);
             Some(LinkState::Live(ctrl))
         }
@@ -525,4 +531,37 @@ fn reconnect(inner: &Inner, record: &CtrlRecord) -> Result<Controller> {
     }
     lock(&record.paths).extend(not_readded);
     result.map(|()| ctrl)
+}
+
+/// Follows the sizes of the controller's namespaces: when the live instance found a
+/// namespace resized since the last look (`Controller::namespace_changes`, moved by
+/// its rescan after a Namespace Attribute Changed notice), or is a new instance, each
+/// of the controller's namespace bdevs takes its namespace's size and each of its
+/// multipath paths reports it (the multipath bdev follows the smallest,
+/// `mpath/size.rs`). A change is reported as [`BdevEvent::Resized`](crate::BdevEvent),
+/// once per bdev.
+fn follow_sizes(inner: &Inner, record: &CtrlRecord, ctrl: &Controller) {
+    let changes = ctrl.namespace_changes();
+    if record.ns_changes_seen.swap(changes, Ordering::AcqRel) == changes {
+        return;
+    }
+    let namespaces = ctrl.namespaces();
+    let size_of = |nsid: u32| namespaces.iter().find(|n| n.nsid == nsid).map(|n| n.nsze);
+    let ns_bdevs: Vec<_> = lock(&inner.bdevs)
+        .iter()
+        .filter_map(|b| match b {
+            Bdev::Nvme(n) if std::ptr::eq(Arc::as_ptr(&n.ctrl), record) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    for b in ns_bdevs {
+        if let Some(blocks) = size_of(b.nsid) {
+            b.resize(blocks, &inner.events);
+        }
+    }
+    for p in lock(&record.paths).iter() {
+        if let Some(blocks) = size_of(p.nsid) {
+            p.mp.set_path_blocks(p.path.id, blocks);
+        }
+    }
 }

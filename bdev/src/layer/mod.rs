@@ -173,9 +173,13 @@ impl Bdev {
     pub fn block_size(&self) -> u32 {
         self.info().block_size
     }
-    /// Number of blocks.
+    /// Number of blocks now: it follows the namespace's resizes (reported as
+    /// [`BdevEvent::Resized`](crate::BdevEvent::Resized)).
     pub fn num_blocks(&self) -> u64 {
-        self.info().num_blocks
+        match self {
+            Bdev::Nvme(b) => b.num_blocks(),
+            Bdev::Mpath(m) => m.num_blocks(),
+        }
     }
     /// Opens a channel for one core. Set-up work (creates queue pairs, may wait for
     /// a controller's admin queue): call it off the reactors, then move the channel

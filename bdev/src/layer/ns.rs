@@ -3,6 +3,7 @@
 //! is an I/O queue pair of the controller, driven directly.
 
 use super::controller::CtrlRecord;
+use crate::events::{BdevEvent, EventHub};
 use crate::io::{BdevCompletion, BdevIo};
 use crate::iostat::{BdevIoStat, IoStat, OpCounts, StatBoard, StatRegistry, PUBLISH_EVERY};
 use crate::mpath::BdevInfo;
@@ -11,6 +12,7 @@ use crate::{Error, Result};
 use nvme_driver::{IoQpair, IoRequest, QpairOptions, Refused};
 use std::fmt;
 use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Completions taken from the queue pair per poll (as the multipath channel takes
@@ -26,6 +28,10 @@ pub struct NsBdev {
     pub(super) qpair: QpairOptions,
     /// Its channels' I/O statistics.
     pub(super) iostat: Arc<StatRegistry>,
+    /// Blocks now: `info.num_blocks` at first, then what the controller reports after
+    /// a resize (`controller.rs`, `follow_sizes`). Shared with the channels, which
+    /// read it only to explain a refusal.
+    pub(super) num_blocks: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for NsBdev {
@@ -49,7 +55,7 @@ impl NsBdev {
             pending_max: self.qpair.pending_max,
             room: RoomWaiters::new(),
             nsid: self.nsid,
-            num_blocks: self.info.num_blocks,
+            num_blocks: self.num_blocks.clone(),
             block_shift: self.info.block_size.trailing_zeros(),
             ops: OpCounts::default(),
             completed: 0,
@@ -65,6 +71,24 @@ impl NsBdev {
     pub fn iostat(&self) -> BdevIoStat {
         self.iostat.snapshot(&self.info.name, |_| None)
     }
+
+    /// Blocks now (follows resizes).
+    pub fn num_blocks(&self) -> u64 {
+        self.num_blocks.load(Ordering::Acquire)
+    }
+
+    /// The namespace has `blocks` blocks now: reported to `events` as
+    /// [`BdevEvent::Resized`] if that is a change.
+    pub(super) fn resize(&self, blocks: u64, events: &EventHub) {
+        let old = self.num_blocks.swap(blocks, Ordering::AcqRel);
+        if old != blocks {
+            events.emit(BdevEvent::Resized {
+                bdev: self.info.name.clone(),
+                old_blocks: old,
+                new_blocks: blocks,
+            });
+        }
+    }
 }
 
 /// A channel of a namespace bdev: the queue pair itself.
@@ -77,7 +101,7 @@ pub struct NsChannel {
     /// Who waits for room (see [`Channel::notify_when_room`](crate::Channel::notify_when_room)).
     room: RoomWaiters,
     nsid: u32,
-    num_blocks: u64,
+    num_blocks: Arc<AtomicU64>,
     block_shift: u32,
     /// Operations and blocks accepted, by kind (see [`crate::iostat`]).
     ops: OpCounts,
@@ -141,7 +165,7 @@ impl NsChannel {
             buf: req.buf,
             ctx: req.ctx,
         };
-        if let Err(e) = io.validate(self.num_blocks, self.block_shift) {
+        if let Err(e) = io.validate(self.num_blocks.load(Ordering::Acquire), self.block_shift) {
             return e;
         }
         self.qpair.explain(why, req).into()

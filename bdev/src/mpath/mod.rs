@@ -16,6 +16,7 @@
 
 mod channel;
 mod options;
+mod size;
 
 pub use channel::{ChannelStats, MpathChannel, PathIoStats};
 pub use options::{MpathOptions, Policy};
@@ -45,7 +46,8 @@ pub struct BdevInfo {
     pub name: String,
     /// Block size in bytes (a power of two).
     pub block_size: u32,
-    /// Number of blocks.
+    /// Number of blocks when the bdev was made. The namespace may be resized since:
+    /// the current count is [`Bdev::num_blocks`](crate::Bdev::num_blocks).
     pub num_blocks: u64,
     /// NVM subsystem NQN.
     pub subnqn: String,
@@ -183,6 +185,10 @@ pub struct Multipath<Q: PathQueue> {
     pub(crate) latency_histogram: AtomicBool,
     /// Where path changes are reported, once the block layer gave it one.
     events: OnceLock<Arc<EventHub>>,
+    /// Blocks now, and each path's size as its controller last reported it
+    /// (`size.rs`).
+    num_blocks: AtomicU64,
+    path_blocks: Mutex<Vec<(u64, u64)>>,
 }
 
 impl<Q: PathQueue> fmt::Debug for Multipath<Q> {
@@ -223,6 +229,7 @@ impl<Q: PathQueue> Multipath<Q> {
                 info.name, info.block_size
             )));
         }
+        let num_blocks = AtomicU64::new(info.num_blocks);
         Ok(Arc::new(Multipath {
             block_shift: info.block_size.trailing_zeros(),
             info,
@@ -240,6 +247,8 @@ impl<Q: PathQueue> Multipath<Q> {
             iostat: StatRegistry::default(),
             latency_histogram: AtomicBool::new(false),
             events: OnceLock::new(),
+            num_blocks,
+            path_blocks: Mutex::new(Vec::new()),
         }))
     }
 
@@ -421,6 +430,7 @@ impl<Q: PathQueue> Multipath<Q> {
         }
         self.publish_locked(&mut w);
         self.path_event(&gone.shared.name, Some(gone.state), None);
+        self.forget_path_blocks(&w, id);
         true
     }
 

@@ -227,7 +227,13 @@ impl CtrlInner {
             if let Some(pos) = aq.aer_cids.iter().position(|&c| c == cqe.cid) {
                 aq.aer_cids.swap_remove(pos);
                 if cqe.status().is_success() {
-                    lock(&self.events).push_back(AsyncEvent::from_dw0(cqe.dw0));
+                    let ev = AsyncEvent::from_dw0(cqe.dw0);
+                    if ev.is_ns_changed() {
+                        // Section 5.2: the housekeeping reads the Changed Namespace
+                        // List and re-identifies (`rescan.rs`).
+                        self.ns_rescan.store(true, Ordering::Release);
+                    }
+                    lock(&self.events).push_back(ev);
                     reposts += 1;
                 }
                 continue;

@@ -2,7 +2,7 @@
 //! Bring-up (section 3.5.1, "Controller Initialization"): the registers checked, the
 //! admin queue programmed, the controller enabled, identified, and given its queues.
 
-use super::admin::AdminQueue;
+use super::admin::{AdminQueue, AdminSession};
 use super::{Controller, ControllerOptions, CtrlInner, CtrlState, Namespace};
 use crate::bus::Bus;
 use crate::control::AtomicCtrlState;
@@ -12,7 +12,7 @@ use crate::lock;
 use crate::prp::PAGE_SIZE;
 use crate::regs::{self, Cap, Cc, Vs};
 use crate::spec::{cns, IdentifyController, IdentifyNamespace, IDENTIFY_SIZE};
-use crate::transport::CtrlTransport;
+use crate::transport::{CtrlTransport, Enabled};
 use crossbeam_queue::ArrayQueue;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -64,6 +64,25 @@ impl CtrlInner {
                 .set_property32(regs::CC, cc.with_en(false).0)?;
         }
         self.wait_rdy(false, "CSTS.RDY to clear after disabling (CC.EN = 0)")
+    }
+
+    /// The transport's set-up after an enable that granted `io_queues` I/O queues
+    /// (PCIe: shadow doorbells), on the admin queue.
+    pub(super) fn after_enable(
+        &self,
+        aq: &mut AdminQueue,
+        ident: &IdentifyController,
+        io_queues: u16,
+    ) -> Result<()> {
+        let enabled = Enabled {
+            cap: self.cap,
+            io_queues,
+            shadow_doorbells: self.opts.shadow_doorbells && ident.dbbuf_supported(),
+        };
+        let timeout = self.admin_timeout();
+        let mut admin = AdminSession { ctrl: self, aq };
+        self.transport
+            .after_enable(&mut admin, &self.pool, &enabled, timeout)
     }
 
     /// Programs the admin queue and enables the controller (section 3.5.1, steps 1-7).
@@ -134,6 +153,9 @@ impl Controller {
             ident: IdentifyController::parse(&[0; IDENTIFY_SIZE])
                 .map_err(|e| Error::Parse(e, name.clone()))?,
             namespaces: Vec::new(),
+            ns_sizes: Box::default(),
+            ns_rescan: AtomicBool::new(false),
+            ns_changes: AtomicU64::new(0),
             max_xfer_bytes: 0,
             io_queues_granted: 0,
             state: AtomicCtrlState::new(CtrlState::Live),
@@ -201,10 +223,12 @@ impl Controller {
                 });
             }
             let granted = inner.set_num_queues(&mut aq, opts.io_queues)?;
+            inner.after_enable(&mut aq, &ident, granted)?;
             let max_xfer = inner.transport.max_transfer_bytes(mdts) as u32;
             (ident, namespaces, max_xfer, granted)
         };
         inner.ident = ident;
+        inner.ns_sizes = namespaces.iter().map(|n| AtomicU64::new(n.nsze)).collect();
         inner.namespaces = namespaces;
         inner.max_xfer_bytes = max_xfer_bytes;
         inner.io_queues_granted = io_queues_granted;

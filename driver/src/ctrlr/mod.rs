@@ -26,6 +26,7 @@ mod admin;
 mod init;
 pub mod options;
 mod queues;
+mod rescan;
 mod shutdown;
 mod state;
 
@@ -34,7 +35,7 @@ pub use crate::control::CtrlState;
 use crate::dma::{DmaBuf, DmaPool};
 use crate::error::{Error, Result};
 use crate::lock;
-use crate::qpair::{AdminSide, QpairShared};
+use crate::qpair::{AdminSide, Namespaces, QpairShared};
 use crate::regs::{self, Cap, Csts, Vs};
 use crate::spec::{AnaLog, AsyncEvent, IdentifyController};
 use crate::transport::CtrlTransport;
@@ -54,7 +55,16 @@ pub(crate) struct CtrlInner {
     pub(crate) cap: Cap,
     pub(crate) vs: Vs,
     pub(crate) ident: IdentifyController,
+    /// The active namespaces found at bring-up; their current sizes are `ns_sizes`.
     pub(crate) namespaces: Vec<Namespace>,
+    /// The current size in blocks of each of `namespaces` (same order): updated by a
+    /// rescan (`rescan.rs`), copied by queue pairs at their next poll.
+    pub(crate) ns_sizes: Box<[AtomicU64]>,
+    /// A rescan is due: a Namespace Attribute Changed notice arrived, or a reset
+    /// may have lost one.
+    ns_rescan: AtomicBool,
+    /// Size changes made by rescans (see [`Controller::namespace_changes`]).
+    ns_changes: AtomicU64,
     pub(crate) max_xfer_bytes: u32,
     io_queues_granted: u16,
     state: AtomicCtrlState,
@@ -148,6 +158,23 @@ impl AdminSide for CtrlInner {
         &self.name
     }
 
+    fn namespace_table(&self) -> Namespaces {
+        let namespaces = self
+            .namespaces
+            .iter()
+            .zip(self.ns_sizes.iter())
+            .map(|(n, size)| (n.nsid, size.load(Ordering::Acquire), n.block_size));
+        Namespaces::new(
+            namespaces,
+            self.max_xfer_bytes as u64,
+            &lock(&self.dma_windows),
+        )
+    }
+
+    fn namespace_sizes(&self) -> &[AtomicU64] {
+        &self.ns_sizes
+    }
+
     fn failed_error(&self) -> Error {
         CtrlInner::failed_error(self)
     }
@@ -202,17 +229,28 @@ impl Controller {
     pub fn version(&self) -> Vs {
         self.0.vs
     }
-    /// Active namespaces.
-    pub fn namespaces(&self) -> &[Namespace] {
-        &self.0.namespaces
+    /// Active namespaces, with their current sizes (`nsze`; `id` is the Identify
+    /// Namespace data read at bring-up).
+    pub fn namespaces(&self) -> Vec<Namespace> {
+        (0..self.0.namespaces.len())
+            .map(|i| self.0.namespace_at(i))
+            .collect()
     }
-    /// One namespace, or a clear error listing those that exist.
-    pub fn namespace(&self, nsid: u32) -> Result<&Namespace> {
+    /// One namespace with its current size, or a clear error listing those that exist.
+    pub fn namespace(&self, nsid: u32) -> Result<Namespace> {
         self.0
             .namespaces
             .iter()
-            .find(|n| n.nsid == nsid)
+            .position(|n| n.nsid == nsid)
+            .map(|i| self.0.namespace_at(i))
             .ok_or_else(|| self.0.no_such_namespace(nsid))
+    }
+    /// How many times a namespace of this controller changed size so far: a rescan
+    /// after a Namespace Attribute Changed notice (or after a reset, which may have
+    /// lost one) found a new NSZE. A caller that follows sizes compares it with the
+    /// value it saw last, then reads [`namespaces`](Self::namespaces).
+    pub fn namespace_changes(&self) -> u64 {
+        self.0.ns_changes.load(Ordering::Acquire)
     }
     /// Largest transfer of one command in bytes (MDTS, capped by what the transport
     /// describes: one PRP list page on PCIe).
@@ -223,6 +261,11 @@ impl Controller {
     /// (Identify Controller SGLS) and [`ControllerOptions::enable_sgl`] is set.
     pub fn uses_sgl(&self) -> bool {
         self.0.uses_sgl()
+    }
+    /// True when the I/O queues use shadow doorbells (the controller took Doorbell
+    /// Buffer Config; see [`ControllerOptions::shadow_doorbells`]).
+    pub fn uses_shadow_doorbells(&self) -> bool {
+        self.0.transport.uses_shadow_doorbells()
     }
     /// I/O queues the controller granted.
     pub fn io_queues(&self) -> u16 {
@@ -287,6 +330,13 @@ impl Controller {
 }
 
 impl CtrlInner {
+    /// `namespaces[i]` with its current size.
+    fn namespace_at(&self, i: usize) -> Namespace {
+        let mut ns = self.namespaces[i].clone();
+        ns.nsze = self.ns_sizes[i].load(Ordering::Acquire);
+        ns
+    }
+
     /// See [`Controller::uses_sgl`].
     pub(crate) fn uses_sgl(&self) -> bool {
         self.opts.enable_sgl && crate::sgl::supported(self.ident.sgls)

@@ -30,6 +30,12 @@ pub struct ControllerOptions {
     /// disables the controller (CC.EN = 0). SPDK's `no_shn_notification`, set by
     /// `spdk_nvme_perf -N`.
     pub no_shn_notification: bool,
+    /// Use shadow doorbells when the controller offers Doorbell Buffer Config (OACS
+    /// bit 8; emulated controllers such as QEMU's): I/O queues write their tails and
+    /// heads to memory and the doorbell registers only when the controller asks
+    /// (`crate::pcie` `shadow`). On by default, as in Linux and SPDK; off, every
+    /// batch writes the SQ tail register.
+    pub shadow_doorbells: bool,
 }
 
 impl Default for ControllerOptions {
@@ -41,6 +47,7 @@ impl Default for ControllerOptions {
             enable_sgl: true,
             shutdown_timeout_ms: 5_000,
             no_shn_notification: false,
+            shadow_doorbells: true,
         }
     }
 }

@@ -9,7 +9,7 @@ use super::{Controller, CtrlInner, CtrlState};
 use crate::control::{Handshake, Phase};
 use crate::error::{Error, Result};
 use crate::lock;
-use crate::qpair::{Namespaces, QpairOptions, QpairShared};
+use crate::qpair::{QpairOptions, QpairShared};
 use crate::transport::{self, IoQpair, IoQueueSpec};
 use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::Ordering;
@@ -114,14 +114,6 @@ impl Controller {
         inner.create_io_queues(&mut aq, &shared)?;
         lock(&inner.qpairs).push(shared.clone());
         drop(aq);
-        let namespaces = Namespaces::new(
-            inner
-                .namespaces
-                .iter()
-                .map(|n| (n.nsid, n.nsze, n.block_size)),
-            inner.max_xfer_bytes as u64,
-            &lock(&inner.dma_windows),
-        );
-        transport::io_qpair(queue, inner.clone(), shared, namespaces, &opts)
+        transport::io_qpair(queue, inner.clone(), shared, &opts)
     }
 }

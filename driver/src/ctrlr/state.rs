@@ -124,6 +124,7 @@ impl Controller {
         inner.notify_queues();
         inner.enable(aq)?;
         let granted = inner.set_num_queues(aq, inner.opts.io_queues)?;
+        inner.after_enable(aq, &inner.ident, granted)?;
         if granted < inner.io_queues_granted {
             return Err(Error::ControllerFailed {
                 device: inner.name.clone(),
@@ -161,6 +162,9 @@ impl Controller {
         }
         inner.notify_queues();
         inner.arm_events(aq);
+        // The reset also dropped any Namespace Attribute Changed notice not yet
+        // delivered: the next housekeeping re-identifies every namespace.
+        inner.ns_rescan.store(true, Ordering::Release);
         // A reset aborts outstanding Asynchronous Event Requests (section 5.2), and
         // with them any ANA change notice the device had not delivered: read the log
         // again, as Linux does on every reset (nvme_init_ctrl_finish). Best effort:
@@ -195,7 +199,8 @@ impl Controller {
     /// Housekeeping, to be called every few milliseconds from one thread: detects
     /// fatal status, surprise removal and removal requests (then fails the controller
     /// and releases the device), collects async events (re-reading the ANA log on an
-    /// ANA change), aborts timed-out commands and performs requested resets. Returns
+    /// ANA change; re-identifying changed namespaces on a Namespace Attribute Changed
+    /// notice), aborts timed-out commands and performs requested resets. Returns
     /// the controller's state afterwards.
     pub fn process_admin(&self) -> CtrlState {
         let inner = &self.0;
@@ -243,6 +248,9 @@ impl Controller {
         };
         if ana_changed && inner.ident.ana_supported() {
             let _ = self.refresh_ana();
+        }
+        if inner.ns_rescan.swap(false, Ordering::AcqRel) {
+            self.rescan_namespaces();
         }
         while let Some((qpair, cid)) = inner.aborts.pop() {
             match self.abort(qpair.qid, cid) {

@@ -5,6 +5,7 @@
 //! I/O queues: Create and Delete I/O CQ/SQ). What NVMe/TCP does instead at each step
 //! is in [`CtrlTransport`]'s documentation.
 
+use super::shadow::ShadowDoorbells;
 use super::{PcieQueue, RingConfig};
 use crate::bus::Bus;
 use crate::dma::{DmaMapper, DmaPool, Iova};
@@ -13,7 +14,7 @@ use crate::lock;
 use crate::prp::{self, PAGE_SIZE};
 use crate::regs::{self, Aqa, Cap};
 use crate::spec::{admin_opc, Sqe, CQE_SIZE, SQE_SIZE};
-use crate::transport::{AdminCommands, CtrlTransport, IoQueueSpec, QueueTransport};
+use crate::transport::{AdminCommands, CtrlTransport, Enabled, IoQueueSpec, QueueTransport};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +34,17 @@ struct QueueSite {
     cq_iova: Iova,
 }
 
+/// Shadow doorbells (`super::shadow`) for a controller's I/O queues.
+#[derive(Debug)]
+enum Shadow {
+    /// Not decided: the controller was not enabled yet.
+    Undecided,
+    /// The controller took Doorbell Buffer Config with these pages.
+    Taken(ShadowDoorbells),
+    /// Not wanted, not offered, or refused: the I/O queues write their registers.
+    Unused,
+}
+
 /// A controller on a PCIe function (VFIO, or the software controller): its
 /// registers in BAR0, its queues in host memory.
 #[derive(Debug)]
@@ -42,6 +54,7 @@ pub struct PcieCtrl {
     /// identifier made again (a new queue pair after a dropped one) replaces its
     /// record; the controller connects only queues of live queue pairs.
     sites: Mutex<HashMap<u16, QueueSite>>,
+    shadow: Mutex<Shadow>,
 }
 
 impl PcieCtrl {
@@ -50,6 +63,7 @@ impl PcieCtrl {
         PcieCtrl {
             bus,
             sites: Mutex::new(HashMap::new()),
+            shadow: Mutex::new(Shadow::Undecided),
         }
     }
 
@@ -125,8 +139,47 @@ impl CtrlTransport for PcieCtrl {
             // Any number of late completions may come: with this bound the CQ head
             // doorbell is written whenever one was consumed.
             in_flight_max: ADMIN_ENTRIES as usize - 1,
+            // The admin queue keeps its registers (see `super::shadow`).
+            shadow: None,
         };
         self.queue(pool, cap, cfg, false, 1)
+    }
+
+    fn after_enable(
+        &self,
+        admin: &mut dyn AdminCommands,
+        pool: &DmaPool,
+        enabled: &Enabled,
+        timeout: Duration,
+    ) -> Result<()> {
+        let mut shadow = lock(&self.shadow);
+        match &*shadow {
+            Shadow::Undecided => {
+                let pages = if enabled.shadow_doorbells {
+                    ShadowDoorbells::new(pool, enabled.cap.dstrd(), enabled.io_queues)?
+                } else {
+                    None
+                };
+                // A controller that refuses the command keeps its registers.
+                *shadow = match pages.filter(|p| admin.command(p.config_command(), timeout).is_ok())
+                {
+                    Some(p) => Shadow::Taken(p),
+                    None => Shadow::Unused,
+                };
+            }
+            // A reset forgets the configuration. A controller that took it before and
+            // refuses it now fails: its I/O queues would wait on EventIdx values
+            // nobody writes.
+            Shadow::Taken(p) => {
+                admin.command(p.config_command(), timeout)?;
+            }
+            Shadow::Unused => {}
+        }
+        Ok(())
+    }
+
+    fn uses_shadow_doorbells(&self) -> bool {
+        matches!(*lock(&self.shadow), Shadow::Taken(_))
     }
 
     fn connect_admin_queue(&self) -> Result<()> {
@@ -155,6 +208,10 @@ impl CtrlTransport for PcieCtrl {
             cq_entries,
             // One slot stays empty: a full SQ is tail + 1 == head (section 4.1).
             in_flight_max: spec.entries as usize - 1,
+            shadow: match &*lock(&self.shadow) {
+                Shadow::Taken(p) => Some(p.slots(spec.qid)),
+                _ => None,
+            },
         };
         let pages = cfg.in_flight_max;
         self.queue(pool, spec.cap, cfg, spec.sgl, pages)

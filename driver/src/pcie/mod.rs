@@ -16,6 +16,7 @@
 
 mod ctrl;
 pub(crate) mod ring;
+pub(crate) mod shadow;
 
 use crate::dma::{DmaBuf, DmaPool, DmaSlice};
 use crate::error::Result;

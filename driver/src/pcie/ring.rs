@@ -11,9 +11,15 @@
 //!   flipping the expected phase when it wraps; write the new head into the CQ head
 //!   doorbell, as lazily as the CQ's size allows.
 //!
+//! With shadow doorbells (an I/O queue of a controller that took the Doorbell Buffer
+//! Config command, see [`super::shadow`]), each new tail and head goes to the queue's
+//! shadow slot first, and the SQ tail register is written only when the controller's
+//! EventIdx asks for it.
+//!
 //! The ring knows nothing of command identifiers or how many commands are in flight:
 //! its owner never posts more than `sq_entries - 1` commands at once.
 
+use super::shadow::ShadowSlot;
 use crate::dma::DmaBuf;
 use crate::error::{Error, Result};
 use crate::mmio::{Doorbell, Mmio};
@@ -34,6 +40,9 @@ pub(crate) struct RingConfig {
     pub cq_entries: u16,
     /// Commands the owner may have in flight at most (at most `sq_entries - 1`).
     pub in_flight_max: usize,
+    /// The SQ tail's and CQ head's shadow slots, when the controller uses shadow
+    /// doorbells (I/O queues only).
+    pub shadow: Option<(ShadowSlot, ShadowSlot)>,
 }
 
 /// One SQ/CQ pair and its doorbells, owned by one thread.
@@ -48,12 +57,15 @@ pub(crate) struct Ring {
     sq_tail: u16,
     /// Entries were posted since the SQ tail doorbell was last written.
     sq_dirty: bool,
+    /// The SQ tail last announced (written to the shadow slot or the register).
+    sq_announced: u16,
     cq_head: u16,
     phase: bool,
     /// Completions consumed since the CQ head doorbell was last written.
     cq_unreported: usize,
     /// Write the CQ head doorbell once `cq_unreported` exceeds this.
     cq_db_threshold: usize,
+    shadow: Option<(ShadowSlot, ShadowSlot)>,
 }
 
 /// A doorbell of queue `qid`, or the error that says the BAR is too small for it.
@@ -69,12 +81,17 @@ fn doorbell(bar: &Mmio, name: &str, off: usize) -> Result<Doorbell> {
 
 impl Ring {
     /// A ring over `cfg`'s memory, with the doorbells of queue `cfg.qid` in `bar`
-    /// (stride CAP.DSTRD `dstrd`). The memory must be zeroed (no phase tags set).
-    pub(crate) fn new(bar: &Mmio, name: &str, dstrd: u32, cfg: RingConfig) -> Result<Ring> {
+    /// (stride CAP.DSTRD `dstrd`). The memory must be zeroed (no phase tags set); the
+    /// queue must not exist on the device yet (its shadow slots are zeroed).
+    pub(crate) fn new(bar: &Mmio, name: &str, dstrd: u32, mut cfg: RingConfig) -> Result<Ring> {
         debug_assert!(cfg.sq.len() >= cfg.sq_entries as usize * SQE_SIZE);
         debug_assert!(cfg.cq.len() >= cfg.cq_entries as usize * CQE_SIZE);
         debug_assert!(cfg.in_flight_max < cfg.sq_entries as usize);
         debug_assert!(cfg.in_flight_max < cfg.cq_entries as usize);
+        if let Some((sq, cq)) = &mut cfg.shadow {
+            sq.clear();
+            cq.clear();
+        }
         Ok(Ring {
             sq_db: doorbell(bar, name, crate::regs::sq_tail_doorbell(cfg.qid, dstrd))?,
             cq_db: doorbell(bar, name, crate::regs::cq_head_doorbell(cfg.qid, dstrd))?,
@@ -84,6 +101,7 @@ impl Ring {
             cq_entries: cfg.cq_entries,
             sq_tail: 0,
             sq_dirty: false,
+            sq_announced: 0,
             cq_head: 0,
             phase: true,
             cq_unreported: 0,
@@ -92,6 +110,7 @@ impl Ring {
             // fit in the CQ, the device never finds it full (section 4.1: a full CQ
             // is head == tail + 1), so the doorbell write can wait.
             cq_db_threshold: cfg.cq_entries as usize - 1 - cfg.in_flight_max,
+            shadow: cfg.shadow,
         })
     }
 
@@ -129,8 +148,10 @@ impl Ring {
         self.sq_dirty
     }
 
-    /// Writes the SQ tail doorbell if entries were pushed since the last write;
-    /// returns true if it wrote.
+    /// Announces the entries pushed since the last call: the new tail goes to the
+    /// shadow slot, if the queue has one, and to the SQ tail doorbell register unless
+    /// the shadow slot's EventIdx says the controller will read it anyway. Returns
+    /// true if it wrote the register.
     #[inline(always)]
     pub(crate) fn ring_sq_doorbell(&mut self) -> bool {
         if !self.sq_dirty {
@@ -138,9 +159,16 @@ impl Ring {
         }
         // The entries must be visible to the device before the doorbell.
         fence(Ordering::Release);
-        self.sq_db.write(self.sq_tail as u32);
+        let write = match &mut self.shadow {
+            None => true,
+            Some((sq, _)) => sq.update(self.sq_tail, self.sq_announced),
+        };
+        if write {
+            self.sq_db.write(self.sq_tail as u32);
+        }
+        self.sq_announced = self.sq_tail;
         self.sq_dirty = false;
-        true
+        write
     }
 
     /// Forgets entries pushed but not announced: the device never sees them.
@@ -216,6 +244,12 @@ impl Ring {
     /// returns true if it wrote.
     #[inline(always)]
     pub(crate) fn release_cq(&mut self, popped: usize) -> bool {
+        // A controller with shadow doorbells reads the CQ head from the shadow slot
+        // when it posts (QEMU: `nvme_post_cqes`), even after a register write: the
+        // slot always holds the newest head.
+        if let Some((_, cq)) = &mut self.shadow {
+            cq.store(self.cq_head);
+        }
         self.cq_unreported += popped;
         if self.cq_unreported <= self.cq_db_threshold {
             return false;
@@ -243,8 +277,13 @@ impl Ring {
         }
         self.sq_tail = 0;
         self.sq_dirty = false;
+        self.sq_announced = 0;
         self.cq_head = 0;
         self.phase = true;
         self.cq_unreported = 0;
+        if let Some((sq, cq)) = &mut self.shadow {
+            sq.clear();
+            cq.clear();
+        }
     }
 }

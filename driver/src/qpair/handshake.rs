@@ -17,6 +17,13 @@ impl<T: Transport> Qpair<T> {
         ctl: ControlWord,
         cb: &mut impl FnMut(IoCompletion),
     ) -> usize {
+        if ctl.ns_gen() != self.control_seen.ns_gen() {
+            self.refresh_namespaces(ctl);
+        }
+        if ctl == self.control_seen {
+            // Only the namespace generation moved.
+            return 0;
+        }
         self.control_seen = ctl;
         match ctl.phase() {
             Phase::Reset => {
@@ -49,6 +56,29 @@ impl<T: Transport> Qpair<T> {
                 n
             }
         }
+    }
+
+    /// A namespace changed size: the new sizes are copied on this thread, and the
+    /// generation of `ctl` is taken as seen (the rest of the word is handled by
+    /// `handle_control`).
+    #[cold]
+    pub(super) fn refresh_namespaces(&mut self, ctl: ControlWord) {
+        self.namespaces.refresh(self.ctrl.namespace_sizes());
+        self.control_seen = self.control_seen.with_ns_gen_of(ctl);
+    }
+
+    /// Refused for its range or namespace, a request is checked once more after the
+    /// table is refreshed if the controller published new sizes since the last poll
+    /// (a namespace grown just now). True if the table changed.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn refresh_namespaces_if_changed(&mut self) -> bool {
+        let ctl = self.shared.handshake.load();
+        if ctl.ns_gen() == self.control_seen.ns_gen() {
+            return false;
+        }
+        self.refresh_namespaces(ctl);
+        true
     }
 
     /// Completes everything in flight (and, when failing, everything pending) with

@@ -52,6 +52,7 @@ use crossbeam_queue::ArrayQueue;
 pub(crate) use namespaces::Namespaces;
 use pending::Pending;
 use split::Parents;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use tracker::Trackers;
 
@@ -65,6 +66,12 @@ pub(crate) use namespaces::MAX_DMA_WINDOWS;
 pub(crate) trait AdminSide: Send + Sync {
     /// The controller's name (PCI address), for messages.
     fn name(&self) -> &str;
+    /// What requests are checked against: the controller's namespaces with their
+    /// current sizes, the largest transfer, the DMA windows.
+    fn namespace_table(&self) -> Namespaces;
+    /// The current size in blocks of each namespace, in the table's order (a
+    /// namespace resized: see `namespaces`).
+    fn namespace_sizes(&self) -> &[AtomicU64];
     /// The error for a request to the controller once it failed.
     fn failed_error(&self) -> Error;
     /// The queue pair saw something impossible: the controller is to be failed;
@@ -141,18 +148,20 @@ impl<T: Transport> std::fmt::Debug for Qpair<T> {
 }
 
 impl<T: Transport> Qpair<T> {
-    /// Builds the host side of a queue pair over `transport`, checking requests
-    /// against `namespaces`. The controller creates the device side.
+    /// Builds the host side of a queue pair over `transport`. The controller creates
+    /// the device side.
     pub(crate) fn new(
         ctrl: Arc<dyn AdminSide>,
         shared: Arc<QpairShared>,
         transport: T,
-        namespaces: Namespaces,
         opts: &QpairOptions,
     ) -> Result<Self> {
         let depth = transport.depth_max();
         debug_assert!(depth < shared.entries as usize);
+        // The word before the table: a size change published in between is seen at
+        // the first poll (see `namespaces`).
         let control_seen = shared.handshake.load();
+        let namespaces = ctrl.namespace_table();
         let phase = control_seen.phase();
         Ok(Qpair {
             transport,

@@ -2,9 +2,17 @@
 //! What a queue pair checks requests against, copied from the controller when the
 //! queue pair is made so the data path follows no shared pointer: the namespaces
 //! (size, block size, largest command) and the IOVA windows buffers may come from.
+//!
+//! A namespace that changes size (`ctrlr/rescan.rs`) is copied again on the owner's
+//! thread: the controller stores the new sizes, then moves the namespace generation in
+//! the queue pair's control word; the poll, which loads that word anyway, sees the
+//! change and calls [`Namespaces::refresh`] (as does a submit refused for its range,
+//! so I/O past an old end works as soon as the controller has the new size). The
+//! submit path itself is unchanged: no extra load, no lock.
 
 use super::request::{IoOp, IoRequest};
 use crate::error::Error;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// IOVA windows a queue pair accepts buffers from.
 pub(crate) const MAX_DMA_WINDOWS: usize = 4;
@@ -47,7 +55,8 @@ pub(crate) struct Namespaces {
 impl Namespaces {
     /// The controller's namespaces (identifier, size in blocks, block size), the
     /// largest transfer of one command, and the IOVA windows buffers may come from,
-    /// oldest first.
+    /// oldest first. The queue pair loads its control word first: a size change
+    /// published after that load is seen at its next poll.
     pub(crate) fn new(
         namespaces: impl Iterator<Item = (u32, u64, u32)>,
         max_xfer: u64,
@@ -81,6 +90,19 @@ impl Namespaces {
             ns0_key: ns.first().map_or(u64::MAX, |n| n.nsid as u64),
             ns,
             windows,
+        }
+    }
+
+    /// Copies the controller's current namespace sizes (same order as the table was
+    /// made in), on the owner's thread, after its control word showed a new namespace
+    /// generation. Allocates nothing.
+    #[cold]
+    pub fn refresh(&mut self, sizes: &[AtomicU64]) {
+        for (n, size) in self.ns.iter_mut().zip(sizes) {
+            n.nsze = size.load(Ordering::Acquire);
+        }
+        if let Some(first) = self.ns.first() {
+            self.ns0.nsze = first.nsze;
         }
     }
 

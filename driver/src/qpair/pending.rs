@@ -90,7 +90,8 @@ impl<T: Transport> Qpair<T> {
             let Some(req) = self.pending.pop() else {
                 break;
             };
-            // Checked on submit, and the namespace table does not change.
+            // Checked on submit, and the table's namespaces do not change (their sizes
+            // may: a request past a new end fails at the device, LBA Out of Range).
             let ns = self.namespaces.get(req.nsid).copied();
             debug_assert!(ns.is_some(), "pending requests name a known namespace");
             if let Some(ns) = ns {

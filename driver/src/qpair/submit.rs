@@ -3,6 +3,7 @@
 //! (the transport describes its data), and is posted; the doorbell follows once per
 //! batch ([`Qpair::flush`]).
 
+use super::namespaces::{Namespaces, NsInfo};
 use super::request::{IoOp, IoRequest, Refused};
 use super::tracker::NO_PARENT;
 use super::Qpair;
@@ -87,9 +88,9 @@ impl<T: Transport> Qpair<T> {
             iov,
             ctx,
         };
-        let ns = match self.namespaces.get(nsid) {
-            Some(ns) if self.namespaces.valid(&req, ns) => *ns,
-            _ => return Err(Refused::Invalid),
+        let ns = match self.checked_namespace(&req) {
+            Some(ns) => ns,
+            None => return Err(Refused::Invalid),
         };
         if let (IoOp::Read | IoOp::Write, Some(v)) = (op, &iov) {
             if !self.vector_ok(&req, v, &ns) {
@@ -102,6 +103,20 @@ impl<T: Transport> Qpair<T> {
         self.stats.submitted += 1;
         self.start(&req, ns);
         Ok(())
+    }
+
+    /// The namespace of `req` if `req` passes its checks, against the newest sizes
+    /// when it fails against the copy (see `namespaces.rs`).
+    #[inline(always)]
+    fn checked_namespace(&mut self, req: &IoRequest) -> Option<NsInfo> {
+        let check = |t: &Namespaces| t.get(req.nsid).filter(|ns| t.valid(req, ns)).copied();
+        if let Some(ns) = check(&self.namespaces) {
+            return Some(ns);
+        }
+        if !self.refresh_namespaces_if_changed() {
+            return None;
+        }
+        check(&self.namespaces)
     }
 
     /// The full error for a request [`try_submit`](Self::try_submit) refused: what is

@@ -14,17 +14,19 @@
 //!
 //! What it implements: CAP/VS/CC/CSTS/AQA/ASQ/ACQ and doorbells (DSTRD 0, 4 KiB
 //! pages); the admin commands a host driver needs (Identify CNS 0-3, Create/Delete
-//! I/O CQ/SQ, Get Log Page for error, SMART and ANA logs, Get/Set Features, Async Event
-//! Request, Abort); the NVM I/O commands Read, Write, Flush, Write Zeroes and Dataset
-//! Management (deallocate) with PRP entries and chained PRP lists; namespaces whose
-//! data can be shared by two controllers (two paths to one namespace); ANA groups
-//! whose state tests set per controller.
+//! I/O CQ/SQ, Get Log Page for error, SMART, changed namespace and ANA logs, Get/Set
+//! Features, Async Event Request, Abort); the NVM I/O commands Read, Write, Flush,
+//! Write Zeroes and Dataset Management (deallocate) with PRP entries and chained PRP
+//! lists; namespaces whose data can be shared by two controllers (two paths to one
+//! namespace); ANA groups whose state tests set per controller.
 //!
 //! What it does on purpose, when a test asks through [`Faults`]: delayed, reordered,
 //! dropped (held until aborted) and duplicated completions, admin completions kept
 //! until the test releases them, completions with a bogus command identifier, a
 //! wrong phase or a wrong SQ head, controller fatal status, surprise removal, ANA
-//! state changes with their asynchronous events. A small [`SoftConfig::mqes`] forces
+//! state changes with their asynchronous events, namespaces resized while attached
+//! ([`Namespace::resize`]: Namespace Attribute Changed notices and the Changed
+//! Namespace List log page). A small [`SoftConfig::mqes`] forces
 //! tag exhaustion; [`SoftConfig::mdts`] sets the transfer limit.
 //!
 //! It is a test tool: it takes locks, allocates and is not fast, and the device
@@ -472,6 +474,24 @@ impl SoftController {
     /// for [`Faults::set_ana_state`].
     pub fn set_ana_state(&self, grpid: u32, state: crate::spec::AnaState) -> Result<()> {
         self.shared.faults.set_ana_state(grpid, state)
+    }
+
+    /// Resizes namespace `nsid` to `nblocks` blocks; shorthand for
+    /// [`Namespace::resize`], which every controller serving the namespace reports
+    /// with a Namespace Attribute Changed notice.
+    pub fn resize_namespace(&self, nsid: u32, nblocks: u64) -> Result<()> {
+        let ns = self.namespaces().iter().find(|n| n.nsid() == nsid);
+        match ns {
+            Some(ns) => ns.resize(nblocks),
+            None => Err(Error::InvalidArgument(format!(
+                "{}: no namespace {nsid}; namespaces: {:?}",
+                self.shared.config.name,
+                self.namespaces()
+                    .iter()
+                    .map(|n| n.nsid())
+                    .collect::<Vec<_>>()
+            ))),
+        }
     }
 
     /// Manual mode: the device thread stops scanning (after its current scan) and the

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
-//! Namespace storage: sparse, zero until written, shareable between controllers.
+//! Namespace storage: sparse, zero until written, shareable between controllers, and
+//! resizable while attached ([`Namespace::resize`]).
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -17,7 +18,11 @@ static NEXT_NGUID: AtomicU64 = AtomicU64::new(1);
 /// NGUID, same ANA group).
 pub struct Namespace {
     nsid: u32,
-    nblocks: u64,
+    /// Size in blocks: changed by `resize` while controllers serve the namespace.
+    nblocks: AtomicU64,
+    /// Resizes so far: each controller compares it with the count it last saw, and
+    /// reports a Namespace Attribute Changed notice when it moved.
+    changes: AtomicU64,
     block_shift: u32,
     nguid: [u8; 16],
     anagrpid: u32,
@@ -28,7 +33,7 @@ impl fmt::Debug for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Namespace")
             .field("nsid", &self.nsid)
-            .field("nblocks", &self.nblocks)
+            .field("nblocks", &self.nblocks())
             .field("block_size", &self.block_size())
             .field("anagrpid", &self.anagrpid)
             .finish()
@@ -53,6 +58,24 @@ impl Namespace {
                 "NSID {nsid:#x} is reserved"
             )));
         }
+        let serial = NEXT_NGUID.fetch_add(1, Ordering::Relaxed);
+        let mut nguid = [0u8; 16];
+        nguid[..4].copy_from_slice(b"SOFT");
+        nguid[4..8].copy_from_slice(&nsid.to_be_bytes());
+        nguid[8..].copy_from_slice(&serial.to_be_bytes());
+        Self::check_size(nsid, nblocks, block_shift)?;
+        Ok(Namespace {
+            nsid,
+            nblocks: AtomicU64::new(nblocks),
+            changes: AtomicU64::new(0),
+            block_shift,
+            nguid,
+            anagrpid: 1,
+            data: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn check_size(nsid: u32, nblocks: u64, block_shift: u32) -> Result<()> {
         if nblocks == 0
             || nblocks
                 .checked_shl(block_shift)
@@ -62,19 +85,42 @@ impl Namespace {
                 "namespace {nsid}: {nblocks} blocks is not a usable size"
             )));
         }
-        let serial = NEXT_NGUID.fetch_add(1, Ordering::Relaxed);
-        let mut nguid = [0u8; 16];
-        nguid[..4].copy_from_slice(b"SOFT");
-        nguid[4..8].copy_from_slice(&nsid.to_be_bytes());
-        nguid[8..].copy_from_slice(&serial.to_be_bytes());
-        Ok(Namespace {
-            nsid,
-            nblocks,
-            block_shift,
-            nguid,
-            anagrpid: 1,
-            data: Mutex::new(HashMap::new()),
-        })
+        Ok(())
+    }
+
+    /// Changes the size to `nblocks` blocks (grow or shrink), as a namespace
+    /// management operation on a real subsystem would. Blocks past the old end read
+    /// zeroes after a grow; a shrink discards the data past the new end. Every
+    /// software controller serving the namespace then reports it as a controller does
+    /// (NVMe Base 2.0, section 5.2): its Identify Namespace shows the new NSZE, NCAP
+    /// and NUSE at once, its Changed Namespace List log page (04h) names the namespace,
+    /// and a Namespace Attribute Changed notice (event type Notice, information 00h)
+    /// completes an Asynchronous Event Request, if the host enabled those notices
+    /// (Asynchronous Event Configuration bit 8) and has not yet read the log since the
+    /// last one.
+    pub fn resize(&self, nblocks: u64) -> Result<()> {
+        Self::check_size(self.nsid, nblocks, self.block_shift)?;
+        let mut data = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.nblocks.swap(nblocks, Ordering::AcqRel);
+        if nblocks < old {
+            // Pieces wholly past the new end go; the one it cuts is zeroed past it.
+            let end = nblocks << self.block_shift;
+            data.retain(|&key, _| key * (PIECE as u64) < end);
+            let within = (end % PIECE as u64) as usize;
+            if let Some(p) = data.get_mut(&(end / PIECE as u64)) {
+                p[within..].fill(0);
+            }
+        }
+        drop(data);
+        if nblocks != old {
+            self.changes.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Resizes so far (see [`Namespace::resize`]).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
     }
 
     /// Puts the namespace in ANA group `anagrpid` (at least 1).
@@ -95,7 +141,7 @@ impl Namespace {
     }
     /// Size in blocks.
     pub fn nblocks(&self) -> u64 {
-        self.nblocks
+        self.nblocks.load(Ordering::Acquire)
     }
     /// Block size in bytes.
     pub fn block_size(&self) -> u32 {
@@ -107,7 +153,7 @@ impl Namespace {
     }
     /// Size in bytes.
     pub fn size_bytes(&self) -> u64 {
-        self.nblocks << self.block_shift
+        self.nblocks() << self.block_shift
     }
     /// Namespace Globally Unique Identifier.
     pub fn nguid(&self) -> [u8; 16] {
@@ -154,8 +200,9 @@ impl Namespace {
 
     /// Copies `dst.len()` bytes at byte `offset` out of the namespace.
     pub fn read_bytes(&self, offset: u64, dst: &mut [u8]) -> Result<()> {
-        self.check(offset, dst.len())?;
+        // Checked under the lock: a resize (which takes it) cannot cut in between.
         let data = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        self.check(offset, dst.len())?;
         Self::pieces(offset, dst.len(), |key, within, done, n| {
             let out = &mut dst[done..done + n];
             match data.get(&key) {
@@ -168,8 +215,8 @@ impl Namespace {
 
     /// Copies `src` into the namespace at byte `offset`.
     pub fn write_bytes(&self, offset: u64, src: &[u8]) -> Result<()> {
-        self.check(offset, src.len())?;
         let mut data = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        self.check(offset, src.len())?;
         Self::pieces(offset, src.len(), |key, within, done, n| {
             let p = data
                 .entry(key)
@@ -183,8 +230,8 @@ impl Namespace {
     pub fn zero_bytes(&self, offset: u64, len: u64) -> Result<()> {
         let len = usize::try_from(len)
             .map_err(|_| Error::InvalidArgument(format!("{len} bytes to zero")))?;
-        self.check(offset, len)?;
         let mut data = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        self.check(offset, len)?;
         Self::pieces(offset, len, |key, within, _, n| {
             if n == PIECE {
                 data.remove(&key);

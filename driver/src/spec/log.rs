@@ -251,4 +251,58 @@ impl AsyncEvent {
     pub const fn is_ana_change(self) -> bool {
         self.event_type == 2 && self.info == Self::NOTICE_ANA_CHANGE
     }
+    /// True for a Namespace Attribute Changed notice (type Notice, information 00h,
+    /// log page 04h): the Identify Namespace data of the namespaces in the Changed
+    /// Namespace List changed (their size, for example).
+    pub const fn is_ns_changed(self) -> bool {
+        self.event_type == 2 && self.info == Self::NOTICE_NS_CHANGED
+    }
+}
+
+/// Size of the Changed Namespace List log page: 1024 NSIDs (section 5.16.1.5).
+pub const CHANGED_NS_LIST_SIZE: usize = 4096;
+
+/// The Changed Namespace List log page (section 5.16.1.5, log page 04h): which
+/// namespaces' Identify Namespace data changed since the host last read the page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangedNamespaces {
+    /// These namespaces, in increasing order (empty when nothing changed).
+    Listed(Vec<u32>),
+    /// More than 1024 changed (the first entry is FFFFFFFFh): re-identify every one.
+    All,
+}
+
+impl ChangedNamespaces {
+    /// True if namespace `nsid` may have changed.
+    pub fn contains(&self, nsid: u32) -> bool {
+        match self {
+            ChangedNamespaces::Listed(ids) => ids.contains(&nsid),
+            ChangedNamespaces::All => true,
+        }
+    }
+
+    /// Parses the page: NSIDs in increasing order, ended by 0 (or the 1024th entry);
+    /// FFFFFFFFh only as the first entry, meaning "more than 1024".
+    pub fn parse(d: &[u8]) -> Result<Self, ParseError> {
+        const W: &str = "changed namespace list";
+        need(W, d, CHANGED_NS_LIST_SIZE)?;
+        if le32(d, 0) == u32::MAX {
+            return Ok(ChangedNamespaces::All);
+        }
+        let mut ids: Vec<u32> = Vec::new();
+        for i in 0..CHANGED_NS_LIST_SIZE / 4 {
+            let id = le32(d, 4 * i);
+            if id == 0 {
+                break;
+            }
+            if id == u32::MAX || ids.last().is_some_and(|&l| id <= l) {
+                return Err(ParseError {
+                    what: W,
+                    detail: format!("entry {i}, NSID {id:#x}, does not increase"),
+                });
+            }
+            ids.push(id);
+        }
+        Ok(ChangedNamespaces::Listed(ids))
+    }
 }

@@ -7,8 +7,10 @@
 //! and return [`ParseError`] instead of panicking or indexing out of bounds.
 //!
 //! Commands, completions and status are here; [`identify`] holds the Identify data
-//! structures and [`log`] the log pages and async events, with their parsers.
+//! structures and [`log`] the log pages and async events, with their parsers;
+//! [`fabrics`] the Fabrics commands (Connect, Property Get and Set).
 
+pub mod fabrics;
 pub mod identify;
 pub mod log;
 
@@ -78,6 +80,8 @@ pub mod log_id {
     pub const ERROR: u8 = 0x01;
     /// SMART / Health Information.
     pub const SMART: u8 = 0x02;
+    /// Changed Namespace List.
+    pub const CHANGED_NS_LIST: u8 = 0x04;
     /// Asymmetric Namespace Access.
     pub const ANA: u8 = 0x0c;
 }
@@ -210,6 +214,87 @@ impl Cqe {
     /// Decoded status field.
     pub const fn status(&self) -> Status {
         Status::from_field(self.status >> 1)
+    }
+}
+
+/// Commands and completions as bytes, little endian in the order of the structures:
+/// how a fabric carries them (a command capsule starts with the SQE, a response
+/// capsule is the CQE: NVMe Base 2.0, section 2.2, "Capsules").
+impl Sqe {
+    /// The 64 bytes of the command.
+    pub fn to_bytes(&self) -> [u8; SQE_SIZE] {
+        let mut b = [0u8; SQE_SIZE];
+        let dwords = [
+            self.cdw0,
+            self.nsid,
+            self.cdw2,
+            self.cdw3,
+            self.mptr as u32,
+            (self.mptr >> 32) as u32,
+            self.prp1 as u32,
+            (self.prp1 >> 32) as u32,
+            self.prp2 as u32,
+            (self.prp2 >> 32) as u32,
+            self.cdw10,
+            self.cdw11,
+            self.cdw12,
+            self.cdw13,
+            self.cdw14,
+            self.cdw15,
+        ];
+        for (chunk, dw) in b.chunks_exact_mut(4).zip(dwords) {
+            chunk.copy_from_slice(&dw.to_le_bytes());
+        }
+        b
+    }
+
+    /// The command from its 64 bytes.
+    pub fn from_bytes(b: &[u8; SQE_SIZE]) -> Sqe {
+        let dw =
+            |i: usize| u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+        let qw = |i: usize| dw(i) as u64 | (dw(i + 1) as u64) << 32;
+        Sqe {
+            cdw0: dw(0),
+            nsid: dw(1),
+            cdw2: dw(2),
+            cdw3: dw(3),
+            mptr: qw(4),
+            prp1: qw(6),
+            prp2: qw(8),
+            cdw10: dw(10),
+            cdw11: dw(11),
+            cdw12: dw(12),
+            cdw13: dw(13),
+            cdw14: dw(14),
+            cdw15: dw(15),
+        }
+    }
+}
+
+impl Cqe {
+    /// The 16 bytes of the completion.
+    pub fn to_bytes(&self) -> [u8; CQE_SIZE] {
+        let mut b = [0u8; CQE_SIZE];
+        b[0..4].copy_from_slice(&self.dw0.to_le_bytes());
+        b[4..8].copy_from_slice(&self.dw1.to_le_bytes());
+        b[8..10].copy_from_slice(&self.sq_head.to_le_bytes());
+        b[10..12].copy_from_slice(&self.sq_id.to_le_bytes());
+        b[12..14].copy_from_slice(&self.cid.to_le_bytes());
+        b[14..16].copy_from_slice(&self.status.to_le_bytes());
+        b
+    }
+
+    /// The completion from its 16 bytes.
+    pub fn from_bytes(b: &[u8; CQE_SIZE]) -> Cqe {
+        let w = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        Cqe {
+            dw0: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            dw1: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            sq_head: w(8),
+            sq_id: w(10),
+            cid: w(12),
+            status: w(14),
+        }
     }
 }
 
@@ -401,6 +486,35 @@ mod tests {
         let s = Status::from_field(0b0111_1000_0000_0000);
         assert_eq!(s.crd(), 3);
         assert!(s.more() && s.dnr());
+    }
+
+    #[test]
+    fn sqe_and_cqe_bytes_round_trip() {
+        let mut sqe = Sqe::rw(io_opc::WRITE, 3, 0x1122_3344_5566, 9);
+        sqe.set_cid(0xbeef);
+        sqe.mptr = 0x0102_0304_0506_0708;
+        sqe.prp1 = 0xa1a2_a3a4_a5a6_a7a8;
+        sqe.prp2 = 0xb1b2_b3b4_b5b6_b7b8;
+        sqe.cdw15 = 0xfeed_f00d;
+        let b = sqe.to_bytes();
+        assert_eq!(&b[0..4], &[io_opc::WRITE, 0, 0xef, 0xbe]);
+        assert_eq!(b[24], 0xa8, "PRP1 starts at byte 24, little endian");
+        assert_eq!(
+            &b[40..44],
+            &0x5566u32.wrapping_add(0x3344 << 16).to_le_bytes()
+        );
+        assert_eq!(Sqe::from_bytes(&b), sqe);
+        let cqe = Cqe {
+            dw0: 1,
+            dw1: 2,
+            sq_head: 3,
+            sq_id: 4,
+            cid: 5,
+            status: 6,
+        };
+        let b = cqe.to_bytes();
+        assert_eq!(b[12], 5, "CID at byte 12");
+        assert_eq!(Cqe::from_bytes(&b), cqe);
     }
 
     #[test]

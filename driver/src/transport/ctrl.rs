@@ -17,7 +17,8 @@
 //!    [`get_property32`](CtrlTransport::get_property32) and friends.
 //! 3. [`connect_admin_queue`](CtrlTransport::connect_admin_queue), before each
 //!    CC.EN = 1.
-//! 4. Admin commands on the admin queue (Identify, Number of Queues, ...).
+//! 4. Admin commands on the admin queue (Identify, Number of Queues, ...), then
+//!    [`after_enable`](CtrlTransport::after_enable), after each enable.
 //! 5. [`io_queue`](CtrlTransport::io_queue) for each new queue pair, then
 //!    [`connect_io_queue`](CtrlTransport::connect_io_queue); again after each reset.
 //! 6. [`disconnect_io_queue`](CtrlTransport::disconnect_io_queue) when a queue pair is
@@ -56,6 +57,18 @@ pub struct IoQueueSpec {
     pub sgl: bool,
 }
 
+/// What [`CtrlTransport::after_enable`] is told of the controller it just enabled.
+#[derive(Clone, Copy, Debug)]
+pub struct Enabled {
+    /// The controller's capabilities (CAP).
+    pub cap: Cap,
+    /// The I/O queues it granted (Number of Queues).
+    pub io_queues: u16,
+    /// Shadow doorbells are wanted (`ControllerOptions::shadow_doorbells`) and the
+    /// controller offers them (Identify Controller OACS bit 8).
+    pub shadow_doorbells: bool,
+}
+
 /// What the controller logic needs from the transport under one controller. One
 /// value per controller, shared by its threads; nothing here is on the data path.
 pub trait CtrlTransport: Send + Sync + fmt::Debug {
@@ -87,6 +100,24 @@ pub trait CtrlTransport: Send + Sync + fmt::Debug {
     /// the queue is empty (rewound). PCIe: AQA, ASQ and ACQ (section 3.5.1, step 3).
     /// TCP: a Fabrics Connect for queue 0 (after a reset, on a new connection).
     fn connect_admin_queue(&self) -> Result<()>;
+
+    /// Set-up on the admin queue after each enable and Number of Queues, before any
+    /// I/O queue is connected (at bring-up and in every reset), with `pool` for
+    /// memory and `timeout` per command. PCIe: Doorbell Buffer Config (section 5.11)
+    /// for shadow doorbells, when wanted and offered: taken or refused at bring-up
+    /// (refused, the registers stay in use), sent again after each reset to a
+    /// controller that took it (an error then fails the reset). TCP: nothing.
+    fn after_enable(
+        &self,
+        admin: &mut dyn AdminCommands,
+        pool: &DmaPool,
+        enabled: &Enabled,
+        timeout: Duration,
+    ) -> Result<()>;
+
+    /// True when the I/O queues use shadow doorbells (PCIe's Doorbell Buffer Config,
+    /// taken by the controller); false for transports without doorbells.
+    fn uses_shadow_doorbells(&self) -> bool;
 
     /// Makes the host side of I/O queue `spec.qid`, its memory from `pool`; the
     /// device learns of it at [`connect_io_queue`](Self::connect_io_queue). PCIe: SQ

@@ -23,8 +23,7 @@ use crate::dma::DmaSlice;
 use crate::error::{Error, Result};
 use crate::pcie::PcieQueue;
 use crate::qpair::{
-    AdminSide, IoCompletion, IoRequest, Namespaces, Qpair, QpairOptions, QpairShared, QpairStats,
-    Refused,
+    AdminSide, IoCompletion, IoRequest, Qpair, QpairOptions, QpairShared, QpairStats, Refused,
 };
 use crate::spec::Sqe;
 use std::sync::Arc;
@@ -153,11 +152,10 @@ pub(crate) fn io_qpair(
     transport: QueueTransport,
     ctrl: Arc<dyn AdminSide>,
     shared: Arc<QpairShared>,
-    namespaces: Namespaces,
     opts: &QpairOptions,
 ) -> Result<IoQpair> {
     Ok(match transport {
-        QueueTransport::Pcie(q) => IoQpair::Pcie(Qpair::new(ctrl, shared, q, namespaces, opts)?),
+        QueueTransport::Pcie(q) => IoQpair::Pcie(Qpair::new(ctrl, shared, q, opts)?),
     })
 }
 

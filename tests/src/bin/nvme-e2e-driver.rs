@@ -81,13 +81,26 @@ fn identify(bdf: &str) -> R<()> {
         id.vid, id.sn, id.mn, id.fr, id.subnqn
     );
     println!(
-        "{bdf}: CAP {:#018x} MDTS {} bytes, {} I/O queues",
+        "{bdf}: CAP {:#018x} MDTS {} bytes, {} I/O queues, shadow doorbells {}",
         ctrl.cap().0,
         ctrl.max_transfer_bytes(),
-        ctrl.io_queues()
+        ctrl.io_queues(),
+        if ctrl.uses_shadow_doorbells() {
+            "on"
+        } else {
+            "off"
+        }
     );
     if id.vid != 0x1b36 {
         return Err(format!("vendor {:#x} is not QEMU's 0x1b36", id.vid));
+    }
+    // QEMU's controller offers Doorbell Buffer Config (OACS bit 8, property `dbcs`):
+    // every other case of this boot but `sizes prp` runs over shadow doorbells.
+    if !id.dbbuf_supported() || !ctrl.uses_shadow_doorbells() {
+        return Err(format!(
+            "shadow doorbells not in use (OACS {:#x}): QEMU's controller offers Doorbell Buffer Config",
+            id.oacs
+        ));
     }
     let ns = ctrl.namespace(1).map_err(|e| e.to_string())?;
     println!(
@@ -183,13 +196,22 @@ fn sizes(bdf: &str, mode: &str) -> R<()> {
         "prp" => false,
         _ => return Err(format!("sizes: mode {mode:?} is neither sgl nor prp")),
     };
+    // PRPs also go without shadow doorbells: the doorbell registers' path is
+    // covered in this boot too.
     let ctrl = open_with(
         bdf,
         ControllerOptions {
             enable_sgl: sgl,
+            shadow_doorbells: sgl,
             ..ControllerOptions::default()
         },
     )?;
+    if ctrl.uses_shadow_doorbells() != sgl {
+        return Err(format!(
+            "sizes {mode}: shadow doorbells in use: {}",
+            ctrl.uses_shadow_doorbells()
+        ));
+    }
     if ctrl.uses_sgl() != sgl {
         return Err(format!(
             "sizes {mode}: the driver uses SGLs: {} (SGLS {:#x})",

@@ -46,6 +46,7 @@ fn main() {
     say("Initializing NVMe Controllers".into());
     let copts = nvme_driver::ControllerOptions {
         enable_sgl: !opts.no_sgl,
+        shadow_doorbells: !opts.no_shadow_doorbells,
         ..Default::default()
     };
     let targets = match attach::open_pcie(&wanted, &copts) {

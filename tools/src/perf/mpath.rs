@@ -81,6 +81,7 @@ pub fn layer_options(opts: &PerfOptions, policy: Policy) -> LayerOptions {
         // shutdown notification, as without --multipath.
         ctrl: ControllerOptions {
             no_shn_notification: opts.no_shutdown_notification,
+            shadow_doorbells: !opts.no_shadow_doorbells,
             ..ControllerOptions::default()
         },
         ..LayerOptions::default()

@@ -141,6 +141,8 @@ pub struct PerfOptions {
     /// `--no-sgl`: describe I/O data with PRPs even where the controller takes SGLs
     /// (`ControllerOptions::enable_sgl` false).
     pub no_sgl: bool,
+    /// `--no-shadow-doorbells`: `ControllerOptions::shadow_doorbells` false.
+    pub no_shadow_doorbells: bool,
     /// Seed of the pattern and of the random offsets.
     pub seed: u64,
     /// Drive multipath bdevs through the block layer (`--multipath`), with this
@@ -355,6 +357,7 @@ where
     let mut plot = None;
     let mut verify = false;
     let mut no_sgl = false;
+    let mut no_shadow_doorbells = false;
     let mut seed = 1u64;
     let mut multipath = false;
     let mut policy: Option<nvme_bdev::Policy> = None;
@@ -370,6 +373,7 @@ where
             "json" => json = true,
             "verify" => verify = true,
             "no-sgl" => no_sgl = true,
+            "no-shadow-doorbells" => no_shadow_doorbells = true,
             "multipath" => multipath = true,
             "q" => {
                 let n: u32 = number("-q", &v, "queue depth")?;
@@ -557,6 +561,7 @@ where
         plot,
         verify,
         no_sgl,
+        no_shadow_doorbells,
         seed,
         multipath,
     }))

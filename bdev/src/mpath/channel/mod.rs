@@ -273,7 +273,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
         // buffer against the same namespace geometry) saves the layer its own check:
         // what it refuses is checked again in `refused_by_queue`.
         if !Q::VALIDATES {
-            if let Err(e) = io.validate(self.mp.info().num_blocks, self.mp.block_shift) {
+            if let Err(e) = io.validate(self.mp.num_blocks(), self.mp.block_shift) {
                 return Err((e, io));
             }
         }
@@ -337,7 +337,7 @@ impl<Q: PathQueue> MpathChannel<Q> {
         status: Status,
     ) -> std::result::Result<(), (Error, BdevIo)> {
         let io = self.slots.get(slot).io;
-        if let Err(e) = io.validate(self.mp.info().num_blocks, self.mp.block_shift) {
+        if let Err(e) = io.validate(self.mp.num_blocks(), self.mp.block_shift) {
             self.slots.untake(slot);
             return Err((e, io));
         }

@@ -133,7 +133,8 @@ impl Device {
         put16(&mut d, 78, c.cntlid);
         put32(&mut d, 80, 0x0001_0400); // VER
         put32(&mut d, 88, c.rtd3e_us); // RTD3E, microseconds
-        put32(&mut d, 92, if c.ana { 1 << 11 } else { 0 }); // OAES: ANA change notices
+                                       // OAES: Namespace Attribute Notices (bit 8), ANA change notices (bit 11).
+        put32(&mut d, 92, 1 << 8 | if c.ana { 1 << 11 } else { 0 });
         d[111] = 1; // CNTRLTYPE: I/O controller
         d[258] = ACL;
         d[259] = AERL;
@@ -201,6 +202,7 @@ impl Device {
             log_id::ERROR => self.error_log(),
             log_id::SMART => self.smart_log(),
             log_id::ANA if self.sh.config.ana => self.ana_log(lsp & 1 == 1),
+            log_id::CHANGED_NS_LIST => self.changed_ns_log(),
             _ => return Err(specific(csc::INVALID_LOG_PAGE)),
         };
         if offset > image.len() as u64 {
@@ -215,6 +217,9 @@ impl Device {
         self.copy_to_host(sqe, &out)?;
         if lid == log_id::ANA && !rae {
             self.sh.faults.ana().notice_masked = false;
+        }
+        if lid == log_id::CHANGED_NS_LIST && !rae {
+            self.changed_ns_log_read();
         }
         Ok(0)
     }

@@ -16,9 +16,9 @@ use crate::dma::Iova;
 use crate::regs::{self, Aqa, Cc};
 use crate::spec::{
     admin_opc, cns, feature_id, io_opc, log_id, sc, sct, AnaState, AsyncEvent, Cqe, Sqe, Status,
-    CQE_SIZE, ERROR_LOG_ENTRY_SIZE, IDENTIFY_SIZE, SMART_LOG_SIZE, SQE_SIZE,
+    CHANGED_NS_LIST_SIZE, CQE_SIZE, ERROR_LOG_ENTRY_SIZE, IDENTIFY_SIZE, SMART_LOG_SIZE, SQE_SIZE,
 };
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{fence, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,6 +46,8 @@ const CSTS_SHST_COMPLETE: u32 = 2 << 2;
 
 /// AEC bit 11: send ANA change notices.
 const AEC_ANA_CHANGE: u32 = 1 << 11;
+/// AEC bit 8: send Namespace Attribute Changed notices.
+const AEC_NS_ATTR: u32 = 1 << 8;
 
 /// Command specific status codes (section 5, per command) and generic codes that
 /// `spec::sc` does not name.
@@ -197,6 +199,22 @@ pub(super) struct Device {
     /// Flushes completed since the last write command (see
     /// `Counters::flushes_before_shutdown`).
     flushes_since_write: u64,
+    /// Namespace attribute changes (`queues.rs`, `note_namespace_changes`).
+    ns_notices: NsNotices,
+}
+
+/// What the Changed Namespace List log page (04h) holds and the state of its notice
+/// (NVMe Base 2.0, section 5.2: masked once reported until the host reads the page).
+#[derive(Debug, Default)]
+struct NsNotices {
+    /// Each namespace's resize count when last looked at, in configuration order.
+    seen: Vec<u64>,
+    /// Namespaces changed since the host last read the page.
+    changed: BTreeSet<u32>,
+    /// A notice waits for an Asynchronous Event Request.
+    pending: bool,
+    /// A notice was reported and the host has not read the page since.
+    masked: bool,
 }
 
 /// The device thread's loop: scan, and when idle for a while, sleep briefly. In
@@ -247,7 +265,9 @@ impl Device {
             last_shn: false,
             shutdown_due: None,
             flushes_since_write: 0,
+            ns_notices: NsNotices::default(),
         };
+        d.ns_notices.seen = d.sh.config.namespaces.iter().map(|n| n.changes()).collect();
         d.features = d.default_features();
         d.init_regs();
         d
@@ -316,6 +336,7 @@ impl Device {
             return false;
         }
         self.handle_cc();
+        self.note_namespace_changes();
         if self.sh.faults.is_fatal() {
             self.set_csts(self.csts | CSTS_CFS);
             return false;
@@ -465,6 +486,7 @@ impl Device {
         self.features = self.default_features();
         self.sh.faults.clear_fatal();
         self.sh.faults.ana().notice_masked = false;
+        self.ns_notices.masked = false;
         let m = &self.sh.regs.mmio;
         for off in (regs::DOORBELL_BASE..REGS_SIZE).step_by(4) {
             m.write32(off, 0);

@@ -157,32 +157,91 @@ impl Device {
         self.errors.truncate(ELPE as usize + 1);
     }
 
+    /// Puts namespaces resized since the last scan into the Changed Namespace List
+    /// and raises its notice unless masked ([`Namespace::resize`]).
+    pub(super) fn note_namespace_changes(&mut self) {
+        let sh = self.sh.clone();
+        let n = &mut self.ns_notices;
+        for (ns, seen) in sh.config.namespaces.iter().zip(n.seen.iter_mut()) {
+            let now = ns.changes();
+            if now != *seen {
+                *seen = now;
+                n.changed.insert(ns.nsid());
+                if !n.masked {
+                    n.pending = true;
+                }
+            }
+        }
+    }
+
+    /// The Changed Namespace List log page (section 5.16.1.5): the NSIDs in
+    /// increasing order, or FFFFFFFFh alone when more than 1024 changed.
+    pub(super) fn changed_ns_log(&self) -> Vec<u8> {
+        let mut d = vec![0u8; CHANGED_NS_LIST_SIZE];
+        let changed = &self.ns_notices.changed;
+        if changed.len() > CHANGED_NS_LIST_SIZE / 4 {
+            put32(&mut d, 0, u32::MAX);
+        } else {
+            for (i, id) in changed.iter().enumerate() {
+                put32(&mut d, 4 * i, *id);
+            }
+        }
+        d
+    }
+
+    /// The host read the Changed Namespace List without Retain Asynchronous Event:
+    /// the list starts again and the notice is unmasked.
+    pub(super) fn changed_ns_log_read(&mut self) {
+        self.ns_notices.changed.clear();
+        self.ns_notices.masked = false;
+    }
+
     /// Completes one outstanding Asynchronous Event Request per pending event.
     pub(super) fn deliver_events(&mut self) -> bool {
-        if self.aers.is_empty() {
-            return false;
+        let mut worked = false;
+        while !self.aers.is_empty() {
+            let Some(ev) = self.next_notice() else {
+                break;
+            };
+            let cid = self.aers.remove(0);
+            self.post_event(cid, ev);
+            worked = true;
         }
-        let enabled = self.sh.config.ana
-            && self
-                .features
-                .get(&feature_id::ASYNC_EVENT_CONFIG)
-                .is_some_and(|v| v & AEC_ANA_CHANGE != 0);
+        worked
+    }
+
+    /// The next notice to report, if one is pending and enabled in the Asynchronous
+    /// Event Configuration; a pending notice that is not enabled is dropped.
+    fn next_notice(&mut self) -> Option<AsyncEvent> {
+        let aec = self
+            .features
+            .get(&feature_id::ASYNC_EVENT_CONFIG)
+            .copied()
+            .unwrap_or(0);
+        if std::mem::take(&mut self.ns_notices.pending) && aec & AEC_NS_ATTR != 0 {
+            self.ns_notices.masked = true;
+            return Some(AsyncEvent {
+                event_type: 2,
+                info: AsyncEvent::NOTICE_NS_CHANGED,
+                log_page: log_id::CHANGED_NS_LIST,
+            });
+        }
         let mut ana = self.sh.faults.ana();
-        if !ana.notice_pending {
-            return false;
-        }
-        ana.notice_pending = false;
-        if !enabled {
-            return false;
+        // Taken either way: a notice that is not enabled is dropped, not kept.
+        let pending = std::mem::take(&mut ana.notice_pending);
+        if !(pending && self.sh.config.ana && aec & AEC_ANA_CHANGE != 0) {
+            return None;
         }
         ana.notice_masked = true;
-        drop(ana);
-        let cid = self.aers.remove(0);
-        let ev = AsyncEvent {
+        Some(AsyncEvent {
             event_type: 2,
             info: AsyncEvent::NOTICE_ANA_CHANGE,
             log_page: log_id::ANA,
-        };
+        })
+    }
+
+    /// Completes Asynchronous Event Request `cid` with `ev`.
+    fn post_event(&mut self, cid: u16, ev: AsyncEvent) {
         enqueue(
             &mut self.cqs,
             Completion {
@@ -194,7 +253,6 @@ impl Device {
                 copy: false,
             },
         );
-        true
     }
 
     pub(super) fn post_all(&mut self) -> bool {

@@ -5,7 +5,7 @@
 use crate::manual::{Manual, Opt};
 
 /// One-line usage, printed with `--help` above the option list.
-pub const USAGE: &str = "usage: nvme-perf -q DEPTH -o BYTES -w WORKLOAD -t SECONDS [-M READ%] [-a WARMUP] [-c MASK] [-r TRID]... [-b BDF]... [-P N] [--io-queue-size N] [-L|-LL] [-Q N] [-d N[%]] [-m] [-N] [-s MB] [-O BYTES] [-i ID] [-g] [-G] [--json] [--plot FILE.svg] [--verify [--seed N]] [--no-sgl] [--multipath [--policy POLICY]]";
+pub const USAGE: &str = "usage: nvme-perf -q DEPTH -o BYTES -w WORKLOAD -t SECONDS [-M READ%] [-a WARMUP] [-c MASK] [-r TRID]... [-b BDF]... [-P N] [--io-queue-size N] [-L|-LL] [-Q N] [-d N[%]] [-m] [-N] [-s MB] [-O BYTES] [-i ID] [-g] [-G] [--json] [--plot FILE.svg] [--verify [--seed N]] [--no-sgl] [--no-shadow-doorbells] [--multipath [--policy POLICY]]";
 
 /// `-w`'s values, for completion.
 const WORKLOADS: &[&str] = &["read", "write", "randread", "randwrite", "rw", "randrw"];
@@ -201,6 +201,16 @@ pub const OPTIONS: &[Opt] = &[
         &[
             "describe I/O data with PRPs even where the controller supports",
             "SGLs (the default uses an SGL Data Block descriptor then)",
+        ],
+    ),
+    Opt::new(
+        None,
+        Some("no-shadow-doorbells"),
+        None,
+        &[
+            "write the doorbell registers for every batch even where the",
+            "controller offers shadow doorbells (Doorbell Buffer Config; QEMU's",
+            "controller does; the default uses them, as Linux and SPDK do)",
         ],
     ),
     Opt::new(
