@@ -3,7 +3,10 @@
 //! multipath bdev over every controller given, a reactor per core each driving its own
 //! channel with verified traffic (write a pattern, read it back, compare), the bdev's
 //! events taken on the main thread, figures from `Bdev::iostat` once a second, and an
-//! orderly stop (the controllers get the shutdown notification).
+//! orderly stop (the controllers get the shutdown notification). Writes come from the
+//! layer's buffers (`alloc_buffer`); reads land in memory the server allocated itself
+//! and registered with every controller (`register_memory`), as a server with its own
+//! buffer pool would.
 //!
 //! ```text
 //! server [--bdf BDF]... [--seconds N] [--cores N] [--hotplug]
@@ -19,10 +22,11 @@
 use nvme_bdev::layer::{vfio_connector, VfioHotplug};
 use nvme_bdev::reactor::{Poller, ReactorCtx, ReactorOptions, Reactors};
 use nvme_bdev::{
-    BdevEvent, BdevIo, BlockLayer, Channel, IoBuf, LayerOptions, MpathOptions, Policy,
+    BdevEvent, BdevIo, BlockLayer, Channel, IoBuf, LayerOptions, MemRegion, MpathOptions, Policy,
     EVENT_QUEUE_DEFAULT,
 };
 use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
+use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,9 +49,13 @@ struct Slot {
     slba: u64,
     seq: u64,
     wbuf: IoBuf,
-    rbuf: IoBuf,
+    /// Where its reads land: `NLB` blocks at this offset of the server's own memory.
+    rbuf: (Arc<MemRegion>, usize),
     reading: bool,
 }
+
+/// Bytes one I/O moves.
+const IO_BYTES: usize = NLB as usize * 512;
 
 /// A core's share of the server: its channel and its slots.
 struct Client {
@@ -66,7 +74,11 @@ impl Client {
     fn start(&mut self, i: usize) {
         let s = &self.slots[i];
         let io = if s.reading {
-            BdevIo::read(s.slba, NLB, s.rbuf.whole(), i as u64)
+            let (region, off) = &s.rbuf;
+            match region.slice(*off, IO_BYTES) {
+                Ok(buf) => BdevIo::read(s.slba, NLB, buf, i as u64),
+                Err(e) => unreachable!("slot {i}'s read buffer is inside the region: {e}"),
+            }
         } else {
             BdevIo::write(s.slba, NLB, s.wbuf.whole(), i as u64)
         };
@@ -86,9 +98,11 @@ impl Client {
             self.tally.errors.fetch_add(1, Ordering::Relaxed);
         } else if self.slots[i].reading {
             let want = self.pattern(i, self.slots[i].seq);
-            let mut back = vec![0u8; (NLB * 512) as usize];
-            // Not on the data path of a real server: the example checks what it read.
-            let _ = self.slots[i].rbuf.read_at(0, &mut back);
+            let (region, off) = &self.slots[i].rbuf;
+            // SAFETY: the read completed, so the device no longer writes these bytes;
+            // they lie inside the region (made in `main`), which the Arc keeps
+            // registered and allocated.
+            let back = unsafe { std::slice::from_raw_parts(region.as_ptr().add(*off), IO_BYTES) };
             if back.iter().all(|&b| b == want) {
                 self.tally.verified.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -191,6 +205,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bdev.multipath().map_or(0, |m| m.paths().len())
     );
 
+    // The server's own memory for reads, registered with every controller: page
+    // aligned, as `register_memory` asks.
+    let pool_len = cores * DEPTH * IO_BYTES;
+    let layout = Layout::from_size_align(pool_len.next_multiple_of(4096), 4096)?;
+    // SAFETY: the layout's size is not zero (at least one core and slot).
+    let pool = unsafe { alloc_zeroed(layout) };
+    if pool.is_null() {
+        return Err("out of memory for the read buffers".into());
+    }
+    // SAFETY: `pool` stays allocated until after the region is dropped (below), and no
+    // I/O is in flight on it then (the reactors have stopped).
+    let region = Arc::new(unsafe { layer.register_memory(pool, layout.size()) }?);
+    println!(
+        "server: reads land in {} KiB of the server's own memory, registered at IOVA {:#x}",
+        layout.size() / 1024,
+        region.iova()
+    );
+
     // A reactor per core, each given its channel (made here, off the reactors).
     let tally = Arc::new(Tally::default());
     let reactors = Reactors::start(
@@ -203,13 +235,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for core in 0..cores {
         let mut slots = Vec::new();
         for i in 0..DEPTH {
-            let mut wbuf = layer.alloc_buffer((NLB * 512) as usize)?;
+            let mut wbuf = layer.alloc_buffer(IO_BYTES)?;
             wbuf.fill((core * 31 + i * 7) as u8);
             slots.push(Slot {
                 slba: ((core * DEPTH + i) as u64) * NLB as u64,
                 seq: 0,
                 wbuf,
-                rbuf: layer.alloc_buffer((NLB * 512) as usize)?,
+                rbuf: (region.clone(), (core * DEPTH + i) * IO_BYTES),
                 reading: false,
             });
         }
@@ -259,6 +291,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     reactors.stop()?;
     events.drain(|ev| println!("event: {ev:?}"));
+    // The reactors dropped their slots: this is the region's last handle. Dropping it
+    // unregisters the memory, which may then be freed.
+    drop(Arc::into_inner(region).ok_or("a slot still holds the read region")?);
+    // SAFETY: allocated above with `layout`; no longer registered or used.
+    unsafe { dealloc(pool, layout) };
     layer.shutdown();
     let (verified, errors, mismatches) = (
         tally.verified.load(Ordering::Relaxed),

@@ -154,6 +154,14 @@ pub trait PathQueue: Send {
     /// namespace geometry): the channel then skips its own check before submitting
     /// and checks only what the queue refused.
     const VALIDATES: bool = false;
+    /// Bits this queue wants in the upper half of every request's `ctx` (the channel
+    /// puts its own context in the low 32 bits): a queue shared by several channels
+    /// tells their completions apart by them, and hands each channel back its own
+    /// completions with them cleared. 0 for a queue of one channel.
+    #[inline(always)]
+    fn ctx_tag(&self) -> u64 {
+        0
+    }
     /// Submits without blocking, or says why not (see [`IoQpair::try_submit`]); the
     /// caller keeps the request either way.
     fn submit(&mut self, req: &IoRequest) -> Result<(), Refused>;
@@ -203,6 +211,9 @@ pub trait PathQueue: Send {
     fn needs_poll(&self) -> bool {
         true
     }
+    /// Housekeeping the owning channel runs at its full polls, on its thread (a
+    /// shared queue recycles the slots of channels that let go). Nothing by default.
+    fn maintain(&mut self) {}
 }
 
 impl PathQueue for IoQpair {

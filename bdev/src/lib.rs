@@ -35,6 +35,7 @@ pub mod qsbr;
 pub mod reactor;
 pub mod ring;
 pub mod room;
+pub mod share;
 mod sync;
 
 #[cfg(all(test, loom))]
@@ -55,9 +56,11 @@ pub use events::{BdevEvent, EventReceiver, EVENT_QUEUE_DEFAULT};
 pub use io::{BdevCompletion, BdevIo, PathQueue};
 pub use iostat::{BdevIoStat, IoStat, LatencyHistogram, PathIoStat};
 pub use layer::{
-    vfio_connector, Bdev, BlockLayer, Channel, Connector, ControllerStats, LayerOptions,
+    vfio_connector, Bdev, BlockLayer, Channel, Connector, ControllerStats, LayerOptions, NvmeQueue,
+    PollGroup,
 };
 pub use mpath::{BdevInfo, MpathChannel, MpathOptions, Multipath, PathState, Policy};
 pub use nvme_driver::{IoOp, Status};
 pub use reactor::{Poller, ReactorCtx, ReactorOptions, Reactors};
 pub use room::{RoomWaiter, ROOM_WAITERS_MAX};
+pub use share::{QueueGroup, QueueShare};

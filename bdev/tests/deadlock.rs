@@ -13,6 +13,7 @@
 //! submit does not wait for a reset is `submit_returns_while_a_reset_is_frozen`.
 
 use nvme_bdev::mpath::{ChannelStats, PathIoStats};
+use nvme_bdev::NvmeQueue;
 use nvme_bdev::{
     BdevCompletion, BdevIo, BlockLayer, Channel, IoBuf, LayerOptions, MpathOptions, Multipath,
     Policy, Poller, ReactorCtx, ReactorOptions, Reactors,
@@ -20,7 +21,7 @@ use nvme_bdev::{
 use nvme_driver::clock;
 use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
 use nvme_driver::spec::AnaState;
-use nvme_driver::{IoQpair, QpairOptions};
+use nvme_driver::QpairOptions;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -414,7 +415,7 @@ struct Seen {
 
 /// Waits (bounded) until some path of `mp` satisfies `cond`.
 fn wait_path(
-    mp: &Multipath<IoQpair>,
+    mp: &Multipath<NvmeQueue>,
     what: &str,
     cond: impl Fn(&nvme_bdev::mpath::PathInfo) -> bool,
 ) {
@@ -453,7 +454,7 @@ fn reset_and_wait(layer: &BlockLayer, names: &[&str], round: usize) -> u64 {
 }
 
 /// I/Os the channels dispatched on controller `name`'s path.
-fn per_path(mp: &Multipath<IoQpair>, reports: &[Report], name: &str) -> u64 {
+fn per_path(mp: &Multipath<NvmeQueue>, reports: &[Report], name: &str) -> u64 {
     let ids: Vec<u64> = mp
         .paths()
         .iter()

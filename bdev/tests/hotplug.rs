@@ -15,11 +15,12 @@ mod common;
 
 use common::Bus;
 use nvme_bdev::layer::HotplugSource;
+use nvme_bdev::NvmeQueue;
 use nvme_bdev::{
     BdevIo, BlockLayer, Channel, IoBuf, LayerOptions, MpathOptions, Multipath, Policy,
 };
 use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
-use nvme_driver::{IoQpair, QpairOptions};
+use nvme_driver::QpairOptions;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,7 +60,7 @@ fn layer(reconnect_ms: u64, loss_ms: i64) -> BlockLayer {
 /// test thread.
 struct Traffic {
     ch: Channel,
-    mp: Arc<Multipath<IoQpair>>,
+    mp: Arc<Multipath<NvmeQueue>>,
     wbufs: Vec<IoBuf>,
     rbufs: Vec<IoBuf>,
     out: Vec<u64>,

@@ -8,12 +8,13 @@
 
 use nvme_bdev::layer::Connector;
 use nvme_bdev::mpath::ChannelStats;
+use nvme_bdev::NvmeQueue;
 use nvme_bdev::{
     BdevCompletion, BdevIo, BlockLayer, Channel, Error, IoBuf, LayerOptions, MpathOptions,
     Multipath, Policy,
 };
 use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
-use nvme_driver::{IoQpair, QpairOptions};
+use nvme_driver::QpairOptions;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -257,7 +258,7 @@ fn mpstats(ch: &Channel) -> ChannelStats {
 }
 
 /// I/Os the channel dispatched per controller name (paths it still holds).
-fn per_path(mp: &Multipath<IoQpair>, ch: &Channel) -> HashMap<String, u64> {
+fn per_path(mp: &Multipath<NvmeQueue>, ch: &Channel) -> HashMap<String, u64> {
     let Channel::Mpath(c) = ch else {
         panic!("not a multipath channel")
     };
@@ -271,13 +272,13 @@ fn per_path(mp: &Multipath<IoQpair>, ch: &Channel) -> HashMap<String, u64> {
     m
 }
 
-fn usable(mp: &Multipath<IoQpair>, name: &str) -> bool {
+fn usable(mp: &Multipath<NvmeQueue>, name: &str) -> bool {
     mp.paths()
         .iter()
         .any(|p| p.name == name && p.state.usable())
 }
 
-fn has_path(mp: &Multipath<IoQpair>, name: &str) -> bool {
+fn has_path(mp: &Multipath<NvmeQueue>, name: &str) -> bool {
     mp.paths().iter().any(|p| p.name == name)
 }
 
@@ -291,7 +292,7 @@ fn two_paths(
     BlockLayer,
     Plug,
     Arc<SoftController>,
-    Arc<Multipath<IoQpair>>,
+    Arc<Multipath<NvmeQueue>>,
 ) {
     let ns = Arc::new(Namespace::new(1, 1 << 14, BS as u32).unwrap());
     let plug = Plug::new(soft("softA", 1, &ns));

@@ -7,13 +7,14 @@
 //! a deadline.
 
 use nvme_bdev::layer::Connector;
+use nvme_bdev::NvmeQueue;
 use nvme_bdev::{
     BdevCompletion, BdevIo, BlockLayer, Channel, IoBuf, LayerOptions, MpathOptions, Multipath,
     Policy,
 };
 use nvme_driver::softctrl::{Namespace, SoftConfig, SoftController};
 use nvme_driver::spec::AnaState;
-use nvme_driver::{IoQpair, QpairOptions};
+use nvme_driver::QpairOptions;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,7 +76,7 @@ struct Rig {
     plug: Plug,
     b: Arc<SoftController>,
     layer: BlockLayer,
-    mp: Arc<Multipath<IoQpair>>,
+    mp: Arc<Multipath<NvmeQueue>>,
     ch: Channel,
 }
 
@@ -124,7 +125,7 @@ fn rig_anatt(policy: Policy, fast_fail: u64, reconnect: u64, loss: i64, anatt_s:
 }
 
 impl Rig {
-    fn mpch(&self) -> &nvme_bdev::MpathChannel<IoQpair> {
+    fn mpch(&self) -> &nvme_bdev::MpathChannel<NvmeQueue> {
         match &self.ch {
             Channel::Mpath(c) => c,
             Channel::Nvme(_) => unreachable!(),

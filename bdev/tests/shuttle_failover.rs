@@ -154,7 +154,7 @@ fn scenario(policy: Policy, tally: &'static Tally) {
         mp.add_path(
             p,
             live(AnaState::Optimized),
-            Box::new(move || {
+            Box::new(move |_| {
                 core += 1;
                 Ok(ModelPath {
                     dev: path_devs[core - 1].clone(),

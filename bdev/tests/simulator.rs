@@ -344,7 +344,7 @@ fn simulate(seed: u64, verbose: bool, outcome: &mut Totals) -> Result<(), String
     for c in ctrls.iter_mut() {
         heal(c, &ns, grp);
     }
-    let all_back = |mp: &nvme_bdev::Multipath<nvme_driver::IoQpair>| {
+    let all_back = |mp: &nvme_bdev::Multipath<nvme_bdev::NvmeQueue>| {
         let paths = mp.paths();
         paths.len() == n_ctrls && paths.iter().all(|p| p.state.usable())
     };
@@ -509,7 +509,7 @@ fn path_stats(lane: &Lane) -> Vec<nvme_bdev::mpath::PathIoStats> {
 fn traffic(
     lanes: &mut [Lane],
     oracle: &mut Oracle,
-    mp: &nvme_bdev::Multipath<nvme_driver::IoQpair>,
+    mp: &nvme_bdev::Multipath<nvme_bdev::NvmeQueue>,
     ctrls: &[Ctrl],
     polls: usize,
     more: bool,

@@ -37,10 +37,12 @@
 #![deny(missing_docs)]
 
 mod bdev_nvme;
+mod nvmf;
 mod other;
 mod params;
 mod pci;
 
+pub use nvmf::{NvmfConfig, NvmfListener, NvmfNamespace, NvmfSubsystem, NvmfTransport};
 pub use pci::parse_bdf;
 
 use nvme_bdev::{LayerOptions, MpathOptions};
@@ -159,7 +161,47 @@ const BDEV_METHODS: &str = "bdev_nvme_attach_controller, bdev_nvme_set_options, 
     bdev_wait_for_examine";
 
 /// Parses `text`, the contents of the config file `path` (used in messages only).
+/// The `nvmf` subsystem is accepted and noted, not read: [`parse_target`] reads it.
 pub fn parse(text: &str, path: &str) -> Result<BdevConfig, Error> {
+    parse_with(text, path, None)
+}
+
+/// What an NVMe-oF target's config asks for: the block layer's part and the `nvmf`
+/// subsystem's (transport, subsystems, namespaces, listeners, hosts).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetConfig {
+    /// The `bdev` subsystem, as [`parse`] reads it.
+    pub bdev: BdevConfig,
+    /// The `nvmf` subsystem.
+    pub nvmf: NvmfConfig,
+}
+
+/// Parses a config for `nvme-target` (SPDK's `nvmf_tgt -c`): as [`parse`], and the
+/// `nvmf` subsystem's methods too, each refused by name when the target cannot
+/// honour it.
+pub fn parse_target(text: &str, path: &str) -> Result<TargetConfig, Error> {
+    let mut nvmf = NvmfConfig::default();
+    let bdev = parse_with(text, path, Some(&mut nvmf))?;
+    if nvmf.subsystems.is_empty() {
+        return Err(Error::file(
+            path,
+            "no nvmf_create_subsystem in the \"nvmf\" subsystem: nothing to serve",
+        ));
+    }
+    if nvmf.transports.is_empty() {
+        return Err(Error::file(
+            path,
+            "no nvmf_create_transport with trtype TCP in the \"nvmf\" subsystem",
+        ));
+    }
+    Ok(TargetConfig { bdev, nvmf })
+}
+
+fn parse_with(
+    text: &str,
+    path: &str,
+    mut nvmf: Option<&mut NvmfConfig>,
+) -> Result<BdevConfig, Error> {
     let root: Value = serde_json::from_str(text)
         .map_err(|e| Error::file(path, format!("not valid JSON: {e}")))?;
     let subsystems = root
@@ -203,6 +245,8 @@ pub fn parse(text: &str, path: &str) -> Result<BdevConfig, Error> {
                         )))
                     }
                 }
+            } else if let (Some(nvmf), "nvmf") = (nvmf.as_deref_mut(), name) {
+                nvmf.entry(&p, &mut notes)?;
             } else {
                 other::entry(name, &p)?;
                 ignored.push(p.method);

@@ -66,6 +66,11 @@ impl<'a> Params<'a> {
         }
     }
 
+    /// The raw value of `key`, if present and not null.
+    pub(crate) fn value(&self, key: &str) -> Option<&'a Value> {
+        self.params.get(key).filter(|v| !v.is_null())
+    }
+
     pub(crate) fn str(&self, key: &str) -> Result<Option<&'a str>, Error> {
         match self.params.get(key) {
             None | Some(Value::Null) => Ok(None),

@@ -71,7 +71,15 @@ echo "server exit $rc"
         .run(&script);
     out.assert_success();
     let text = &out.stdout;
-    for want in ["c1 gone: yes", "c1 back: yes", "server exit 0"] {
+    // Reads land in the server's own memory, registered with both controllers and,
+    // after the replug, with c1 again (`register_memory` covers controllers attached
+    // later): every read through c1 after its PathUp went there, verified below.
+    for want in [
+        "c1 gone: yes",
+        "c1 back: yes",
+        "server exit 0",
+        "server's own memory, registered at IOVA",
+    ] {
         assert!(text.contains(want), "{want:?} missing:\n{out}");
     }
     let summary = text

@@ -5,11 +5,11 @@
 //! and by the hot-plug thread (`hotplug.rs`), one attach at a time per layer.
 
 use super::controller::{self, CtrlRecord};
-use super::{ns_info, Bdev, Connector, Inner, NsBdev};
+use super::{ns_info, Bdev, Connector, Inner, NsBdev, NvmeQueue};
 use crate::mpath::{BdevInfo, Multipath};
 use crate::sync::lock_std as lock;
 use crate::{Error, Result};
-use nvme_driver::{Controller, IoQpair, Namespace};
+use nvme_driver::{Controller, Namespace};
 use std::sync::Arc;
 
 /// Brings up controller `name` through `connector`, creates its bdevs (or joins
@@ -66,7 +66,7 @@ fn multipath_for(
     inner: &Inner,
     ctrl: &Controller,
     ns: &Namespace,
-) -> Result<Arc<Multipath<IoQpair>>> {
+) -> Result<Arc<Multipath<NvmeQueue>>> {
     let subnqn = &ctrl.identify().subnqn;
     let probe = ns_info(ctrl, ns, String::new());
     let has_id = probe.nguid.is_some() || probe.eui64.is_some() || probe.uuid.is_some();

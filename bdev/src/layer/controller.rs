@@ -10,7 +10,7 @@
 //! reconnect: a new controller instance, its paths new path instances) or `Gone` (the
 //! loss timeout passed, or it is 0: the paths are removed for good).
 
-use super::{Bdev, Connector, ControllerStats, Inner};
+use super::{Bdev, Connector, ControllerStats, Inner, NvmeQueue};
 use crate::mpath::{Multipath, PathShared, PathState};
 use crate::sync::lock_std as lock;
 use crate::Result;
@@ -49,7 +49,7 @@ pub(super) enum LinkKind {
 
 /// A path one controller provides: the multipath bdev, the path, the NSID.
 pub(super) struct CtrlPath {
-    mp: Arc<Multipath<IoQpair>>,
+    mp: Arc<Multipath<NvmeQueue>>,
     path: Arc<PathShared>,
     nsid: u32,
 }
@@ -212,7 +212,7 @@ fn ana_of(ctrl: &Controller, nsid: u32) -> AnaState {
 pub(super) fn add_path(
     inner: &Inner,
     record: &CtrlRecord,
-    mp: &Arc<Multipath<IoQpair>>,
+    mp: &Arc<Multipath<NvmeQueue>>,
     ctrl: &Controller,
     nsid: u32,
 ) -> Result<()> {
@@ -224,10 +224,16 @@ pub(super) fn add_path(
     };
     let opts = inner.opts.qpair;
     let queue_ctrl = ctrl.clone();
+    // The controller instance's address-space id names it in the channels' queue
+    // groups: every path of this instance joins the group's one queue pair on it.
+    let instance = record.space.load(Ordering::Acquire);
+    let depth = inner.opts.mpath.channel_depth;
     mp.add_path(
         path.clone(),
         state,
-        Box::new(move || Ok(queue_ctrl.create_io_qpair(opts)?)),
+        Box::new(move |group| {
+            group.join(instance, depth, || Ok(queue_ctrl.create_io_qpair(opts)?))
+        }),
     )?;
     lock(&record.paths).push(CtrlPath {
         mp: mp.clone(),

@@ -13,14 +13,20 @@
 
 mod attach;
 mod controller;
+mod group;
 mod hotplug;
 mod ns;
 mod subscribe;
 
+pub use group::PollGroup;
 pub use hotplug::{
     vfio_connector, HotplugSource, HotplugStats, VfioHotplug, ATTACH_ATTEMPTS, PERIOD_MIN_MS,
 };
 pub use ns::{NsBdev, NsChannel};
+
+/// The queue a multipath channel drives on an NVMe path: its membership of an I/O
+/// queue pair that the channels of its poll group share (`crate::share`).
+pub type NvmeQueue = crate::share::QueueShare<IoQpair>;
 
 use crate::dma::{IoBufPool, MemRegion};
 use crate::io::{BdevCompletion, BdevIo};
@@ -154,7 +160,7 @@ pub enum Bdev {
     /// One namespace through one controller.
     Nvme(Arc<NsBdev>),
     /// One namespace through every controller that reaches it.
-    Mpath(Arc<Multipath<IoQpair>>),
+    Mpath(Arc<Multipath<NvmeQueue>>),
 }
 
 impl Bdev {
@@ -219,7 +225,7 @@ impl Bdev {
         }
     }
     /// The multipath core, if this is a multipath bdev.
-    pub fn multipath(&self) -> Option<&Arc<Multipath<IoQpair>>> {
+    pub fn multipath(&self) -> Option<&Arc<Multipath<NvmeQueue>>> {
         match self {
             Bdev::Mpath(m) => Some(m),
             Bdev::Nvme(_) => None,
@@ -285,7 +291,7 @@ pub enum Channel {
     /// Namespace bdev channel.
     Nvme(NsChannel),
     /// Multipath bdev channel.
-    Mpath(MpathChannel<IoQpair>),
+    Mpath(MpathChannel<NvmeQueue>),
 }
 
 impl Channel {
@@ -406,6 +412,12 @@ impl BlockLayer {
     /// The QSBR domain (give it to [`Reactors::start`](crate::Reactors::start)).
     pub fn qsbr(&self) -> &Arc<Qsbr> {
         &self.inner.qsbr
+    }
+
+    /// A poll group: the channels one thread drives, sharing one I/O queue pair per
+    /// controller ([`PollGroup`]). Make one per reactor.
+    pub fn poll_group(&self) -> PollGroup {
+        PollGroup::new()
     }
 
     /// A buffer every attached controller can reach.

@@ -26,6 +26,7 @@ use crate::io::PathQueue;
 use crate::iostat::{BdevIoStat, StatRegistry};
 use crate::qsbr::{Qsbr, QsbrCell};
 use crate::ring::Ring;
+use crate::share::QueueGroup;
 use crate::sync::lock_std as lock;
 use crate::{Error, Result};
 use nvme_driver::spec::AnaState;
@@ -144,15 +145,18 @@ pub(crate) enum ChanMsg<Q> {
 
 struct ChanEntry<Q> {
     id: u64,
+    /// The channel's queue group: the path factories make its queue in it.
+    group: Arc<QueueGroup>,
     mailbox: Arc<Ring<ChanMsg<Q>>>,
     backlog: VecDeque<ChanMsg<Q>>,
     closed: Arc<AtomicBool>,
 }
 
-/// Makes a path's queue for one channel (for an NVMe path: a new I/O queue pair on
-/// the path's controller). A path's record keeps it for as long as the path is in the
+/// Makes a path's queue for one channel, in the channel's queue group (for an NVMe
+/// path: a member of the group's I/O queue pair on the path's controller, made if the
+/// group has none yet). A path's record keeps it for as long as the path is in the
 /// set: every channel, opened before or after the path was added, gets a queue from it.
-pub type QueueFactory<Q> = Box<dyn FnMut() -> Result<Q> + Send>;
+pub type QueueFactory<Q> = Box<dyn FnMut(&QueueGroup) -> Result<Q> + Send>;
 
 struct PathRecord<Q> {
     shared: Arc<PathShared>,
@@ -356,8 +360,8 @@ impl<Q: PathQueue> Multipath<Q> {
             )));
         }
         let mut queues = Vec::with_capacity(w.channels.len());
-        for _ in 0..w.channels.len() {
-            queues.push(make_queue()?);
+        for entry in w.channels.iter() {
+            queues.push(make_queue(&entry.group)?);
         }
         for (entry, q) in w.channels.iter_mut().zip(queues) {
             Self::send(
@@ -436,13 +440,20 @@ impl<Q: PathQueue> Multipath<Q> {
 
     /// Opens a channel for one core: each current path's record makes the channel's
     /// queue on that path (set-up work; call this off the reactors, then move the
-    /// channel to its core). Registers a QSBR reader.
+    /// channel to its core). Registers a QSBR reader. The channel shares its queues
+    /// with no other channel (see [`PollGroup`](crate::PollGroup) for sharing).
     pub fn channel(self: &Arc<Self>) -> Result<MpathChannel<Q>> {
+        self.channel_in(QueueGroup::alone())
+    }
+
+    /// As [`channel`](Self::channel), with the channel's queues made in `group` (its
+    /// poll group's): the caller keeps every channel of the group on one thread.
+    pub(crate) fn channel_in(self: &Arc<Self>, group: Arc<QueueGroup>) -> Result<MpathChannel<Q>> {
         let reader = self.cell.domain().register()?;
         let mut w = lock(&self.writer);
         let mut paths = Vec::with_capacity(w.paths.len());
         for p in w.paths.iter_mut() {
-            paths.push((p.shared.clone(), (p.make_queue)()?));
+            paths.push((p.shared.clone(), (p.make_queue)(&group)?));
         }
         let mailbox = Arc::new(Ring::new(MAILBOX));
         let closed = Arc::new(AtomicBool::new(false));
@@ -450,6 +461,7 @@ impl<Q: PathQueue> Multipath<Q> {
         w.next_channel += 1;
         w.channels.push(ChanEntry {
             id,
+            group,
             mailbox: mailbox.clone(),
             backlog: VecDeque::new(),
             closed: closed.clone(),

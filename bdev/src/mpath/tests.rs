@@ -137,7 +137,7 @@ fn setup(
         mp.add_path(
             path(i as u64 + 1),
             *st,
-            Box::new(move || Ok(q.take().unwrap())),
+            Box::new(move |_| Ok(q.take().unwrap())),
         )
         .unwrap();
     }
@@ -654,7 +654,7 @@ fn a_reset_completing_more_than_a_batch_at_once_loses_nothing() {
         mp.add_path(
             path(id),
             live(AnaState::Optimized),
-            Box::new(move || Ok(q.take().unwrap())),
+            Box::new(move |_| Ok(q.take().unwrap())),
         )
         .unwrap();
     }

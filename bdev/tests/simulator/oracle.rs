@@ -41,9 +41,9 @@
 
 use super::report::FAULTS;
 use nvme_bdev::mpath::{PathInfo, PathIoStats};
+use nvme_bdev::NvmeQueue;
 use nvme_bdev::{ControllerStats, Multipath};
 use nvme_driver::spec::AnaState;
-use nvme_driver::IoQpair;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -137,7 +137,7 @@ impl Oracle {
     }
 
     /// Reads the path set before a call (not judged if it moved while being read).
-    pub fn before(&mut self, mp: &Multipath<IoQpair>) -> Before {
+    pub fn before(&mut self, mp: &Multipath<NvmeQueue>) -> Before {
         let at = Instant::now();
         let generation = mp.generation();
         let paths = mp.paths();
@@ -168,7 +168,7 @@ impl Oracle {
         lane: usize,
         before: Before,
         now: &[PathIoStats],
-        mp: &Multipath<IoQpair>,
+        mp: &Multipath<NvmeQueue>,
         ana_epoch: &dyn Fn(&str) -> u64,
     ) {
         let generation_after = mp.generation();

@@ -60,8 +60,8 @@ pub(crate) struct CtrlInner {
     /// The current size in blocks of each of `namespaces` (same order): updated by a
     /// rescan (`rescan.rs`), copied by queue pairs at their next poll.
     pub(crate) ns_sizes: Box<[AtomicU64]>,
-    /// A rescan is due: a Namespace Attribute Changed notice arrived, or a reset
-    /// may have lost one.
+    /// A rescan is due: a Namespace Attribute Changed notice arrived (a reset
+    /// rescans by itself, `rescan.rs`).
     ns_rescan: AtomicBool,
     /// Size changes made by rescans (see [`Controller::namespace_changes`]).
     ns_changes: AtomicU64,

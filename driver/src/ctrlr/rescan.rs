@@ -14,6 +14,7 @@
 //! Only sizes are followed: a namespace that turns inactive, changes its block size
 //! (a format) or appears is logged, not taken in.
 
+use super::admin::AdminQueue;
 use super::{Controller, CtrlInner};
 use crate::error::{Error, Result};
 use crate::lock;
@@ -21,37 +22,48 @@ use crate::spec::{cns, log_id, ChangedNamespaces, IdentifyNamespace, CHANGED_NS_
 use std::sync::atomic::Ordering;
 
 impl Controller {
-    /// Re-identifies the namespaces the Changed Namespace List names (every one after
-    /// a reset, or when the page cannot be read) and publishes those whose size
-    /// changed. Failures are logged: the next notice, or reset, tries again.
+    /// Re-identifies the namespaces the Changed Namespace List names (every one when
+    /// the page cannot be read) and publishes those whose size changed. Failures are
+    /// logged: the next notice, or reset, tries again.
     pub(super) fn rescan_namespaces(&self) {
-        let inner = &self.0;
-        match inner.rescan() {
-            Ok(changed) if !changed.is_empty() => {
-                log::info!("{}: namespaces {changed:?} changed size", inner.name);
-            }
-            Ok(_) => {}
-            Err(e) => log::warn!("{}: namespace rescan: {e}", inner.name),
-        }
+        let mut aq = lock(&self.0.admin);
+        let r = self.0.rescan(&mut aq, false);
+        self.0.log_rescan(r);
     }
 }
 
 impl CtrlInner {
-    /// See [`Controller::rescan_namespaces`]; returns the NSIDs whose size changed.
-    fn rescan(&self) -> Result<Vec<u32>> {
-        let mut aq = lock(&self.admin);
+    /// The rescan a reset ends with (under its admin lock, the device just enabled):
+    /// every namespace, since the reset ended the Asynchronous Event Requests and with
+    /// them any notice not yet delivered (section 5.2). Best effort, as the ANA log
+    /// read beside it.
+    pub(super) fn rescan_after_reset(&self, aq: &mut AdminQueue) {
+        let r = self.rescan(aq, true);
+        self.log_rescan(r);
+    }
+
+    fn log_rescan(&self, r: Result<Vec<u32>>) {
+        match r {
+            Ok(changed) if !changed.is_empty() => {
+                log::info!("{}: namespaces {changed:?} changed size", self.name);
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("{}: namespace rescan: {e}", self.name),
+        }
+    }
+
+    /// Reads the Changed Namespace List (which also lets the controller send its next
+    /// notice), re-identifies what it names (every namespace with `all`) and publishes
+    /// new sizes; returns the NSIDs whose size changed.
+    fn rescan(&self, aq: &mut AdminQueue, all: bool) -> Result<Vec<u32>> {
         // NSID FFFFFFFFh: the page is about the controller, not one namespace.
         let listed = self
-            .get_log(
-                &mut aq,
-                log_id::CHANGED_NS_LIST,
-                u32::MAX,
-                CHANGED_NS_LIST_SIZE,
-            )
+            .get_log(aq, log_id::CHANGED_NS_LIST, u32::MAX, CHANGED_NS_LIST_SIZE)
             .and_then(|d| {
                 ChangedNamespaces::parse(&d).map_err(|e| Error::Parse(e, self.name.clone()))
             });
         let changed_list = match listed {
+            _ if all => ChangedNamespaces::All,
             Ok(l) => l,
             Err(e) => {
                 log::warn!(
@@ -66,7 +78,7 @@ impl CtrlInner {
             if !changed_list.contains(ns.nsid) {
                 continue;
             }
-            let d = self.identify(&mut aq, cns::NAMESPACE, ns.nsid)?;
+            let d = self.identify(aq, cns::NAMESPACE, ns.nsid)?;
             let id =
                 IdentifyNamespace::parse(&d).map_err(|e| Error::Parse(e, self.name.clone()))?;
             if id.nsze == 0 {

@@ -162,9 +162,9 @@ impl Controller {
         }
         inner.notify_queues();
         inner.arm_events(aq);
-        // The reset also dropped any Namespace Attribute Changed notice not yet
-        // delivered: the next housekeeping re-identifies every namespace.
-        inner.ns_rescan.store(true, Ordering::Release);
+        // The reset also ended any Namespace Attribute Changed notice not yet
+        // delivered: every namespace is identified again now, best effort.
+        inner.rescan_after_reset(aq);
         // A reset aborts outstanding Asynchronous Event Requests (section 5.2), and
         // with them any ANA change notice the device had not delivered: read the log
         // again, as Linux does on every reset (nvme_init_ctrl_finish). Best effort:

@@ -17,11 +17,7 @@ impl<T: Transport> Qpair<T> {
         ctl: ControlWord,
         cb: &mut impl FnMut(IoCompletion),
     ) -> usize {
-        if ctl.ns_gen() != self.control_seen.ns_gen() {
-            self.refresh_namespaces(ctl);
-        }
-        if ctl == self.control_seen {
-            // Only the namespace generation moved.
+        if self.only_namespaces_moved(ctl) {
             return 0;
         }
         self.control_seen = ctl;
@@ -62,9 +58,22 @@ impl<T: Transport> Qpair<T> {
     /// generation of `ctl` is taken as seen (the rest of the word is handled by
     /// `handle_control`).
     #[cold]
+    #[inline(never)]
     pub(super) fn refresh_namespaces(&mut self, ctl: ControlWord) {
         self.namespaces.refresh(self.ctrl.namespace_sizes());
         self.control_seen = self.control_seen.with_ns_gen_of(ctl);
+    }
+
+    /// Takes in a new namespace generation of `ctl`, if any (see `refresh_namespaces`);
+    /// true if nothing else of the word changed. Out of line: the generic
+    /// `handle_control` stays as small as it was.
+    #[cold]
+    #[inline(never)]
+    fn only_namespaces_moved(&mut self, ctl: ControlWord) -> bool {
+        if ctl.ns_gen() != self.control_seen.ns_gen() {
+            self.refresh_namespaces(ctl);
+        }
+        ctl == self.control_seen
     }
 
     /// Refused for its range or namespace, a request is checked once more after the

@@ -136,7 +136,7 @@ pub struct BdevChannel {
     /// hot-plugged, is a new path instance with a new id and the same name).
     path_names: Vec<(u64, String)>,
     /// The multipath bdev, to learn the names of paths added during the run.
-    mp: Option<Arc<nvme_bdev::Multipath<nvme_driver::IoQpair>>>,
+    mp: Option<Arc<nvme_bdev::Multipath<nvme_bdev::NvmeQueue>>>,
     policy: Policy,
     snap: Vec<nvme_bdev::mpath::PathIoStats>,
     snap_ch: ChannelStats,
@@ -160,7 +160,7 @@ pub type MpathJob = NsJob<BdevChannel>;
 pub type MpathWorker = WorkerJob<BdevChannel>;
 
 impl BdevChannel {
-    fn mpath_channel(&self) -> Option<&nvme_bdev::MpathChannel<nvme_driver::IoQpair>> {
+    fn mpath_channel(&self) -> Option<&nvme_bdev::MpathChannel<nvme_bdev::NvmeQueue>> {
         match &self.ch {
             Channel::Mpath(c) => Some(c),
             Channel::Nvme(_) => None,

@@ -370,7 +370,10 @@ impl<Q: PathQueue> MpathChannel<Q> {
             let Some(p) = local(&mut self.paths, path) else {
                 return Dispatch::NoPath;
             };
-            match p.queue.submit(&io.to_request(p.nsid, slot as u64)) {
+            match p
+                .queue
+                .submit(&io.to_request(p.nsid, slot as u64 | p.queue.ctx_tag()))
+            {
                 Ok(()) => {
                     self.busy |= p.busy_bit;
                     return Dispatch::Sent(path);
@@ -514,7 +517,10 @@ impl<Q: PathQueue> MpathChannel<Q> {
         }
         self.refresh_view();
         for i in 0..self.paths_end {
-            let needs = self.paths[i].as_ref().is_some_and(|p| p.queue.needs_poll());
+            let needs = self.paths[i].as_mut().is_some_and(|p| {
+                p.queue.maintain();
+                p.queue.needs_poll()
+            });
             if needs {
                 self.poll_path(i as u8, cb);
             }

@@ -4,8 +4,9 @@
 
 use crate::schedule::CONTROLLERS;
 use crate::traffic::{CHUNK, PROBE_CHUNK};
+use nvme_bdev::NvmeQueue;
 use nvme_bdev::{BdevCompletion, BdevIo, BlockLayer, Channel, IoBuf, Multipath, Status};
-use nvme_driver::{clock, IoQpair};
+use nvme_driver::clock;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -23,13 +24,13 @@ pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) 
     Ok(t.elapsed())
 }
 
-fn path_usable(mp: &Multipath<IoQpair>, bdf: &str) -> bool {
+fn path_usable(mp: &Multipath<NvmeQueue>, bdf: &str) -> bool {
     mp.paths().iter().any(|p| p.name == bdf && p.state.usable())
 }
 
 /// Resets controller `ctrl` through the block layer; returns when the reset is done
 /// and its path is usable again.
-pub fn reset(layer: &BlockLayer, mp: &Multipath<IoQpair>, ctrl: usize) -> R<String> {
+pub fn reset(layer: &BlockLayer, mp: &Multipath<NvmeQueue>, ctrl: usize) -> R<String> {
     let bdf = CONTROLLERS[ctrl].2;
     let (before, _) = layer
         .controller_counts(bdf)
@@ -61,7 +62,7 @@ pub fn reset(layer: &BlockLayer, mp: &Multipath<IoQpair>, ctrl: usize) -> R<Stri
 /// its path is usable.
 pub fn unplug_replug(
     layer: &BlockLayer,
-    mp: &Multipath<IoQpair>,
+    mp: &Multipath<NvmeQueue>,
     ctrl: usize,
     down_ms: u64,
 ) -> R<String> {

@@ -3,8 +3,9 @@
 //! namespace through its own channel of the multipath bdev, every read checked
 //! against a shadow of what the thread last wrote there, every I/O accounted for.
 
+use nvme_bdev::NvmeQueue;
 use nvme_bdev::{BdevCompletion, BdevIo, BlockLayer, Channel, IoBuf, Multipath, Status};
-use nvme_driver::{clock, IoQpair};
+use nvme_driver::clock;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -143,7 +144,7 @@ pub struct Traffic {
     pub chunks: u64,
     pub seed: u64,
     pub shared: Arc<Shared>,
-    pub mp: Arc<Multipath<IoQpair>>,
+    pub mp: Arc<Multipath<NvmeQueue>>,
     /// Ticks at the start of traffic (the clock shared by every thread).
     pub start: u64,
 }

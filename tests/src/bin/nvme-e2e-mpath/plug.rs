@@ -5,8 +5,8 @@
 //! controller of the same subsystem on the spare root port `rp2` (0000:03:00.0).
 
 use super::{wait_for, R};
+use nvme_bdev::NvmeQueue;
 use nvme_bdev::{BlockLayer, Multipath};
-use nvme_driver::IoQpair;
 use std::time::{Duration, Instant};
 
 /// Where the new controller of `--add` sits: the `mpath` topology's spare root port.
@@ -68,7 +68,7 @@ fn driver_of(bdf: &str) -> Option<String> {
 pub fn plug_back(
     tag: &str,
     layer: &BlockLayer,
-    mp: &Multipath<IoQpair>,
+    mp: &Multipath<NvmeQueue>,
     id: &str,
     bdf: &str,
     by_hand: bool,
@@ -114,7 +114,7 @@ pub fn plug_back(
 
 /// Adds a new controller `id` of the subsystem on the spare root port and waits until
 /// the layer's hot-plug has attached it and its path in `mp` is usable.
-pub fn add_new(tag: &str, mp: &Multipath<IoQpair>, id: &str) -> R<()> {
+pub fn add_new(tag: &str, mp: &Multipath<NvmeQueue>, id: &str) -> R<()> {
     let t = device_add(id, ADDED_PORT, ADDED)?;
     println!(
         "{tag}: hot-add: {ADDED} on the PCI bus {} ms after device_add",

@@ -4,8 +4,9 @@
 //! channel; counted per phase and per path name.
 
 use super::{AFTER, BLOCKS_PER_IO, DRAIN_DEADLINE, R, SLOTS};
+use nvme_bdev::NvmeQueue;
 use nvme_bdev::{BdevCompletion, BdevIo, Channel, IoBuf, Multipath};
-use nvme_driver::{clock, IoQpair};
+use nvme_driver::clock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -57,7 +58,7 @@ pub(super) struct Traffic {
     /// The channel's failover count when the current phase began.
     pub(super) failovers_at_phase: u64,
     /// Where path names come from: a path that comes back has a new instance id.
-    pub(super) mp: Arc<Multipath<IoQpair>>,
+    pub(super) mp: Arc<Multipath<NvmeQueue>>,
     /// Per path id: I/Os dispatched when the last phase began.
     pub(super) at_after: Vec<(u64, u64)>,
 }
