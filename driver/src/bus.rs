@@ -5,7 +5,6 @@
 
 use crate::dma::DmaMapper;
 use crate::mmio::Mmio;
-use crate::regs::Properties;
 use std::fmt;
 use std::sync::Arc;
 
@@ -15,11 +14,6 @@ pub trait Bus: Send + Sync + fmt::Debug {
     fn name(&self) -> &str;
     /// BAR0, the controller's registers and doorbells.
     fn bar0(&self) -> &Mmio;
-    /// The controller's properties (registers), as the controller logic reads and
-    /// writes them: BAR0 on PCIe. A fabric transport answers with Property Get/Set.
-    fn properties(&self) -> &dyn Properties {
-        self.bar0()
-    }
     /// The mapper for this device's DMA address space.
     fn mapper(&self) -> Arc<dyn DmaMapper>;
     /// True once the platform asked for the device back (VFIO's device request

@@ -21,8 +21,10 @@
 //! `soft-controller`); [`ctrlr`] the controller: bring-up, admin queue, state machine;
 //! [`control`] the reset handshake between controller and queue pairs; [`qpair`] the
 //! I/O queue pairs of the data path, their NVMe logic written once over a
-//! [`transport::Transport`], of which [`pcie`] is the PCIe one (rings, doorbells,
-//! PRPs). [`tcp`] holds the NVMe/TCP PDUs, for the TCP transport to come.
+//! [`transport::Transport`]; [`transport`] the seam between that core and the wire
+//! (one trait per queue, one per controller, [`transport::CtrlTransport`]), of which
+//! [`pcie`] is the PCIe side (rings, doorbells, PRPs, BAR0, queue creation).
+//! [`tcp`] holds the NVMe/TCP PDUs, for the TCP transport to come.
 //! `driver/README.md` maps each piece to its file and walks one I/O through them.
 #![deny(missing_docs)]
 
@@ -57,10 +59,10 @@ pub mod transport;
 pub use ctrlr::{Controller, ControllerOptions, CtrlState, Namespace, ShutdownReport};
 pub use dma::{DmaBuf, DmaPool, DmaSlice, Iova};
 pub use iov::DmaVec;
-pub use pcie::PcieQueue;
-pub use qpair::{IoCompletion, IoOp, IoQpair, IoRequest, QpairOptions, QpairStats, Refused};
+pub use pcie::{PcieCtrl, PcieQueue};
+pub use qpair::{IoCompletion, IoOp, IoRequest, Qpair, QpairOptions, QpairStats, Refused};
 pub use spec::Status;
-pub use transport::Transport;
+pub use transport::{CtrlTransport, IoQpair, QueueTransport, Transport};
 
 /// The README's samples, compiled as doc tests so that they cannot rot.
 #[cfg(doctest)]

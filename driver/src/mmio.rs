@@ -116,22 +116,6 @@ impl Doorbell {
     }
 }
 
-/// On PCIe the properties are BAR0 itself (section 3.1.3).
-impl crate::regs::Properties for Mmio {
-    fn read32(&self, off: usize) -> u32 {
-        Mmio::read32(self, off)
-    }
-    fn write32(&self, off: usize, v: u32) {
-        Mmio::write32(self, off, v)
-    }
-    fn read64(&self, off: usize) -> u64 {
-        Mmio::read64(self, off)
-    }
-    fn write64(&self, off: usize, v: u64) {
-        Mmio::write64(self, off, v)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,21 +5,9 @@
 //! Registers are `Copy` newtypes with `const fn` getters; the offsets are checked at
 //! compile time against a `#[repr(C)]` image of the register file.
 
-/// How the controller logic reaches the controller's properties (the registers of
-/// section 3.1.3): loads and stores in BAR0 on PCIe ([`crate::mmio::Mmio`]); on a
-/// fabric, the Property Get and Property Set commands of the Fabrics command set on
-/// the admin connection, which take the same offsets and sizes (NVMe Base 2.0, the
-/// Fabrics Command Set chapter). `ctrlr/` uses only this trait for them.
-pub trait Properties: Send + Sync {
-    /// Reads a 32-bit property; all ones when the controller cannot be reached.
-    fn read32(&self, off: usize) -> u32;
-    /// Writes a 32-bit property.
-    fn write32(&self, off: usize, v: u32);
-    /// Reads a 64-bit property; all ones when the controller cannot be reached.
-    fn read64(&self, off: usize) -> u64;
-    /// Writes a 64-bit property.
-    fn write64(&self, off: usize, v: u64);
-}
+// The controller logic reads and writes these through its transport's
+// `get_property32`/`set_property32` (`crate::transport::CtrlTransport`): BAR0 on PCIe,
+// Property Get and Set commands (same offsets and sizes) over a fabric.
 
 /// Image of the start of BAR0, used only to check register offsets at compile time.
 #[repr(C)]

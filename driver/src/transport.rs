@@ -1,25 +1,47 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
-//! The seam between the NVMe logic of a queue pair and the wire that carries its
-//! commands, as SPDK splits `nvme_qpair.c` from `nvme_pcie_common.c`.
+//! The seam between the transport-neutral core (the controller state machine in
+//! [`crate::ctrlr`], the queue pairs' NVMe logic in [`crate::qpair`]) and the wires
+//! that carry commands, as Linux splits `core.c` from `pci.c`/`fabrics.c`/`tcp.c` and
+//! SPDK splits `nvme_ctrlr.c` and `nvme_qpair.c` from `nvme_pcie*.c`/`nvme_tcp.c`.
+//! Two traits, one per queue and one per controller:
 //!
-//! The NVMe logic ([`crate::qpair`]: trackers and command identifiers, the pending
-//! queue, split requests, completion dispatch, timeouts, the reset handshake) is
-//! written once, generic over a [`Transport`]. A transport moves commands and
-//! completions and describes data buffers:
+//! - [`Transport`], one queue's wire: the NVMe logic of a queue pair (trackers and
+//!   command identifiers, the pending queue, split requests, completion dispatch,
+//!   timeouts, the reset handshake) is written once over it, and so is the admin
+//!   queue. A transport moves commands and completions and describes data buffers.
+//!   [`QueueTransport`] is the one the core holds: an enum over the transports,
+//!   chosen at run time and matched (not called through a vtable) on the data path.
+//! - [`CtrlTransport`], the whole controller's: properties (registers) read and
+//!   written with a `Result`, the admin queue made and connected, I/O queues made,
+//!   connected and disconnected, the limits a transport adds (the largest transfer),
+//!   removal. The controller holds one as `Arc<dyn CtrlTransport>`: it is never on
+//!   the data path.
 //!
-//! - PCIe ([`crate::pcie::PcieQueue`]): a submission and a completion ring in host
-//!   memory with doorbells in BAR0; data described by an SGL or PRP entries in the
-//!   command. The admin queue (`crate::ctrlr::admin`) is a `PcieQueue` too, for
-//!   queue 0 and with PRPs only; how queues are made and registered with the device
-//!   is `crate::pcie::setup`.
-//! - NVMe/TCP (not written yet) would fit the same trait: `post` appends a command
-//!   capsule to the socket's send buffer, `ring_doorbell` sends it, `peek_completion`
-//!   and `pop_completion` parse response capsules from the receive buffer,
-//!   `describe_data` sets an SGL transport data block descriptor instead of PRPs,
-//!   and `rewind` drops what the old connection had buffered.
+//! PCIe ([`crate::pcie`]: [`crate::pcie::PcieQueue`], [`crate::pcie::PcieCtrl`]) is
+//! the one transport so far: a submission and a completion ring in host memory with
+//! doorbells in BAR0; data described by an SGL or PRP entries in the command.
+//! NVMe/TCP would fit the same traits: `post` appends a command capsule to the
+//! socket's send buffer, `ring_doorbell` sends it, `peek_completion` and
+//! `pop_completion` parse response capsules from the receive buffer, `describe_data`
+//! sets an SGL transport data block descriptor instead of PRPs, and `rewind` drops
+//! what the old connection had buffered; the controller's properties are Property
+//! Get/Set commands, and connecting a queue is a Fabrics Connect.
 //!
-//! Dispatch is static (`IoQpair<T: Transport>`): each transport gets its own copy of
-//! the data path, with no indirect call per I/O.
+//! This module is the one place that names every transport (the enum); the core
+//! imports nothing from `pcie/`, and `pcie/` nothing from the core.
+
+mod ctrl;
+mod queue;
+
+pub use ctrl::{AdminCommands, CtrlTransport, Enabled, IoQueueSpec};
+pub(crate) use queue::io_qpair;
+pub use queue::{IoQpair, QueueTransport};
+
+/// The transport of a controller on a PCIe function (`bus`: VFIO, or the software
+/// controller).
+pub(crate) fn pcie(bus: std::sync::Arc<dyn crate::bus::Bus>) -> std::sync::Arc<dyn CtrlTransport> {
+    std::sync::Arc::new(crate::pcie::PcieCtrl::new(bus))
+}
 
 use crate::spec::{Cqe, Sqe};
 

@@ -1,20 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 //! The admin queue (section 5, "Admin Command Set"): one command at a time under the
 //! controller's admin lock, over the same [`Transport`] as the I/O queues (made by
-//! [`crate::pcie::setup::admin_queue`]), with Async Event Requests kept outstanding
-//! beside it.
+//! the controller's [`CtrlTransport::admin_queue`](crate::transport::CtrlTransport::admin_queue)),
+//! with Async Event Requests kept outstanding beside it.
 
 use super::{Controller, CtrlInner};
 use crate::dma::DmaBuf;
 use crate::error::{Error, Result};
 use crate::lock;
-use crate::pcie::setup::QueueTransport;
 use crate::prp::PAGE_SIZE;
 use crate::spec::{
     admin_opc, feature_id, log_id, AnaLog, AsyncEvent, Cqe, ErrorLogEntry, SmartLog, Sqe,
     IDENTIFY_SIZE,
 };
-use crate::transport::Transport;
+use crate::transport::{AdminCommands, QueueTransport, Transport};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -53,16 +52,24 @@ impl AdminQueue {
         self.aer_cids.clear();
     }
 
-    /// The transport, for registering the queue with the device.
-    pub(super) fn transport(&self) -> &QueueTransport {
-        &self.transport
-    }
-
     /// The next command identifier (15 bits, wrapping).
     pub(super) fn alloc_cid(&mut self) -> u16 {
         let cid = self.next_cid;
         self.next_cid = cid.wrapping_add(1) % 0x8000;
         cid
+    }
+}
+
+/// The admin queue lent to the transport, with the admin lock held, for the commands
+/// that connect and disconnect I/O queues (PCIe's Create and Delete I/O CQ/SQ).
+pub(super) struct AdminSession<'a> {
+    pub ctrl: &'a CtrlInner,
+    pub aq: &'a mut AdminQueue,
+}
+
+impl AdminCommands for AdminSession<'_> {
+    fn command(&mut self, sqe: Sqe, timeout: Duration) -> Result<Cqe> {
+        self.ctrl.admin_cmd(self.aq, sqe, timeout)
     }
 }
 
@@ -144,7 +151,7 @@ impl CtrlInner {
                         admin_name(sqe.opc())
                     ),
                     waited_ms: start.elapsed().as_millis() as u64,
-                    csts: self.csts().0,
+                    csts: self.csts().map_or(u32::MAX, |c| c.0),
                 });
             }
             spins += 1;
@@ -158,16 +165,17 @@ impl CtrlInner {
                         waited_ms: start.elapsed().as_millis() as u64,
                     });
                 }
-                // A device that is gone never answers: stop waiting once the bus
+                // A device that is gone never answers: stop waiting once the transport
                 // reports its removal or its registers read all ones (what reads of a
-                // removed PCIe function return), as Linux's remove callback cancels
-                // outstanding admin commands. Otherwise a removal that comes just
-                // after the caller read CSTS would hold whatever waits on this command
-                // (a reset, the failure path, the I/O they hand back) for its whole
-                // deadline. Looked at every 20th sleep, not every spin: under QEMU a
-                // register read traps to the emulator.
+                // removed PCIe function return) or cannot be read (a fabric), as Linux's
+                // remove callback cancels outstanding admin commands. Otherwise a
+                // removal that comes just after the caller read CSTS would hold
+                // whatever waits on this command (a reset, the failure path, the I/O
+                // they hand back) for its whole deadline. Looked at every 20th sleep,
+                // not every spin: under QEMU a register read traps to the emulator.
                 if spins.is_multiple_of(20)
-                    && (self.bus.removal_requested() || self.csts().is_all_ones())
+                    && (self.transport.removal_requested()
+                        || self.csts().map_or(true, |c| c.is_all_ones()))
                 {
                     return Err(Error::ControllerFailed {
                         device: self.name.clone(),

@@ -2,18 +2,17 @@
 //! Bring-up (section 3.5.1, "Controller Initialization"): the registers checked, the
 //! admin queue programmed, the controller enabled, identified, and given its queues.
 
-use super::admin::AdminQueue;
+use super::admin::{AdminQueue, AdminSession};
 use super::{Controller, ControllerOptions, CtrlInner, CtrlState, Namespace};
 use crate::bus::Bus;
 use crate::control::AtomicCtrlState;
 use crate::dma::DmaPool;
 use crate::error::{Error, Result};
 use crate::lock;
-use crate::pcie::setup;
-use crate::pcie::shadow::ShadowDoorbells;
 use crate::prp::PAGE_SIZE;
 use crate::regs::{self, Cap, Cc, Vs};
 use crate::spec::{cns, IdentifyController, IdentifyNamespace, IDENTIFY_SIZE};
+use crate::transport::{CtrlTransport, Enabled};
 use crossbeam_queue::ArrayQueue;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -25,7 +24,7 @@ impl CtrlInner {
         let timeout = Duration::from_millis(self.cap.timeout_ms().max(500));
         let start = Instant::now();
         loop {
-            let csts = self.csts();
+            let csts = self.csts()?;
             if csts.is_all_ones() {
                 return Err(Error::ControllerFailed {
                     device: self.name.clone(),
@@ -59,48 +58,64 @@ impl CtrlInner {
     }
 
     pub(super) fn disable(&self) -> Result<()> {
-        let cc = Cc(self.regs().read32(regs::CC));
+        let cc = Cc(self.transport.get_property32(regs::CC)?);
         if cc.en() {
-            self.regs().write32(regs::CC, cc.with_en(false).0);
+            self.transport
+                .set_property32(regs::CC, cc.with_en(false).0)?;
         }
         self.wait_rdy(false, "CSTS.RDY to clear after disabling (CC.EN = 0)")
     }
 
-    /// Sends Doorbell Buffer Config again after an enable, when the controller took it
-    /// at bring-up (a reset forgets it). A controller that took it then and refuses it
-    /// now fails: its I/O queues would wait on EventIdx values nobody writes.
-    pub(super) fn restore_shadow_doorbells(&self, aq: &mut AdminQueue) -> Result<()> {
-        let pages = lock(&self.shadow_doorbells);
-        if let Some(p) = pages.as_ref() {
-            self.admin_cmd(aq, p.config_command(), self.admin_timeout())?;
-        }
-        Ok(())
+    /// The transport's set-up after an enable that granted `io_queues` I/O queues
+    /// (PCIe: shadow doorbells), on the admin queue.
+    pub(super) fn after_enable(
+        &self,
+        aq: &mut AdminQueue,
+        ident: &IdentifyController,
+        io_queues: u16,
+    ) -> Result<()> {
+        let enabled = Enabled {
+            cap: self.cap,
+            io_queues,
+            shadow_doorbells: self.opts.shadow_doorbells && ident.dbbuf_supported(),
+        };
+        let timeout = self.admin_timeout();
+        let mut admin = AdminSession { ctrl: self, aq };
+        self.transport
+            .after_enable(&mut admin, &self.pool, &enabled, timeout)
     }
 
     /// Programs the admin queue and enables the controller (section 3.5.1, steps 1-7).
     pub(super) fn enable(&self, aq: &mut AdminQueue) -> Result<()> {
         // The controller is disabled, so the device does not access the admin queues.
         aq.rewind();
-        let r = self.regs();
-        setup::register_admin_queue(r, aq.transport());
+        self.transport.connect_admin_queue()?;
         let cc = Cc::default()
             .with_mps_shift(12)
             .with_entry_sizes(6, 4)
             .with_en(true);
-        r.write32(regs::CC, cc.0);
+        self.transport.set_property32(regs::CC, cc.0)?;
         self.wait_rdy(true, "CSTS.RDY after enabling (CC.EN = 1)")
     }
 }
 
 impl Controller {
-    /// Brings up the controller on `bus` (section 3.5.1): disable, admin queue,
-    /// enable, Identify Controller, the active namespaces, Number of Queues, async
-    /// event configuration and requests, and the ANA log where supported.
+    /// Brings up the PCIe controller on `bus` (VFIO, or the software controller):
+    /// [`attach`](Self::attach) over [`crate::pcie::PcieCtrl`].
     pub fn init(bus: Arc<dyn Bus>, opts: ControllerOptions) -> Result<Controller> {
-        let name = bus.name().to_string();
-        let r = bus.properties();
-        let cap = Cap(r.read64(regs::CAP));
-        let vs = Vs(r.read32(regs::VS));
+        Self::attach(crate::transport::pcie(bus), opts)
+    }
+
+    /// Brings up the controller `transport` reaches (section 3.5.1): disable, admin
+    /// queue, enable, Identify Controller, the active namespaces, Number of Queues,
+    /// async event configuration and requests, and the ANA log where supported.
+    pub fn attach(
+        transport: Arc<dyn CtrlTransport>,
+        opts: ControllerOptions,
+    ) -> Result<Controller> {
+        let name = transport.name().to_string();
+        let cap = Cap(transport.get_property64(regs::CAP)?);
+        let vs = Vs(transport.get_property32(regs::VS)?);
         if cap.0 == u64::MAX {
             return Err(Error::ControllerFailed {
                 device: name,
@@ -125,12 +140,12 @@ impl Controller {
                 ),
             });
         }
-        let pool = DmaPool::new(&name, bus.mapper())?;
-        let transport = setup::admin_queue(bus.as_ref(), &pool, cap.dstrd())?;
+        let pool = DmaPool::new(&name, transport.mapper())?;
+        let admin_transport = transport.admin_queue(&pool, cap)?;
         // Two pages of data: identify data, log pages.
-        let aq = AdminQueue::new(transport, pool.alloc(2 * PAGE_SIZE as usize)?);
+        let aq = AdminQueue::new(admin_transport, pool.alloc(2 * PAGE_SIZE as usize)?);
         let mut inner = CtrlInner {
-            bus: bus.clone(),
+            transport,
             name: name.clone(),
             pool,
             cap,
@@ -156,7 +171,6 @@ impl Controller {
             events: Mutex::new(VecDeque::new()),
             ana: Mutex::new(None),
             dma_windows: Mutex::new(Vec::new()),
-            shadow_doorbells: Mutex::new(None),
             resets: AtomicU64::new(0),
             opts: opts.clone(),
             queue_notifier: OnceLock::new(),
@@ -209,17 +223,8 @@ impl Controller {
                 });
             }
             let granted = inner.set_num_queues(&mut aq, opts.io_queues)?;
-            if opts.shadow_doorbells && ident.dbbuf_supported() {
-                let pages = ShadowDoorbells::new(&inner.pool, cap.dstrd(), granted)?;
-                // A controller that refuses the command keeps its registers.
-                let taken = pages.filter(|p| {
-                    inner
-                        .admin_cmd(&mut aq, p.config_command(), inner.admin_timeout())
-                        .is_ok()
-                });
-                *lock(&inner.shadow_doorbells) = taken;
-            }
-            let max_xfer = setup::max_transfer_bytes(mdts) as u32;
+            inner.after_enable(&mut aq, &ident, granted)?;
+            let max_xfer = inner.transport.max_transfer_bytes(mdts) as u32;
             (ident, namespaces, max_xfer, granted)
         };
         inner.ident = ident;

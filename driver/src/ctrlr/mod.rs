@@ -17,8 +17,10 @@
 //! same transport as the I/O queues, and the admin commands), `queues` (I/O queue
 //! pairs created and deleted on the device), `state` (the state machine: reset,
 //! failure, housekeeping; `shutdown`: the orderly stop; the handshake with queue
-//! pairs is [`crate::control`]). What is particular to PCIe in making queues and
-//! registering them with the device is reached only through `crate::pcie::setup`.
+//! pairs is [`crate::control`]). Everything particular to a transport (registers or
+//! Property Get/Set, how queues are made and connected, the transfer limit) is
+//! reached only through the controller's [`CtrlTransport`]; this module names no
+//! transport.
 
 mod admin;
 mod init;
@@ -28,16 +30,15 @@ mod rescan;
 mod shutdown;
 mod state;
 
-use crate::bus::Bus;
 use crate::control::AtomicCtrlState;
 pub use crate::control::CtrlState;
 use crate::dma::{DmaBuf, DmaPool};
 use crate::error::{Error, Result};
 use crate::lock;
-use crate::pcie::shadow::ShadowDoorbells;
-use crate::qpair::QpairShared;
+use crate::qpair::{AdminSide, Namespaces, QpairShared};
 use crate::regs::{self, Cap, Csts, Vs};
 use crate::spec::{AnaLog, AsyncEvent, IdentifyController};
+use crate::transport::CtrlTransport;
 use admin::AdminQueue;
 use crossbeam_queue::ArrayQueue;
 pub use options::{ControllerOptions, Namespace};
@@ -48,7 +49,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 pub(crate) struct CtrlInner {
-    pub(crate) bus: Arc<dyn Bus>,
+    transport: Arc<dyn CtrlTransport>,
     pub(crate) name: String,
     pub(crate) pool: DmaPool,
     pub(crate) cap: Cap,
@@ -84,9 +85,6 @@ pub(crate) struct CtrlInner {
     /// IOVA windows mapped for this device that I/O buffers may come from: the
     /// controller's own pool, and any registered with `add_dma_window`.
     pub(crate) dma_windows: Mutex<Vec<(u64, u64)>>,
-    /// The shadow doorbell pages, when the controller took Doorbell Buffer Config
-    /// (read when an I/O queue is made; sent again after each enable).
-    pub(crate) shadow_doorbells: Mutex<Option<ShadowDoorbells>>,
     resets: AtomicU64,
     opts: ControllerOptions,
     /// Called after queue pairs' control words change (see
@@ -113,13 +111,11 @@ impl CtrlInner {
         Duration::from_millis(self.opts.admin_timeout_ms.max(1))
     }
 
-    /// The controller's properties (registers): the only way `ctrlr/` reaches them.
-    fn regs(&self) -> &dyn regs::Properties {
-        self.bus.properties()
-    }
-
-    fn csts(&self) -> Csts {
-        Csts(self.regs().read32(regs::CSTS))
+    /// Controller Status (section 3.1.3.6). An error when the transport cannot read
+    /// it (over a fabric, a Property Get that failed); on PCIe a removed device reads
+    /// all ones instead.
+    fn csts(&self) -> Result<Csts> {
+        Ok(Csts(self.transport.get_property32(regs::CSTS)?))
     }
 
     pub(crate) fn failure_reason(&self) -> String {
@@ -145,27 +141,6 @@ impl CtrlInner {
         }
     }
 
-    /// From the data path: a queue pair saw something impossible. The admin side
-    /// fails the controller at its next `process_admin`; until then the qpair stops.
-    pub(crate) fn request_failure(&self, reason: String) {
-        let mut g = lock(&self.failure_requested);
-        if g.is_none() {
-            *g = Some(reason);
-        }
-        self.fail_flag.store(true, Ordering::Release);
-    }
-
-    /// From the data path: command `cid` of queue pair `qpair` passed its deadline.
-    /// The admin side sends an Abort at its next `process_admin`, and reports when
-    /// it ended ([`CtrlInner::abort_ended`]).
-    pub(crate) fn request_abort(&self, qpair: &Arc<QpairShared>, cid: u16) {
-        if self.aborts.push((qpair.clone(), cid)).is_err() {
-            // Too many timeouts at once: a reset deals with all of them (and frees
-            // the trackers waiting for an Abort).
-            self.reset_wanted.store(true, Ordering::Release);
-        }
-    }
-
     /// The Abort of `cid` on `qpair` ended (answered, or dropped at a reset): the
     /// queue pair may reuse the CID. If the report cannot be queued, a reset frees
     /// the tracker instead.
@@ -174,9 +149,62 @@ impl CtrlInner {
             self.reset_wanted.store(true, Ordering::Release);
         }
     }
+}
 
-    pub(crate) fn request_reset(&self) {
+/// What the queue pairs ask of their controller: the data path's reports, acted on
+/// by the admin side at its next `process_admin`.
+impl AdminSide for CtrlInner {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn namespace_table(&self) -> Namespaces {
+        let namespaces = self
+            .namespaces
+            .iter()
+            .zip(self.ns_sizes.iter())
+            .map(|(n, size)| (n.nsid, size.load(Ordering::Acquire), n.block_size));
+        Namespaces::new(
+            namespaces,
+            self.max_xfer_bytes as u64,
+            &lock(&self.dma_windows),
+        )
+    }
+
+    fn namespace_sizes(&self) -> &[AtomicU64] {
+        &self.ns_sizes
+    }
+
+    fn failed_error(&self) -> Error {
+        CtrlInner::failed_error(self)
+    }
+
+    /// A queue pair saw something impossible: the admin side fails the controller
+    /// at its next `process_admin`; until then the queue pair stops.
+    fn request_failure(&self, reason: String) {
+        let mut g = lock(&self.failure_requested);
+        if g.is_none() {
+            *g = Some(reason);
+        }
+        self.fail_flag.store(true, Ordering::Release);
+    }
+
+    /// Command `cid` of queue pair `qpair` passed its deadline: the admin side sends
+    /// an Abort, and reports when it ended ([`CtrlInner::abort_ended`]).
+    fn request_abort(&self, qpair: &Arc<QpairShared>, cid: u16) {
+        if self.aborts.push((qpair.clone(), cid)).is_err() {
+            // Too many timeouts at once: a reset deals with all of them (and frees
+            // the trackers waiting for an Abort).
+            self.reset_wanted.store(true, Ordering::Release);
+        }
+    }
+
+    fn request_reset(&self) {
         self.reset_wanted.store(true, Ordering::Release);
+    }
+
+    fn release_qpair(&self, qpair: &Arc<QpairShared>) {
+        self.destroy_qpair(qpair);
     }
 }
 
@@ -237,7 +265,7 @@ impl Controller {
     /// True when the I/O queues use shadow doorbells (the controller took Doorbell
     /// Buffer Config; see [`ControllerOptions::shadow_doorbells`]).
     pub fn uses_shadow_doorbells(&self) -> bool {
-        lock(&self.0.shadow_doorbells).is_some()
+        self.0.transport.uses_shadow_doorbells()
     }
     /// I/O queues the controller granted.
     pub fn io_queues(&self) -> u16 {
@@ -319,7 +347,7 @@ impl Drop for CtrlInner {
     fn drop(&mut self) {
         // The last queue pair is gone; stop the device before its queues' memory is
         // unmapped, so it cannot DMA into memory that is being reused.
-        if self.state() != CtrlState::Failed && !self.csts().is_all_ones() {
+        if self.state() != CtrlState::Failed && self.csts().is_ok_and(|c| !c.is_all_ones()) {
             let _ = self.disable();
         }
     }

@@ -1,27 +1,27 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 //! I/O queue pairs on the device: created for a new queue pair and after each reset,
 //! deleted when it is dropped or before a reset. What that takes on the wire (Create
-//! and Delete I/O CQ/SQ on PCIe) is [`crate::pcie::setup`]'s.
+//! and Delete I/O CQ/SQ on PCIe, a Fabrics Connect over TCP) is the controller
+//! transport's ([`CtrlTransport`](crate::transport::CtrlTransport)).
 
-use super::admin::AdminQueue;
+use super::admin::{AdminQueue, AdminSession};
 use super::{Controller, CtrlInner, CtrlState};
 use crate::control::{Handshake, Phase};
 use crate::error::{Error, Result};
 use crate::lock;
-use crate::pcie::setup;
-use crate::qpair::{IoQpair, QpairOptions, QpairShared};
+use crate::qpair::{QpairOptions, QpairShared};
+use crate::transport::{self, IoQpair, IoQueueSpec};
 use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 impl CtrlInner {
-    /// Creates queue pair `q`'s queues on the device (through [`setup`]).
+    /// Creates queue pair `q`'s queues on the device.
     pub(super) fn create_io_queues(&self, aq: &mut AdminQueue, q: &QpairShared) -> Result<()> {
-        for sqe in setup::create_io_queue_commands(q.qid, q.entries, &q.site) {
-            self.admin_cmd(aq, sqe, self.admin_timeout())?;
-        }
-        Ok(())
+        let mut admin = AdminSession { ctrl: self, aq };
+        self.transport
+            .connect_io_queue(&mut admin, q.qid, self.admin_timeout())
     }
 
     /// Deletes every queue pair's I/O queues on the device, best effort: 1 s per
@@ -47,10 +47,8 @@ impl CtrlInner {
         qid: u16,
         timeout: Duration,
     ) -> Result<()> {
-        for sqe in setup::delete_io_queue_commands(qid) {
-            self.admin_cmd(aq, sqe, timeout)?;
-        }
-        Ok(())
+        let mut admin = AdminSession { ctrl: self, aq };
+        self.transport.disconnect_io_queue(&mut admin, qid, timeout)
     }
 
     pub(crate) fn destroy_qpair(&self, shared: &Arc<QpairShared>) {
@@ -96,12 +94,17 @@ impl Controller {
             ))
         })?;
         // The host side first: nothing exists on the device if it cannot be made.
-        let (transport, site) = setup::io_queue(inner, qid, opts.entries, mqes)?;
+        let spec = IoQueueSpec {
+            qid,
+            entries: opts.entries,
+            cap: inner.cap,
+            sgl: inner.uses_sgl(),
+        };
+        let queue = inner.transport.io_queue(&inner.pool, &spec)?;
         let epoch = inner.epoch.load(Ordering::Acquire);
         let shared = Arc::new(QpairShared {
             qid,
             entries: opts.entries,
-            site,
             handshake: Handshake::new(epoch),
             // One Abort out per tracker at most; twice that leaves room for reports
             // a reset made stale (see `CtrlInner::abort_ended`).
@@ -111,6 +114,6 @@ impl Controller {
         inner.create_io_queues(&mut aq, &shared)?;
         lock(&inner.qpairs).push(shared.clone());
         drop(aq);
-        IoQpair::new(inner.clone(), shared, transport, &opts)
+        transport::io_qpair(queue, inner.clone(), shared, &opts)
     }
 }

@@ -100,16 +100,25 @@ impl Controller {
         // Section 3.6.1: I/O submission and completion queues are deleted before the
         // notification; queue pairs still alive lose theirs here (see `fail`).
         inner.delete_all_io_queues(&mut aq);
-        let cc = Cc(inner.regs().read32(regs::CC));
-        inner.regs().write32(regs::CC, cc.with_shn(SHN_NORMAL).0);
+        let notify = inner.transport.get_property32(regs::CC).and_then(|cc| {
+            let cc = Cc(cc).with_shn(SHN_NORMAL);
+            inner.transport.set_property32(regs::CC, cc.0)
+        });
+        if let Err(e) = notify {
+            // Over a fabric, a Property Get or Set that failed: the controller is
+            // unreachable, and stops here as after a shutdown.
+            drop(aq);
+            inner.fail(format!("shutdown notification could not be sent: {e}"));
+            return Err(e);
+        }
         report.notified = true;
         report.timeout = shutdown_timeout(inner.ident.rtd3e, inner.opts.shutdown_timeout_ms);
         let start = Instant::now();
         loop {
-            let csts = inner.csts();
-            if csts.is_all_ones() {
-                break;
-            }
+            let csts = match inner.csts() {
+                Ok(c) if !c.is_all_ones() => c,
+                _ => break,
+            };
             if csts.shst() == SHST_COMPLETE {
                 report.complete = true;
                 break;

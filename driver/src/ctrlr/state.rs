@@ -34,9 +34,10 @@ impl CtrlInner {
         // nvme_dev_disable does): never disable a controller with I/O queues alive.
         // Skipped if another thread holds the admin queue (it may be stuck on this
         // very device); completions the deletion produces are path errors, and the
-        // queue pairs deliver each request once either way.
-        let csts = self.csts();
-        if !csts.is_all_ones() {
+        // queue pairs deliver each request once either way. A controller whose CSTS
+        // cannot be read (a fabric that is gone) is left alone, as one reading all
+        // ones.
+        if let Some(csts) = self.csts().ok().filter(|c| !c.is_all_ones()) {
             if csts.rdy() && !csts.cfs() && csts.shst() == 0 {
                 if let Ok(mut aq) = self.admin.try_lock() {
                     self.delete_all_io_queues(&mut aq);
@@ -105,8 +106,10 @@ impl Controller {
         // disabling: the device then has nothing in flight when CC.EN drops, which
         // QEMU 7.2's emulation needs (it crashed, rarely, when disabled with I/O in
         // flight). Best effort with a short deadline; the disable follows regardless.
-        let csts = inner.csts();
-        if csts.rdy() && !csts.cfs() && !csts.is_all_ones() {
+        if inner
+            .csts()
+            .is_ok_and(|c| c.rdy() && !c.cfs() && !c.is_all_ones())
+        {
             inner.delete_all_io_queues(aq);
         }
         inner.disable()?;
@@ -121,7 +124,7 @@ impl Controller {
         inner.notify_queues();
         inner.enable(aq)?;
         let granted = inner.set_num_queues(aq, inner.opts.io_queues)?;
-        inner.restore_shadow_doorbells(aq)?;
+        inner.after_enable(aq, &inner.ident, granted)?;
         if granted < inner.io_queues_granted {
             return Err(Error::ControllerFailed {
                 device: inner.name.clone(),
@@ -190,7 +193,7 @@ impl Controller {
     /// path error. The device is released.
     pub fn fail(&self, reason: &str) {
         self.0.fail(reason.to_string());
-        self.0.bus.release();
+        self.0.transport.release();
     }
 
     /// Housekeeping, to be called every few milliseconds from one thread: detects
@@ -204,15 +207,23 @@ impl Controller {
         if inner.state() == CtrlState::Failed {
             return CtrlState::Failed;
         }
-        if inner.opts.release_on_removal && inner.bus.removal_requested() {
+        if inner.opts.release_on_removal && inner.transport.removal_requested() {
             self.fail("the device is being removed (hot-unplug request)");
             return CtrlState::Failed;
         }
-        let csts = inner.csts();
-        if csts.is_all_ones() {
-            self.fail("registers read all ones: the device was removed");
-            return CtrlState::Failed;
-        }
+        let csts = match inner.csts() {
+            Ok(c) if c.is_all_ones() => {
+                self.fail("registers read all ones: the device was removed");
+                return CtrlState::Failed;
+            }
+            Ok(c) => c,
+            Err(e) => {
+                self.fail(&format!(
+                    "the controller's status (CSTS) cannot be read: {e}"
+                ));
+                return CtrlState::Failed;
+            }
+        };
         if inner.fail_flag.load(Ordering::Acquire) {
             let reason = lock(&inner.failure_requested).take().unwrap_or_default();
             inner.fail(reason);

@@ -4,13 +4,18 @@
 //! (NVMe Base Specification 2.0, sections 3.3.1, 4.1.1 and 4.1.2).
 //!
 //! `ring` is the submission/completion ring protocol; [`PcieQueue`] is the
-//! [`Transport`] of the admin queue (`crate::ctrlr::admin`, queue 0, PRPs only) and of
-//! every I/O queue pair: a ring plus descriptor pages (a PRP list, an SGL segment or a
-//! Dataset Management range), one per tracker. `setup` makes the queues and
-//! registers them with the device (AQA/ASQ/ACQ, Create/Delete I/O CQ and SQ).
+//! [`Transport`] of the admin queue (queue 0, PRPs only) and of every I/O queue pair:
+//! a ring plus descriptor pages (a PRP list, an SGL segment or a Dataset Management
+//! range), one per tracker. [`PcieCtrl`] is the controller's
+//! [`CtrlTransport`](crate::transport::CtrlTransport): BAR0 as the properties, and the
+//! queues made and registered with the device (AQA/ASQ/ACQ, Create/Delete I/O CQ and
+//! SQ).
+//!
+//! Nothing here knows the controller logic (`crate::ctrlr`) or the queue pairs
+//! (`crate::qpair`): they reach this module through the two traits only.
 
+mod ctrl;
 pub(crate) mod ring;
-pub(crate) mod setup;
 pub(crate) mod shadow;
 
 use crate::dma::{DmaBuf, DmaPool, DmaSlice};
@@ -20,6 +25,7 @@ use crate::prp::{self, PAGE_SIZE};
 use crate::sgl;
 use crate::spec::Sqe;
 use crate::transport::{CqeTail, Transport};
+pub use ctrl::PcieCtrl;
 pub(crate) use ring::{Ring, RingConfig};
 
 /// A queue pair's PCIe side (admin or I/O): its ring and its descriptor pages.

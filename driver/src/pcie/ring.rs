@@ -114,21 +114,6 @@ impl Ring {
         })
     }
 
-    /// The SQ memory (for ASQ, or Create I/O Submission Queue's PRP1).
-    pub(crate) fn sq_mem(&self) -> &DmaBuf {
-        &self.sq
-    }
-
-    /// The CQ memory (for ACQ, or Create I/O Completion Queue's PRP1).
-    pub(crate) fn cq_mem(&self) -> &DmaBuf {
-        &self.cq
-    }
-
-    /// SQ and CQ entries.
-    pub(crate) fn entries(&self) -> (u16, u16) {
-        (self.sq_entries, self.cq_entries)
-    }
-
     /// Copies `sqe` into the slot at the SQ tail and advances the tail. The device
     /// sees it after the next [`ring_sq_doorbell`](Self::ring_sq_doorbell).
     #[inline(always)]

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
-//! Completion: [`IoQpair::poll`] reaps completions from the transport, checks that
+//! Completion: [`Qpair::poll`] reaps completions from the transport, checks that
 //! each names a command in flight, gives its command identifier back and delivers
 //! the request (once, for a split request, when its last command is done); it also
 //! reacts to the controller's control word, issues pending requests, and checks
@@ -7,12 +7,12 @@
 
 use super::request::IoCompletion;
 use super::tracker::NO_PARENT;
-use super::{IoQpair, TIMEOUT_SCAN_POLLS};
+use super::{Qpair, TIMEOUT_SCAN_POLLS};
 use crate::clock;
 use crate::spec::Status;
 use crate::transport::{CqeTail, Transport};
 
-impl<T: Transport> IoQpair<T> {
+impl<T: Transport> Qpair<T> {
     /// Polls for up to `max` completions, delivering each finished request to `cb`
     /// exactly once. Also rings the SQ doorbell for queued commands, issues pending
     /// requests as identifiers free up, reacts to controller resets and failure, and

@@ -5,12 +5,12 @@
 //! transport, holding or releasing new requests, and acknowledging.
 
 use super::request::IoCompletion;
-use super::IoQpair;
+use super::Qpair;
 use crate::control::{ControlWord, Phase};
 use crate::spec::Status;
 use crate::transport::Transport;
 
-impl<T: Transport> IoQpair<T> {
+impl<T: Transport> Qpair<T> {
     #[cold]
     pub(super) fn handle_control(
         &mut self,
@@ -60,7 +60,7 @@ impl<T: Transport> IoQpair<T> {
     #[cold]
     #[inline(never)]
     pub(super) fn refresh_namespaces(&mut self, ctl: ControlWord) {
-        self.namespaces.refresh(&self.ctrl);
+        self.namespaces.refresh(self.ctrl.namespace_sizes());
         self.control_seen = self.control_seen.with_ns_gen_of(ctl);
     }
 

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 //! I/O queue pairs: the data path, and its NVMe logic written once over a
-//! [`Transport`] (PCIe by default).
+//! [`Transport`] ([`Qpair<T>`](Qpair), one copy per transport; callers hold the
+//! [`IoQpair`](crate::IoQpair) that chose one at run time).
 //!
-//! One [`IoQpair`] is one I/O submission queue and its completion queue, owned and
+//! One [`Qpair`] is one I/O submission queue and its completion queue, owned and
 //! polled by one thread (`Send`, not `Sync`, `&mut self` everywhere). Nothing here
 //! allocates, locks, sleeps or makes a system call per I/O: trackers, parents of split
 //! requests, the pending queue and the transport's buffers are sized when the queue
@@ -12,21 +13,25 @@
 //! - [`request`]: what callers hand in and get back; [`stats`]: the counters.
 //! - `submit`: checks a request (`namespaces` holds what it is checked against),
 //!   takes a command identifier (`tracker`) and builds the command; the transport
-//!   describes its data and posts it; [`IoQpair::flush`] rings the doorbell once per
+//!   describes its data and posts it; [`Qpair::flush`] rings the doorbell once per
 //!   batch.
 //! - `split`: requests larger than the controller's maximum data transfer size
 //!   (MDTS) go out as several commands and complete once, as one request.
 //! - `pending`: when no identifier is free, or the controller is being reset, a
 //!   request waits on the bounded pending queue and is issued, in order, as
 //!   completions free identifiers; when the queue is full, `submit` hands the
-//!   request back with [`Error::Busy`](crate::Error::Busy).
-//! - `complete`: [`IoQpair::poll`] reaps completions, checks each one's identifier,
+//!   request back with [`Error::Busy`].
+//! - `complete`: [`Qpair::poll`] reaps completions, checks each one's identifier,
 //!   SQ head and SQ identifier (a bad one is counted in [`QpairStats`], never
 //!   delivered, and fails the controller), delivers finished requests, and checks
 //!   deadlines.
 //! - `handshake`: the queue pair's side of a controller reset or failure, learnt
 //!   from one atomic control word that each poll reads once (the whole handshake:
 //!   [`crate::control`]).
+//!
+//! A queue pair knows its controller only as an `AdminSide`: the reports it sends
+//! to the controller's admin side (a failure, an Abort or a reset wanted, its own
+//! end). This module imports nothing from the controller (`crate::ctrlr`).
 
 mod complete;
 mod handshake;
@@ -41,15 +46,13 @@ mod vectored;
 
 use crate::clock;
 use crate::control::{ControlWord, Handshake, Phase};
-use crate::ctrlr::CtrlInner;
-use crate::error::Result;
-use crate::pcie::setup::IoQueueSite;
-use crate::pcie::PcieQueue;
+use crate::error::{Error, Result};
 use crate::transport::Transport;
 use crossbeam_queue::ArrayQueue;
-use namespaces::Namespaces;
+pub(crate) use namespaces::Namespaces;
 use pending::Pending;
 use split::Parents;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use tracker::Trackers;
 
@@ -58,15 +61,38 @@ pub use stats::QpairStats;
 
 pub(crate) use namespaces::MAX_DMA_WINDOWS;
 
-/// The part of a queue pair the controller (admin side) shares with its owner: what
-/// the controller needs to create its queues on the device, and the reset handshake.
+/// What a queue pair asks of its controller's admin side, which acts at its next
+/// `process_admin`. Implemented by the controller; every call is off the fast path.
+pub(crate) trait AdminSide: Send + Sync {
+    /// The controller's name (PCI address), for messages.
+    fn name(&self) -> &str;
+    /// What requests are checked against: the controller's namespaces with their
+    /// current sizes, the largest transfer, the DMA windows.
+    fn namespace_table(&self) -> Namespaces;
+    /// The current size in blocks of each namespace, in the table's order (a
+    /// namespace resized: see `namespaces`).
+    fn namespace_sizes(&self) -> &[AtomicU64];
+    /// The error for a request to the controller once it failed.
+    fn failed_error(&self) -> Error;
+    /// The queue pair saw something impossible: the controller is to be failed;
+    /// until then the queue pair stops.
+    fn request_failure(&self, reason: String);
+    /// Command `cid` of `qpair` passed its deadline: an Abort is to be sent, and its
+    /// end reported in `qpair.aborts_ended`.
+    fn request_abort(&self, qpair: &Arc<QpairShared>, cid: u16);
+    /// The controller is to be reset (a command outlived its Abort too).
+    fn request_reset(&self);
+    /// The queue pair is gone: its queues are to be deleted on the device.
+    fn release_qpair(&self, qpair: &Arc<QpairShared>);
+}
+
+/// The part of a queue pair the controller (admin side) shares with its owner: its
+/// identity, and the reset handshake.
 #[derive(Debug)]
 pub(crate) struct QpairShared {
     pub qid: u16,
     /// Submission queue entries.
     pub entries: u16,
-    /// Where the transport put the queues, for creating them on the device.
-    pub site: IoQueueSite,
     pub handshake: Handshake,
     /// CIDs whose Abort ended (sent and answered, or dropped at a reset), reported by
     /// the admin side; the owner frees their trackers at its next timeout scan.
@@ -76,10 +102,12 @@ pub(crate) struct QpairShared {
 /// How often (in polls) trackers are checked for deadlines.
 const TIMEOUT_SCAN_POLLS: u64 = 1024;
 
-/// An I/O queue pair, owned by one thread. `T` carries its commands: PCIe unless
-/// named.
-pub struct IoQpair<T: Transport = PcieQueue> {
-    ctrl: Arc<CtrlInner>,
+/// An I/O queue pair over transport `T`, owned by one thread: the NVMe logic, built
+/// once per transport with every transport call static. Callers hold an
+/// [`IoQpair`](crate::IoQpair), which chooses among these at run time with one match
+/// per call.
+pub struct Qpair<T: Transport> {
+    ctrl: Arc<dyn AdminSide>,
     shared: Arc<QpairShared>,
     transport: T,
     /// `shared.qid` and `shared.entries`, at hand for checking completions.
@@ -107,10 +135,10 @@ pub struct IoQpair<T: Transport = PcieQueue> {
     stats: QpairStats,
 }
 
-impl<T: Transport> std::fmt::Debug for IoQpair<T> {
+impl<T: Transport> std::fmt::Debug for Qpair<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IoQpair")
-            .field("device", &self.ctrl.name)
+        f.debug_struct("Qpair")
+            .field("device", &self.ctrl.name())
             .field("qid", &self.shared.qid)
             .field("entries", &self.sq_entries)
             .field("outstanding", &self.outstanding())
@@ -119,11 +147,11 @@ impl<T: Transport> std::fmt::Debug for IoQpair<T> {
     }
 }
 
-impl<T: Transport> IoQpair<T> {
+impl<T: Transport> Qpair<T> {
     /// Builds the host side of a queue pair over `transport`. The controller creates
     /// the device side.
     pub(crate) fn new(
-        ctrl: Arc<CtrlInner>,
+        ctrl: Arc<dyn AdminSide>,
         shared: Arc<QpairShared>,
         transport: T,
         opts: &QpairOptions,
@@ -133,9 +161,9 @@ impl<T: Transport> IoQpair<T> {
         // The word before the table: a size change published in between is seen at
         // the first poll (see `namespaces`).
         let control_seen = shared.handshake.load();
-        let namespaces = Namespaces::new(&ctrl);
+        let namespaces = ctrl.namespace_table();
         let phase = control_seen.phase();
-        Ok(IoQpair {
+        Ok(Qpair {
             transport,
             qid: shared.qid,
             sq_entries: shared.entries,
@@ -205,7 +233,7 @@ impl<T: Transport> IoQpair<T> {
 
     /// The controller's name (PCI address).
     pub fn device(&self) -> &str {
-        &self.ctrl.name
+        self.ctrl.name()
     }
 
     /// True once the controller failed: submits are refused, nothing is in flight.
@@ -228,8 +256,8 @@ impl<T: Transport> IoQpair<T> {
     }
 }
 
-impl<T: Transport> Drop for IoQpair<T> {
+impl<T: Transport> Drop for Qpair<T> {
     fn drop(&mut self) {
-        self.ctrl.destroy_qpair(&self.shared);
+        self.ctrl.release_qpair(&self.shared);
     }
 }

@@ -11,9 +11,8 @@
 //! submit path itself is unchanged: no extra load, no lock.
 
 use super::request::{IoOp, IoRequest};
-use crate::ctrlr::CtrlInner;
 use crate::error::Error;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// IOVA windows a queue pair accepts buffers from.
 pub(crate) const MAX_DMA_WINDOWS: usize = 4;
@@ -22,7 +21,7 @@ pub(super) const MAX_NLB: u32 = 1 << 16;
 
 /// One namespace, as the data path needs it.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct NsInfo {
+pub(crate) struct NsInfo {
     pub nsid: u32,
     pub nsze: u64,
     pub block_shift: u32,
@@ -43,7 +42,7 @@ impl NsInfo {
 
 /// The namespaces and DMA windows of a queue pair's controller.
 #[derive(Debug)]
-pub(super) struct Namespaces {
+pub(crate) struct Namespaces {
     ns: Box<[NsInfo]>,
     /// `ns[0]` and its identifier widened (`u64::MAX` when there is none): almost
     /// every queue pair serves one namespace, checked without following a pointer.
@@ -54,19 +53,21 @@ pub(super) struct Namespaces {
 }
 
 impl Namespaces {
-    /// The table of `ctrl`. The caller loads its control word first: a size change
+    /// The controller's namespaces (identifier, size in blocks, block size), the
+    /// largest transfer of one command, and the IOVA windows buffers may come from,
+    /// oldest first. The queue pair loads its control word first: a size change
     /// published after that load is seen at its next poll.
-    pub fn new(ctrl: &CtrlInner) -> Namespaces {
-        let max_xfer = ctrl.max_xfer_bytes as u64;
-        let ns: Box<[NsInfo]> = ctrl
-            .namespaces
-            .iter()
-            .zip(ctrl.ns_sizes.iter())
-            .map(|(n, size)| {
-                let block_shift = n.block_size.trailing_zeros();
+    pub(crate) fn new(
+        namespaces: impl Iterator<Item = (u32, u64, u32)>,
+        max_xfer: u64,
+        dma_windows: &[(u64, u64)],
+    ) -> Namespaces {
+        let ns: Box<[NsInfo]> = namespaces
+            .map(|(nsid, nsze, block_size)| {
+                let block_shift = block_size.trailing_zeros();
                 NsInfo {
-                    nsid: n.nsid,
-                    nsze: size.load(Ordering::Acquire),
+                    nsid,
+                    nsze,
                     block_shift,
                     max_rw_blocks: ((max_xfer >> block_shift) as u32).clamp(1, MAX_NLB),
                 }
@@ -76,10 +77,7 @@ impl Namespaces {
         // its own buffer window (the block layer) gets that window's buffers on
         // every I/O; one driven directly has only its pool's window.
         let mut windows = [(0u64, 0u64); MAX_DMA_WINDOWS];
-        for (w, &r) in windows
-            .iter_mut()
-            .zip(crate::lock(&ctrl.dma_windows).iter().rev())
-        {
+        for (w, &r) in windows.iter_mut().zip(dma_windows.iter().rev()) {
             *w = r;
         }
         Namespaces {
@@ -99,8 +97,8 @@ impl Namespaces {
     /// made in), on the owner's thread, after its control word showed a new namespace
     /// generation. Allocates nothing.
     #[cold]
-    pub fn refresh(&mut self, ctrl: &CtrlInner) {
-        for (n, size) in self.ns.iter_mut().zip(ctrl.ns_sizes.iter()) {
+    pub fn refresh(&mut self, sizes: &[AtomicU64]) {
+        for (n, size) in self.ns.iter_mut().zip(sizes) {
             n.nsze = size.load(Ordering::Acquire);
         }
         if let Some(first) = self.ns.first() {
@@ -162,10 +160,15 @@ impl Namespaces {
     }
 
     /// The namespace `req` names, if it has one and the blocks lie within it; the
-    /// error naming which of the two is wrong otherwise (cold: the checks' first step).
-    pub fn target(&self, ctrl: &CtrlInner, req: &IoRequest) -> Result<&NsInfo, Error> {
+    /// error naming which of the two is wrong otherwise, for controller `name` (cold:
+    /// the checks' first step).
+    pub fn target(&self, name: &str, req: &IoRequest) -> Result<&NsInfo, Error> {
         let Some(ns) = self.get(req.nsid) else {
-            return Err(ctrl.no_such_namespace(req.nsid));
+            return Err(Error::NoSuchNamespace {
+                device: name.to_string(),
+                nsid: req.nsid,
+                available: self.ns.iter().map(|n| n.nsid).collect(),
+            });
         };
         if !Self::range_ok(req.slba, req.nlb, ns.nsze) {
             return Err(Error::LbaOutOfRange {
@@ -181,8 +184,8 @@ impl Namespaces {
     /// Why `req` failed the checks, with how to fix it.
     #[cold]
     #[inline(never)]
-    pub fn invalid(&self, ctrl: &CtrlInner, req: &IoRequest) -> Error {
-        let ns = match self.target(ctrl, req) {
+    pub fn invalid(&self, name: &str, req: &IoRequest) -> Error {
+        let ns = match self.target(name, req) {
             Ok(ns) => ns,
             Err(e) => return e,
         };
@@ -205,7 +208,7 @@ impl Namespaces {
             "{}: the buffer at IOVA {:#x} ({} bytes) is not DMA memory of this device (from another \
              controller's pool, or none); allocate it with this controller's alloc_buffer, or \
              register its window with add_dma_window",
-            ctrl.name, req.buf.iova.0, req.buf.len
+            name, req.buf.iova.0, req.buf.len
         ))
     }
 }

@@ -4,7 +4,7 @@
 //! made: no allocation); issued in order as identifiers free up.
 
 use super::request::{IoRequest, Refused};
-use super::IoQpair;
+use super::Qpair;
 use crate::transport::Transport;
 use std::collections::VecDeque;
 
@@ -47,7 +47,7 @@ impl Pending {
     }
 }
 
-impl<T: Transport> IoQpair<T> {
+impl<T: Transport> Qpair<T> {
     /// A request that cannot go to the device now: refused when failed or when the
     /// pending queue is full, else onto the queue.
     #[cold]

@@ -117,8 +117,8 @@ pub struct IoCompletion {
     pub status: Status,
 }
 
-/// Why [`IoQpair::try_submit`](super::IoQpair::try_submit) refused a request;
-/// [`IoQpair::explain`](super::IoQpair::explain) turns it into
+/// Why [`Qpair::try_submit`](super::Qpair::try_submit) refused a request;
+/// [`Qpair::explain`](super::Qpair::explain) turns it into
 /// the full [`Error`](crate::Error).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refused {

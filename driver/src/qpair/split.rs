@@ -7,7 +7,7 @@
 use super::namespaces::NsInfo;
 use super::request::{IoCompletion, IoRequest};
 use super::tracker::NO_PARENT;
-use super::IoQpair;
+use super::Qpair;
 use crate::spec::Status;
 use crate::transport::Transport;
 
@@ -73,7 +73,7 @@ impl Parents {
     }
 }
 
-impl<T: Transport> IoQpair<T> {
+impl<T: Transport> Qpair<T> {
     /// Issues a request that may need several commands. Needs a free CID.
     #[inline(always)]
     pub(super) fn start(&mut self, req: &IoRequest, ns: NsInfo) {

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 //! Submission: a request is checked, takes a command identifier, becomes a command
 //! (the transport describes its data), and is posted; the doorbell follows once per
-//! batch ([`IoQpair::flush`]).
+//! batch ([`Qpair::flush`]).
 
 use super::namespaces::{Namespaces, NsInfo};
 use super::request::{IoOp, IoRequest, Refused};
 use super::tracker::NO_PARENT;
-use super::IoQpair;
+use super::Qpair;
 use crate::clock;
 use crate::dma::DmaSlice;
 use crate::error::Error;
@@ -14,7 +14,7 @@ use crate::iov::DmaVec;
 use crate::spec::{io_opc, Sqe};
 use crate::transport::Transport;
 
-impl<T: Transport> IoQpair<T> {
+impl<T: Transport> Qpair<T> {
     /// Submits a request. It is in the submission queue (the doorbell follows at the
     /// next [`flush`](Self::flush) or poll), or waiting on the pending queue; or it is
     /// handed back with the reason: bad arguments, [`Error::Busy`] when the pending
@@ -127,7 +127,7 @@ impl<T: Transport> IoQpair<T> {
         match why {
             Refused::Invalid => match (req.op, &req.iov) {
                 (IoOp::Read | IoOp::Write, Some(v)) => self.vector_invalid(&req, v),
-                _ => self.namespaces.invalid(&self.ctrl, &req),
+                _ => self.namespaces.invalid(self.ctrl.name(), &req),
             },
             Refused::Busy => Error::Busy(self.pending.max()),
             Refused::Failed => self.ctrl.failed_error(),

@@ -5,7 +5,7 @@
 
 use super::namespaces::{Namespaces, NsInfo};
 use super::request::IoRequest;
-use super::IoQpair;
+use super::Qpair;
 use crate::error::Error;
 use crate::iov::{self, DmaVec, PageRule};
 use crate::spec::Sqe;
@@ -28,7 +28,7 @@ impl Namespaces {
     }
 }
 
-impl<T: Transport> IoQpair<T> {
+impl<T: Transport> Qpair<T> {
     /// The checks of a vectored request that depend on the transport: slices joined
     /// on pages for PRPs, and no block spread over more slices than one command's
     /// descriptors (the split walks the same cuts).
@@ -94,8 +94,8 @@ impl<T: Transport> IoQpair<T> {
     /// Why vectored request `req` failed the checks, naming the slice and the rule.
     #[cold]
     pub(super) fn vector_invalid(&self, req: &IoRequest, v: &DmaVec) -> Error {
-        let name = &self.ctrl.name;
-        let ns = match self.namespaces.target(&self.ctrl, req) {
+        let name = self.ctrl.name();
+        let ns = match self.namespaces.target(name, req) {
             Ok(ns) => ns,
             Err(e) => return e,
         };
